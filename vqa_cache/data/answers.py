@@ -1,0 +1,351 @@
+"""Answer normalization, soft scores and the answer vocabulary.
+
+The normalization is the one the official VQA v2 evaluation applies to a
+predicted answer (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py,
+``processPunctuation`` then ``processDigitArticle``), re-implemented here with its
+quirks kept on purpose, because a model is scored by exactly that code:
+
+* newlines and tabs become spaces, then the text is stripped;
+* each of the punctuation marks in ``PUNCTUATION`` is deleted when the text has that
+  mark next to a space (``"x ,"`` or ``", x"``) or when the text contains a comma
+  between two digits anywhere (``"1,000"``: then every mark is deleted); otherwise
+  the mark becomes a space. The test is made on the text as given, mark by mark;
+* a period not followed by a digit is deleted ("3.5" keeps its period, "no." loses
+  it), but at most 32 of them: the official code passes ``re.UNICODE`` (= 32) where
+  ``re.sub`` expects its count;
+* apostrophes, colons, ``#``, ``$``, ``%``, ``&``, ``*``, ``|`` and ``~`` are *not*
+  punctuation there and survive;
+* the text is lowercased and split on whitespace; the words zero..ten and "none"
+  become digits ("none" -> "0"); the articles a, an, the are dropped; a word in the
+  contractions table is replaced ("dont" -> "don't"); words are joined by one space.
+
+``NORMALIZER_VERSION`` names this behaviour; it is saved with every vocabulary so a
+checkpoint is never read with answers normalized another way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+from dataclasses import dataclass, field
+
+from vqa_cache.errors import BadInput
+
+NORMALIZER_VERSION = "vqa-eval-1"
+
+#: Marks that the official code deletes or turns into a space. Not ' : . (see above).
+PUNCTUATION = tuple(';/[]"{}()=+\\_-><@`,?!')
+
+#: Word -> digit map of the official code (note "none" -> "0").
+NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+
+ARTICLES = frozenset({"a", "an", "the"})
+
+# The official contractions table, one "word replacement" pair per line, kept
+# entry for entry, oddities included: "somebody'd" -> "somebodyd" goes backwards,
+# "let's" and "she's" map to themselves, and the four keys with a capital I
+# (Id've, I'dve, Im, Ive) can never match because the text is lowercased first.
+_CONTRACTION_PAIRS = """
+aint ain't
+arent aren't
+cant can't
+couldve could've
+couldnt couldn't
+couldn'tve couldn't've
+couldnt've couldn't've
+didnt didn't
+doesnt doesn't
+dont don't
+hadnt hadn't
+hadnt've hadn't've
+hadn'tve hadn't've
+hasnt hasn't
+havent haven't
+hed he'd
+hed've he'd've
+he'dve he'd've
+hes he's
+howd how'd
+howll how'll
+hows how's
+Id've I'd've
+I'dve I'd've
+Im I'm
+Ive I've
+isnt isn't
+itd it'd
+itd've it'd've
+it'dve it'd've
+itll it'll
+let's let's
+maam ma'am
+mightnt mightn't
+mightnt've mightn't've
+mightn'tve mightn't've
+mightve might've
+mustnt mustn't
+mustve must've
+neednt needn't
+notve not've
+oclock o'clock
+oughtnt oughtn't
+ow's'at 'ow's'at
+'ows'at 'ow's'at
+'ow'sat 'ow's'at
+shant shan't
+shed've she'd've
+she'dve she'd've
+she's she's
+shouldve should've
+shouldnt shouldn't
+shouldnt've shouldn't've
+shouldn'tve shouldn't've
+somebody'd somebodyd
+somebodyd've somebody'd've
+somebody'dve somebody'd've
+somebodyll somebody'll
+somebodys somebody's
+someoned someone'd
+someoned've someone'd've
+someone'dve someone'd've
+someonell someone'll
+someones someone's
+somethingd something'd
+somethingd've something'd've
+something'dve something'd've
+somethingll something'll
+thats that's
+thered there'd
+thered've there'd've
+there'dve there'd've
+therere there're
+theres there's
+theyd they'd
+theyd've they'd've
+they'dve they'd've
+theyll they'll
+theyre they're
+theyve they've
+twas 'twas
+wasnt wasn't
+wed've we'd've
+we'dve we'd've
+weve we've
+werent weren't
+whatll what'll
+whatre what're
+whats what's
+whatve what've
+whens when's
+whered where'd
+wheres where's
+whereve where've
+whod who'd
+whod've who'd've
+who'dve who'd've
+wholl who'll
+whos who's
+whove who've
+whyll why'll
+whyre why're
+whys why's
+wont won't
+wouldve would've
+wouldnt wouldn't
+wouldnt've wouldn't've
+wouldn'tve wouldn't've
+yall y'all
+yall'll y'all'll
+y'allll y'all'll
+yall'd've y'all'd've
+y'alld've y'all'd've
+y'all'dve y'all'd've
+youd you'd
+youd've you'd've
+you'dve you'd've
+youll you'll
+youre you're
+youve you've
+"""
+CONTRACTIONS = dict(line.split() for line in _CONTRACTION_PAIRS.strip().splitlines())
+
+_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
+# Official pattern "(?!<=\d)(\.)(?!\d)": its "(?!<=\d)" is a mistyped look-behind
+# that can never fail in front of a ".", so only "not followed by a digit" counts.
+_PERIOD = re.compile(r"\.(?!\d)")
+_MAX_PERIODS_REMOVED = 32  # re.UNICODE, passed as the count by the official code
+
+
+def clean_whitespace(text: str) -> str:
+    """Newlines and tabs to spaces, then strip (the official first step)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def process_punctuation(text: str) -> str:
+    """The official ``processPunctuation`` (see the module docstring)."""
+    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
+    out = text
+    for mark in PUNCTUATION:
+        spaced = mark + " " in text or " " + mark in text
+        out = out.replace(mark, "" if (delete_all or spaced) else " ")
+    return _PERIOD.sub("", out, count=_MAX_PERIODS_REMOVED)
+
+
+def process_digit_article(text: str) -> str:
+    """The official ``processDigitArticle``: lowercase, digits, no articles, contractions."""
+    words = []
+    for word in text.lower().split():
+        word = NUMBER_WORDS.get(word, word)
+        if word not in ARTICLES:
+            words.append(CONTRACTIONS.get(word, word))
+    return " ".join(words)
+
+
+@lru_cache(maxsize=1 << 17)  # answers repeat a lot: VQA v2 train has 4.4M answers, ~0.2M distinct
+def normalize_answer(text: str) -> str:
+    """Normalize an answer exactly as the official evaluation normalizes a prediction.
+
+    >>> normalize_answer("Two dogs.")
+    '2 dogs'
+    >>> normalize_answer("The dont")
+    "don't"
+    """
+    return process_digit_article(process_punctuation(clean_whitespace(text)))
+
+
+def leave_one_out_accuracy(candidate: str, answers: list[str]) -> float:
+    """VQA accuracy of ``candidate`` against ``answers`` compared as given (no normalization).
+
+    The average, over each human answer left out in turn, of min(matches among the
+    others / 3, 1). Summed in the official order, so the float is bit-identical.
+    """
+    if not answers:
+        raise ValueError("leave_one_out_accuracy needs at least one answer")
+    matches = sum(1 for a in answers if a == candidate)
+    total = 0.0
+    for a in answers:
+        total += min(1.0, (matches - (a == candidate)) / 3)
+    return total / len(answers)
+
+
+def soft_scores(answers: list[str]) -> dict[str, float]:
+    """Soft target for each distinct answer among ``answers`` (already normalized).
+
+    Each candidate scores what the official metric gives for predicting it: with
+    10 answers, 1/2/3/4+ matches give 0.3/0.6/0.9/1.0 (the 0.9 is (3*2/3 + 7*1)/10).
+    With fewer answers the same formula applies (two identical answers score 1/3).
+    Choice: a single answer scores 1.0, because single-answer datasets are scored by
+    exact match (the official formula would give every prediction 0 there).
+    """
+    if not answers:
+        raise ValueError("soft_scores needs at least one answer")
+    if len(answers) == 1:
+        return {answers[0]: 1.0}
+    return {c: leave_one_out_accuracy(c, answers) for c in dict.fromkeys(answers)}
+
+
+def best_answer(answers: list[str]) -> str:
+    """The answer with the highest soft score; ties go to the most frequent, then a-z first.
+
+    A soft score never falls as the count rises, so this is the most frequent answer
+    (ties a-z), found from the counts alone. (Comparing the float scores would not do:
+    two answers with equal counts can score one ulp apart, because the official
+    summation order depends on where the answers sit in the list.)
+    """
+    if not answers:
+        raise ValueError("best_answer needs at least one answer")
+    counts = Counter(answers)
+    return min(counts, key=lambda a: (-counts[a], a))
+
+
+@dataclass
+class Vocabulary:
+    """The answer classes of a model: ``answers[i]`` is class ``i``.
+
+    Answers are normalized strings; ``index`` looks an answer up as given, so
+    normalize raw text first. ``top_k``, ``min_count`` and ``normalizer`` record how
+    the list was built and travel with every checkpoint.
+    """
+
+    answers: list[str]
+    top_k: int | None = None
+    min_count: int = 1
+    normalizer: str = NORMALIZER_VERSION
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._ids = {a: i for i, a in enumerate(self.answers)}
+        if len(self._ids) != len(self.answers):
+            raise ValueError("vocabulary answers must be distinct")
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def index(self, answer: str) -> int | None:
+        """Class id of a normalized answer, or None when it is not in the vocabulary."""
+        return self._ids.get(answer)
+
+    def coverage(self, answer_lists: list[list[str]]) -> float:
+        """Share of questions whose best (normalized) answer is in the vocabulary, 0..1."""
+        if not answer_lists:
+            return 0.0
+        hits = 0
+        for i, answers in enumerate(answer_lists):
+            if not answers:
+                raise ValueError(f"question {i} has no answers")
+            hits += best_answer([normalize_answer(a) for a in answers]) in self._ids
+        return hits / len(answer_lists)
+
+    def to_dict(self) -> dict:
+        return {
+            "answers": list(self.answers),
+            "top_k": self.top_k,
+            "min_count": self.min_count,
+            "normalizer": self.normalizer,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vocabulary":
+        """Inverse of ``to_dict``; BadInput on a malformed record.
+
+        The stored normalizer is kept as it was: compare it with
+        ``NORMALIZER_VERSION`` before mapping new answers through this vocabulary.
+        """
+        if not isinstance(data, dict):
+            raise BadInput(f"vocabulary: expected an object, got {type(data).__name__}")
+        missing = [k for k in ("answers", "top_k", "min_count", "normalizer") if k not in data]
+        if missing:
+            raise BadInput(f"vocabulary: missing field(s) {', '.join(missing)}")
+        answers = data["answers"]
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise BadInput("vocabulary: 'answers' must be a list of strings")
+        if len(set(answers)) != len(answers):
+            raise BadInput("vocabulary: 'answers' has duplicates")
+        return cls(list(answers), data["top_k"], data["min_count"], data["normalizer"])
+
+
+def build_vocabulary(
+    answer_lists: list[list[str]], top_k: int | None = 1000, min_count: int = 1
+) -> Vocabulary:
+    """The answer vocabulary of a training split.
+
+    Every human answer of every question is normalized and counted (a question with
+    ten answers contributes ten counts). Answers seen fewer than ``min_count`` times
+    are dropped; the rest are ordered by count (highest first), ties by the answer
+    string (a-z), and the first ``top_k`` kept (all of them when ``top_k`` is None).
+    An answer that normalizes to the empty string (e.g. "the") is never a class.
+    """
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1 or None, got {top_k}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    counts = Counter(normalize_answer(a) for answers in answer_lists for a in answers)
+    kept = [a for a, n in counts.items() if n >= min_count and a]
+    ranked = sorted(kept, key=lambda a: (-counts[a], a))
+    if top_k is not None:
+        ranked = ranked[:top_k]
+    return Vocabulary(ranked, top_k=top_k, min_count=min_count)

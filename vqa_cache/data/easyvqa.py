@@ -1,0 +1,48 @@
+"""easy-VQA, the embedded default dataset (the `easy-vqa` package from PyPI).
+
+5,000 generated 64x64 images of one coloured shape (4,000 train, 1,000 test), 48,248 templated
+questions, 13 answers, one answer per question. The test split is the validation split.
+Train and test image ids both start at 0, so image ids here are "train/12", "test/12".
+"""
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from ..recipes import DatasetSpec
+
+
+def identity(path: str, spec: DatasetSpec) -> dict:
+    return {"name": "easyvqa", "version": version("easy-vqa")}
+
+
+def question_type(q: str) -> str:
+    """The question's first words, as VQA's question types are ('what color', 'is there', ...)."""
+    words = q.lower().rstrip("?").split()
+    return " ".join(words[:3] if words[:1] == ["does"] else words[:2])
+
+
+def load(path: str, spec: DatasetSpec):
+    import easy_vqa
+    from . import make_table
+
+    rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
+                            "answer_type", "question_type", "split")}
+    qid = 0
+    for split, questions, paths in (
+        ("train", easy_vqa.get_train_questions(), easy_vqa.get_train_image_paths()),
+        ("test", easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths()),
+    ):
+        for q, a, img in zip(*questions):
+            rows["question_id"].append(str(qid))
+            rows["image_id"].append(f"{split}/{img}")
+            rows["image_path"].append(paths[img])
+            rows["question"].append(q)
+            rows["answers"].append([a])
+            rows["answer_type"].append("yes/no" if a in ("yes", "no") else "other")
+            rows["question_type"].append(question_type(q))
+            rows["split"].append(split)
+            qid += 1
+    return make_table(rows)
+
+
+TRAIN_SPLIT, VAL_SPLIT = "train", "test"

@@ -1,0 +1,1 @@
+"""Frozen encoders: torchvision image backbones, Hugging Face text encoders, bag-of-words."""

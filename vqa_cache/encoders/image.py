@@ -1,0 +1,110 @@
+"""Frozen torchvision image backbones -> pooled [B, D] and/or grid [B, H*W, D] features.
+
+Images are decoded and resized in DataLoader workers to uint8 [3, S, S]; normalization happens on
+the device (a quarter of the bytes cross the bus). `ImageEncoder.forward` takes that uint8 batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import BadInput
+from .weights import RANDOM_SEED, Choice
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def backbone(model: nn.Module) -> tuple[nn.Module, int]:
+    """The part of a torchvision classifier that makes the last feature map, and its channels."""
+    if hasattr(model, "layer4") and hasattr(model, "fc"):          # ResNet, ResNeXt, Wide ResNet, RegNet-like
+        body = nn.Sequential(*list(model.children())[:-2])
+        return body, model.fc.in_features
+    if hasattr(model, "features"):                                  # VGG, DenseNet, EfficientNet, ConvNeXt, MobileNet
+        body = model.features
+        with torch.inference_mode():
+            dim = body(torch.zeros(1, 3, 64, 64)).shape[1]
+        return body, dim
+    raise BadInput(f"image encoder {type(model).__name__}: no convolutional trunk found "
+                   f"(supported: torchvision CNN classifiers such as resnet50, convnext_tiny, efficientnet_b0)")
+
+
+def load_model(name: str, choice: Choice) -> nn.Module:
+    """The torchvision classifier `name` with the chosen weights."""
+    import torchvision
+
+    if choice.kind == "pretrained":
+        return torchvision.models.get_model(name, weights=choice.source)
+    torch.manual_seed(RANDOM_SEED)
+    model = torchvision.models.get_model(name, weights=None)
+    if choice.kind == "file":
+        try:
+            state = torch.load(choice.source, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise BadInput(f"--weights {choice.source}: not a readable PyTorch state dict ({e})") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise BadInput(f"--weights {choice.source}: does not fit {name}: {first}") from None
+    return model
+
+
+class ImageEncoder(nn.Module):
+    """uint8 images [B, 3, S, S] -> {"pooled": [B, D], "grid": [B, h*w, D]} (one forward for both)."""
+
+    def __init__(self, name: str, choice: Choice, outputs: tuple[str, ...] = ("pooled",)):
+        super().__init__()
+        self.body, self.dim = backbone(load_model(name, choice))
+        self.outputs = outputs
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (images.float() - self.mean) / self.std
+        fmap = self.body(x)                                  # [B, D, h, w]
+        out = {}
+        if "pooled" in self.outputs:
+            out["pooled"] = fmap.float().mean(dim=(2, 3))    # [B, D]
+        if "grid" in self.outputs:
+            out["grid"] = fmap.flatten(2).transpose(1, 2)    # [B, h*w, D]
+        return out
+
+
+def grid_side(size: int) -> int:
+    """Side of the last feature map of a stride-32 CNN at input size `size`."""
+    return max(1, -(-size // 32))
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """(index, uint8 [3, S, S]) per image path; an unreadable file gives (index, None)."""
+
+    def __init__(self, paths: list[str], size: int):
+        self.paths, self.size = paths, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        import numpy as np
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8).copy()
+        except Exception as e:  # truncated, not an image, unreadable, missing
+            return i, None, f"{type(e).__name__}: {e}"
+        return i, torch.from_numpy(arr).permute(2, 0, 1), None
+
+
+def collate(items):
+    """Keep good images as one batch tensor; pass the bad ones along by index."""
+    good = [(i, t) for i, t, _ in items if t is not None]
+    bad = [(i, err) for i, t, err in items if t is None]
+    idx = torch.tensor([i for i, _ in good], dtype=torch.long)
+    batch = torch.stack([t for _, t in good]) if good else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
+    return idx, batch, bad

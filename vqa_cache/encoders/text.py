@@ -1,0 +1,63 @@
+"""Frozen text encoders: a Hugging Face model (pooled, optionally token states) or bag-of-words."""
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+import torch
+
+from .weights import Choice
+
+BOW_DIM = 1024
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+class BagOfWords:
+    """Hashed unigram + bigram counts, L2-normalized, [B, 1024]. Needs no weights at all."""
+
+    dim = BOW_DIM
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        out = np.zeros((len(texts), BOW_DIM), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORD.findall(text.lower())
+            for tok in words + [a + " " + b for a, b in zip(words, words[1:])]:
+                out[row, zlib.crc32(tok.encode()) % BOW_DIM] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return {"pooled": out / np.maximum(norms, 1e-6)}
+
+
+class HFEncoder:
+    """A Hugging Face encoder: texts -> {"pooled": [B, D], "tokens": [B, L, D], "mask": [B, L]}."""
+
+    def __init__(self, choice: Choice, pooling: str = "mean", max_length: int = 32,
+                 tokens: bool = False, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(choice.source, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False).to(device).eval()
+        self.dim = self.model.config.hidden_size
+        self.pooling, self.max_length, self.tokens, self.device = pooling, max_length, tokens, device
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        batch = self.tokenizer(texts, padding="max_length" if self.tokens else True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt").to(self.device)
+        states = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        out = {"pooled": pooled.float().cpu().numpy()}
+        if self.tokens:
+            out["tokens"] = states.float().cpu().numpy()
+            out["mask"] = batch["attention_mask"].cpu().numpy().astype(np.uint8)
+        return out
+
+
+def load_text_encoder(choice: Choice, pooling: str, max_length: int, tokens: bool, device: str):
+    if choice.kind == "bow":
+        return BagOfWords()
+    return HFEncoder(choice, pooling, max_length, tokens, device)

@@ -1,0 +1,188 @@
+"""The official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py).
+
+What the official code does for one question, reproduced here:
+
+* the prediction: newlines/tabs to spaces, strip, ``processPunctuation``,
+  ``processDigitArticle`` (lowercase, number words, articles, contractions), always;
+* the human answers: left exactly as given when all of them are the same string;
+  otherwise ``processPunctuation`` only: they are *not* lowercased, and number
+  words and articles in them are kept (the released VQA answers are already in
+  that form, so a prediction "Two" matches a human "2" but a human "Two" matches
+  nothing);
+* score: for each human answer left out in turn, min(matches among the others / 3, 1),
+  averaged; per type and overall, the mean of those, times 100, rounded to 2 places
+  with Python's ``round``; per question, ``round(100 * acc, 2)``.
+
+Two deliberate differences, both outside what the official files contain:
+a question with a single human answer is scored by exact match after normalizing
+both sides (the official formula gives 0 to every prediction there), and each
+answer record is left out on its own (the official code compares whole answer
+records, so identical records without distinct ``answer_id`` would be left out
+together; VQA v2 answers always carry distinct ids).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from vqa_cache.data.answers import leave_one_out_accuracy, normalize_answer, process_punctuation
+from vqa_cache.errors import BadInput
+
+__all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
+
+ROUND_DIGITS = 2  # the official default n=2
+
+
+def vqa_accuracy(prediction: str, human_answers: list[str]) -> float:
+    """Official VQA accuracy of one raw prediction against the raw human answers, 0..1."""
+    if not human_answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    predicted = normalize_answer(prediction)
+    if len(human_answers) == 1:
+        return float(predicted == normalize_answer(human_answers[0]))
+    if len(set(human_answers)) > 1:
+        human_answers = [process_punctuation(a) for a in human_answers]
+    return leave_one_out_accuracy(predicted, human_answers)
+
+
+def exact_match_accuracy(predictions: list[str], answers: list[str]) -> float:
+    """Share (0..1) of predictions equal to their single answer, both normalized."""
+    if len(predictions) != len(answers):
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
+    if not answers:
+        raise ValueError("exact_match_accuracy needs at least one answer")
+    hits = sum(normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers))
+    return hits / len(answers)
+
+
+def _percent(accs: list[float]) -> float:
+    # Same operation order as the official setAccuracy, so the same float comes out.
+    return round(100 * float(sum(accs)) / len(accs), ROUND_DIGITS)
+
+
+def _few(ids: list, limit: int = 3) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (", ..." if len(ids) > limit else "")
+
+
+def _records(data, key: str | None, name: str) -> list:
+    """The list of records of a parsed file: data[key], or data itself when key is None."""
+    if key is not None:
+        if not isinstance(data, dict) or key not in data:
+            raise BadInput(f"{name}: expected an object with a '{key}' list")
+        data = data[key]
+    if not isinstance(data, list):
+        raise BadInput(f"{name}: expected a list of records{f' under {key!r}' if key else ''}")
+    return data
+
+
+def _field(record, i: int, key: str, name: str):
+    if not isinstance(record, dict):
+        raise BadInput(f"{name}: record {i} is not an object")
+    if key not in record:
+        raise BadInput(f"{name}: record {i} has no '{key}'")
+    return record[key]
+
+
+def _question_id(record, i: int, name: str):
+    qid = _field(record, i, "question_id", name)
+    if isinstance(qid, bool) or not isinstance(qid, (int, str)):
+        raise BadInput(f"{name}: record {i} question_id {qid!r} is not an integer or string")
+    return qid
+
+
+def _evaluate(questions, annotations, predictions, names: tuple[str, str, str]) -> dict:
+    q_name, a_name, p_name = names
+
+    question_ids = {_question_id(r, i, q_name) for i, r in enumerate(_records(questions, "questions", q_name))}
+
+    annotated = {}  # question_id -> (human answers, answer type, question type), file order
+    for i, rec in enumerate(_records(annotations, "annotations", a_name)):
+        qid = _question_id(rec, i, a_name)
+        if qid in annotated:
+            raise BadInput(f"{a_name}: question_id {qid!r} is annotated twice (record {i})")
+        answers = _field(rec, i, "answers", a_name)
+        if not isinstance(answers, list) or not answers:
+            raise BadInput(f"{a_name}: record {i} 'answers' must be a non-empty list")
+        human = []
+        for a in answers:
+            if not isinstance(a, dict) or not isinstance(a.get("answer"), str):
+                raise BadInput(f"{a_name}: record {i} (question_id {qid!r}) has an answer "
+                               f"that is not an object with a string 'answer': {a!r}")
+            human.append(a["answer"])
+        annotated[qid] = (human, _field(rec, i, "answer_type", a_name), _field(rec, i, "question_type", a_name))
+    if not annotated:
+        raise BadInput(f"{a_name}: no annotations")
+    unknown = [q for q in annotated if q not in question_ids]
+    if unknown:
+        raise BadInput(f"{a_name}: {len(unknown)} annotated question id(s) not in {q_name} "
+                       f"(e.g. {_few(unknown)}): the files are from different splits?")
+
+    predicted = {}
+    for i, rec in enumerate(_records(predictions, None, p_name)):
+        qid = _question_id(rec, i, p_name)
+        answer = _field(rec, i, "answer", p_name)
+        if not isinstance(answer, str):
+            raise BadInput(f"{p_name}: record {i} answer {answer!r} is not a string")
+        if qid in predicted:
+            raise BadInput(f"{p_name}: question_id {qid!r} is predicted twice (record {i})")
+        predicted[qid] = answer
+    missing = [q for q in annotated if q not in predicted]
+    extra = [q for q in predicted if q not in annotated]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} annotated question id(s) missing (e.g. {_few(missing)})")
+        if extra:
+            parts.append(f"{len(extra)} extra question id(s) not annotated (e.g. {_few(extra)})")
+        raise BadInput(f"{p_name}: {' and '.join(parts)}; expected exactly the "
+                       f"{len(annotated)} annotated question ids")
+
+    overall, per_answer_type, per_question_type, per_question = [], defaultdict(list), defaultdict(list), {}
+    for qid, (human, answer_type, question_type) in annotated.items():
+        acc = vqa_accuracy(predicted[qid], human)
+        overall.append(acc)
+        per_answer_type[answer_type].append(acc)
+        per_question_type[question_type].append(acc)
+        per_question[qid] = round(100 * acc, ROUND_DIGITS)
+    return {
+        "overall": _percent(overall),
+        "perAnswerType": {k: _percent(v) for k, v in per_answer_type.items()},
+        "perQuestionType": {k: _percent(v) for k, v in per_question_type.items()},
+        "perQuestion": per_question,
+    }
+
+
+def evaluate(questions: dict, annotations: dict, predictions: list) -> dict:
+    """Score predictions against parsed official VQA files, as the official code does.
+
+    ``questions``: ``{"questions": [{"question_id", ...}]}``; ``annotations``:
+    ``{"annotations": [{"question_id", "answers": [{"answer", ...}], "answer_type",
+    "question_type", ...}]}``; ``predictions``: ``[{"question_id", "answer"}]`` covering
+    exactly the annotated question ids. Returns percentages rounded to 2 places:
+    ``{"overall", "perAnswerType", "perQuestionType", "perQuestion": {qid: acc}}``.
+    Raises BadInput with one line for malformed or mismatched input.
+    """
+    return _evaluate(questions, annotations, predictions, ("questions", "annotations", "predictions"))
+
+
+def _load_json(path) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def evaluate_files(questions_path, annotations_path, predictions_path) -> dict:
+    """``evaluate`` on the three JSON files; errors name the file at fault."""
+    paths = (questions_path, annotations_path, predictions_path)
+    loaded = [_load_json(p) for p in paths]
+    return _evaluate(*loaded, names=tuple(str(p) for p in paths))

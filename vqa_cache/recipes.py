@@ -1,0 +1,201 @@
+"""Recipes: TOML files -> frozen dataclasses, with `--set key=value` overrides.
+
+An extract recipe (extract/*.toml) says which dataset goes through which encoders.
+A train recipe (train/*.toml) names the extract recipe whose cache it reads (`features = "..."`),
+the head and the hyperparameters. Every value can be overridden on the command line with a
+dotted key: `--set optim.lr=3e-4`, `--set features.image.size=128`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "easyvqa"            # easyvqa | vqa2:DIR | vizwiz:DIR | csv:DIR
+    splits: tuple = ()               # () = every split the dataset has
+    limit: int = 0                   # at most N questions per split (0 = all)
+    answer_types: tuple = ()         # keep only these answer types, e.g. ("yes/no",)
+    image_fraction: float = 1.0      # sample this share of images, keep all their questions
+    val_fraction: float = 0.1        # held-out share of images when a dataset has no val split
+    seed: int = 0                    # for the two samplings above
+    skip_missing: bool = False       # drop questions whose image file is missing
+    options: dict = field(default_factory=dict)   # adapter-specific (csv column names, ...)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    encoder: str = "resnet50"        # any torchvision classification model
+    weights: str = "auto"            # auto | pretrained | random | PATH to a state dict
+    features: str = "pooled"         # pooled | grid | pooled+grid
+    size: int = 224                  # images are resized to size x size
+    batch_size: int = 64
+    workers: int = 2                 # DataLoader processes decoding images
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    encoder: str = "tinybert"        # Hugging Face id or local directory, or "bow"
+    weights: str = "auto"            # auto | pretrained | random (random = bag-of-words)
+    pooling: str = "mean"            # mean | cls
+    tokens: bool = False             # also store per-token states and masks
+    max_length: int = 32
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class ExtractRecipe:
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    image: ImageSpec = field(default_factory=ImageSpec)
+    text: TextSpec = field(default_factory=TextSpec)
+    device: str = "auto"             # auto | cpu | cuda
+    shard_size: int = 4096           # rows per shard file
+    skip_bad: bool = False           # skip unreadable images (recorded in the manifest)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    name: str = "concat"
+    hidden: int = 1024
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_epochs: float = 1.0       # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 1e-5
+    grad_clip: float = 1.0
+    patience: int = 5                # early stopping on validation accuracy (0 = off)
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    top_k: int = 1000                # vocabulary = the K most frequent training answers
+    min_count: int = 1
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    features: ExtractRecipe = field(default_factory=ExtractRecipe)
+    head: HeadSpec = field(default_factory=HeadSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    answers: AnswerSpec = field(default_factory=AnswerSpec)
+    seed: int = 0
+    name: str = "run"                # run directory name under out/
+    out: str = "runs"
+    device: str = "auto"
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"recipe not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{path}: not valid TOML: {e}") from None
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are TOML values (3e-4, true, [1, 2], "x"); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple = ()) -> dict:
+    """Apply `key.sub=value` overrides to a nested dict (in place) and return it."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise BadInput(f"--set {key}: {p!r} is not a section")
+        node[leaf] = parse_value(value.strip())
+    return data
+
+
+def build(cls, data: dict, where: str = ""):
+    """Make dataclass `cls` from a nested dict; unknown keys and wrong types are bad input."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise BadInput(f"unknown recipe key {where}{unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        key = f"{where}{name}"
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise BadInput(f"recipe key {key!r} must be a section, got {value!r}")
+            kwargs[name] = build(type(default), value, key + ".")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise BadInput(f"recipe key {key!r} must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            kwargs[name] = float(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise BadInput(f"recipe key {key!r} must be a table, got {value!r}")
+            kwargs[name] = value
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise BadInput(f"recipe key {key!r} must be {type(default).__name__}, got {value!r}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def resolve_relative(ref: str, recipe_path: Path) -> Path:
+    """A recipe names another by a path relative to the working directory or to itself."""
+    p = Path(ref)
+    for candidate in (p, recipe_path.parent / p, recipe_path.parent.parent / p):
+        if candidate.is_file():
+            return candidate
+    raise BadInput(f"{recipe_path}: features = {ref!r}: no such extract recipe")
+
+
+def load_extract_dict(path: str | None) -> dict:
+    return read_toml(path) if path else {}
+
+
+def load_train_dict(path: str | None) -> dict:
+    """The train recipe as a dict, with its `features` reference replaced by that recipe's dict."""
+    if not path:
+        return {}
+    data = read_toml(path)
+    ref = data.get("features")
+    if isinstance(ref, str):
+        data["features"] = read_toml(resolve_relative(ref, Path(path)))
+    data.setdefault("name", Path(path).stem)
+    return data
+
+
+def to_dict(obj) -> dict:
+    """A recipe as plain JSON-able data (for config.json and the checkpoints)."""
+    return dataclasses.asdict(obj)
