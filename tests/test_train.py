@@ -61,7 +61,7 @@ def test_train_writes_a_complete_run(cli, cache, tmp_path, monkeypatch):
 
 
 def test_hadamard_trains_too(cli, cache, tmp_path):
-    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--head", "hadamard", "--epochs", 2, "--out", tmp_path / "h",
+    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--head", "hadamard", "--epochs", 2, "--out", tmp_path / "h", "--set", "head.hidden=64",
             "--set", "features.image.size=32")
     assert r.code == 0, r
 
@@ -90,3 +90,106 @@ def test_cosine_schedule_with_warmup():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(99) == pytest.approx(0.01, abs=1e-3)
     assert all(f(i) >= f(i + 1) for i in range(10, 99))
+
+
+def test_grid_and_token_heads_on_a_pooled_bow_cache_name_the_extract_options(cli, cache, tmp_path):
+    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--head", "coattention", "--out", tmp_path / "x")
+    assert r.code == 2, r
+    assert len(r.err.strip().splitlines()) == 1
+    assert "--features grid" in r.err and "--set text.tokens=true" in r.err and "--text-encoder" in r.err
+    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--head", "attention", "--out", tmp_path / "x")
+    assert r.code == 2 and "--features grid" in r.err and "tokens" not in r.err, r
+
+
+def small_recipe(**optim):
+    from vqa_cache import recipes
+    data = {"features": {"dataset": {"limit": 1500}, "image": {"encoder": "resnet18", "size": 32, "weights": "random"},
+                         "text": {"weights": "random"}},
+            "head": {"hidden": 64}, "optim": {"epochs": 5, "patience": 3, **optim}, "seed": 3}
+    return recipes.build(recipes.TrainRecipe, data)
+
+
+def without_seconds(metrics):
+    return {"best": metrics["best"], "epochs": [{k: v for k, v in e.items() if k != "seconds"} for e in metrics["epochs"]]}
+
+
+def test_killed_after_epoch_2_of_5_and_resumed_ends_like_an_uninterrupted_run(cli, cache, tmp_path):
+    from vqa_cache.training import load_features, train
+    recipe = small_recipe()
+    features = load_features(recipe, cache, "x")
+    full = train(recipe, cache, out=str(tmp_path / "full"), features=features)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise Killed
+    with pytest.raises(Killed):
+        train(recipe, cache, out=str(tmp_path / "cut"), features=features, on_epoch=kill_after_2)
+    assert [e["epoch"] for e in json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs"]] == [1, 2]
+    # the resume goes through the command line, loading the cache afresh
+    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--set", "head.hidden=64", "--epochs", 5, "--seed", 3,
+            "--set", "optim.patience=3", "--resume", "--out", tmp_path / "cut")
+    assert r.code == 0, r
+    assert "resuming" in r.out
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4, 5]
+    assert without_seconds(resumed) == without_seconds(full)
+    assert json.loads((tmp_path / "cut" / "predictions.json").read_text()) == \
+        json.loads((tmp_path / "full" / "predictions.json").read_text())
+
+
+def test_checkpoint_refuses_another_cache(cli, cache, tmp_path):
+    from vqa_cache.training import train
+    run = tmp_path / "run"
+    train(small_recipe(epochs=1), cache, out=str(run))
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / name, weights_only=False)
+        ckpt["cache_keys"]["image"] = "image-0000000000000000"
+        torch.save(ckpt, run / name)
+    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--set", "head.hidden=64", "--epochs", 2, "--seed", 3,
+            "--resume", "--out", run)
+    assert r.code == 2 and "refusing to mix caches" in r.err, r
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--out", tmp_path / "p.json")
+    assert r.code == 2 and "refusing to mix caches" in r.err, r
+
+
+def test_streaming_yields_every_question_once_with_its_features(cache, monkeypatch):
+    """ImageStream reads small chunks in a worker process; each train question comes once per epoch,
+    with exactly the image features the in-memory tensor has; memory holds a few chunks only."""
+    from vqa_cache.cache import Entry
+    from vqa_cache.training import ImageStream, build_splits, load_features, trainable
+    recipe = small_recipe()
+    plan, tensors, keys = load_features(recipe, cache, "x", stream=False)
+    stream = ImageStream(Entry(cache, keys["image"]), Entry(cache, keys["image"]).manifest(), "features",
+                         chunk_mib=0.05, workers=1, group=2)
+    assert stream.ids == tensors["image"][0] and stream.shape == tuple(tensors["image"][1].shape)
+    assert len(stream.chunks) > 4
+    splits, vocab, _, _ = build_splits(plan, tensors, recipe)
+    s = splits["train"]
+    rows = trainable(s, len(vocab))
+    seen = []
+    biggest = 0
+    for idx, img in stream.batches(s, rows, 100, torch.device("cpu"), torch.Generator().manual_seed(0)):
+        assert torch.equal(img, tensors["image"][1][s.img_row[idx]])
+        seen += idx.tolist()
+        biggest = max(biggest, len(idx))
+    assert sorted(seen) == sorted(rows.tolist()) and biggest <= 100
+    assert seen != sorted(seen)                                  # shuffled
+    # load_features decides by the memory budget; a stream never loads the image array
+    import vqa_cache.training as T
+    monkeypatch.setenv("VQA_CACHE_MEMORY_BUDGET", "1K")
+    real = T.load_rows
+    monkeypatch.setattr(T, "load_rows", lambda e, m, what: (_ for _ in ()).throw(AssertionError("loaded"))
+                        if e.kind == "image" else real(e, m, what))
+    _, t2, _ = load_features(recipe, cache, "x")
+    assert isinstance(t2["image"][1], ImageStream)
+
+
+def test_streaming_run_trains(cli, cache, tmp_path):
+    r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--set", "head.hidden=64", "--epochs", 1, "--stream",
+            "--out", tmp_path / "s")
+    assert r.code == 0, r
+    assert "streaming" in r.out
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["stream"] is True

@@ -44,6 +44,12 @@ def feature_options(f):
         click.option("--weights", help="auto | pretrained | random | PATH (image state dict)."),
         click.option("--features", "feature_kind", type=click.Choice(["pooled", "grid", "pooled+grid"]), help="Image feature kind."),
         click.option("--image-size", type=int, help="Images are resized to N x N."),
+        click.option("--answer-types", "answer_types", multiple=True,
+                     help="Keep only these answer types (yes/no, number, other); repeatable or comma-separated."),
+        click.option("--image-fraction", type=float, help="Sample this share of the images (keeps all their questions)."),
+        click.option("--val-fraction", type=float, help="Share of train images held out as val when a dataset has no val split."),
+        click.option("--data-seed", type=int, help="Seed of --image-fraction and --val-fraction sampling (default 0)."),
+        click.option("--skip-missing", is_flag=True, default=None, help="Drop questions whose image file is missing."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -51,7 +57,8 @@ def feature_options(f):
 
 
 def feature_overrides(prefix: str = "", dataset=None, splits=(), limit=None, image_encoder=None, text_encoder=None,
-                      weights=None, feature_kind=None, image_size=None) -> list[str]:
+                      weights=None, feature_kind=None, image_size=None, answer_types=(), image_fraction=None,
+                      val_fraction=None, data_seed=None, skip_missing=None) -> list[str]:
     """CLI feature options -> `--set` style overrides (prefix 'features.' for train recipes)."""
     out = []
 
@@ -70,6 +77,11 @@ def feature_overrides(prefix: str = "", dataset=None, splits=(), limit=None, ima
             put("text.weights", weights)
     put("image.features", feature_kind)
     put("image.size", image_size)
+    put("dataset.answer_types", tuple(t.strip() for v in answer_types or () for t in v.split(",") if t.strip()))
+    put("dataset.image_fraction", image_fraction)
+    put("dataset.val_fraction", val_fraction)
+    put("dataset.seed", data_seed)
+    put("dataset.skip_missing", skip_missing)
     return out
 
 
@@ -84,9 +96,10 @@ def feature_overrides(prefix: str = "", dataset=None, splits=(), limit=None, ima
 @click.option("--shard-size", type=int, help="Rows per shard file.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
 @click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")
+@click.option("--dry-run", is_flag=True, help="Print rows, bytes on disk and an estimated time; write nothing.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe value.")
 @click.pass_obj
-def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_wait, sets, **feature):
+def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_wait, dry_run, sets, **feature):
     """Stage one: encode every image and question once into the cache."""
     from . import recipes
     from .extract import extract as run
@@ -99,8 +112,31 @@ def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_w
             overrides.append(f"{key}={json.dumps(value)}")
     recipes.apply_overrides(data, overrides + list(sets))
     r = recipes.build(recipes.ExtractRecipe, data)
+    if dry_run:
+        from .extract import dry_run as estimate
+        est = estimate(r, obj.root)
+        click.echo(f"dry run: nothing written; times are ESTIMATES from timing a few real batches on {est['device']}")
+        for e in est["entries"]:
+            click.echo(f"  {e['kind'] + 's':<10} {e['key']:<26} {e['rows']:>9} rows  {human_bytes(e['bytes']):>10} on disk  "
+                       + ("already cached" if e["status"] == "complete" else
+                          f"~{human_seconds(e['seconds'])} for {e['rows_to_encode']} rows ({e['status']})"))
+        total_b, total_s = sum(e["bytes"] for e in est["entries"]), sum(e["seconds"] for e in est["entries"])
+        click.echo(f"  total      {human_bytes(total_b)} on disk, ~{human_seconds(total_s)} (estimate)")
+        return
     plan = run(r, obj.root, wait=not no_wait)
     click.echo(f"cache {obj.root}\n  images    {plan.image_key}\n  questions {plan.question_key}")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+
+
+def human_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 # ---------------------------------------------------------------- train
@@ -146,25 +182,115 @@ def feature_argv(feature: dict) -> list[str]:
     """The feature options as they were given, to repeat them in an `extract` command."""
     names = {"dataset": "--dataset", "limit": "--limit", "image_encoder": "--image-encoder",
              "text_encoder": "--text-encoder", "weights": "--weights", "feature_kind": "--features",
-             "image_size": "--image-size"}
+             "image_size": "--image-size", "image_fraction": "--image-fraction", "val_fraction": "--val-fraction",
+             "data_seed": "--data-seed"}
     argv = []
     for key, flag in names.items():
         if feature.get(key) is not None:
             argv += [flag, str(feature[key])]
     for s in feature.get("splits") or ():
         argv += ["--split", s]
+    for t in feature.get("answer_types") or ():
+        argv += ["--answer-types", t]
+    if feature.get("skip_missing"):
+        argv.append("--skip-missing")
     return argv
 
 
 @cli.command()
 @train_like_options
+@click.option("--stream/--no-stream", default=None,
+              help="Read image features from the shards in chunks instead of loading them (default: only when "
+                   "they exceed the memory budget, $VQA_CACHE_MEMORY_BUDGET or half the free memory).")
 @click.pass_obj
-def train(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, **feature):
+def train(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, stream, **feature):
     """Stage two: train a fusion head on cached features."""
     from .training import train as run
 
     r, extract_cmd = train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature)
-    run(r, obj.root, out=out, resume=resume, extract_cmd=extract_cmd)
+    run(r, obj.root, out=out, resume=resume, extract_cmd=extract_cmd, stream=stream)
+
+
+# ---------------------------------------------------------------- predict, ask
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A `train` run directory.")
+@click.option("--split", help="Split of the run's cache to predict (default: its validation split).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions JSON to write.")
+@click.option("--stream/--no-stream", default=None, help="Stream image features from the shards.")
+@click.pass_obj
+def predict(obj, run_dir, split, out, stream):
+    """Official-format predictions of a run's best model for any split of its cache."""
+    from .predict import predict as run
+
+    res = run(run_dir, obj.root, split=split, out=out, stream=stream)
+    acc = "" if res["accuracy"] is None else f"; accuracy {res['accuracy']:.4f} (" + ", ".join(
+        f"{k} {v:.4f}" for k, v in res["accuracy_per_type"].items()) + ")"
+    click.echo(f"{res['questions']} predictions for split {res['split']} in {res['out']}{acc}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A `train` run directory.")
+@click.option("--image", required=True, type=click.Path(dir_okay=False), help="Image file.")
+@click.option("--question", required=True, help="Question text.")
+@click.option("--top", default=5, show_default=True, help="How many answers to print.")
+@click.pass_obj
+def ask(obj, run_dir, image, question, top):
+    """Answer one question about one image with a trained run (encoders run live, as the cache recorded)."""
+    from .predict import ask as run
+
+    for answer, p in run(run_dir, obj.root, image, question, top=top):
+        click.echo(f"{p:7.2%}  {answer}")
+
+
+# ---------------------------------------------------------------- finetune
+
+@cli.command()
+@train_like_options
+@click.option("--train-encoders", help="none | top:N | all (last N ResNet stages / text layers).")
+@click.option("--lora-r", type=int, help="LoRA rank (peft) for the trained encoder parts; 0 = full weights.")
+@click.option("--encoder-lr", type=float, help="Learning rate of the encoders (--lr is the head's).")
+@click.option("--accumulate", type=int, help="Gradient accumulation: optimizer step every N batches.")
+@click.option("--checkpointing/--no-checkpointing", default=None, help="Gradient checkpointing in the encoders.")
+@click.option("--init-head", type=click.Path(file_okay=False), help="Start the head from this cached `train` run.")
+@click.pass_obj
+def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, train_encoders, lora_r,
+             encoder_lr, accumulate, checkpointing, init_head, **feature):
+    """End to end: train the head with the encoders live (bypasses the cache)."""
+    from .finetune import finetune as run, finetune_recipe
+
+    more = [f"finetune.{k}={json.dumps(v)}" for k, v in (
+        ("train_encoders", train_encoders), ("lora_r", lora_r), ("encoder_lr", encoder_lr),
+        ("accumulate", accumulate), ("checkpointing", checkpointing), ("init_head", init_head)) if v is not None]
+    r = finetune_recipe(recipe, head, epochs, lr, batch_size, seed, more + list(sets), feature)
+    run(r, out=out, resume=resume)
+
+
+# ---------------------------------------------------------------- sweep
+
+@cli.command()
+@click.argument("recipe", required=False, type=click.Path())
+@feature_options
+@click.option("--trials", type=int, help="Finished trials the study should hold (default: the recipe's sweep.trials).")
+@click.option("--jobs", type=int, help="Parallel trials in this process (threads sharing the loaded cache).")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default sweeps/NAME).")
+@click.option("--resume", is_flag=True, help="Continue the sweep in --out (or the latest sweeps/NAME*).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any recipe value (sweep.* and space.* keys included).")
+@click.pass_obj
+def sweep(obj, recipe, trials, jobs, out, resume, sets, **feature):
+    """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""
+    from . import recipes
+    from .sweep import resolve_base, run_sweep
+
+    data = recipes.read_toml(recipe) if recipe else {}
+    ref = data.get("features")
+    if not isinstance(ref, str) and isinstance(data.get("base"), str):
+        ref = recipes.read_toml(resolve_base(data["base"], Path(recipe))).get("features")
+    extract_cmd = " ".join(["vqa-cache extract"] + ([ref] if isinstance(ref, str) else []) + [
+        o if " " not in o else repr(o) for o in feature_argv(feature)])
+    run_sweep(recipe, obj.root, trials=trials, jobs=jobs, out=out, resume=resume, overrides=sets,
+              feature_overrides=feature_overrides("features.", **feature), extract_cmd=extract_cmd)
 
 
 # ---------------------------------------------------------------- eval
@@ -221,6 +347,61 @@ def cache_ls(obj, as_json):
             what += f" {s.get('size', '')}px {'+'.join(s.get('outputs', []))}"
         state = "complete" if r["complete"] else "INCOMPLETE"
         click.echo(f"{r['key']:<24} {r['rows']:>8} rows {r['bytes'] / 2**20:>9.1f} MiB  {state:<10} {what}")
+
+
+@cache.command("info")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@click.pass_obj
+def cache_info(obj, key, as_json):
+    """Spec, rows, size, timings and shards of one entry (KEY or a unique prefix)."""
+    from .cache.store import find_entry, info
+
+    d = info(find_entry(obj.root, key))
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    click.echo(f"{d['key']}  ({d['kind']} features, {'complete' if d['complete'] else 'INCOMPLETE'})\n"
+               f"  path     {d['path']}\n  rows     {d['rows']} (dim {d['dim']}; {len(d['skipped'])} skipped)\n"
+               f"  size     {human_bytes(d['bytes'])}\n  created  {d['created']} by vqa-cache {d['tool_version']}, "
+               f"format {d['format']}\n  timings  {json.dumps(d['timings'])}\n  spec")
+    for k, v in sorted(d["spec"].items()):
+        click.echo(f"    {k:<12} {json.dumps(v)}")
+    click.echo(f"  shards   {len(d['shards'])}")
+    for sh in d["shards"]:
+        click.echo(f"    {sh['file']:<22} rows {sh['start']}..{sh['stop']} ({sh['rows']})  "
+                   f"{human_bytes(sh['bytes'] or 0):>10}  sha256 {str(sh['sha256'])[:16]}")
+
+
+@cache.command("verify")
+@click.argument("key")
+@click.pass_obj
+def cache_verify(obj, key):
+    """Check checksums, row counts and that every id of the dataset is present; exit 1 if bad."""
+    from .cache.store import find_entry, verify
+
+    entry = find_entry(obj.root, key)
+    problems, summary = verify(entry)
+    if problems:
+        click.echo(f"BAD {entry.key}: {problems[0]}", err=True)
+        for p in problems[1:]:
+            click.echo(f"    also: {p}", err=True)
+        sys.exit(1)
+    click.echo(f"ok {entry.key}: {summary['shards']} shards, {summary['rows']} rows"
+               + (f" (+{summary['skipped']} skipped)" if summary["skipped"] else "")
+               + f", {human_bytes(summary['bytes'])}; checksums, row counts and ids all match")
+
+
+@cache.command("rm")
+@click.argument("key")
+@click.pass_obj
+def cache_rm(obj, key):
+    """Delete one entry (KEY or a unique prefix)."""
+    from .cache.store import find_entry, remove
+
+    entry = find_entry(obj.root, key)
+    freed = remove(entry)
+    click.echo(f"removed {entry.key} ({human_bytes(freed)})")
 
 
 def main():

@@ -103,6 +103,45 @@ class TrainRecipe:
     device: str = "auto"
 
 
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Answer-preserving image augmentation for finetune (off by default). Flips are skipped for an image
+    when a question on it in the batch mentions left/right; colour jitter when one asks about colour."""
+    enabled: bool = False
+    hflip: float = 0.5               # probability of a horizontal flip
+    vflip: float = 0.0               # probability of a vertical flip
+    translate: int = 0               # random shift of up to N pixels (edge-replicated)
+    brightness: float = 0.0          # colour jitter: brightness factor in [1-x, 1+x]
+    contrast: float = 0.0            # colour jitter: contrast factor in [1-x, 1+x]
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """`vqa-cache finetune`: the encoders live in the graph (see vqa_cache/finetune.py)."""
+    train_encoders: str = "none"     # none | top:N | all  (last N trunk stages / text layers)
+    train_image: str = ""            # per-encoder override of train_encoders ("" = same)
+    train_text: str = ""
+    lora_r: int = 0                  # > 0: LoRA adapters (peft) in the trained part instead of full weights
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_text_targets: tuple = ("query", "value")
+    lora_image: bool = True          # LoRA on the image trunk's Conv2d layers too
+    encoder_lr: float = 1e-4         # head uses optim.lr
+    accumulate: int = 1              # optimizer step every N batches
+    checkpointing: bool = False      # gradient checkpointing of the trained encoder parts
+    group_by_image: bool = False     # batches hold all questions of a few images: each image once per epoch
+    init_head: str = ""              # RUN_DIR of a cached `train` run to start the head from
+    eval_batch_size: int = 256
+    preload_gb: float = 8.0          # decoded images are held in memory up to this size
+    workers: int = 2                 # processes decoding images (once, at start)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe(TrainRecipe):
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
+
+
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -142,7 +181,7 @@ def build(cls, data: dict, where: str = ""):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise BadInput(f"unknown recipe key {where}{unknown[0]!r} (known: {', '.join(sorted(names))})")
+        raise BadInput(f"unknown recipe key {where + unknown[0]!r} (known: {', '.join(sorted(names))})")
     kwargs = {}
     defaults = cls()
     for name, value in data.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -70,25 +71,177 @@ class Split:
         return self
 
 
-def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str):
-    """Samples, image and question feature tensors (float32, CPU) and the cache keys, from a complete cache."""
+def memory_budget(device: torch.device | None = None) -> int:
+    """Bytes that in-memory features may take: $VQA_CACHE_MEMORY_BUDGET (bytes, or with a K/M/G suffix),
+    else half the available RAM (and half the free GPU memory when training on a GPU)."""
+    env = os.environ.get("VQA_CACHE_MEMORY_BUDGET", "").strip()
+    if env:
+        mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(env[-1].upper(), 1)
+        try:
+            return int(float(env[:-1] if mult > 1 else env) * mult)
+        except ValueError:
+            raise BadInput(f"VQA_CACHE_MEMORY_BUDGET={env!r}: expected bytes, e.g. 8G or 500M") from None
+    import psutil
+    budget = psutil.virtual_memory().available // 2
+    if device is not None and device.type == "cuda":
+        budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)
+    return int(budget)
+
+
+def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str, stream: bool | None = None):
+    """(plan, tensors, keys) from a complete cache: tensors[kind] = (ids, features).
+
+    Images: pooled [N, Di] or grid [N, h*w, Di] float32 on the CPU, or, when `stream` is true (None: when
+    they would take more than memory_budget()), an ImageStream that reads row chunks from the shards.
+    Questions: pooled [M, Dq], or token states [M, L, Dq] with padding positions zeroed (the mask).
+    """
     need = heads.needs(recipe.head.name)
-    plan = make_plan(recipe.features, allow_download=False)
+    plan = make_plan(recipe.features, allow_download=False, root=root)
+    entries = {kind: Entry(root, key) for kind, key in (("image", plan.image_key), ("question", plan.question_key))}
+    manifests = {kind: check_complete(e, extract_cmd) for kind, e in entries.items()}
+    missing, fix = [], []
+    ispec, qspec = manifests["image"]["spec"], manifests["question"]["spec"]
+    if need["image"] not in ispec["outputs"]:
+        missing.append(f"{need['image']} image features (this cache has {'+'.join(ispec['outputs'])})")
+        fix.append(f"--features {need['image']} (or pooled+grid)")
+    if need["question"] == "tokens" and not qspec.get("tokens"):
+        missing.append("question token states (this cache has pooled "
+                       f"{'bag-of-words vectors' if qspec.get('encoder') == 'bow' else 'vectors only'})")
+        fix.append(("a Hugging Face --text-encoder and " if qspec.get("encoder") == "bow" else "")
+                   + "--set text.tokens=true")
+    if missing:
+        raise BadInput(f"head {recipe.head.name!r} needs {' and '.join(missing)}: extract with {' and '.join(fix)}")
     tensors, keys = {}, {}
     for kind, key in (("image", plan.image_key), ("question", plan.question_key)):
-        entry = Entry(root, key)
-        manifest = check_complete(entry, extract_cmd)
+        entry, manifest = entries[kind], manifests[kind]
         what = need[kind]
-        if kind == "image" and what not in manifest["spec"]["outputs"]:
-            raise BadInput(f"head {recipe.head.name!r} needs {what} image features; this cache has "
-                           f"{'+'.join(manifest['spec']['outputs'])}: extract with --features {what}")
-        if kind == "question" and what == "tokens" and not manifest["spec"].get("tokens"):
-            raise BadInput(f"head {recipe.head.name!r} needs question token states: extract with --set text.tokens=true")
-        ids, arr = load_rows(entry, manifest, FEATURE_DATASET[what] if kind == "image" else
-                             ("embedding" if what == "pooled" else "tokens"))
-        tensors[kind] = (ids, torch.from_numpy(arr.astype(np.float32)))
         keys[kind] = key
+        if kind == "image":
+            img = ImageStream(entry, manifest, FEATURE_DATASET[what])
+            use_stream = stream if stream is not None else img.nbytes(4) > memory_budget(pick_device(recipe.device))
+            if use_stream:
+                tensors[kind] = (img.ids, img)
+                continue
+            ids, arr = load_rows(entry, manifest, FEATURE_DATASET[what])
+            tensors[kind] = (ids, torch.from_numpy(arr.astype(np.float32)))
+        elif what == "tokens":
+            ids, arr = load_rows(entry, manifest, "tokens")
+            _, mask = load_rows(entry, manifest, "mask")
+            states = arr.reshape(len(ids), mask.shape[1], -1).astype(np.float32) * mask[:, :, None]
+            tensors[kind] = (ids, torch.from_numpy(states))
+        else:
+            ids, arr = load_rows(entry, manifest, "embedding")
+            tensors[kind] = (ids, torch.from_numpy(arr.astype(np.float32)))
     return plan, tensors, keys
+
+
+# ---------------------------------------------------------------- streaming (caches larger than memory)
+
+class _Chunks(torch.utils.data.Dataset):
+    """Item c = (c, float16 rows of chunk c); one h5py handle per file per worker process."""
+
+    def __init__(self, files, dataset, chunks):
+        self.files, self.dataset, self.chunks = files, dataset, chunks
+        self._handles = {}
+
+    def __len__(self):
+        return len(self.chunks)
+
+    def __getitem__(self, c):
+        import h5py
+        f, start, stop = self.chunks[c]
+        pid = os.getpid()
+        if self._handles.get("pid") != pid:          # a fresh process (DataLoader worker): own handles
+            self._handles = {"pid": pid}
+        h = self._handles.get(f)
+        if h is None:
+            h = self._handles[f] = h5py.File(self.files[f], "r")
+        return c, torch.from_numpy(h[self.dataset][start:stop])
+
+    def __getstate__(self):
+        return {**self.__dict__, "_handles": {}}
+
+
+class ImageStream:
+    """Image features left on disk: shards are read in row chunks (of about `chunk_mib` MiB) by
+    `workers` DataLoader processes, each with its own h5py handles. Peak memory is bounded by
+    (group + prefetch) chunks, whatever the size of the cache.
+
+    ids: image ids in row order; shape: (N, *row shape) like the in-memory tensor it replaces.
+    """
+
+    def __init__(self, entry: Entry, manifest: dict, dataset: str, chunk_mib: float = 16, workers: int | None = None,
+                 group: int = 4):
+        import h5py
+        from .cache.shards import read_shard_ids
+        self.files = [entry.path / s["file"] for s in manifest["shards"]]
+        self.dataset, self.ids, self.chunks, self.group = dataset, [], [], group
+        self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        row_shape = None
+        for f, path in enumerate(self.files):
+            try:
+                with h5py.File(path, "r") as h:
+                    d = h[dataset]
+                    n, row_shape = d.shape[0], d.shape[1:]
+            except (OSError, KeyError) as e:
+                raise BadInput(f"{path}: unreadable shard ({type(e).__name__}: {e}); check it with "
+                               f"`vqa-cache cache verify {entry.key}`") from None
+            self.ids += read_shard_ids(path)
+            step = max(1, int(chunk_mib * 2**20) // (2 * int(np.prod(row_shape or (1,))) or 1))
+            self.chunks += [(f, s, min(s + step, n)) for s in range(0, n, step)]
+        self.starts = np.cumsum([0] + [c[2] - c[1] for c in self.chunks])   # global first row of each chunk
+        self.shape = (len(self.ids), *(row_shape or (manifest.get("dim", 0),)))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def nbytes(self, itemsize: int = 4) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * itemsize
+
+    def chunk_of(self, rows: torch.Tensor) -> np.ndarray:
+        return np.searchsorted(self.starts, rows.cpu().numpy(), side="right") - 1
+
+    def read(self, order):
+        """(chunk, global start row, float16 rows) for the chunks in `order`, read ahead by the workers."""
+        loader = torch.utils.data.DataLoader(_Chunks(self.files, self.dataset, self.chunks), batch_size=None,
+                                             sampler=list(order), num_workers=self.workers,
+                                             prefetch_factor=2 if self.workers else None)
+        for c, rows in loader:
+            yield int(c), int(self.starts[c]), rows
+
+    def batches(self, split: "Split", questions: torch.Tensor, batch_size: int, device, generator=None):
+        """(question indices, image features [b, ...] float32, on `device`) for `questions` of `split`.
+
+        With a generator: chunks in random order, `group` chunks at a time, their questions shuffled;
+        without: chunks in file order (evaluation)."""
+        questions = questions.cpu()
+        chunk = self.chunk_of(split.img_row.cpu()[questions])
+        order = np.unique(chunk)
+        if generator is not None:
+            order = order[torch.randperm(len(order), generator=generator).numpy()]
+        by_chunk = {c: questions[torch.from_numpy(np.nonzero(chunk == c)[0])] for c in order}
+        group, base = [], {}
+        pending = 0
+
+        def flush():
+            feats = torch.cat([g[2] for g in group]).to(device, non_blocking=True)
+            q = torch.cat([by_chunk[g[0]] for g in group])
+            local = torch.cat([split.img_row.cpu()[by_chunk[c]] - s + base[c] for c, s, _ in group])
+            if generator is not None:
+                p = torch.randperm(len(q), generator=generator)
+                q, local = q[p], local[p]
+            for s in range(0, len(q), batch_size):
+                yield q[s:s + batch_size].to(device), feats[local[s:s + batch_size].to(device)].float()
+
+        for c, start, rows in self.read(order):
+            base[c] = pending
+            pending += len(rows)
+            group.append((c, start, rows))
+            if len(group) == self.group:
+                yield from flush()
+                group, base, pending = [], {}, 0
+        if group:
+            yield from flush()
 
 
 def build_splits(plan, tensors, recipe: TrainRecipe):
@@ -152,26 +305,42 @@ def trainable(split: Split, K: int) -> torch.Tensor:
     return torch.nonzero((split.target_idx < K).any(1)).squeeze(1)
 
 
+def batches(split: Split, image, question, rows: torch.Tensor, batch_size: int, generator=None):
+    """(question indices, image batch, question batch) over `rows` of `split`; shuffled with a generator.
+
+    `image` is an in-memory tensor (a batch is an index gather) or an ImageStream (chunks from disk)."""
+    if isinstance(image, ImageStream):
+        for idx, img in image.batches(split, rows, batch_size, rows.device, generator):
+            yield idx, img, question[split.q_row[idx]]
+        return
+    if generator is not None:
+        rows = rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
+    for s in range(0, len(rows), batch_size):
+        idx = rows[s:s + batch_size]
+        yield idx, image[split.img_row[idx]], question[split.q_row[idx]]
+
+
 @torch.no_grad()
 def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx):
     """(mean loss, accuracy, predicted class per question, per-answer-type accuracy)."""
     model.eval()
-    preds, losses, scores = [], [], []
-    for s in range(0, len(split), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(split)), device=split.img_row.device)
+    preds = torch.zeros(len(split), dtype=torch.long)
+    score = torch.zeros(len(split))
+    loss_sum = 0.0
+    rows = torch.arange(len(split), device=split.img_row.device)
+    for idx, img, q in batches(split, image, question, rows, batch_size):
         with ctx:
-            logits = model(image[split.img_row[idx]], question[split.q_row[idx]])
-        losses.append(batch_loss(logits, split, idx, K).item() * len(idx))
+            logits = model(img, q)
+        loss_sum += batch_loss(logits, split, idx, K).item() * len(idx)
         p = logits.argmax(1)
         hit = (split.target_idx[idx] == p[:, None]).float() * split.target_val[idx]
-        scores.append(hit.sum(1).cpu())
-        preds.append(p.cpu())
-    score = torch.cat(scores)
+        score[idx.cpu()] = hit.sum(1).cpu()
+        preds[idx.cpu()] = p.cpu()
     per_type = {}
+    types = np.array(split.answer_type, dtype=object)
     for t in sorted(set(split.answer_type)):
-        mask = torch.tensor([x == t for x in split.answer_type])
-        per_type[t] = round(float(score[mask].mean()), 4)
-    return sum(losses) / max(1, len(split)), float(score.mean()), torch.cat(preds), per_type
+        per_type[t] = round(float(score[torch.from_numpy(types == t)].mean()), 4)
+    return loss_sum / max(1, len(split)), float(score.mean()) if len(split) else 0.0, preds, per_type
 
 
 def rng_state() -> dict:
@@ -210,15 +379,24 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 
 def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool = False,
-          extract_cmd: str = "vqa-cache extract", features=None) -> dict:
-    """Train one head; returns the metrics dict. `features` (from load_features) lets a sweep
-    load the cache once and share it between trials."""
+          extract_cmd: str = "vqa-cache extract", features=None, stream: bool | None = None,
+          on_epoch=None) -> dict:
+    """Train one head; returns the metrics dict.
+
+    features: (plan, tensors, keys) from load_features, so that a sweep loads the cache once and shares it.
+    stream: True reads image features from the shards in chunks; None decides by memory_budget().
+    on_epoch(epoch, row): called after each epoch's checkpoints and metrics are written (an exception
+    it raises ends the run there, exactly like a kill: `--resume` continues from last.pt).
+    """
     t_start = time.time()
-    plan, tensors, keys = features or load_features(recipe, root, extract_cmd)
+    plan, tensors, keys = features or load_features(recipe, root, extract_cmd, stream)
     splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
     run_dir = pick_run_dir(recipe, out, resume)
     device = pick_device(recipe.device)
-    image = tensors["image"][1].to(device)
+    image = tensors["image"][1]
+    streaming = isinstance(image, ImageStream)
+    if not streaming:
+        image = image.to(device)
     question = tensors["question"][1].to(device)
     for s in splits.values():
         s.to(device)
@@ -240,18 +418,26 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     head_config = {"name": recipe.head.name, "image_dim": image.shape[-1], "question_dim": question.shape[-1],
                    "num_answers": K, "hidden": recipe.head.hidden, "dropout": recipe.head.dropout}
     config = {"recipe": to_dict(recipe), "cache_keys": keys, "cache_dir": str(root), "splits": split_names,
+              "cache_specs": {"image": plan.image_spec, "question": plan.question_spec},
               "vocabulary": {"size": K, "top_k": vocab.top_k, "min_count": vocab.min_count,
                              "coverage": round(vocab.coverage(train_split.table.column("answers").to_pylist()), 4)},
               "questions": {"train": len(train_split), "val": len(val_split), "dropped": dropped},
-              "head": head_config, "device": str(device)}
+              "head": head_config, "device": str(device), "stream": streaming}
 
     history, best, bad_epochs, start_epoch = [], {"epoch": 0, "val_accuracy": -1.0}, 0, 0
     if resume:
         ckpt = load_checkpoint(run_dir / "last.pt", keys)
+        if ckpt["vocab"]["answers"] != vocab.answers:
+            raise BadInput(f"{run_dir / 'last.pt'}: its answer vocabulary differs from this recipe's "
+                           f"({len(ckpt['vocab']['answers'])} vs {K} answers): resume with the run's own recipe")
+        if ckpt["head"] != head_config:
+            raise BadInput(f"{run_dir / 'last.pt'}: head {ckpt['head']} differs from this recipe's {head_config}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, best, bad_epochs, start_epoch = ckpt["history"], ckpt["best"], ckpt["bad_epochs"], ckpt["epoch"]
+        if scaler and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         print(f"resuming {run_dir} after epoch {start_epoch}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -259,27 +445,26 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"run {run_dir}: head {recipe.head.name} ({n_params / 1e6:.2f}M params), {K} answers "
           f"(coverage {config['vocabulary']['coverage']:.2%}), {len(train_rows)} train / {len(val_split)} val "
-          f"questions, device {device}")
+          f"questions, device {device}{', streaming image features from the shards' if streaming else ''}")
 
     def payload(epoch):
         return {"model": model.state_dict(), "head": head_config, "vocab": vocab.to_dict(), "cache_keys": keys,
                 "recipe": to_dict(recipe), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "rng": rng_state()}
+                "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "rng": rng_state(),
+                "scaler": scaler.state_dict() if scaler else None}
 
     for epoch in range(start_epoch + 1, o.epochs + 1):
         if o.patience and bad_epochs >= o.patience:
             break
         t0 = time.time()
         model.train()
-        perm = train_rows[torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(
-            recipe.seed * 100_003 + epoch)).to(device)]
+        gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         total, seen = 0.0, 0
-        bar = tqdm(range(0, len(perm), o.batch_size), desc=f"epoch {epoch}/{o.epochs}", unit="batch",
-                   leave=False, file=sys.stderr)
-        for s in bar:
-            idx = perm[s:s + o.batch_size]
+        bar = tqdm(batches(train_split, image, question, train_rows, o.batch_size, gen),
+                   total=steps, desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr)
+        for idx, img, q in bar:
             with ctx:
-                logits = model(image[train_split.img_row[idx]], question[train_split.q_row[idx]])
+                logits = model(img, q)
             loss = batch_loss(logits, train_split, idx, K)
             optimizer.zero_grad(set_to_none=True)
             if scaler:
@@ -291,10 +476,12 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
             (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
             scheduler.step()
-            total += loss.item() * len(idx)
+            total = total + loss.detach() * len(idx)        # no host sync per step
             seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+            if bar.n % 50 == 0:
+                bar.set_postfix(loss=f"{float(total) / seen:.4f}")
         bar.close()
+        total = float(total)
         val_loss, val_acc, _, per_type = evaluate(model, val_split, image, question, 1024, K, ctx)
         row = {"epoch": epoch, "train_loss": round(total / seen, 6), "val_loss": round(val_loss, 6),
                "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type,
@@ -312,6 +499,8 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
             save_checkpoint(run_dir / "best.pt", ckpt)
         save_checkpoint(run_dir / "last.pt", ckpt)
         write_metrics(run_dir, history, best)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
 
     if not history:
         raise BadInput(f"{run_dir}: nothing to train (already at epoch {start_epoch} of {o.epochs})")
@@ -360,12 +549,11 @@ def write_predictions(path: Path, question_ids: list[str], answers: list[str]) -
 
 
 def plot_curves(path: Path, history: list) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: thread-safe (sweep trials run in threads)
 
     ep = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     a.plot(ep, [h["train_loss"] for h in history], label="train")
     a.plot(ep, [h["val_loss"] for h in history], label="val")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -374,4 +562,3 @@ def plot_curves(path: Path, history: list) -> None:
     b.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

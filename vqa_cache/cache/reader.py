@@ -25,6 +25,11 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
     ids, parts = [], []
     for shard in manifest["shards"]:
         path = entry.path / shard["file"]
+        if not path.is_file():
+            raise BadInput(f"{path}: shard missing; check the entry with `vqa-cache cache verify {entry.key}`")
+        if shard.get("bytes") is not None and path.stat().st_size != shard["bytes"]:
+            raise BadInput(f"{path}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated "
+                           f"or overwritten shard); check it with `vqa-cache cache verify {entry.key}`")
         try:
             if entry.kind == "image":
                 shard_ids, arr = read_image_shard(path, what)

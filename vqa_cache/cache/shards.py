@@ -1,7 +1,7 @@
 """Shard files. Plain h5py and pyarrow read them with no vqa-cache code:
 
 image-NNNNN.h5          dataset `ids` [N] utf-8 strings, `features` float16 [N, D] (pooled)
-                        and/or `grid` float16 [N, H*W, D], row-chunked
+                        and/or `grid` float16 [N, H*W, D], row-chunked (about 1 MiB per chunk)
 question-NNNNN.parquet  columns question: string, embedding: fixed_size_list<float16>[D],
                         and with token states: tokens: fixed_size_list<float16>[L*D], mask: fixed_size_list<uint8>[L]
 """
@@ -25,10 +25,46 @@ def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray])
         f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         for name, arr in arrays.items():
             dataset = "features" if name == "pooled" else name
-            chunk = (min(len(arr), 256),) + arr.shape[1:] if len(arr) else None
+            row_bytes = 2 * int(np.prod(arr.shape[1:], dtype=np.int64)) or 1
+            chunk = (max(1, min(len(arr), (1 << 20) // row_bytes)),) + arr.shape[1:] if len(arr) else None
             f.create_dataset(dataset, data=arr.astype(np.float16), chunks=chunk)
     os.replace(tmp, path)
     return sha256_of(path)
+
+
+def image_datasets(outputs) -> list[str]:
+    """HDF5 dataset names for the spec's outputs: pooled -> `features`, grid -> `grid`."""
+    return ["features" if o == "pooled" else o for o in outputs]
+
+
+def check_image_shard(path: Path, outputs) -> list[str]:
+    """Open a shard with h5py and check every feature dataset (dtype, rows, finite); return its ids."""
+    with h5py.File(path, "r") as f:
+        ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][:]]
+        for name in image_datasets(outputs):
+            d = f[name]
+            if d.dtype != np.float16 or d.shape[0] != len(ids):
+                raise ValueError(f"dataset {name!r} is {d.dtype} {d.shape}, expected float16 with {len(ids)} rows")
+            step = d.chunks[0] if d.chunks else max(1, len(ids))
+            for r0 in range(0, len(ids), step):
+                if not np.isfinite(d[r0:r0 + step]).all():
+                    raise ValueError(f"dataset {name!r} holds non-finite values near row {r0}")
+    return ids
+
+
+def check_question_shard(path: Path, tokens: bool) -> list[str]:
+    """Open a shard with pyarrow and check its columns (types, finite); return its texts."""
+    table = pq.read_table(path)
+    need = ["question", "embedding"] + (["tokens", "mask"] if tokens else [])
+    for name in need:
+        if name not in table.column_names:
+            raise ValueError(f"no column {name!r}")
+    for name in need[1:]:
+        col = table.column(name).combine_chunks()
+        values = col.values.to_numpy(zero_copy_only=False)
+        if name != "mask" and (values.dtype != np.float16 or not np.isfinite(values).all()):
+            raise ValueError(f"column {name!r} is not finite float16")
+    return table.column("question").to_pylist()
 
 
 def read_shard_ids(path: Path) -> list[str]:

@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import BadInput
 
 FORMAT_VERSION = 1
-KINDS = ("image", "question")
+KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (data/__init__.py)
 
 
 def cache_root(option: str | None = None) -> Path:
@@ -56,11 +56,15 @@ class Entry:
             data = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             raise BadInput(f"cache entry {self.key} does not exist in {self.root}") from None
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{self.manifest_path}: corrupt manifest ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInput(f"{self.manifest_path}: corrupt manifest ({e}); remove the entry with "
+                           f"`vqa-cache cache rm {self.key}` and run extract again") from None
+        if not isinstance(data, dict) or not isinstance(data.get("shards", []), list):
+            raise BadInput(f"{self.manifest_path}: not a vqa-cache manifest (expected a JSON object with shards)")
         if data.get("format") != FORMAT_VERSION:
             raise BadInput(f"{self.manifest_path}: cache format {data.get('format')!r}, this vqa-cache "
-                           f"reads format {FORMAT_VERSION}; re-run extract (or `vqa-cache cache rm {self.key}`)")
+                           f"reads format {FORMAT_VERSION} only; not reading it as data. Remove it with "
+                           f"`vqa-cache cache rm {self.key}` and run extract again")
         return data
 
     def complete(self) -> bool:
@@ -82,46 +86,61 @@ class Entry:
 
 
 class Lock:
-    """One writer per entry: an O_EXCL lock file holding host and pid; a dead owner's lock is taken over."""
+    """One writer per entry: an flock()ed lock file holding host and pid.
 
-    def __init__(self, path: Path, wait: bool = True, poll: float = 2.0):
+    The kernel drops an flock when its process dies (kill -9 included), so the lock of a dead writer
+    is taken over at once; the host and pid in the file are only for the waiting message.
+    """
+
+    def __init__(self, path: Path, wait: bool = True, poll: float = 1.0):
         self.path, self.wait, self.poll = path, wait, poll
+        self.fd = None
 
-    def _owner_alive(self) -> bool:
+    def holder(self) -> str:
         try:
-            host, pid = self.path.read_text().split()
-            if host != socket.gethostname():
-                return True  # cannot tell; assume alive
-            os.kill(int(pid), 0)
-            return True
-        except ProcessLookupError:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def _try(self) -> bool:
+        import fcntl
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             return False
-        except (OSError, ValueError):
-            return True
+        try:   # the file we locked may have been unlinked by its previous holder: then try again
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return self._try()
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        self.fd = fd
+        return True
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         told = False
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
-                os.close(fd)
-                return self
-            except FileExistsError:
-                if not self._owner_alive():
-                    self.path.unlink(missing_ok=True)   # stale: its writer died
-                    continue
-                if not self.wait:
-                    raise BadInput(f"another process is writing this cache entry ({self.path}); "
-                                   f"wait for it or drop --no-wait") from None
-                if not told:
-                    print(f"waiting for another writer of this entry (lock {self.path}) ...", flush=True)
-                    told = True
-                time.sleep(self.poll)
+        while not self._try():
+            if not self.wait:
+                raise BadInput(f"another process (host, pid: {self.holder()}) is writing this cache entry "
+                               f"(lock {self.path}); wait for it or drop --no-wait")
+            if not told:
+                print(f"waiting for another writer of this entry (host, pid: {self.holder()}; lock {self.path}) ...",
+                      flush=True)
+                told = True
+            time.sleep(self.poll)
+        return self
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)   # while still holding it; see _try
+            os.close(self.fd)
+            self.fd = None
 
 
 def list_entries(root: Path) -> list[Entry]:
@@ -150,3 +169,107 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- info / verify / rm
+
+def info(entry: Entry) -> dict:
+    """What `cache info` shows: spec, rows, size, timings, shards."""
+    m = entry.manifest()
+    return {"key": entry.key, "kind": entry.kind, "path": str(entry.path), "complete": bool(m.get("complete")),
+            "rows": m.get("rows", 0), "dim": m.get("dim"), "bytes": entry.size_bytes(), "spec": m.get("spec", {}),
+            "created": m.get("created"), "tool_version": m.get("tool_version"), "format": m.get("format"),
+            "timings": m.get("timings", {}), "skipped": m.get("skipped", []),
+            "shards": [{k: s.get(k) for k in ("file", "rows", "start", "stop", "bytes", "sha256")}
+                       for s in m.get("shards", [])]}
+
+
+def verify(entry: Entry) -> tuple[list[str], dict]:
+    """Check an entry: every shard's size, sha256, readability, dtype, row count and finiteness, shard
+    contiguity, and that the ids (image ids or question texts, plus skipped ones) are exactly the
+    dataset's (their fingerprint is in the spec). Returns (problems, summary); the first problem names
+    the first bad shard. A manifest of another format version raises BadInput."""
+    from ..data import fingerprint
+    from .shards import check_image_shard, check_question_shard
+
+    m = entry.manifest()
+    spec = m.get("spec", {})
+    problems, ids, skipped, position = [], [], [], 0
+    for s in m.get("shards", []):
+        path, name = entry.path / s["file"], s["file"]
+        if not path.is_file():
+            return [f"{name}: missing"], {}
+        size = path.stat().st_size
+        if s.get("bytes") is not None and size != s["bytes"]:
+            return [f"{name}: {size} bytes, the manifest says {s['bytes']} (truncated or overwritten)"], {}
+        if sha256_of(path) != s.get("sha256"):
+            return [f"{name}: sha256 mismatch (the file changed after it was written)"], {}
+        try:
+            shard_ids = (check_image_shard(path, spec.get("outputs", ["pooled"])) if entry.kind == "image"
+                         else check_question_shard(path, bool(spec.get("tokens"))))
+        except (OSError, KeyError, ValueError) as e:
+            return [f"{name}: unreadable ({type(e).__name__}: {' '.join(str(e).split())})"], {}
+        if len(shard_ids) != s["rows"]:
+            return [f"{name}: {len(shard_ids)} rows, the manifest says {s['rows']}"], {}
+        if s.get("start") != position or s["rows"] + len(s.get("skipped", [])) != s.get("stop", -1) - position:
+            return [f"{name}: rows {s.get('start')}..{s.get('stop')} do not follow the previous shard "
+                    f"(expected start {position})"], {}
+        position = s["stop"]
+        ids += shard_ids
+        skipped += s.get("skipped", [])
+    if not m.get("complete"):
+        problems.append(f"incomplete: {position} of {m.get('rows')} rows written (an extract was interrupted; "
+                        f"re-run it to resume)")
+    elif position != m.get("rows"):
+        problems.append(f"the shards hold {position} rows, the manifest says {m.get('rows')}")
+    else:
+        if len(set(ids)) != len(ids):
+            problems.append("an id occurs in more than one row")
+        if entry.kind == "image":
+            got = fingerprint(sorted(ids + skipped))
+            want = spec.get("images")
+        else:
+            got, want = fingerprint(ids), spec.get("questions")
+        if got != want:
+            problems.append(f"the {'image ids' if entry.kind == 'image' else 'question texts'} in the shards "
+                            f"are not the dataset's (fingerprint {got[:12]}, the spec says {str(want)[:12]})")
+        if entry.kind == "image":
+            problems += _check_index(entry, m)
+    return problems, {"shards": len(m.get("shards", [])), "rows": len(ids), "skipped": len(skipped),
+                      "bytes": entry.size_bytes()}
+
+
+def _check_index(entry: Entry, m: dict) -> list[str]:
+    import pyarrow.parquet as pq
+    from .shards import read_shard_ids
+
+    path = entry.path / "index.parquet"
+    try:
+        index = pq.read_table(path).to_pydict()
+    except (OSError, ValueError) as e:
+        return [f"index.parquet: unreadable ({type(e).__name__}: {e})"]
+    expected = {"image_id": [], "shard": [], "row": []}
+    for s in m["shards"]:
+        shard_ids = read_shard_ids(entry.path / s["file"])
+        expected["image_id"] += shard_ids
+        expected["shard"] += [s["file"]] * len(shard_ids)
+        expected["row"] += list(range(len(shard_ids)))
+    if {k: index.get(k) for k in expected} != expected:
+        return ["index.parquet: does not match the shards"]
+    return []
+
+
+def remove(entry: Entry) -> int:
+    """Delete an entry (refused while a writer holds its lock); returns the bytes freed."""
+    import shutil
+
+    if not entry.path.is_dir():
+        raise BadInput(f"cache entry {entry.key} does not exist in {entry.root}")
+    size = entry.size_bytes()
+    try:
+        with entry.lock(wait=False):
+            shutil.rmtree(entry.path)
+    except BadInput:
+        raise BadInput(f"cache entry {entry.key} is being written by another process "
+                       f"(host, pid: {entry.lock().holder()}); not removed") from None
+    return size

@@ -1,7 +1,12 @@
 """Fusion heads, registered by name. A head maps cached features to answer logits.
 
 Every head takes `(image, question)` feature tensors and returns logits [B, K]; its class attribute
-`needs` says which cached features it reads (`pooled` or `grid` images; `pooled` or `tokens` questions).
+`needs` says which cached features it reads (`pooled` or `grid` images; `pooled` or `tokens` questions):
+
+    image  pooled [B, Di]      grid   [B, h*w, Di]
+    question pooled [B, Dq]    tokens [B, L, Dq], padding positions all zero
+
+A new head is one small file here with `@register` and `name`/`needs` class attributes, imported below.
 """
 from __future__ import annotations
 
@@ -29,4 +34,4 @@ def needs(name: str) -> dict:
     return HEADS[name].needs
 
 
-from . import concat, hadamard  # noqa: E402,F401  (registers them)
+from . import attention, bilinear, coattention, concat, hadamard  # noqa: E402,F401  (registers them)

@@ -1,0 +1,186 @@
+"""`vqa-cache finetune`: live encoders == cache when frozen, what trains, accumulation, init-head, resume."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST
+
+LIMIT = ["--limit", 300]   # fewer leaves val answers outside the vocabulary (see report)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The CI box is small and shared: one intra-op thread is faster than two oversubscribed ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def extract(root, *args):
+    from vqa_cache.cli import main
+    argv = sys.argv
+    sys.argv = ["vqa-cache", "--cache-dir", str(root), "extract", *map(str, args)]
+    try:
+        main()
+    except SystemExit as e:
+        assert e.code == 0
+    finally:
+        sys.argv = argv
+
+
+def recipe(*sets, text=None, limit=300):
+    from vqa_cache.finetune import finetune_recipe
+    feature = {"limit": limit, "image_encoder": "resnet18", "image_size": 32, "weights": "random"}
+    if text:
+        feature["text_encoder"] = str(text)
+        sets = ("features.text.weights=\"auto\"",) + sets
+    return finetune_recipe("train/easyvqa-finetune.toml", None, None, None, None, None,
+                           ("finetune.workers=0", "finetune.train_encoders=\"none\"") + sets, feature)
+
+
+@pytest.fixture(scope="module")
+def bert_cache(tmp_path_factory, tiny_bert_dir):
+    root = tmp_path_factory.mktemp("cache")
+    extract(root, *LIMIT, *FAST, "--text-encoder", tiny_bert_dir, "--set", "text.weights=\"auto\"",
+            "--workers", 0)
+    return root
+
+
+def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
+    from vqa_cache.cache import Entry
+    from vqa_cache.cache.reader import load_rows
+    from vqa_cache.finetune import build
+
+    r = recipe(text=tiny_bert_dir)
+    plan, splits, vocab, _, _, model = build(r, torch.device("cpu"))
+    assert plan.text_choice.kind == "hf"
+    assert not model.encoder_parameters()                      # train_encoders = none by default
+    model.eval()
+    for kind, key, what in (("image", plan.image_key, "features"), ("question", plan.question_key, "embedding")):
+        entry = Entry(bert_cache, key)
+        ids, cached = load_rows(entry, entry.manifest(), what)
+        with torch.no_grad():
+            if kind == "image":
+                pos = {k: i for i, k in enumerate(plan.image_ids)}
+                live = model.image_enc(model.images[[pos[i] for i in ids]])
+            else:
+                pos = {t: i for i, t in enumerate(plan.texts)}
+                live = model.text_enc(torch.tensor([pos[t] for t in ids]))
+        cached = torch.from_numpy(cached.astype(np.float32))
+        # the cache stores float16: equal within its rounding (relative 2^-11, plus a tiny absolute floor)
+        assert live.shape == cached.shape
+        assert torch.allclose(live, cached, rtol=2 ** -10, atol=1e-4), (kind, (live - cached).abs().max())
+
+
+def test_what_trains_and_batchnorm(tiny_bert_dir):
+    from vqa_cache.finetune import build
+
+    _, _, _, _, _, m = build(recipe('finetune.train_encoders="top:1"', text=tiny_bert_dir), torch.device("cpu"))
+    img = {n for n, p in m.image_enc.named_parameters() if p.requires_grad}
+    txt = {n for n, p in m.text_enc.named_parameters() if p.requires_grad}
+    assert img and all(n.startswith("enc.body.7.") for n in img)          # layer4 only
+    assert txt and all(".layer.1." in n for n in txt)                      # the last of 2 BERT layers
+    m.train()
+    bns = {n: mod.training for n, mod in m.image_enc.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)}
+    assert all(t for n, t in bns.items() if n.startswith("enc.body.7.")) and not any(
+        t for n, t in bns.items() if not n.startswith("enc.body.7."))      # frozen BN stays in eval mode
+    assert not m.text_enc.model.embeddings.training                        # frozen part: no dropout
+
+    _, _, _, _, _, m = build(recipe('finetune.train_encoders="all"', "finetune.lora_r=4", text=tiny_bert_dir),
+                             torch.device("cpu"))
+    names = [n for n, p in m.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    assert names and all("lora_" in n for n in names)
+    assert any("query" in n for n in names) and any("value" in n for n in names) and any("conv" in n for n in names)
+    m.train()
+    assert not any(mod.training for mod in m.image_enc.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+
+
+def test_each_image_encoded_once_per_batch():
+    from vqa_cache.finetune import build
+    _, splits, _, _, _, m = build(recipe(), torch.device("cpu"))
+    s = splits["train"]
+    idx = torch.arange(64)
+    m.eval()
+    with torch.no_grad():
+        m(s.img_row[idx], s.q_row[idx])
+    assert m.encoded_images == len(torch.unique(s.img_row[idx])) < 64
+
+
+def test_augmentation_keeps_answers_true():
+    from vqa_cache.finetune import augment_images
+    from vqa_cache.recipes import AugmentSpec
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    spec = AugmentSpec(enabled=True, hflip=1.0, vflip=1.0, brightness=0.5, contrast=0.5)
+    texts = [["what is on the left of the circle?"], ["what color is the shape?"],
+             ["is there a blue shape?"], ["what shape is in the image?"]]
+    y = augment_images(x, texts, spec, torch.Generator().manual_seed(0))
+    assert not torch.equal(y[0], x[0].flip(-1).flip(-2))                   # left/right: no flip
+    assert torch.equal(y[1], x[1].flip(-1).flip(-2))                       # colour: flipped, not jittered
+    assert torch.equal(y[2], x[2].flip(-1).flip(-2))
+    assert not torch.equal(y[3], x[3].flip(-1).flip(-2))                   # shape question: jittered too
+
+
+def test_accumulation_equals_one_big_batch():
+    """Batch 8 x accumulate 2 takes the same optimizer steps as batch 16 (LoRA in the whole trunk, so BN
+    is frozen; no dropout)."""
+    from vqa_cache.finetune import finetune
+    out, loss = {}, {}
+    for bs, acc in ((16, 1), (8, 2)):
+        r = recipe(f"optim.batch_size={bs}", f"finetune.accumulate={acc}", "optim.epochs=1", "head.dropout=0.0",
+                   'finetune.train_encoders="all"', "finetune.lora_r=2", "finetune.lora_dropout=0.0",
+                   "finetune.group_by_image=false", "optim.grad_clip=0.0",
+                   limit=300)
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            finetune(r, out=d)
+            ck = torch.load(f"{d}/last.pt", weights_only=False)
+            out[bs] = (ck["model"], ck["encoders"]["image_enc"])
+            loss[bs] = ck["history"][-1]["train_loss"]
+    (h1, e1), (h2, e2) = out[16], out[8]
+    for k in h1:
+        assert torch.allclose(h1[k], h2[k], atol=2e-4), k
+    for k in e1:
+        if e1[k].is_floating_point() and "running" not in k:
+            # Adam divides by sqrt(v): float32 summation-order noise in tiny gradients shows up at ~1e-5
+            assert torch.allclose(e1[k], e2[k], atol=2e-4), (k, float((e1[k] - e2[k]).abs().max()))
+    assert abs(loss[16] - loss[8]) < 1e-4
+
+
+def test_finetune_cli_init_head_checkpoints_resume(cli, tmp_path):
+    cache = tmp_path / "cache"
+    extract(cache, *LIMIT, *FAST, "--workers", 0)
+    head_run = tmp_path / "head"
+    r = cli("--cache-dir", cache, "train", "train/easyvqa-concat.toml", *LIMIT, *FAST, "--epochs", 3,
+            "--out", head_run)
+    assert r.code == 0, r
+    run = tmp_path / "ft"
+    args = ["--cache-dir", cache, "finetune", "train/easyvqa-finetune.toml", *LIMIT, *FAST,
+            "--train-encoders", "top:1", "--batch-size", 32, "--accumulate", 2, "--init-head", head_run,
+            "--set", "finetune.workers=0", "--out", run]
+    r = cli(*args, "--epochs", 2)
+    assert r.code == 0, r
+    assert "epoch   0  val acc" in r.out
+    cached_acc = json.loads((head_run / "metrics.json").read_text())["best"]["val_accuracy"]
+    config = json.loads((run / "config.json").read_text())
+    # the head from the cache scores the same through the live (frozen at that point) encoders
+    assert abs(config["init_head_val_accuracy"] - cached_acc) < 0.02
+    for name in ("config.json", "metrics.json", "best.pt", "last.pt", "curves.png", "predictions.json"):
+        assert (run / name).is_file(), name
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["encoders"]["image_enc"] and all(k.startswith("enc.body.7.") for k in ck["encoders"]["image_enc"])
+    assert any("running_mean" in k for k in ck["encoders"]["image_enc"])
+    r = cli(*args, "--epochs", 3, "--resume")
+    assert r.code == 0, r
+    assert "resuming" in r.out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    # an incompatible head is refused with one clear line
+    r = cli(*args[:-1], tmp_path / "x", "--epochs", 1, "--head", "hadamard")
+    last = r.err.strip().splitlines()[-1]
+    assert r.code == 2 and last.startswith("vqa-cache: error: --init-head") and "head name" in last, r

@@ -1,0 +1,128 @@
+"""CSV datasets in the DACON layout:
+
+    DIR/train.csv        columns ID, image_id, question, answer
+    DIR/test.csv         columns ID, image_id, question (optional file; no answers)
+    DIR/image/train/<image_id>.jpg
+    DIR/image/test/<image_id>.jpg
+
+Options (`--set dataset.options.KEY=VALUE`, or `[dataset.options]` in a recipe) rename what differs:
+id_column, image_column, question_column, answer_column, image_dir ("image"), image_ext (".jpg"),
+train_file ("train.csv"), test_file ("test.csv").
+One answer per question; answer types are derived from the answer: "yes/no", "number" (digits after
+normalization) or "other"; question types are the question's first words. There is no validation
+split: one is held out of train by image id (`--val-fraction`, `--data-seed`), see data/__init__.py.
+Image ids are "train/<image_id>", question ids the ID column.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..errors import BadInput
+from ..recipes import DatasetSpec
+from .answers import normalize_answer
+from .easyvqa import question_type
+from .files import file_identity, inside, listing_fingerprint
+
+VERSION = 1
+DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "question",
+            "answer_column": "answer", "image_dir": "image", "image_ext": ".jpg",
+            "train_file": "train.csv", "test_file": "test.csv"}
+
+
+def options(spec: DatasetSpec) -> dict:
+    unknown = sorted(set(spec.options) - set(DEFAULTS))
+    if unknown:
+        raise BadInput(f"csv dataset option {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
+    opts = {**DEFAULTS, **spec.options}
+    for k, v in opts.items():
+        if not isinstance(v, str) or (not v and k != "image_ext"):
+            raise BadInput(f"csv dataset option {k!r} must be a non-empty string, got {v!r}")
+    for k in ("image_dir", "train_file", "test_file"):
+        opts[k] = inside(opts[k], f"csv dataset option {k}")
+    return opts
+
+
+def files(base: Path, opts: dict) -> list[tuple[str, Path]]:
+    train = base / opts["train_file"]
+    if not train.is_file():
+        raise BadInput(f"{train}: no such file (a csv dataset needs {opts['train_file']} with columns "
+                       f"{opts['id_column']}, {opts['image_column']}, {opts['question_column']}, "
+                       f"{opts['answer_column']})")
+    out = [("train", train)]
+    test = base / opts["test_file"]
+    if test.is_file():
+        out.append(("test", test))
+    return out
+
+
+def identity(base: Path, spec: DatasetSpec) -> dict:
+    opts = options(spec)
+    found = files(base, opts)
+    return {"kind": "csv", "version": VERSION, "options": {k: opts[k] for k in sorted(opts)},
+            "files": {p.name: file_identity(p) for _, p in found},
+            "images": {s: listing_fingerprint(base / opts["image_dir"] / s) for s, _ in found}}
+
+
+def answer_type(answer: str) -> str:
+    a = normalize_answer(answer)
+    if a in ("yes", "no"):
+        return "yes/no"
+    return "number" if a.isdigit() else "other"
+
+
+def load(base: Path, spec: DatasetSpec):
+    from . import make_table
+
+    opts = options(spec)
+    rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
+                            "answer_type", "question_type", "split")}
+    seen: dict[str, str] = {}
+    for split, path in files(base, opts):
+        need = [opts["id_column"], opts["image_column"], opts["question_column"]]
+        if split == "train":
+            need.append(opts["answer_column"])
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                reader = csv.reader(f)
+                header = next(reader, None)
+                if header is None:
+                    raise BadInput(f"{path}: empty file, expected a header row with {', '.join(need)}")
+                header = [h.strip() for h in header]
+                missing = [c for c in need if c not in header]
+                if missing:
+                    raise BadInput(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+                                   f"(has: {', '.join(header)}); rename with --set dataset.options.<x>_column=NAME")
+                col = {c: header.index(c) for c in need}
+                has_answer = opts["answer_column"] in header
+                a_col = header.index(opts["answer_column"]) if has_answer else None
+                for row in reader:
+                    if not row or row == [""]:
+                        continue
+                    line = reader.line_num
+                    if len(row) != len(header):
+                        raise BadInput(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+                    qid = row[col[opts["id_column"]]].strip()
+                    image = row[col[opts["image_column"]]].strip()
+                    if not qid or not image:
+                        raise BadInput(f"{path}: line {line}: empty {opts['id_column'] if not qid else opts['image_column']}")
+                    if qid in seen:
+                        raise BadInput(f"{path}: line {line}: duplicate {opts['id_column']} {qid!r} "
+                                       f"(first in {seen[qid]})")
+                    seen[qid] = f"{path.name} line {line}"
+                    question = row[col[opts["question_column"]]]
+                    answers = [row[a_col]] if has_answer else []
+                    rows["question_id"].append(qid)
+                    rows["image_id"].append(f"{split}/{image}")
+                    rows["image_path"].append(inside(f"{image}{opts['image_ext']}", f"{path} line {line}",
+                                                     f"{opts['image_dir']}/{split}"))
+                    rows["question"].append(question)
+                    rows["answers"].append(answers)
+                    rows["answer_type"].append(answer_type(answers[0]) if answers else "")
+                    rows["question_type"].append(question_type(question))
+                    rows["split"].append(split)
+        except UnicodeDecodeError as e:
+            raise BadInput(f"{path}: not UTF-8 text (byte {e.start})") from None
+        except csv.Error as e:
+            raise BadInput(f"{path}: malformed CSV: {e}") from None
+    return make_table(rows)

@@ -1,0 +1,176 @@
+"""Use a trained run: official-format predictions for any split of its cache (`predict`), and one new
+image and question encoded live (`ask`) with exactly the encoders and preprocessing its cache recorded."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+from . import heads, recipes
+from .cache import Entry
+from .data.answers import Vocabulary
+from .errors import BadInput
+from .extract import autocast, pick_device
+from .training import Split, amp, evaluate, load_checkpoint, load_features, write_predictions
+
+
+def load_run(run_dir) -> tuple:
+    """(recipe, config, checkpoint, model on the CPU in eval mode, vocabulary) of a `train` run."""
+    run_dir = Path(run_dir)
+    cfg = run_dir / "config.json"
+    if not cfg.is_file():
+        raise BadInput(f"{run_dir}: not a run directory (no config.json)")
+    config = json.loads(cfg.read_text())
+    if "finetune" in config.get("recipe", {}):
+        raise BadInput(f"{run_dir}: a finetune run; predict and ask read runs of `vqa-cache train`")
+    recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
+    path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    ckpt = load_checkpoint(path)
+    h = ckpt["head"]
+    model = heads.build(h["name"], h["image_dim"], h["question_dim"], h["num_answers"], h["hidden"], h["dropout"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return recipe, config, ckpt, model, Vocabulary.from_dict(ckpt["vocab"])
+
+
+def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
+    """`root` when it holds the run's entries, else the cache the run was trained on."""
+    if all(Entry(root, k).exists() for k in keys.values()):
+        return Path(root)
+    return Path(config.get("cache_dir", root))
+
+
+def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
+    """Predictions of the run's best model for one split of its cache (default: its validation split),
+    written in the official results format; accuracy too where the split has answers."""
+    recipe, config, ckpt, model, vocab = load_run(run_dir)
+    root = cache_root_for(root, config, ckpt["cache_keys"])
+    plan, tensors, keys = load_features(recipe, root, f"vqa-cache extract with the features recorded in "
+                                                      f"{Path(run_dir) / 'config.json'}", stream)
+    if keys != ckpt["cache_keys"]:
+        raise BadInput(f"{run_dir} was trained on cache {ckpt['cache_keys']}, but its recipe now reads "
+                       f"{keys} (the dataset or encoders changed): refusing to mix caches")
+    split = split or config["splits"][1]
+    table = plan.samples
+    names = sorted(set(table.column("split").to_pylist()))
+    if split not in names:
+        raise BadInput(f"--split {split!r}: not in this run's cache (it has {', '.join(names)}); "
+                       f"extract the split together with the training data")
+    table = table.filter(pc.equal(table["split"], split))
+    img_pos = {k: i for i, k in enumerate(tensors["image"][0])}
+    q_pos = {k: i for i, k in enumerate(tensors["question"][0])}
+    have = np.array([i in img_pos for i in table.column("image_id").to_pylist()], dtype=bool)
+    if not have.all():
+        print(f"{int((~have).sum())} questions of {split} have no image features (unreadable at extraction): "
+              f"they get no prediction")
+        table = table.filter(have)
+    s = Split(table, [img_pos[i] for i in table.column("image_id").to_pylist()],
+              [q_pos[q] for q in table.column("question").to_pylist()], vocab)
+    device = pick_device(recipe.device)
+    image, question = tensors["image"][1], tensors["question"][1].to(device)
+    if isinstance(image, torch.Tensor):
+        image = image.to(device)
+    s.to(device)
+    model.to(device)
+    ctx, _ = amp(device)
+    _, acc, preds, per_type = evaluate(model, s, image, question, 1024, len(vocab), ctx)
+    answered = any(len(a) for a in table.column("answers").to_pylist())
+    out = Path(out) if out else Path(run_dir) / f"predictions-{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(out, table.column("question_id").to_pylist(), [vocab.answers[int(p)] for p in preds])
+    return {"split": split, "questions": len(s), "out": str(out),
+            "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+
+
+# ---------------------------------------------------------------- ask
+
+def _image_choice(spec: dict, recipe):
+    """The weights Choice that reproduces the cached image features, or BadInput."""
+    from .cache.store import sha256_of
+    from .encoders.weights import RANDOM_SEED, Choice, resolve_image
+    ident = spec["weights"]
+    if ident.startswith("random:"):
+        if ident != f"random:{RANDOM_SEED}":
+            raise BadInput(f"image weights {ident}: this vqa-cache initializes with random:{RANDOM_SEED}")
+        return Choice("random", ident)
+    if ident.startswith("sha256:"):
+        path = Path(recipe.features.image.weights)
+        if not path.is_file() or f"sha256:{sha256_of(path)}" != ident:
+            raise BadInput(f"the run's image weights file {path} is missing or changed (the cache was made with "
+                           f"{ident}): put the same file back there")
+        return Choice("file", ident, path)
+    choice = resolve_image(spec["encoder"], "pretrained", allow_download=False)
+    if choice.identity != ident:
+        raise BadInput(f"image weights {ident} are needed; this machine has {choice.identity}")
+    return choice
+
+
+def _text_encoder(spec: dict, recipe, device):
+    from .encoders.text import BagOfWords, HFEncoder
+    from .encoders.weights import TEXT_ALIASES, Choice, directory_identity, hub_snapshot
+    ident = spec["weights"]
+    if spec.get("encoder") == "bow" or ident.startswith("bow:"):
+        return BagOfWords()
+    if ident.startswith("dir:"):
+        path = Path(recipe.features.text.encoder)
+        if not path.is_dir() or directory_identity(path) != ident:
+            raise BadInput(f"the run's text encoder directory {path} is missing or changed (the cache was made "
+                           f"with {ident[:24]}...): put the same model back there")
+    elif ident.startswith("hf:"):
+        repo, _, rev = ident[3:].rpartition("@")
+        path = hub_snapshot(TEXT_ALIASES.get(repo, repo), local_only=True)
+        if path is None or path.name != rev:
+            raise BadInput(f"text encoder {ident} is not in the local Hugging Face cache")
+    else:
+        raise BadInput(f"text encoder weights {ident!r}: unknown identity")
+    return HFEncoder(Choice("hf", ident, path), spec["pooling"], spec["max_length"], bool(spec.get("tokens")), str(device))
+
+
+def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
+    """(image features [1, ...], question features [1, ...], model, vocabulary): one image and question
+    encoded now, exactly as the run's cache was made (same encoder, weights, size, resize, normalization,
+    tokenizer; float16 like the shards), in the shapes the run's head reads."""
+    from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles
+    recipe, config, ckpt, model, vocab = load_run(run_dir)
+    specs = config.get("cache_specs")
+    if not specs:   # a run from before config.json recorded them: read the cache manifests
+        root = cache_root_for(root, config, ckpt["cache_keys"])
+        specs = {k: Entry(root, key).manifest()["spec"] for k, key in ckpt["cache_keys"].items()}
+    ispec, qspec = specs["image"], specs["question"]
+    if ispec.get("resize") != "bilinear-square" or list(ispec["mean"]) != list(IMAGENET_MEAN) or \
+            list(ispec["std"]) != list(IMAGENET_STD):
+        raise BadInput(f"image preprocessing {ispec.get('resize')} mean {ispec['mean']} std {ispec['std']}: "
+                       f"this vqa-cache cannot reproduce it")
+    need = heads.needs(ckpt["head"]["name"])
+    if not Path(image_path).is_file():
+        raise BadInput(f"--image {image_path}: no such file")
+    _, pixels, err = ImageFiles([str(image_path)], ispec["size"])[0]
+    if pixels is None:
+        raise BadInput(f"--image {image_path}: cannot read image ({err})")
+    if not question.strip():
+        raise BadInput("--question is empty")
+    device = pick_device(recipe.device)
+    encoder = ImageEncoder(ispec["encoder"], _image_choice(ispec, recipe), (need["image"],)).to(device)
+    with torch.inference_mode(), autocast(device):
+        img = encoder(pixels[None].to(device))[need["image"]]
+    text = _text_encoder(qspec, recipe, device).encode([question])
+    if need["question"] == "tokens":
+        q = text["tokens"].reshape(1, len(text["mask"][0]), -1) * text["mask"][:, :, None]
+    else:
+        q = text["pooled"]
+    # exactly what the cache holds: float16, read back as float32
+    img = img.to(torch.float16).float().cpu()
+    q = torch.from_numpy(np.asarray(q, dtype=np.float16).astype(np.float32))
+    return img, q, model, vocab
+
+
+def ask(run_dir, root: Path, image_path, question: str, top: int = 5) -> list[tuple[str, float]]:
+    """The `top` most probable answers (softmax over the run's answers) for one image and question."""
+    img, q, model, vocab = live_features(run_dir, root, image_path, question)
+    with torch.no_grad():
+        probs = model(img, q).float().softmax(-1)[0]
+    p, i = probs.topk(min(top, len(vocab)))
+    return [(vocab.answers[int(j)], float(v)) for v, j in zip(p, i)]
