@@ -108,7 +108,7 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
             "--set", "sweep.epochs=3", "--trials", 4, "--resume", "--out", out)
     assert r.code == 0, r
-    assert f"{done_before} done, {4 - done_before} to run, 1 interrupted, run again" in r.out
+    assert f"{done_before} done, {4 - done_before} to run; 1 interrupted, run again" in r.out
     rows = read_csv(out / "trials.csv")
     # finished trials were kept, not repeated; the killed one failed and ran again with its parameters
     assert [row["state"] for row in rows[:len(before) - 1]] == [x.lower() for x in before[:-1]]
@@ -151,3 +151,5 @@ def test_space_syntax():
     assert recipe.optim.betas == (0.9, 0.98) and recipe.head.hidden == 128 and recipe.optim.epochs == 3
     recipe, _ = make_recipe(base, {"optim.betas.1": 0.95})
     assert recipe.optim.betas == (0.9, 0.95)
+    recipe, _ = make_recipe(base, {"optim.epochs": 7}, epochs=3)     # a searched epochs wins over sweep.epochs
+    assert recipe.optim.epochs == 7

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,9 @@ import torch
 from tqdm import tqdm
 
 from . import data
+from . import distributed as dist
 from .cache import Entry, entry_key
+from .cache.store import write_atomic
 from .cache.shards import write_image_shard, write_question_shard
 from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles, collate
 from .encoders.text import load_text_encoder
@@ -101,29 +103,38 @@ def autocast(device: torch.device):
 
 class ShardWriter:
     """Writes shards in a background thread (so the encoder never waits for the disk), then records
-    each in the manifest, in order. At most `depth` shards wait in memory."""
+    each in the manifest, in order. At most `depth` shards wait in memory.
 
-    def __init__(self, entry: Entry, manifest: dict, write_fn, depth: int = 2):
+    Under torchrun (`progress` given) each rank records its shards in its own progress file instead;
+    rank 0 writes them into the manifest once every rank is done."""
+
+    def __init__(self, entry: Entry, manifest: dict, write_fn, depth: int = 2, progress: "Progress | None" = None):
         self.entry, self.manifest, self.write_fn, self.depth = entry, manifest, write_fn, depth
+        self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending = []
-        self.number = len(manifest["shards"])   # shards are numbered in order, whatever their size
+        self.number = len(manifest.get("shards", []))   # shards are numbered in order, whatever their size
 
-    def submit(self, start: int, stop: int, ids: list[str], arrays: dict, skipped: list[str] = ()):
+    def submit(self, start: int, stop: int, ids: list[str], arrays: dict, skipped: list[str] = (),
+               number: int | None = None):
         while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
             self.pending.pop(0).result()  # surface errors early; bound the memory held
+        if number is not None:          # torchrun: the shard's place in the single-process numbering
+            self.number = number
         self.pending.append(self.pool.submit(self._write, self.number, start, stop, ids, arrays, list(skipped)))
         self.number += 1
 
     def _write(self, number, start, stop, ids, arrays, skipped):
-        ext = "h5" if self.entry.kind == "image" else "parquet"
-        name = f"{self.entry.kind}-{number:05d}.{ext}"
+        name = shard_file(self.entry.kind, number)
         path = self.entry.path / name
         digest = self.write_fn(path, ids, arrays)
         record = {"file": name, "rows": len(ids), "start": start, "stop": stop, "bytes": path.stat().st_size,
                   "sha256": digest}
         if skipped:
             record["skipped"] = skipped
+        if self.progress is not None:
+            self.progress.add(record)
+            return
         self.manifest["shards"].append(record)
         self.entry.save_manifest(self.manifest)
 
@@ -135,9 +146,86 @@ class ShardWriter:
             self.pool.shutdown(wait=True)
 
 
-def open_entry(entry: Entry, spec: dict, rows: int, **extra) -> dict:
+def shard_file(kind: str, number: int) -> str:
+    return f"{kind}-{number:05d}.{'h5' if kind == 'image' else 'parquet'}"
+
+
+def remaining_shards(manifest: dict, rows: int, shard_size: int) -> list[tuple[int, int, int]]:
+    """(number, start, stop) of the shards after the manifest's finished ones: fixed ranges of
+    `shard_size` positions from where they end, numbered on. A single process writes them in order;
+    under torchrun the ranks share them out, so the shards (and their files) are the same either way."""
+    start = manifest["shards"][-1]["stop"] if manifest["shards"] else 0
+    first = len(manifest["shards"])
+    return [(first + k, s0, min(s0 + shard_size, rows)) for k, s0 in enumerate(range(start, rows, shard_size))]
+
+
+PROGRESS_GLOB, KEPT = "progress-*.json", "progress-kept.json"
+
+
+class Progress:
+    """One torchrun rank's finished shards: ENTRY/progress-rankR.json, rewritten atomically after each."""
+
+    def __init__(self, entry: Entry, rank: int):
+        self.path, self.records = entry.path / f"progress-rank{rank}.json", []
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        write_atomic(self.path, json.dumps({"shards": self.records}, indent=1).encode())
+
+
+def progress_records(entry: Entry) -> dict[str, dict]:
+    """Shard records of every progress file in the entry, by file name."""
+    out = {}
+    for p in sorted(entry.path.glob(PROGRESS_GLOB)):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue                     # a torn file cannot happen (atomic writes); a foreign one is ignored
+        for r in data.get("shards", []) if isinstance(data, dict) else []:
+            if isinstance(r, dict) and isinstance(r.get("file"), str):
+                out.setdefault(r["file"], r)
+    return out
+
+
+def _whole(entry: Entry, record: dict) -> bool:
+    path = entry.path / record["file"]
+    return path.is_file() and (record.get("bytes") is None or path.stat().st_size == record["bytes"])
+
+
+def take_progress(entry: Entry, manifest: dict, rows: int, shard_size: int, keep: bool) -> dict[int, dict]:
+    """Fold in the shards that ranks of an interrupted torchrun extraction finished (their progress files):
+    those that continue the manifest's shards in order go into it; with `keep` (a torchrun run) the others
+    are listed in progress-kept.json and returned by number, else dropped. Under the entry lock."""
+    records = progress_records(entry)
+    if not records:
+        return {}
+    valid = {}
+    for n, s0, s1 in remaining_shards(manifest, rows, shard_size):
+        r = records.get(shard_file(entry.kind, n))
+        if r is not None and r.get("start") == s0 and r.get("stop") == s1 and _whole(entry, r):
+            valid[n] = r
+    moved = False
+    for n, _, _ in remaining_shards(manifest, rows, shard_size):
+        if n not in valid:
+            break
+        manifest["shards"].append(valid.pop(n))
+        moved = True
+    if moved:
+        entry.save_manifest(manifest)
+    if keep and valid:
+        write_atomic(entry.path / KEPT, json.dumps({"shards": [valid[n] for n in sorted(valid)]}, indent=1).encode())
+    for p in entry.path.glob(PROGRESS_GLOB):
+        if p.name != KEPT or not (keep and valid):
+            p.unlink()
+    return valid if keep else {}
+
+
+def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = None, keep_progress: bool = False,
+               **extra) -> dict:
     """The entry's manifest to continue from (a resumed run), or a new one. Called under the lock:
-    leftovers of a killed writer (temporary files, shards the manifest never recorded) are removed."""
+    leftovers of a killed writer (temporary files, shards the manifest never recorded) are removed.
+    With `shard_size`, shards finished by the ranks of an interrupted torchrun run are taken over
+    (take_progress); `keep_progress`: also those that do not continue the manifest's in order."""
     entry.path.mkdir(parents=True, exist_ok=True)
     manifest = None
     if entry.exists():
@@ -156,17 +244,18 @@ def open_entry(entry: Entry, spec: dict, rows: int, **extra) -> dict:
         manifest = entry.new_manifest(spec, rows, **extra)
         entry.save_manifest(manifest)
     if not manifest.get("complete"):
+        kept = take_progress(entry, manifest, rows, shard_size, keep_progress) if shard_size else {}
         listed = {s["file"] for s in manifest["shards"]} | {"manifest.json"}
+        listed |= {r["file"] for r in kept.values()} | ({KEPT} if kept else set())
         for p in entry.path.iterdir():
             if p.is_file() and p.name not in listed:
                 p.unlink()
     return manifest
 
 
-def shard_batches(start: int, total: int, shard_size: int, batch_size: int):
-    """Index batches that never cross a shard boundary, from position `start` on."""
-    for s0 in range(start, total, shard_size):
-        s1 = min(s0 + shard_size, total)
+def shard_batches(shards, batch_size: int):
+    """Index batches that never cross a shard boundary, over `shards` [(number, start, stop)]."""
+    for _, s0, s1 in shards:
         for b0 in range(s0, s1, batch_size):
             yield list(range(b0, min(b0 + batch_size, s1)))
 
@@ -189,34 +278,107 @@ def encode_images(encoder: ImageEncoder, batch: torch.Tensor, device: torch.devi
         return {k: v.to(torch.float16) for k, v in out.items()}
 
 
+@dataclass
+class Job:
+    """This process's part of writing one entry: the shards [(number, start, stop)] it encodes."""
+    entry: Entry
+    manifest: dict
+    shards: list
+    complete: bool = False
+    progress: Progress | None = None
+    t0: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(s1 - s0 for _, s0, s1 in self.shards)
+
+
+@contextmanager
+def writing(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, label: str, **extra):
+    """Open an entry for writing and yield this process's Job; on a clean exit, the entry is complete.
+
+    One process: under the entry lock, each shard recorded in the manifest as it lands; a re-run resumes.
+    Under torchrun: rank 0 takes the lock and opens the entry (taking over the shards an interrupted run
+    finished) while the others wait; the unfinished shards are dealt out round-robin (rank r takes every
+    world-th); each rank writes its own shard files and records them in its progress file; after a barrier
+    rank 0 writes the index and the complete manifest. Shard boundaries and numbers are the single-process
+    ones, so the entry is the same."""
+    if not dist.enabled():
+        with entry.lock(wait):
+            manifest = open_entry(entry, spec, rows, shard_size, **extra)
+            if manifest["complete"]:
+                yield Job(entry, manifest, [], complete=True)
+                return
+            shards = remaining_shards(manifest, rows, shard_size)
+            if manifest["shards"]:
+                print(f"{label}: resuming {entry.key} at {manifest['shards'][-1]['stop']} of {rows} "
+                      f"({len(manifest['shards'])} finished shards kept)")
+            job = Job(entry, manifest, shards, t0=time.time())
+            yield job
+            finish(entry, manifest, job.t0)
+        return
+
+    main = dist.is_main()
+    with (entry.lock(wait) if main else nullcontext()):     # one lock holder; the others wait at the broadcast
+        state, manifest = None, {}
+        if main:
+            manifest = open_entry(entry, spec, rows, shard_size, keep_progress=True, **extra)
+            listed = progress_records(entry)                # progress-kept.json's, after open_entry
+            kept = [n for n, _, _ in remaining_shards(manifest, rows, shard_size) if shard_file(entry.kind, n) in listed]
+            state = {"complete": bool(manifest["complete"]), "manifest": manifest, "kept": kept}
+        state = dist.broadcast(state)
+        if state["complete"]:
+            yield Job(entry, state["manifest"], [], complete=True)
+            dist.barrier()
+            return
+        todo = [s for s in remaining_shards(state["manifest"], rows, shard_size) if s[0] not in set(state["kept"])]
+        done = len(state["manifest"]["shards"]) + len(state["kept"])
+        if done:
+            print(f"{label}: resuming {entry.key}: {done} finished shards kept, {len(todo)} to encode")
+        print(f"{label}: {len(todo)} shards over {dist.world()} processes")
+        mine = todo[dist.rank()::dist.world()]
+        job = Job(entry, manifest, mine, progress=Progress(entry, dist.rank()), t0=time.time())
+        yield job
+        dist.barrier()                                      # every rank's shards have landed
+        if main:
+            records = progress_records(entry)
+            for n, s0, s1 in remaining_shards(manifest, rows, shard_size):
+                r = records.get(shard_file(entry.kind, n))
+                if r is None or r.get("start") != s0 or r.get("stop") != s1 or not _whole(entry, r):
+                    raise RuntimeError(f"{entry.path}: shard {n} (rows {s0}..{s1}) is missing after every "
+                                       f"rank finished; re-run to resume")
+                manifest["shards"].append(r)
+            finish(entry, manifest, job.t0)
+            for p in entry.path.glob(PROGRESS_GLOB):
+                p.unlink()
+        dist.barrier()                                      # every rank returns with the entry complete
+
+
 def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = True) -> Entry:
     r = plan.recipe
     total = len(plan.image_ids)
     entry = Entry(root, plan.image_key)
-    with entry.lock(wait):
-        manifest = open_entry(entry, plan.image_spec, total, skipped=[])
-        if manifest["complete"]:
-            print(f"images: cached ({entry.key}, {manifest['rows']} images)")
+    with writing(entry, plan.image_spec, total, r.shard_size, wait, "images", skipped=[]) as job:
+        if job.complete:
+            print(f"images: cached ({entry.key}, {job.manifest['rows']} images)")
             return entry
-        start = manifest["shards"][-1]["stop"] if manifest["shards"] else 0
-        if start:
-            print(f"images: resuming {entry.key} at image {start} of {total} "
-                  f"({len(manifest['shards'])} finished shards kept)")
-        t0 = time.time()
         encoder = build_image_encoder(plan, device)
-        manifest["dim"] = encoder.dim
+        job.manifest["dim"] = encoder.dim
         cuda = device.type == "cuda"
         loader = torch.utils.data.DataLoader(
             ImageFiles(plan.image_paths, r.image.size), collate_fn=collate, num_workers=r.image.workers,
-            batch_sampler=list(shard_batches(start, total, r.shard_size, r.image.batch_size)),
+            batch_sampler=list(shard_batches(job.shards, r.image.batch_size)),
             pin_memory=cuda, prefetch_factor=4 if r.image.workers else None)
-        writer = ShardWriter(entry, manifest, write_image_shard)
+        writer = ShardWriter(entry, job.manifest, write_image_shard, progress=job.progress)
         outputs = OUTPUTS[r.image.features]
         buf_ids, buf, shard_skipped = [], {k: [] for k in outputs}, []
         shapes = {k: (0, encoder.dim) for k in outputs}
-        shard_start, shard_end = start, min(start + r.shard_size, total)
+        k_shard = 0
+        start = job.shards[0][1] if job.shards and job.progress is None else 0
+        total_bar = total if job.progress is None else job.rows
         try:
-            with tqdm(total=total, initial=start, desc="images", unit="img", file=sys.stderr) as bar:
+            with tqdm(total=total_bar, initial=start, desc="images", unit="img", file=sys.stderr,
+                      disable=not dist.is_main()) as bar:
                 for idx, batch, bad in loader:
                     for i, err in bad:
                         if not r.skip_bad:
@@ -235,51 +397,46 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
                         buf_ids += [plan.image_ids[int(i)] for i in idx]
                     last = max([int(i) for i in idx] + [i for i, _ in bad]) + 1
                     bar.update(len(idx) + len(bad))
+                    number, shard_start, shard_end = job.shards[k_shard]
                     if last == shard_end:
                         arrays = {k: np.concatenate(v) if v else np.zeros(shapes[k], np.float16)
                                   for k, v in buf.items()}
-                        writer.submit(shard_start, shard_end, buf_ids, arrays, shard_skipped)
+                        writer.submit(shard_start, shard_end, buf_ids, arrays, shard_skipped, number=number)
                         buf_ids, buf, shard_skipped = [], {k: [] for k in buf}, []
-                        shard_start, shard_end = shard_end, min(shard_end + r.shard_size, total)
+                        k_shard += 1
         finally:
             writer.close()
-        finish(entry, manifest, t0)
-        if manifest["skipped"]:
-            print(f"images: skipped {len(manifest['skipped'])} unreadable images (listed in the manifest, "
-                  f"`skipped`); train drops their questions")
-        return entry
+    if dist.is_main() and job.manifest.get("skipped"):
+        print(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
+              f"`skipped`); train drops their questions")
+    return entry
 
 
 def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool = True) -> Entry:
     r = plan.recipe
     total = len(plan.texts)
     entry = Entry(root, plan.question_key)
-    with entry.lock(wait):
-        manifest = open_entry(entry, plan.question_spec, total)
-        if manifest["complete"]:
-            print(f"questions: cached ({entry.key}, {manifest['rows']} texts)")
+    with writing(entry, plan.question_spec, total, r.shard_size, wait, "questions") as job:
+        if job.complete:
+            print(f"questions: cached ({entry.key}, {job.manifest['rows']} texts)")
             return entry
-        start = manifest["shards"][-1]["stop"] if manifest["shards"] else 0
-        if start:
-            print(f"questions: resuming {entry.key} at text {start} of {total}")
-        t0 = time.time()
         encoder = load_text_encoder(plan.text_choice, r.text.pooling, r.text.max_length, r.text.tokens, str(device))
-        manifest["dim"] = encoder.dim
-        writer = ShardWriter(entry, manifest, write_question_shard)
+        job.manifest["dim"] = encoder.dim
+        writer = ShardWriter(entry, job.manifest, write_question_shard, progress=job.progress)
+        start = job.shards[0][1] if job.shards and job.progress is None else 0
         try:
-            with tqdm(total=total, initial=start, desc="questions", unit="q", file=sys.stderr) as bar:
-                for s0 in range(start, total, r.shard_size):
-                    s1 = min(s0 + r.shard_size, total)
+            with tqdm(total=total if job.progress is None else job.rows, initial=start, desc="questions", unit="q",
+                      file=sys.stderr, disable=not dist.is_main()) as bar:
+                for number, s0, s1 in job.shards:
                     parts = []
                     for b0 in range(s0, s1, r.text.batch_size):   # texts are sorted by length: little padding
                         chunk = plan.texts[b0:min(b0 + r.text.batch_size, s1)]
                         parts.append(encoder.encode(chunk))
                         bar.update(len(chunk))
-                    writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts))
+                    writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts), number=number)
         finally:
             writer.close()
-        finish(entry, manifest, t0)
-        return entry
+    return entry
 
 
 def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -399,8 +556,16 @@ def _time_texts(plan: Plan, device: torch.device, batches: int, tmp: Path) -> tu
 
 def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
     """Run stage one for a recipe; returns the plan (keys, counts)."""
-    plan = make_plan(recipe, root=root)
-    device = pick_device(recipe.device)
+    if dist.init():
+        dist.quiet_others()
+    with dist.main_first():             # rank 0 downloads weights and parses the dataset; the others read them
+        plan = make_plan(recipe, root=root)
+    device = dist.device(pick_device(recipe.device).type)
+    if dist.enabled():
+        keys = dist.all_gather((plan.image_key, plan.question_key))
+        if len(set(keys)) > 1:
+            raise BadInput(f"the ranks resolved different cache keys {sorted(set(keys))}: give every node the same "
+                           f"--cache-dir, dataset and weights (e.g. --weights pretrained once they are downloaded)")
     print(f"dataset {recipe.dataset.name}: {plan.samples.num_rows} questions, {len(plan.image_ids)} images, "
           f"{len(plan.texts)} unique question texts")
     print(f"image encoder {recipe.image.encoder} ({plan.image_choice.identity}), "

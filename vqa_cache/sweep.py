@@ -212,7 +212,7 @@ def make_recipe(base: dict, params: dict, epochs: int = 0):
     data = copy.deepcopy(base)
     for key, value in params.items():
         set_dotted(data, key, external(value))
-    if epochs:
+    if epochs and "optim.epochs" not in params:      # sweep.epochs, unless the space searches optim.epochs
         data["optim"]["epochs"] = epochs
     return recipes.build(recipes.TrainRecipe, data), data
 
@@ -335,8 +335,8 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
     (d / "sweep.json").write_text(json.dumps(settings, indent=1))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(d / 'study.db').resolve()}",
-                                         engine_kwargs={"connect_args": {"timeout": 60}})
+    storage = LockedRDBStorage(f"sqlite:///{(d / 'study.db').resolve()}",
+                               engine_kwargs={"connect_args": {"timeout": 60}})
     study = optuna.create_study(storage=storage, study_name=base["name"], direction="maximize",
                                 load_if_exists=True, sampler=make_sampler(dists, spec),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.prune_startup_trials,
@@ -405,6 +405,24 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
                 torch.set_num_threads(threads)
         print(f"{remaining} trials in {time.time() - t0:.0f}s")
     return finish(study, dists, base, spec, d)
+
+
+def _locked_rdb_storage():
+    import optuna
+
+    class Locked(optuna.storages.RDBStorage):
+        """SQLite ignores SELECT ... FOR UPDATE, so two threads could both take the same queued (WAITING)
+        trial; the state change is made atomic within this process (one sweep process per directory)."""
+        _lock = threading.Lock()
+
+        def set_trial_state_values(self, trial_id, state, values=None):
+            with self._lock:
+                return super().set_trial_state_values(trial_id, state, values)
+    return Locked
+
+
+def LockedRDBStorage(*args, **kwargs):
+    return _locked_rdb_storage()(*args, **kwargs)
 
 
 def features_loader(root, extract_cmd, spec: SweepSpec):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import data, heads
+from . import distributed as dist
 from .cache import Entry
 from .cache.reader import check_complete, load_rows
 from .data.answers import Vocabulary, build_vocabulary, normalize_answer, soft_scores
@@ -292,12 +293,16 @@ def amp(device: torch.device):
 
 
 def batch_loss(logits, split: Split, idx, K: int):
-    """Soft-score BCE for 10-answer data (x K, the usual scaling), cross-entropy for one answer."""
+    """Soft-score BCE for 10-answer data (x K, the usual scaling), cross-entropy for one answer.
+    A validation answer outside the vocabulary (class K) has no cross-entropy: it is left out of the mean."""
     ti, tv = split.target_idx[idx], split.target_val[idx]
     if split.multi:
         target = torch.zeros(len(idx), K + 1, device=logits.device).scatter_(1, ti, tv)[:, :K]
         return F.binary_cross_entropy_with_logits(logits.float(), target) * K
-    return F.cross_entropy(logits.float(), ti[:, 0])
+    target = ti[:, 0]
+    known = (target < K).float()
+    losses = F.cross_entropy(logits.float(), target.clamp(max=K - 1), reduction="none")
+    return (losses * known).sum() / known.sum().clamp(min=1)
 
 
 def trainable(split: Split, K: int) -> torch.Tensor:
@@ -387,12 +392,20 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     stream: True reads image features from the shards in chunks; None decides by memory_budget().
     on_epoch(epoch, row): called after each epoch's checkpoints and metrics are written (an exception
     it raises ends the run there, exactly like a kill: `--resume` continues from last.pt).
+
+    Under torchrun: DistributedDataParallel. Every rank draws the same permutation and the same global
+    batches of optim.batch_size; rank r takes the r-th of `world` near-equal contiguous parts of each batch
+    (a batch smaller than `world` goes whole to every rank), its loss weighted by its share so that DDP's
+    gradient average is the single-process batch's gradient. Same steps, same schedule. Rank 0 evaluates,
+    broadcasts the validation metrics (early stopping stays in step) and alone writes the run directory.
     """
+    if dist.init():
+        dist.quiet_others()
     t_start = time.time()
     plan, tensors, keys = features or load_features(recipe, root, extract_cmd, stream)
     splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
-    run_dir = pick_run_dir(recipe, out, resume)
-    device = pick_device(recipe.device)
+    run_dir = dist.broadcast(pick_run_dir(recipe, out, resume))     # rank 0's choice (runs/NAME-N)
+    device = dist.device(pick_device(recipe.device).type)
     image = tensors["image"][1]
     streaming = isinstance(image, ImageStream)
     if not streaming:
@@ -440,8 +453,18 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
             scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         print(f"resuming {run_dir} after epoch {start_epoch}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    main, world = dist.is_main(), dist.world()
+    ddp = model
+    if dist.enabled():
+        if not main:   # own dropout masks (rank 0 keeps the single-process stream)
+            torch.manual_seed(recipe.seed * 1_000_003 + dist.rank() * 7919 + start_epoch)
+        config["world_size"] = world
+        # static_graph: heads whose unused parameters are the same every step are fine
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"run {run_dir}: head {recipe.head.name} ({n_params / 1e6:.2f}M params), {K} answers "
           f"(coverage {config['vocabulary']['coverage']:.2%}), {len(train_rows)} train / {len(val_split)} val "
@@ -460,29 +483,42 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
         model.train()
         gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         total, seen = 0.0, 0
-        bar = tqdm(batches(train_split, image, question, train_rows, o.batch_size, gen),
-                   total=steps, desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr)
+        bar = tqdm(batches(train_split, image, question, train_rows, o.batch_size, gen), total=steps,
+                   desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr, disable=not main)
         for idx, img, q in bar:
+            share, count = 1.0, len(idx)
+            if world > 1:                 # this rank's part of the global batch
+                if len(idx) >= world:
+                    part = torch.tensor_split(torch.arange(len(idx), device=idx.device), world)[dist.rank()]
+                    share, count = len(part) * world / len(idx), len(part)
+                    idx, img, q = idx[part], img[part], q[part]
+                else:
+                    count = len(idx) / world
             with ctx:
-                logits = model(img, q)
+                logits = ddp(img, q)
             loss = batch_loss(logits, train_split, idx, K)
             optimizer.zero_grad(set_to_none=True)
+            step_loss = loss * share if share != 1.0 else loss
             if scaler:
-                scaler.scale(loss).backward()
+                scaler.scale(step_loss).backward()
                 scaler.unscale_(optimizer)
             else:
-                loss.backward()
+                step_loss.backward()
             if o.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
             (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
             scheduler.step()
-            total = total + loss.detach() * len(idx)        # no host sync per step
-            seen += len(idx)
-            if bar.n % 50 == 0:
+            total = total + loss.detach() * count           # no host sync per step
+            seen += count
+            if main and bar.n % 50 == 0:
                 bar.set_postfix(loss=f"{float(total) / seen:.4f}")
         bar.close()
-        total = float(total)
-        val_loss, val_acc, _, per_type = evaluate(model, val_split, image, question, 1024, K, ctx)
+        total, seen = dist.all_reduce([float(total), float(seen)])
+        if main:
+            val_loss, val_acc, _, per_type = evaluate(model, val_split, image, question, 1024, K, ctx)
+        else:
+            val_loss = val_acc = per_type = None
+        val_loss, val_acc, per_type = dist.broadcast((val_loss, val_acc, per_type))   # rank 0's
         row = {"epoch": epoch, "train_loss": round(total / seen, 6), "val_loss": round(val_loss, 6),
                "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type,
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3)}
@@ -494,16 +530,19 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
             bad_epochs += 1
         print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
               f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
-        ckpt = payload(epoch)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", ckpt)
-        save_checkpoint(run_dir / "last.pt", ckpt)
-        write_metrics(run_dir, history, best)
+        if main:
+            ckpt = payload(epoch)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", ckpt)
+            save_checkpoint(run_dir / "last.pt", ckpt)
+            write_metrics(run_dir, history, best)
         if on_epoch is not None:
             on_epoch(epoch, row)
 
     if not history:
         raise BadInput(f"{run_dir}: nothing to train (already at epoch {start_epoch} of {o.epochs})")
+    if not main:
+        return {"epochs": history, "best": best}
     # predictions of the best model on the validation split, in the official results format
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
     _, _, preds, _ = evaluate(model, val_split, image, question, 1024, K, ctx)
