@@ -22,6 +22,20 @@ class Result:
         return f"exit {self.code}\nstdout: {self.out[-2000:]}\nstderr: {self.err[-2000:]}"
 
 
+def run_cli(*args) -> None:
+    """Run `vqa-cache ARGS...` in-process (for module-scoped fixtures); it must exit 0."""
+    from vqa_cache.cli import main
+
+    argv = sys.argv
+    sys.argv = ["vqa-cache", *map(str, args)]
+    try:
+        main()
+    except SystemExit as e:
+        assert e.code == 0, f"vqa-cache {' '.join(map(str, args))} exited {e.code}"
+    finally:
+        sys.argv = argv
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run `vqa-cache ARGS...` in-process; returns Result(code, stdout, stderr)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST
+from conftest import FAST, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRACT = ["extract", "--limit", 1000, *FAST, "--shard-size", 8, "--batch-size", 4, "--workers", 0]
@@ -68,16 +68,8 @@ def manifest(root, kind) -> dict:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """The same extraction in one process (in-process, the reference)."""
-    from vqa_cache.cli import main
     root = tmp_path_factory.mktemp("single")
-    argv = sys.argv
-    sys.argv = ["vqa-cache", "--cache-dir", str(root), *map(str, EXTRACT)]
-    try:
-        main()
-    except SystemExit as e:
-        assert e.code == 0
-    finally:
-        sys.argv = argv
+    run_cli("--cache-dir", root, *EXTRACT)
     return root
 
 

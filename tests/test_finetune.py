@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import FAST
+from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 300]   # fewer leaves val answers outside the vocabulary (see report)
 
@@ -23,15 +22,7 @@ def one_thread():
 
 
 def extract(root, *args):
-    from vqa_cache.cli import main
-    argv = sys.argv
-    sys.argv = ["vqa-cache", "--cache-dir", str(root), "extract", *map(str, args)]
-    try:
-        main()
-    except SystemExit as e:
-        assert e.code == 0
-    finally:
-        sys.argv = argv
+    run_cli("--cache-dir", root, "extract", *args)
 
 
 def recipe(*sets, text=None, limit=300):

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from conftest import run_cli
 from vqa_cache import heads
 
 GRID_LIMIT = ["--limit", 300]
@@ -54,20 +55,10 @@ def test_coattention_ignores_padding():
 def grid_cache(tmp_path_factory, tiny_bert_dir):
     """easy-VQA (300 questions per split): ResNet18 random init at 64 px, pooled + 2x2 grid;
     the tiny BERT fixture with token states."""
-    import sys
-    from vqa_cache.cli import main
     root = tmp_path_factory.mktemp("gridcache")
-    argv = sys.argv
-    sys.argv = ["vqa-cache", "--cache-dir", str(root), "extract", *GRID_LIMIT, "--image-encoder", "resnet18",
-                "--image-size", 64, "--features", "pooled+grid", "--set", "image.weights=random",
-                "--text-encoder", str(tiny_bert_dir), "--set", "text.tokens=true", "--set", "text.max_length=16"]
-    sys.argv = [str(a) for a in sys.argv]
-    try:
-        main()
-    except SystemExit as e:
-        assert e.code == 0
-    finally:
-        sys.argv = argv
+    run_cli("--cache-dir", root, "extract", *GRID_LIMIT, "--image-encoder", "resnet18",
+            "--image-size", 64, "--features", "pooled+grid", "--set", "image.weights=random",
+            "--text-encoder", tiny_bert_dir, "--set", "text.tokens=true", "--set", "text.max_length=16")
     return root
 
 

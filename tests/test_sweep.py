@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST
+from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 400]
 REPO = Path(__file__).resolve().parent.parent
@@ -23,16 +23,8 @@ QUICK = ["--set", "sweep.epochs=2", "--set", "sweep.train_fraction=1.0", "--set"
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    from vqa_cache.cli import main
     root = tmp_path_factory.mktemp("cache")
-    argv = sys.argv
-    sys.argv = ["vqa-cache", "--cache-dir", str(root), "extract", *LIMIT, *FAST]
-    try:
-        main()
-    except SystemExit as e:
-        assert e.code == 0
-    finally:
-        sys.argv = argv
+    run_cli("--cache-dir", root, "extract", *LIMIT, *FAST)
     return root
 
 

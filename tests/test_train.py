@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import FAST
+from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 1500]
 
@@ -14,17 +14,8 @@ LIMIT = ["--limit", 1500]
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A small easy-VQA cache (ResNet18 random init at 32 px, bag-of-words)."""
-    import sys
-    from vqa_cache.cli import main
     root = tmp_path_factory.mktemp("cache")
-    argv = sys.argv
-    sys.argv = ["vqa-cache", "--cache-dir", str(root), "extract", *LIMIT, *FAST]
-    try:
-        main()
-    except SystemExit as e:
-        assert e.code == 0
-    finally:
-        sys.argv = argv
+    run_cli("--cache-dir", root, "extract", *LIMIT, *FAST)
     return root
 
 

@@ -23,10 +23,10 @@ together; VQA v2 answers always carry distinct ids).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 from vqa_cache.data.answers import leave_one_out_accuracy, normalize_answer, process_punctuation
+from vqa_cache.data.files import read_json
 from vqa_cache.errors import BadInput
 
 __all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
@@ -167,22 +167,8 @@ def evaluate(questions: dict, annotations: dict, predictions: list) -> dict:
     return _evaluate(questions, annotations, predictions, ("questions", "annotations", "predictions"))
 
 
-def _load_json(path) -> object:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, expected a JSON file") from None
-    except UnicodeDecodeError as e:
-        raise BadInput(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
 def evaluate_files(questions_path, annotations_path, predictions_path) -> dict:
     """``evaluate`` on the three JSON files; errors name the file at fault."""
     paths = (questions_path, annotations_path, predictions_path)
-    loaded = [_load_json(p) for p in paths]
+    loaded = [read_json(p) for p in paths]
     return _evaluate(*loaded, names=tuple(str(p) for p in paths))
