@@ -62,6 +62,14 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
     assert result["overall"] == pytest.approx(100 * best, abs=0.006)
     assert set(result["perAnswerType"]) == {"yes/no", "number", "other"}
 
+    # `predict` gives the same val predictions, and test predictions (no answers) for every test question
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--split", "val", "--out", tmp_path / "val.json")
+    assert r.code == 0, r
+    assert run_json(tmp_path / "val.json") == preds
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--split", "test", "--out", tmp_path / "test.json")
+    assert r.code == 0, r
+    assert sorted(p["question_id"] for p in run_json(tmp_path / "test.json")) == sorted(files["test"]["qids"])
+
 
 def test_vqa2_trains_with_soft_score_bce(tmp_path):
     """10 human answers -> the multi-answer (soft-score BCE) targets; 1 answer (csv) -> cross-entropy."""
@@ -159,6 +167,21 @@ def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, 
     assert len(list((root / "dataset").iterdir())) == 2
     assert "maybe" in changed.column("answers")[0].as_py()
     assert not (root / ".tmp").exists()
+
+
+def test_dataset_entry_verifies_and_a_flipped_byte_is_named(cli, tmp_path):
+    d, root = tmp_path / "vqa", tmp_path / "cache"
+    make_vqa2(d)
+    load_samples(DatasetSpec(name=f"vqa2:{d}"), root=root)
+    (entry,) = (root / "dataset").iterdir()
+    r = cli("--cache-dir", root, "cache", "verify", entry.name)
+    assert r.code == 0, r
+    samples = entry / "samples.parquet"
+    data = bytearray(samples.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    samples.write_bytes(bytes(data))
+    r = cli("--cache-dir", root, "cache", "verify", entry.name)
+    assert r.code == 1 and "samples.parquet" in r.out + r.err, r
 
 
 # ---------------------------------------------------------------- subsets

@@ -1,5 +1,5 @@
 """torchrun with 2 CPU processes (gloo): sharded extraction equals a single-process cache, survives a kill
-of every process, and DistributedDataParallel training (with --resume) matches single-process training.
+of every process, and DistributedDataParallel training (with --resume) and finetuning match single-process runs.
 
 Each torchrun starts three Python processes on a shared 2-core machine: the tests keep to four of them.
 """
@@ -170,3 +170,34 @@ def test_two_process_training_and_resume_match_single_process(cli, single, tmp_p
     import torch
     state = torch.load(dist_run / "best.pt", weights_only=False)["model"]
     assert not any(k.startswith("module.") for k in state)
+
+
+FINETUNE = ["finetune", "train/easyvqa-finetune.toml", "--limit", 200, *FAST, "--train-encoders", "top:1",
+            "--epochs", 2, "--set", "head.dropout=0", "--set", "finetune.workers=0"]
+
+
+def test_two_process_finetune_matches_single_process(cli, tmp_path):
+    """DDP finetune with ResNet18's layer4 trained (its BatchNorm on the global batch's statistics) and
+    group_by_image batches cut between images: the single-process metrics, rank 0 alone writing."""
+    dist_run, one_run, cache = tmp_path / "ddp", tmp_path / "one", tmp_path / "cache"
+    p = torchrun(cache, *FINETUNE, "--out", dist_run)
+    assert p.stdout.count("run ") == 1 and p.stdout.count("epoch   1 ") == 1, p.stdout   # rank 0 alone prints
+    r = cli("--cache-dir", cache, *FINETUNE, "--out", one_run)
+    assert r.code == 0, r
+
+    ddp = json.loads((dist_run / "metrics.json").read_text())
+    one = json.loads((one_run / "metrics.json").read_text())
+    assert [e["epoch"] for e in ddp["epochs"]] == [e["epoch"] for e in one["epochs"]] == [1, 2]
+    assert one["epochs"][1]["train_loss"] < 0.8 * one["epochs"][0]["train_loss"]   # it learned something
+    assert abs(ddp["best"]["val_accuracy"] - one["best"]["val_accuracy"]) <= 0.01
+    for a, b in zip(ddp["epochs"], one["epochs"]):
+        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.01
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-2)
+    assert json.loads((dist_run / "config.json").read_text())["world_size"] == 2
+    for name in ("best.pt", "last.pt", "predictions.json", "curves.png"):
+        assert (dist_run / name).is_file()
+    # the checkpoint holds what a single-process run's does: plain head, layer4 weights and BN statistics
+    import torch
+    a, b = (torch.load(d / "last.pt", weights_only=False) for d in (dist_run, one_run))
+    assert a["model"].keys() == b["model"].keys() and a["encoders"]["image_enc"].keys() == b["encoders"]["image_enc"].keys()
+    assert any("running_mean" in k for k in a["encoders"]["image_enc"])

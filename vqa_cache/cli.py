@@ -155,7 +155,7 @@ def train_like_options(f):
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
     ]
     for o in reversed(opts):
-        f = o(f) if not callable(o) or o is not feature_options else feature_options(f)
+        f = o(f)
     return f
 
 

@@ -14,7 +14,9 @@ Same samples, answer vocabulary, heads, loss, schedule, early stopping and run d
 - mixed precision on CUDA (training.amp), gradient accumulation, gradient checkpointing;
 - `init_head` starts the head from a cached `train` run (vocabulary and dimensions must match);
 - checkpoints hold the head plus the trained encoder weights (or only the LoRA adapters), so
-  `--resume` continues exactly.
+  `--resume` continues exactly;
+- under torchrun, DistributedDataParallel with `train`'s batch split (see `finetune()`), trained BatchNorm
+  layers on the global batch's statistics (RankSyncedBatchNorm).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import re
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed as dist
 from . import heads
 from .encoders.image import ImageEncoder, ImageFiles, collate
 from .encoders.text import BagOfWords
@@ -39,8 +43,8 @@ from .errors import BadInput
 from .extract import make_plan, pick_device
 from .recipes import FinetuneRecipe, to_dict
 from .training import (amp, batch_loss, build_splits, evaluate, load_checkpoint, lr_lambda, pick_run_dir,
-                       plot_curves, rng_state, save_checkpoint, set_rng_state, trainable, write_metrics,
-                       write_predictions)
+                       plot_curves, rank_part, record_epoch, rng_state, save_checkpoint, set_rng_state, trainable,
+                       write_metrics, write_predictions)
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.I)
 _COLOUR = re.compile(r"\b(colou?rs?|colou?red|red|green|blue|yellow|teal|brown|gr[ae]y|black|white|orange|"
@@ -153,6 +157,39 @@ def freeze_modes(module: nn.Module) -> None:
 
 # ---------------------------------------------------------------- live encoders
 
+class RankSyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A trained BatchNorm layer under DDP: in training, the batch statistics are those of the global batch
+    (per-channel sums, sums of squares and counts summed over the ranks, differentiably), as in one process
+    (torch's SyncBatchNorm, for the CPU too). Trained BatchNorm layers are switched to this class in place
+    (same parameters, buffers and state-dict keys); in eval mode, or without torchrun, it is plain BatchNorm."""
+
+    def _check_input_dim(self, input):
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.enabled()):
+            return super().forward(x)
+        c = x.shape[1]
+        dims = [0] + list(range(2, x.dim()))
+        xf = x.float()
+        count = xf.new_full((1,), xf.numel() // max(1, c))
+        stats = dist.sum_with_grad(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp(min=0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach() * m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1).clamp(min=1)) * m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
 class LiveImage(nn.Module):
     """uint8 [B, 3, S, S] -> pooled [B, D] or grid [B, h*w, D], exactly as ImageEncoder (extract) does;
     the frozen bottom of the trunk runs without autograd, trained stages optionally checkpointed."""
@@ -170,9 +207,10 @@ class LiveImage(nn.Module):
         self.lora = set_trainable(self, [(p, m) for p, m in pairs], spec,
                                   lambda nm, m: isinstance(m, nn.Conv2d), "image")
         self.dim = self.enc.dim
+        self.batch_images = None     # under DDP: distinct images in the global batch (set by the loop)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.training and images.shape[0] == 1:
+        if self.training and (self.batch_images or images.shape[0]) == 1:
             # BatchNorm cannot take batch statistics of one image (at 1x1 they do not exist): this
             # micro-batch uses the running statistics, as at evaluation
             bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
@@ -382,7 +420,8 @@ def build(recipe: FinetuneRecipe, device: torch.device, verbose: bool = True):
                        f"that read pooled question features")
     if spec.accumulate < 1:
         raise BadInput(f"finetune.accumulate {spec.accumulate}: expected >= 1")
-    plan = make_plan(fr, allow_download=True)
+    with dist.main_first():             # under torchrun rank 0 downloads and parses first, the others read that
+        plan = make_plan(fr, allow_download=True)
     images, bad = decode_images(plan.image_paths, fr.image.size, spec.workers, fr.skip_bad, spec.preload_gb)
     bad_set = set(bad)
     ok_ids = [i for k, i in enumerate(plan.image_ids) if k not in bad_set]
@@ -425,6 +464,34 @@ def encoder_state(model: FinetuneModel) -> dict:
         state = enc.state_dict()
         out[part] = {k: v for k, v in state.items() if k in names}
     return out
+
+
+def wrap_ddp(model: FinetuneModel, device: torch.device, img_rows: torch.Tensor, q_rows: torch.Tensor) -> nn.Module:
+    """DistributedDataParallel over what trains: the head and the trained encoder parameters (full
+    weights or LoRA adapters); frozen parameters are left out. Trained BatchNorm layers become
+    RankSyncedBatchNorm (global batch statistics, so their running statistics are the same on every
+    rank), so no buffer needs DDP's broadcasts (the decoded texts, bag-of-words features and frozen
+    statistics are identical on every rank by construction).
+
+    find_unused_parameters only where needed: one eval-mode forward and backward of (img_rows, q_rows)
+    (the same on every rank) tells whether some trained parameter gets no gradient."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    was = model.training
+    model.eval()
+    model(img_rows, q_rows).float().sum().backward()
+    unused = any(p.grad is None for p in trained)
+    for p in trained:
+        p.grad = None
+    model.train(was)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters(False)):
+            m.__class__ = RankSyncedBatchNorm
+    ignore = [n for n, p in model.named_parameters() if not p.requires_grad]
+    ignore += [n for n, _ in model.named_buffers()]
+    DDP = torch.nn.parallel.DistributedDataParallel
+    DDP._set_params_and_buffers_to_ignore_for_model(model, ignore)
+    # not static_graph: it cannot start under no_sync (gradient accumulation)
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused)
 
 
 def load_encoder_state(model: FinetuneModel, state: dict, where) -> None:
@@ -474,10 +541,21 @@ def epoch_order(split, rows: torch.Tensor, seed: int, epoch: int, group_by_image
 
 
 def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False) -> dict:
+    """Fine-tune end to end; returns the metrics dict.
+
+    Under torchrun: DistributedDataParallel over the head and the trained encoder parts, exactly as
+    `train` splits its batches (training.rank_part): every rank draws the same epoch order and the same
+    global batches of optim.batch_size, rank r takes the r-th near-equal part of each with its loss weighted
+    by its share; with group_by_image the cuts fall between images, so each image is encoded by one rank.
+    Accumulated micro-batches sync gradients only on the last one. Rank 0 evaluates and broadcasts the
+    validation metrics, and alone writes the run directory; every rank decodes the images itself.
+    """
+    if dist.init():
+        dist.quiet_others()
     t_start = time.time()
     o, spec = recipe.optim, recipe.finetune
-    device = pick_device(recipe.device)
-    run_dir = pick_run_dir(recipe, out, resume)
+    device = dist.device(pick_device(recipe.device).type)
+    run_dir = dist.broadcast(pick_run_dir(recipe, out, resume))     # rank 0's choice (runs/NAME-N)
     plan, splits, vocab, split_names, dropped, model = build(recipe, device)
     K = len(vocab)
     train_split, val_split = splits["train"], splits["val"]
@@ -528,8 +606,18 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         print(f"resuming {run_dir} after epoch {start_epoch}")
     elif spec.init_head:
         config["init_head"] = init_head(model, spec.init_head, vocab, head_config, plan)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    main, world = dist.is_main(), dist.world()
+    ddp = model
+    if dist.enabled():
+        if not main:   # own dropout masks and augmentation draws (rank 0 keeps the single-process streams)
+            torch.manual_seed(recipe.seed * 1_000_003 + dist.rank() * 7919 + start_epoch)
+            model.gen.manual_seed(recipe.seed * 1_000_033 + dist.rank() * 7919 + start_epoch)
+        config["world_size"] = world
+        probe = train_rows[:2]
+        ddp = wrap_ddp(model, device, train_split.img_row[probe], train_split.q_row[probe])
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
     rows = Rows()
     n_head = sum(p.numel() for p in model.head.parameters())
     print(f"run {run_dir}: finetune, head {recipe.head.name} ({n_head / 1e6:.2f}M params), image encoder "
@@ -537,7 +625,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
           f"[{model.text_enc.scope}], {'LoRA r=%d, ' % spec.lora_r if spec.lora_r else ''}"
           f"{n_enc / 1e6:.2f}M trainable encoder params, {K} answers, {len(train_rows)} train / {len(val_split)} "
           f"val questions, batch {o.batch_size} x {spec.accumulate}, device {device}")
-    if spec.init_head and not resume:
+    if spec.init_head and not resume and main:
         _, acc0, _, _ = evaluate(model, val_split, rows, rows, spec.eval_batch_size, K, ctx)
         print(f"epoch   0  val acc {acc0:.4f} (head from {spec.init_head}, live encoders)")
         config["init_head_val_accuracy"] = round(acc0, 6)
@@ -555,22 +643,30 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         if o.patience and bad_epochs >= o.patience:
             break
         t0 = time.time()
-        model.train()
+        ddp.train()
         perm = epoch_order(train_split, train_rows, recipe.seed, epoch, spec.group_by_image)
         chunks = [perm[s:s + o.batch_size] for s in range(0, len(perm), o.batch_size)]
         total, seen = 0.0, 0
-        bar = tqdm(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr)
+        bar = tqdm(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr,
+                   disable=not main)
         optimizer.zero_grad(set_to_none=True)
         for b in bar:
             idx = chunks[b]
             g0 = b - b % spec.accumulate
             group = chunks[g0:g0 + spec.accumulate]
             weight = len(idx) / sum(len(c) for c in group)        # the group's loss is the mean over its questions
-            with ctx:
-                logits = model(train_split.img_row[idx], train_split.q_row[idx])
-            loss = batch_loss(logits, train_split, idx, K)
-            (scaler.scale(loss * weight) if scaler else loss * weight).backward()
-            if b == g0 + len(group) - 1:
+            count, last = len(idx), b == g0 + len(group) - 1
+            if world > 1:                 # this rank's part of the global batch (whole images with group_by_image)
+                keys = train_split.img_row[idx] if spec.group_by_image else None
+                model.image_enc.batch_images = len(torch.unique(train_split.img_row[idx]))
+                part, share, count = rank_part(len(idx), world, dist.rank(), keys)
+                idx, weight = idx[part], weight * share
+            with ddp.no_sync() if world > 1 and not last else nullcontext():   # sync on the group's last batch
+                with ctx:
+                    logits = ddp(train_split.img_row[idx], train_split.q_row[idx])
+                loss = batch_loss(logits, train_split, idx, K)
+                (scaler.scale(loss * weight) if scaler else loss * weight).backward()
+            if last:
                 if scaler:
                     scaler.unscale_(optimizer)
                 if o.grad_clip:
@@ -578,33 +674,34 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
                 (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+            total += loss.item() * count
+            seen += count
+            if main:
+                bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
+        total, seen = dist.all_reduce([float(total), float(seen)])
         train_seconds = time.time() - t0
-        val_loss, val_acc, _, per_type = evaluate(model, val_split, rows, rows, spec.eval_batch_size, K, ctx)
-        row = {"epoch": epoch, "train_loss": round(total / seen, 6), "val_loss": round(val_loss, 6),
-               "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type,
-               "lr": optimizer.param_groups[0]["lr"],
-               "encoder_lr": optimizer.param_groups[1]["lr"] if len(optimizer.param_groups) > 1 else 0.0,
-               "seconds": round(time.time() - t0, 3), "train_seconds": round(train_seconds, 3)}
-        history.append(row)
-        improved = round(val_acc, 6) > best["val_accuracy"]
-        if improved:
-            best, bad_epochs = {"epoch": epoch, "val_accuracy": round(val_acc, 6)}, 0
+        if main:
+            val_loss, val_acc, _, per_type = evaluate(model, val_split, rows, rows, spec.eval_batch_size, K, ctx)
         else:
-            bad_epochs += 1
-        print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
-              f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
-        ckpt = payload(epoch)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", ckpt)
-        save_checkpoint(run_dir / "last.pt", ckpt)
-        write_metrics(run_dir, history, best)
+            val_loss = val_acc = per_type = None
+        val_loss, val_acc, per_type = dist.broadcast((val_loss, val_acc, per_type))   # rank 0's
+        lrs = {"lr": optimizer.param_groups[0]["lr"],
+               "encoder_lr": optimizer.param_groups[1]["lr"] if len(optimizer.param_groups) > 1 else 0.0}
+        row, best, bad_epochs, improved = record_epoch(history, best, bad_epochs, epoch, total / seen, val_loss,
+                                                       val_acc, per_type, lrs, t0,
+                                                       {"train_seconds": round(train_seconds, 3)})
+        if main:
+            ckpt = payload(epoch)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", ckpt)
+            save_checkpoint(run_dir / "last.pt", ckpt)
+            write_metrics(run_dir, history, best)
 
     if not history:
         raise BadInput(f"{run_dir}: nothing to train (already at epoch {start_epoch} of {o.epochs})")
+    if not main:
+        return {"epochs": history, "best": best}
     best_ckpt = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
     model.head.load_state_dict(best_ckpt["model"])
     load_encoder_state(model, best_ckpt["encoders"], run_dir / "best.pt")

@@ -305,6 +305,57 @@ def batch_loss(logits, split: Split, idx, K: int):
     return (losses * known).sum() / known.sum().clamp(min=1)
 
 
+def rank_part(n: int, world: int, rank: int, keys: torch.Tensor | None = None) -> tuple[slice, float, float]:
+    """This rank's part of a global batch of `n`: (slice of the batch, loss weight, questions it counts for).
+
+    Without `keys`: the r-th of `world` near-equal contiguous parts (torch.tensor_split's). With `keys`
+    (one per item, equal keys adjacent, e.g. the image rows of a group_by_image batch): cuts fall only
+    where the key changes, each as near as possible to the equal-split point, every rank at least one
+    group. A batch that cannot give every rank something (fewer items, or groups, than ranks) goes whole
+    to every rank (weight 1, each counting 1/world of it). The weight len(part) * world / n makes DDP's
+    gradient average the gradient of the whole batch's mean loss."""
+    if world <= 1:
+        return slice(0, n), 1.0, n
+    if keys is None:
+        if n < world:
+            return slice(0, n), 1.0, n / world
+        starts = [r * (n // world) + min(r, n % world) for r in range(world + 1)]
+    else:
+        keys = keys.reshape(-1).cpu()
+        bounds = [0] + (torch.nonzero(keys[1:] != keys[:-1]).reshape(-1) + 1).tolist() + [n]
+        groups = len(bounds) - 1
+        if groups < world:
+            return slice(0, n), 1.0, n / world
+        starts, j = [0], 0
+        for r in range(1, world):           # the boundary nearest r*n/world, leaving a group to each later rank
+            lo, hi = j + 1, groups - (world - r)
+            j = min(range(lo, hi + 1), key=lambda k: (abs(bounds[k] * world - r * n), k))
+            starts.append(bounds[j])
+        starts.append(n)
+    a, b = starts[rank], starts[rank + 1]
+    return slice(a, b), (b - a) * world / n, b - a
+
+
+def record_epoch(history: list, best: dict, bad_epochs: int, epoch: int, train_loss: float, val_loss: float,
+                 val_acc: float, per_type: dict, lrs: dict, t0: float, extra: dict | None = None):
+    """One epoch's metrics row (appended to `history`), early-stopping bookkeeping and the epoch line.
+
+    lrs: {"lr": ...} (and more learning rates), placed before "seconds"; extra: keys after it.
+    Returns (row, best, bad_epochs, improved)."""
+    row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+           "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type, **lrs,
+           "seconds": round(time.time() - t0, 3), **(extra or {})}
+    history.append(row)
+    improved = round(val_acc, 6) > best["val_accuracy"]
+    if improved:
+        best, bad_epochs = {"epoch": epoch, "val_accuracy": round(val_acc, 6)}, 0
+    else:
+        bad_epochs += 1
+    print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+          f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
+    return row, best, bad_epochs, improved
+
+
 def trainable(split: Split, K: int) -> torch.Tensor:
     """Rows that have at least one answer in the vocabulary (the others teach nothing)."""
     return torch.nonzero((split.target_idx < K).any(1)).squeeze(1)
@@ -488,12 +539,8 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
         for idx, img, q in bar:
             share, count = 1.0, len(idx)
             if world > 1:                 # this rank's part of the global batch
-                if len(idx) >= world:
-                    part = torch.tensor_split(torch.arange(len(idx), device=idx.device), world)[dist.rank()]
-                    share, count = len(part) * world / len(idx), len(part)
-                    idx, img, q = idx[part], img[part], q[part]
-                else:
-                    count = len(idx) / world
+                part, share, count = rank_part(len(idx), world, dist.rank())
+                idx, img, q = idx[part], img[part], q[part]
             with ctx:
                 logits = ddp(img, q)
             loss = batch_loss(logits, train_split, idx, K)
@@ -519,17 +566,8 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
         else:
             val_loss = val_acc = per_type = None
         val_loss, val_acc, per_type = dist.broadcast((val_loss, val_acc, per_type))   # rank 0's
-        row = {"epoch": epoch, "train_loss": round(total / seen, 6), "val_loss": round(val_loss, 6),
-               "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3)}
-        history.append(row)
-        improved = round(val_acc, 6) > best["val_accuracy"]
-        if improved:
-            best, bad_epochs = {"epoch": epoch, "val_accuracy": round(val_acc, 6)}, 0
-        else:
-            bad_epochs += 1
-        print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
-              f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
+        row, best, bad_epochs, improved = record_epoch(history, best, bad_epochs, epoch, total / seen, val_loss,
+                                                       val_acc, per_type, {"lr": optimizer.param_groups[0]["lr"]}, t0)
         if main:
             ckpt = payload(epoch)
             if improved:

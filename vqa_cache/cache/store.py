@@ -205,8 +205,16 @@ def verify(entry: Entry) -> tuple[list[str], dict]:
         if sha256_of(path) != s.get("sha256"):
             return [f"{name}: sha256 mismatch (the file changed after it was written)"], {}
         try:
-            shard_ids = (check_image_shard(path, spec.get("outputs", ["pooled"])) if entry.kind == "image"
-                         else check_question_shard(path, bool(spec.get("tokens"))))
+            if entry.kind == "dataset":     # one samples.parquet: rows and the schema of the samples table
+                import pyarrow.parquet as pq
+                from ..data import SCHEMA
+                table = pq.read_table(path)
+                if not table.schema.equals(SCHEMA):
+                    return [f"{name}: columns {table.schema.names}, expected {SCHEMA.names}"], {}
+                shard_ids = table.column("question_id").to_pylist()
+            else:
+                shard_ids = (check_image_shard(path, spec.get("outputs", ["pooled"])) if entry.kind == "image"
+                             else check_question_shard(path, bool(spec.get("tokens"))))
         except (OSError, KeyError, ValueError) as e:
             return [f"{name}: unreadable ({type(e).__name__}: {' '.join(str(e).split())})"], {}
         if len(shard_ids) != s["rows"]:
@@ -225,14 +233,13 @@ def verify(entry: Entry) -> tuple[list[str], dict]:
     else:
         if len(set(ids)) != len(ids):
             problems.append("an id occurs in more than one row")
-        if entry.kind == "image":
-            got = fingerprint(sorted(ids + skipped))
-            want = spec.get("images")
-        else:
-            got, want = fingerprint(ids), spec.get("questions")
-        if got != want:
-            problems.append(f"the {'image ids' if entry.kind == 'image' else 'question texts'} in the shards "
-                            f"are not the dataset's (fingerprint {got[:12]}, the spec says {str(want)[:12]})")
+        expected = {"image": (fingerprint(sorted(ids + skipped)), spec.get("images"), "image ids"),
+                    "question": (fingerprint(ids), spec.get("questions"), "question texts")}.get(entry.kind)
+        # (a dataset entry's key is its annotation files' fingerprint: nothing more to compare)
+        if expected and expected[0] != expected[1]:
+            got, want, what = expected
+            problems.append(f"the {what} in the shards are not the dataset's (fingerprint {got[:12]}, "
+                            f"the spec says {str(want)[:12]})")
         if entry.kind == "image":
             problems += _check_index(entry, m)
     return problems, {"shards": len(m.get("shards", [])), "rows": len(ids), "skipped": len(skipped),
