@@ -48,7 +48,6 @@ def main():
     a = p.parse_args()
     size = a.size or (224 if a.device == "cuda" else 64)
 
-    import numpy as np
     import torch
     from PIL import Image
 

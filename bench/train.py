@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
 
@@ -48,7 +47,7 @@ def main():
     from vqa_cache.cache import cache_root
     from vqa_cache.encoders.image import ImageEncoder, ImageFiles
     from vqa_cache.encoders.text import load_text_encoder
-    from vqa_cache.extract import OUTPUTS, autocast, extract, pick_device
+    from vqa_cache.extract import autocast, extract, pick_device
     from vqa_cache.training import amp, batch_loss, batches, build_splits, load_features, lr_lambda, trainable
 
     root = cache_root(a.cache_dir)

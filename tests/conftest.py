@@ -22,6 +22,17 @@ class Result:
         return f"exit {self.code}\nstdout: {self.out[-2000:]}\nstderr: {self.err[-2000:]}"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test machines' 2 cores are shared: two OpenMP threads that wait on each other run up to ~10x
+    slower under load than one."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args) -> None:
     """Run `vqa-cache ARGS...` in-process (for module-scoped fixtures); it must exit 0."""
     from vqa_cache.cli import main

@@ -28,15 +28,6 @@ TRAIN = ["train", "train/easyvqa-concat.toml", "--limit", 1000, *FAST, "--batch-
          "--set", "optim.min_lr=0.003", "--set", "optim.patience=0"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,17 +13,6 @@ import torch
 from conftest import FAST
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The test machine's 2 cores are shared: two OpenMP threads that wait on each other run ~10x slower
-    under load than one."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def entries(root):
     return {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/*/manifest.json")}
 

@@ -12,15 +12,6 @@ from conftest import FAST, run_cli
 LIMIT = ["--limit", 300]   # fewer leaves val answers outside the vocabulary (see report)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI box is small and shared: one intra-op thread is faster than two oversubscribed ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def extract(root, *args):
     run_cli("--cache-dir", root, "extract", *args)
 

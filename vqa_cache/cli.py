@@ -281,12 +281,12 @@ def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets,
 def sweep(obj, recipe, trials, jobs, out, resume, sets, **feature):
     """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""
     from . import recipes
-    from .sweep import resolve_base, run_sweep
+    from .sweep import run_sweep
 
     data = recipes.read_toml(recipe) if recipe else {}
     ref = data.get("features")
     if not isinstance(ref, str) and isinstance(data.get("base"), str):
-        ref = recipes.read_toml(resolve_base(data["base"], Path(recipe))).get("features")
+        ref = recipes.read_toml(recipes.resolve_relative(data["base"], Path(recipe), "base", "train recipe")).get("features")
     extract_cmd = " ".join(["vqa-cache extract"] + ([ref] if isinstance(ref, str) else []) + [
         o if " " not in o else repr(o) for o in feature_argv(feature)])
     run_sweep(recipe, obj.root, trials=trials, jobs=jobs, out=out, resume=resume, overrides=sets,

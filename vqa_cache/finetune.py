@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 import sys
 import time
@@ -43,7 +42,7 @@ from .errors import BadInput
 from .extract import make_plan, pick_device
 from .recipes import FinetuneRecipe, to_dict
 from .training import (amp, batch_loss, build_splits, evaluate, load_checkpoint, lr_lambda, pick_run_dir,
-                       plot_curves, rank_part, record_epoch, rng_state, save_checkpoint, set_rng_state, trainable,
+                       plot_curves, rank_part, record_epoch, rng_state, save_epoch, set_rng_state, trainable,
                        write_metrics, write_predictions)
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.I)
@@ -692,11 +691,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
                                                        val_acc, per_type, lrs, t0,
                                                        {"train_seconds": round(train_seconds, 3)})
         if main:
-            ckpt = payload(epoch)
-            if improved:
-                save_checkpoint(run_dir / "best.pt", ckpt)
-            save_checkpoint(run_dir / "last.pt", ckpt)
-            write_metrics(run_dir, history, best)
+            save_epoch(run_dir, payload(epoch), improved, history, best)
 
     if not history:
         raise BadInput(f"{run_dir}: nothing to train (already at epoch {start_epoch} of {o.epochs})")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from vqa_cache.data.answers import leave_one_out_accuracy, normalize_answer, process_punctuation
-from vqa_cache.data.files import read_json
+from vqa_cache.data.files import read_json, records
 from vqa_cache.errors import BadInput
 
 __all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
@@ -66,17 +66,6 @@ def _few(ids: list, limit: int = 3) -> str:
     return shown + (", ..." if len(ids) > limit else "")
 
 
-def _records(data, key: str | None, name: str) -> list:
-    """The list of records of a parsed file: data[key], or data itself when key is None."""
-    if key is not None:
-        if not isinstance(data, dict) or key not in data:
-            raise BadInput(f"{name}: expected an object with a '{key}' list")
-        data = data[key]
-    if not isinstance(data, list):
-        raise BadInput(f"{name}: expected a list of records{f' under {key!r}' if key else ''}")
-    return data
-
-
 def _field(record, i: int, key: str, name: str):
     if not isinstance(record, dict):
         raise BadInput(f"{name}: record {i} is not an object")
@@ -95,10 +84,10 @@ def _question_id(record, i: int, name: str):
 def _evaluate(questions, annotations, predictions, names: tuple[str, str, str]) -> dict:
     q_name, a_name, p_name = names
 
-    question_ids = {_question_id(r, i, q_name) for i, r in enumerate(_records(questions, "questions", q_name))}
+    question_ids = {_question_id(r, i, q_name) for i, r in enumerate(records(questions, "questions", q_name))}
 
     annotated = {}  # question_id -> (human answers, answer type, question type), file order
-    for i, rec in enumerate(_records(annotations, "annotations", a_name)):
+    for i, rec in enumerate(records(annotations, "annotations", a_name)):
         qid = _question_id(rec, i, a_name)
         if qid in annotated:
             raise BadInput(f"{a_name}: question_id {qid!r} is annotated twice (record {i})")
@@ -120,7 +109,7 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str]) 
                        f"(e.g. {_few(unknown)}): the files are from different splits?")
 
     predicted = {}
-    for i, rec in enumerate(_records(predictions, None, p_name)):
+    for i, rec in enumerate(records(predictions, None, p_name)):
         qid = _question_id(rec, i, p_name)
         answer = _field(rec, i, "answer", p_name)
         if not isinstance(answer, str):

@@ -210,13 +210,13 @@ def build(cls, data: dict, where: str = ""):
     return cls(**kwargs)
 
 
-def resolve_relative(ref: str, recipe_path: Path) -> Path:
+def resolve_relative(ref: str, recipe_path: Path, key: str = "features", what: str = "extract recipe") -> Path:
     """A recipe names another by a path relative to the working directory or to itself."""
     p = Path(ref)
     for candidate in (p, recipe_path.parent / p, recipe_path.parent.parent / p):
         if candidate.is_file():
             return candidate
-    raise BadInput(f"{recipe_path}: features = {ref!r}: no such extract recipe")
+    raise BadInput(f"{recipe_path}: {key} = {ref!r}: no such {what}")
 
 
 def load_extract_dict(path: str | None) -> dict:

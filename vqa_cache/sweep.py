@@ -92,7 +92,7 @@ def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[di
     if base_ref is not None:
         if not isinstance(base_ref, str):
             raise BadInput(f"{path}: base must be the path of a train recipe, got {base_ref!r}")
-        base = recipes.load_train_dict(str(resolve_base(base_ref, Path(path))))
+        base = recipes.load_train_dict(str(recipes.resolve_relative(base_ref, Path(path), "base", "train recipe")))
     deep_merge(base, data)
     base["name"] = name
     if not isinstance(sweep_data, dict) or not isinstance(space_data or {}, dict):
@@ -117,14 +117,6 @@ def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[di
     # the base recipe as full plain data (tuples -> lists), validated
     resolved = json.loads(json.dumps(recipes.to_dict(recipes.build(recipes.TrainRecipe, base))))
     return resolved, spec, space
-
-
-def resolve_base(ref: str, recipe_path: Path) -> Path:
-    p = Path(ref)
-    for candidate in (p, recipe_path.parent / p, recipe_path.parent.parent / p):
-        if candidate.is_file():
-            return candidate
-    raise BadInput(f"{recipe_path}: base = {ref!r}: no such train recipe")
 
 
 def deep_merge(into: dict, other: dict) -> dict:

@@ -428,6 +428,14 @@ def pick_run_dir(recipe: TrainRecipe, out: str | None, resume: bool) -> Path:
     return next(p for p in taken if not p.exists())
 
 
+def save_epoch(run_dir: Path, ckpt: dict, improved: bool, history: list, best: dict) -> None:
+    """After each epoch: last.pt, best.pt when the epoch improved, and metrics.json."""
+    if improved:
+        save_checkpoint(run_dir / "best.pt", ckpt)
+    save_checkpoint(run_dir / "last.pt", ckpt)
+    write_metrics(run_dir, history, best)
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -569,11 +577,7 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
         row, best, bad_epochs, improved = record_epoch(history, best, bad_epochs, epoch, total / seen, val_loss,
                                                        val_acc, per_type, {"lr": optimizer.param_groups[0]["lr"]}, t0)
         if main:
-            ckpt = payload(epoch)
-            if improved:
-                save_checkpoint(run_dir / "best.pt", ckpt)
-            save_checkpoint(run_dir / "last.pt", ckpt)
-            write_metrics(run_dir, history, best)
+            save_epoch(run_dir, payload(epoch), improved, history, best)
         if on_epoch is not None:
             on_epoch(epoch, row)
 
