@@ -25,6 +25,11 @@ def test_overrides_are_typed_and_nested():
     ("optim.epochs=1.5", "must be int"),
     ("novalue", "KEY=VALUE"),
     ("head=3", "must be a section"),
+    ("optim.epochs=0", "'optim.epochs' must be >= 1"),
+    ("optim.lr=-1", "'optim.lr' must be > 0"),
+    ("head.dropout=1.5", "'head.dropout' must be in"),
+    ("optim.betas=[0.9, 1.2]", "'optim.betas' must be in"),
+    ("features.image.size=4", "'features.image.size' must be >= 16"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(BadInput, match=message):

@@ -342,9 +342,12 @@ def cache_ls(obj, as_json):
         click.echo(f"no entries in {obj.root}")
     for r in rows:
         s = r["spec"]
-        what = f"{s.get('encoder', '?')} {s.get('weights', '')}"
+        weights = str(s.get("weights", ""))
+        what = f"{Path(str(s.get('encoder', '?'))).name} {weights[:24] + '...' if len(weights) > 27 else weights}"
         if r["kind"] == "image":
             what += f" {s.get('size', '')}px {'+'.join(s.get('outputs', []))}"
+        if r["kind"] == "dataset":
+            what = f"{s.get('identity', {}).get('kind', '?')} samples table"
         state = "complete" if r["complete"] else "INCOMPLETE"
         click.echo(f"{r['key']:<24} {r['rows']:>8} rows {r['bytes'] / 2**20:>9.1f} MiB  {state:<10} {what}")
 

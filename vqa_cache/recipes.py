@@ -176,6 +176,27 @@ def apply_overrides(data: dict, overrides: list[str] | tuple = ()) -> dict:
     return data
 
 
+# Values outside these ranges are bad input, named by their recipe key (e.g. `optim.epochs must be >= 1`).
+_AT_LEAST = {"ImageSpec.size": 16, "ImageSpec.batch_size": 1, "ImageSpec.workers": 0, "TextSpec.max_length": 1,
+             "TextSpec.batch_size": 1, "ExtractRecipe.shard_size": 1, "DatasetSpec.limit": 0, "HeadSpec.hidden": 1,
+             "OptimSpec.epochs": 1, "OptimSpec.batch_size": 1, "OptimSpec.weight_decay": 0,
+             "OptimSpec.warmup_epochs": 0, "OptimSpec.min_lr": 0, "OptimSpec.grad_clip": 0, "OptimSpec.patience": 0,
+             "AnswerSpec.top_k": 1, "AnswerSpec.min_count": 1}
+_ABOVE_ZERO = {"OptimSpec.lr", "OptimSpec.eps"}
+_SHARE = {"HeadSpec.dropout"}   # in [0, 1)
+
+
+def check_range(cls, name: str, value, key: str) -> None:
+    field_id = f"{cls.__name__}.{name}"
+    if field_id in _AT_LEAST and value < _AT_LEAST[field_id]:
+        raise BadInput(f"recipe key {key!r} must be >= {_AT_LEAST[field_id]}, got {value!r}")
+    if field_id in _ABOVE_ZERO and not value > 0:
+        raise BadInput(f"recipe key {key!r} must be > 0, got {value!r}")
+    if (field_id in _SHARE or field_id == "OptimSpec.betas") and not all(0 <= v < 1 for v in
+                                                                         (value if isinstance(value, tuple) else (value,))):
+        raise BadInput(f"recipe key {key!r} must be in [0, 1), got {value!r}")
+
+
 def build(cls, data: dict, where: str = ""):
     """Make dataclass `cls` from a nested dict; unknown keys and wrong types are bad input."""
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -207,6 +228,8 @@ def build(cls, data: dict, where: str = ""):
             raise BadInput(f"recipe key {key!r} must be {type(default).__name__}, got {value!r}")
         else:
             kwargs[name] = value
+        if name in kwargs and not dataclasses.is_dataclass(kwargs[name]):
+            check_range(cls, name, kwargs[name], key)
     return cls(**kwargs)
 
 
