@@ -269,7 +269,7 @@ def build_image_encoder(plan: Plan, device: torch.device) -> ImageEncoder:
 
 
 def encode_images(encoder: ImageEncoder, batch: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-    """uint8 [B, 3, S, S] (pinned on CUDA) -> float16 features on the CPU."""
+    """uint8 [B, 3, S, S] (pinned on CUDA) -> float16 features, still on the device."""
     with torch.inference_mode(), autocast(device):
         x = batch.to(device, non_blocking=True)
         if device.type == "cuda":
@@ -376,9 +376,35 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
         k_shard = 0
         start = job.shards[0][1] if job.shards and job.progress is None else 0
         total_bar = total if job.progress is None else job.rows
+
+        def launch(idx, batch):
+            """Encode a batch and queue the copy of its features back to the CPU, without waiting."""
+            out = encode_images(encoder, batch, device)
+            if not cuda:
+                return [plan.image_ids[int(i)] for i in idx], {k: v.cpu() for k, v in out.items()}, None
+            host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True).copy_(v, non_blocking=True)
+                    for k, v in out.items()}
+            done = torch.cuda.Event()
+            done.record()
+            return [plan.image_ids[int(i)] for i in idx], host, done
+
+        def collect(launched):
+            """Wait for a launched batch's copy; check its features and add them to the shard buffer."""
+            ids, host, done = launched
+            if done is not None:
+                done.synchronize()
+            for k, v in host.items():
+                v = v.numpy()
+                if not np.isfinite(v).all():
+                    raise RuntimeError(f"{k} features overflow float16 for images near {ids[0]!r}")
+                shapes[k] = (0,) + v.shape[1:]
+                buf[k].append(v)
+            buf_ids.extend(ids)
+
         try:
             with tqdm(total=total_bar, initial=start, desc="images", unit="img", file=sys.stderr,
                       disable=not dist.is_main()) as bar:
+                previous = None     # collected one batch late: its copy overlaps this batch's forward
                 for idx, batch, bad in loader:
                     for i, err in bad:
                         if not r.skip_bad:
@@ -386,19 +412,17 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
                                            f"the shards finished before it are kept; "
                                            f"--skip-bad skips unreadable images")
                         shard_skipped.append(plan.image_ids[i])
-                    if len(idx):
-                        for k, v in encode_images(encoder, batch, device).items():
-                            if not torch.isfinite(v).all():
-                                raise RuntimeError(f"{k} features overflow float16 for images near "
-                                                   f"{plan.image_paths[int(idx[0])]}")
-                            v = v.cpu().numpy()
-                            shapes[k] = (0,) + v.shape[1:]
-                            buf[k].append(v)
-                        buf_ids += [plan.image_ids[int(i)] for i in idx]
+                    current = launch(idx, batch) if len(idx) else None
+                    if previous is not None:
+                        collect(previous)
+                    previous = current
                     last = max([int(i) for i in idx] + [i for i, _ in bad]) + 1
                     bar.update(len(idx) + len(bad))
                     number, shard_start, shard_end = job.shards[k_shard]
                     if last == shard_end:
+                        if previous is not None:
+                            collect(previous)
+                            previous = None
                         arrays = {k: np.concatenate(v) if v else np.zeros(shapes[k], np.float16)
                                   for k, v in buf.items()}
                         writer.submit(shard_start, shard_end, buf_ids, arrays, shard_skipped, number=number)
