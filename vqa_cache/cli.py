@@ -159,7 +159,8 @@ def train_like_options(f):
     return f
 
 
-def train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature):
+def train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=None):
+    """The train-like options -> (recipe of `cls`, default TrainRecipe; the extract command of its cache)."""
     from . import recipes
 
     data = recipes.load_train_dict(recipe)
@@ -169,7 +170,7 @@ def train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     recipes.apply_overrides(data, overrides + list(sets))
-    r = recipes.build(recipes.TrainRecipe, data)
+    r = recipes.build(cls or recipes.TrainRecipe, data)
     # how to make the cache this run reads, for the error message when it is missing
     ref = recipes.read_toml(recipe).get("features") if recipe else None
     extract_cmd = " ".join(["vqa-cache extract"] + ([ref] if isinstance(ref, str) else []) + [

@@ -52,19 +52,8 @@ _COLOUR = re.compile(r"\b(colou?rs?|colou?red|red|green|blue|yellow|teal|brown|g
 
 def finetune_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature) -> FinetuneRecipe:
     """The CLI's options -> a FinetuneRecipe (the same overrides as `train`)."""
-    import json as _json
-
-    from . import recipes
-    from .cli import feature_overrides
-
-    data = recipes.load_train_dict(recipe)
-    overrides = feature_overrides("features.", **feature)
-    for key, value in (("head.name", head), ("optim.epochs", epochs), ("optim.lr", lr),
-                       ("optim.batch_size", batch_size), ("seed", seed)):
-        if value is not None:
-            overrides.append(f"{key}={_json.dumps(value)}")
-    recipes.apply_overrides(data, overrides + list(sets))
-    return recipes.build(FinetuneRecipe, data)
+    from .cli import train_recipe
+    return train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=FinetuneRecipe)[0]
 
 
 # ---------------------------------------------------------------- what trains
