@@ -1,8 +1,9 @@
-"""Answer normalization, soft scores and the vocabulary (vqa_cache/data/answers.py).
+"""Answer normalization, the ground truth, soft scores and the vocabulary (vqa_cache/data/answers.py).
 
 Expected values are worked out by hand from the official vqaEval.py rules.
 """
 
+import json
 import random
 from collections import Counter
 
@@ -14,11 +15,15 @@ from vqa_cache.data.answers import (
     Vocabulary,
     best_answer,
     build_vocabulary,
+    ground_truth,
     normalize_answer,
+    prediction_as_compared,
     process_punctuation,
     soft_scores,
 )
 from vqa_cache.errors import BadInput
+
+from conftest import FAST
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -89,7 +94,40 @@ def test_contractions_table_is_the_official_one():
 
 
 def test_normalizer_version():
-    assert NORMALIZER_VERSION == "vqa-eval-1"
+    assert NORMALIZER_VERSION == "vqa-eval-2"
+
+
+@pytest.mark.parametrize("answers, current, old", [
+    # all identical: current cleans whitespace only, 2016 leaves them as given
+    (["Yes"] * 3, ["Yes"] * 3, ["Yes"] * 3),
+    ([" two\n"] * 2, ["two"] * 2, [" two\n"] * 2),
+    # identical once cleaned: current still leaves them unnormalized; for 2016 they differ
+    (["red\twhite!", " red white!"], ["red white!"] * 2, ["red\twhite ", " red white "]),
+    # differing: current normalizes fully, 2016 processPunctuation only
+    (["Two", "2", "the dog."], ["2", "2", "dog"], ["Two", "2", "the dog"]),
+    (["yes!", "yes", "No"], ["yes", "yes", "no"], ["yes ", "yes", "No"]),
+    # single answer: normalized in both (the project's exact-match choice)
+    ([" The Two.\n"], ["2"], ["2"]),
+    ([], [], []),
+])
+def test_ground_truth(answers, current, old):
+    assert ground_truth(answers) == current
+    assert ground_truth(answers, "current") == current
+    assert ground_truth(answers, "2016") == old
+
+
+def test_prediction_as_compared():
+    differ, same = ["yes", "no"], ["Yes", "Yes"]
+    assert prediction_as_compared(" The Two.\n", differ) == "2"
+    assert prediction_as_compared(" The Two.\n", same) == "The Two."               # cleaned only
+    assert prediction_as_compared(" The Two.\n", [" yes", "yes\t"]) == "The Two."  # identical once cleaned
+    assert prediction_as_compared(" The Two.\n", ["x"]) == "2"                      # single answer
+    for answers in (differ, same, ["x"]):
+        assert prediction_as_compared(" The Two.\n", answers, "2016") == "2"
+    with pytest.raises(ValueError):
+        prediction_as_compared("x", differ, "2017")
+    with pytest.raises(ValueError):
+        ground_truth(differ, "current ")
 
 
 def _loo(m, n):
@@ -126,6 +164,14 @@ def test_soft_scores_compare_strings_as_given():
         soft_scores([])
 
 
+def test_soft_scores_of_the_ground_truth():
+    assert soft_scores(ground_truth(["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4)) == {"pizza": 1.0, "food": 1.0}
+    assert soft_scores(ground_truth(["Yes"] * 10)) == {"Yes": 1.0}          # identical: not lowercased
+    assert soft_scores(ground_truth(["  blue\n"] * 4 + ["green"] * 6)) == {"blue": 1.0, "green": 1.0}
+    assert soft_scores(ground_truth(["yes!"] * 2 + ["yes"] + ["no"] * 7)) == pytest.approx({"yes": 0.9, "no": 1.0})
+    assert soft_scores(ground_truth([" Circle."])) == {"circle": 1.0}
+
+
 def test_best_answer_ties():
     assert best_answer(["b"] * 5 + ["a"] * 5) == "a"       # same score and count: a-z
     assert best_answer(["b"] * 6 + ["a"] * 4) == "b"       # both 1.0: higher count wins
@@ -155,12 +201,27 @@ def test_build_vocabulary_counts_normalized_answers():
     # counts: 2->3, yes->3, 3->2, no->1, red->1; ties: answer a-z
     assert vocab.answers == ["2", "yes", "3", "no", "red"]
     assert vocab.index("yes") == 1
-    assert vocab.index("Yes") is None     # index takes normalized answers
+    assert vocab.index("Yes") is None     # index takes ground-truth strings as given
     assert vocab.index("blue") is None
     assert len(vocab) == 5
     assert build_vocabulary(lists, top_k=2).answers == ["2", "yes"]
     assert build_vocabulary(lists, top_k=None, min_count=2).answers == ["2", "yes", "3"]
     assert build_vocabulary(lists, top_k=4, min_count=3).answers == ["2", "yes"]
+
+
+def test_build_vocabulary_counts_the_ground_truth():
+    lists = [
+        ["Yes"] * 4,                        # identical: "Yes" as given, 4 counts
+        [" yes\n", "yes", "\tyes"],         # identical once cleaned: "yes", 3 counts
+        ["Yes", "yes!", "no"],              # differ: "yes" x2, "no"
+        ["the"] * 2,                        # identical: the class "the" (it scores there)
+        [" \n", "\t"],                      # identical once cleaned: "" is never a class
+        ["The Two."],                       # single answer: normalized, "2"
+    ]
+    counts = {"Yes": 4, "yes": 5, "the": 2, "no": 1, "2": 1}
+    assert build_vocabulary(lists, top_k=None).answers == sorted(counts, key=lambda a: (-counts[a], a))
+    # the previous rules (every answer normalized) would have merged "Yes" into "yes"
+    assert "Yes" not in build_vocabulary([[normalize_answer(a) for a in answers] for answers in lists]).answers
 
 
 def test_build_vocabulary_rejects_bad_limits():
@@ -173,10 +234,12 @@ def test_build_vocabulary_rejects_bad_limits():
 def test_coverage():
     vocab = Vocabulary(["yes", "2"])
     lists = [
-        ["Yes"] * 6 + ["no"] * 4,      # best: yes (1.0, count 6)
+        ["Yes"] * 6 + ["no"] * 4,      # differ: best yes (1.0, count 6)
         ["two"] * 3 + ["3"] * 7,       # best: 3 -> not covered
         ["red"],                       # single answer: red -> not covered
         ["2", "2", "2", "yes"],        # best: 2
+        ["Yes"] * 10,                  # identical: "Yes" -> not covered
+        [" Two "] * 4 + ["two\n"],     # differ: 2 (count 5)
     ]
     assert vocab.coverage(lists) == 0.5
     assert vocab.coverage([]) == 0.0
@@ -187,14 +250,56 @@ def test_coverage():
 def test_vocabulary_roundtrip_and_bad_records():
     vocab = build_vocabulary([["a dog", "cat", "cat"]], top_k=5, min_count=1)
     data = vocab.to_dict()
-    assert data == {"answers": ["cat", "dog"], "top_k": 5, "min_count": 1, "normalizer": "vqa-eval-1"}
+    assert data == {"answers": ["cat", "dog"], "top_k": 5, "min_count": 1, "normalizer": "vqa-eval-2"}
     again = Vocabulary.from_dict(data)
     assert again == vocab and again.index("dog") == 1
-    old = Vocabulary.from_dict(dict(data, normalizer="other-0"))
-    assert old.normalizer == "other-0"
+    for version in ("vqa-eval-1", "other-0"):     # older vocabularies load as they are
+        old = Vocabulary.from_dict(dict(data, normalizer=version))
+        assert old.normalizer == version and old.answers == ["cat", "dog"]
     for bad in ([], {"answers": ["a"]}, dict(data, answers="cat"), dict(data, answers=["a", "a"]),
                 dict(data, answers=[1])):
         with pytest.raises(BadInput):
             Vocabulary.from_dict(bad)
     with pytest.raises(ValueError):
         Vocabulary(["a", "a"])
+
+
+def test_training_targets_are_the_current_metric():
+    """training.Split's soft targets: each class scores what predicting it scores under the metric."""
+    import pyarrow as pa
+
+    from vqa_cache.metrics import vqa_accuracy
+    from vqa_cache.training import Split
+
+    answers = [["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, ["Yes"] * 10, ["yes"] * 10,
+               ["  blue\n"] * 4 + ["green"] * 6, ["Two", "2", "3"], ["circle"], []]
+    vocab = build_vocabulary(answers, top_k=None)
+    assert set(vocab.answers) == {"pizza", "food", "Yes", "yes", "blue", "green", "2", "3", "circle"}
+    table = pa.table({"answers": answers, "answer_type": ["other"] * len(answers)})
+    split = Split(table, range(len(answers)), range(len(answers)), vocab)
+    for i, raw in enumerate(answers):
+        targets = {vocab.answers[c]: v for c, v in zip(split.target_idx[i].tolist(), split.target_val[i].tolist())
+                   if c < len(vocab)}
+        expected = {a: vqa_accuracy(a, raw) for a in vocab.answers} if raw else {}
+        assert targets == pytest.approx({a: s for a, s in expected.items() if s > 0}), raw
+
+
+def test_a_run_with_an_older_vocabulary_still_predicts_and_answers(cli, tmp_path):
+    """Checkpoints saved before NORMALIZER_VERSION "vqa-eval-2" load: their answers are plain strings."""
+    import easy_vqa
+    import torch
+
+    cache, run, args = tmp_path / "cache", tmp_path / "run", ["--limit", 120, *FAST]
+    assert cli("--cache-dir", cache, "extract", *args).code == 0
+    r = cli("--cache-dir", cache, "train", *args, "--epochs", 1, "--set", "head.hidden=16", "--out", run)
+    assert r.code == 0, r
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run / name, weights_only=False)
+        assert ckpt["vocab"]["normalizer"] == NORMALIZER_VERSION
+        ckpt["vocab"]["normalizer"] = "vqa-eval-1"
+        torch.save(ckpt, run / name)
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--out", tmp_path / "p.json")
+    assert r.code == 0, r
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads((run / "predictions.json").read_text())
+    r = cli("ask", "--run", run, "--image", easy_vqa.get_test_image_paths()[0], "--question", "What color is it?")
+    assert r.code == 0 and len(r.out.strip().splitlines()) == 5, r

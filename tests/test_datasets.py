@@ -239,7 +239,7 @@ def test_cli_subset_options_reach_the_recipe():
 # ---------------------------------------------------------------- soft scores and the metric
 
 def test_soft_scores_agree_with_the_metric(tmp_path):
-    from vqa_cache.data.answers import best_answer, normalize_answer, soft_scores
+    from vqa_cache.data.answers import best_answer, ground_truth, soft_scores
     from vqa_cache.metrics import vqa_accuracy
 
     make_vqa2(tmp_path / "v")
@@ -247,10 +247,9 @@ def test_soft_scores_agree_with_the_metric(tmp_path):
     cases = t.column("answers").to_pylist() + [
         ["2"] * 3 + ["3"] * 7, ["yes"] * 10, ["red", "blue"] * 5, ["big dog"] * 2 + ["dog"] * 8,
         ["white", "white", "gray", "grey", "silver", "white", "gray", "white", "light gray", "gray"]]
-    # (the released answers are already normalized; for raw ones the metric leaves humans unnormalized)
     for answers in cases:
-        scores = soft_scores([normalize_answer(a) for a in answers])
-        best = best_answer([normalize_answer(a) for a in answers])
+        scores = soft_scores(ground_truth(answers))
+        best = best_answer(ground_truth(answers))
         # the predicted best answer's soft score is its VQA accuracy; so is every other candidate's
         assert scores[best] == vqa_accuracy(best, answers)
         for cand, s in scores.items():

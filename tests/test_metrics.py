@@ -1,12 +1,15 @@
-"""The official VQA accuracy (vqa_cache/metrics.py).
+"""The official VQA accuracy (vqa_cache/metrics.py), both protocols: "current" (vqaEval.py since
+March 2021) and "2016" (before).
 
 No package on PyPI ships the official vqaEval.py unchanged and light enough to be a
-test dependency, so the agreement test at the end checks vqa_cache against a second,
+test dependency, so the agreement tests at the end check vqa_cache against a second,
 deliberately separate statement of the official algorithm written in this file
 (character loops, str.isdecimal, explicit leave-one-out sublists, exact Fractions),
-on several hundred generated adversarial questions. It also checks that the
+on several hundred generated adversarial questions. They also check that the
 generated questions tell the official behaviour apart from its usual mis-readings,
-so that the agreement means something.
+so that the agreement means something. (The same generator's questions, a few thousand
+of them, were also scored by both official vqaEval.py versions themselves, outside the
+repository, with identical per-question, per-type and overall results.)
 """
 
 import json
@@ -15,80 +18,126 @@ from fractions import Fraction
 
 import pytest
 
-from vqa_cache.data.answers import CONTRACTIONS, normalize_answer, soft_scores
+from vqa_cache.data.answers import CONTRACTIONS, ground_truth, normalize_answer, soft_scores
 from vqa_cache.errors import BadInput
 from vqa_cache.metrics import evaluate, evaluate_files, exact_match_accuracy, vqa_accuracy
 
 
 # ---------------------------------------------------------------- hand-worked cases
 
-def test_leave_one_out_values():
+CURRENT, OLD = "current", "2016"
+
+
+@pytest.mark.parametrize("humans, prediction, current, old", [
+    (["yes"] * 10, "Yes", 0.0, 1.0),
+    (["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, "PIZZA", 1.0, 0.9),
+    (["  blue\n"] * 4 + ["green"] * 6, "blue", 1.0, 0.0),
+])
+def test_the_three_examples_of_the_two_protocols(humans, prediction, current, old):
+    assert vqa_accuracy(prediction, humans) == pytest.approx(current)          # current is the default
+    assert vqa_accuracy(prediction, humans, CURRENT) == pytest.approx(current)
+    assert vqa_accuracy(prediction, humans, OLD) == pytest.approx(old)
+
+
+@pytest.mark.parametrize("protocol", [CURRENT, OLD])
+def test_leave_one_out_values(protocol):
     humans = ["p"] + ["q"] * 2 + ["r"] * 3 + ["s"] * 4
-    assert vqa_accuracy("p", humans) == pytest.approx(0.3)
-    assert vqa_accuracy("q", humans) == pytest.approx(0.6)
-    assert vqa_accuracy("r", humans) == pytest.approx(0.9)
-    assert vqa_accuracy("s", humans) == 1.0
-    assert vqa_accuracy("t", humans) == 0.0
+    assert vqa_accuracy("p", humans, protocol) == pytest.approx(0.3)
+    assert vqa_accuracy("q", humans, protocol) == pytest.approx(0.6)
+    assert vqa_accuracy("r", humans, protocol) == pytest.approx(0.9)
+    assert vqa_accuracy("s", humans, protocol) == 1.0
+    assert vqa_accuracy("t", humans, protocol) == 0.0
+
+
+def test_current_cleans_whitespace_on_both_sides_always():
+    # identical once cleaned: compared cleaned, not normalized
+    assert vqa_accuracy("\tyes ", [" yes\n"] * 10) == 1.0
+    assert vqa_accuracy("red white", ["red\twhite"] * 5 + ["red white "] * 5) == 1.0
+    assert vqa_accuracy("Yes", [" yes\n"] * 10) == 0.0                 # cleaned, not lowercased
+    # "all identical" is judged after cleaning: these ten are, so nothing is normalized
+    assert vqa_accuracy("Yes", ["yes", " yes", "yes\n", "\tyes"] * 2 + ["yes"] * 2) == 0.0
+    assert vqa_accuracy("yes", ["yes", " yes", "yes\n", "\tyes"] * 2 + ["yes"] * 2) == 1.0
+
+
+def test_current_leaves_identical_answers_unnormalized():
+    assert vqa_accuracy("Yes", ["Yes"] * 10) == 1.0
+    assert vqa_accuracy("red, white", ["red, white"] * 10) == 1.0
+    assert vqa_accuracy("red white", ["red, white"] * 10) == 0.0
+    assert vqa_accuracy("two", ["two"] * 10) == 1.0
+    assert vqa_accuracy("2", ["two"] * 10) == 0.0
+    assert vqa_accuracy("the dog", ["the dog"] * 10) == 1.0
+    assert vqa_accuracy("dog", ["the dog"] * 10) == 0.0
+
+
+def test_current_normalizes_both_sides_when_answers_differ():
+    assert vqa_accuracy("2", ["Two"] * 3 + ["three"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("TWO.", ["Two"] * 3 + ["three"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("dog", ["the dog"] * 3 + ["cat"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("yes", ["yes!"] * 9 + ["yes"]) == 1.0           # "yes!" -> "yes"
+    assert vqa_accuracy("dont", ["Don't"] * 4 + ["no"] * 6) == 1.0
+    assert vqa_accuracy("1000", ["1,000"] * 9 + ["many"]) == 1.0
+    assert vqa_accuracy("1000", ["1,000"] * 10) == 0.0                  # identical: left as given
+    # "a" is an article: both sides become "", and "" matches ""
+    assert vqa_accuracy("a", ["a"] * 4 + ["b"] * 6) == 1.0
+    assert vqa_accuracy("the", ["a"] * 4 + ["b"] * 6) == 1.0
+
+
+def test_2016_normalizes_the_prediction_always():
+    assert vqa_accuracy("Yes", ["yes"] * 10, OLD) == 1.0
+    assert vqa_accuracy("Yes", ["Yes"] * 10, OLD) == 0.0                # "yes" against "Yes"
+    assert vqa_accuracy("red, white", ["red, white"] * 10, OLD) == 0.0  # prediction -> "red white"
+    assert vqa_accuracy("red white", ["red white"] * 10, OLD) == 1.0
+    assert vqa_accuracy("  the TWO.\n", ["2"] * 9 + ["two"], OLD) == 1.0
+    assert vqa_accuracy("\tyes \n", ["yes"] * 3 + ["no"] * 7, OLD) == pytest.approx(0.9)
     # "a" is an article: the prediction "a" becomes "" and matches nothing
-    assert vqa_accuracy("a", ["a"] * 4 + ["b"] * 6) == 0.0
+    assert vqa_accuracy("a", ["a"] * 4 + ["b"] * 6, OLD) == 0.0
 
 
-def test_prediction_is_fully_normalized():
-    humans = ["2"] * 9 + ["two"]
-    assert vqa_accuracy("Two", humans) == 1.0
-    assert vqa_accuracy("  the TWO.\n", humans) == 1.0
-    assert vqa_accuracy("dont", ["don't"] * 4 + ["no"] * 6) == 1.0
-    assert vqa_accuracy("\tyes \n", ["yes"] * 3 + ["no"] * 7) == pytest.approx(0.9)
+def test_2016_gives_differing_answers_punctuation_only():
+    # not lowercased, number words and articles kept, whitespace kept
+    assert vqa_accuracy("two", ["two"] * 4 + ["2"] * 6, OLD) == 1.0     # prediction "2": 6 matches
+    assert vqa_accuracy("2", ["Two"] * 3 + ["three"] * 7, OLD) == 0.0
+    assert vqa_accuracy("the dog", ["the dog"] * 3 + ["cat"] * 7, OLD) == 0.0
+    assert vqa_accuracy("Dog", ["Dog"] * 7 + ["dog"] * 3, OLD) == pytest.approx(0.9)
+    assert vqa_accuracy("blue", [" blue"] * 4 + ["green"] * 6, OLD) == 0.0
+    # punctuation: "red, white" -> "red white"; "yes!" -> "yes " (nothing strips it)
+    assert vqa_accuracy("red white", ["red, white"] * 3 + ["blue"] * 7, OLD) == pytest.approx(0.9)
+    assert vqa_accuracy("yes", ["yes!"] * 9 + ["yes"], OLD) == pytest.approx(0.3)
+    assert vqa_accuracy("1,000", ["1,000"] * 2 + ["1000"] + ["many"] * 7, OLD) == pytest.approx(0.9)
+    # identical as given (whitespace counts): left untouched
+    assert vqa_accuracy("1000", ["1,000"] * 10, OLD) == 0.0
+    assert vqa_accuracy("yes", ["yes", " yes"] + ["no"] * 8, OLD) == pytest.approx(0.3)
+    assert vqa_accuracy("yes", ["yes", " yes"] + ["no"] * 8, CURRENT) == pytest.approx(0.6)
 
 
-def test_human_answers_get_punctuation_only_when_they_differ():
-    # Not all identical: punctuation processing only; "two" is not turned into "2".
-    humans = ["two"] * 4 + ["2"] * 6
-    assert vqa_accuracy("two", humans) == 1.0          # prediction becomes "2": 6 matches
-    assert vqa_accuracy("four", ["two"] * 10) == 0.0
-    # "red, white" -> "red white" (comma next to a space is deleted)
-    assert vqa_accuracy("red white", ["red, white"] * 3 + ["blue"] * 7) == pytest.approx(0.9)
-    # Human answers are never lowercased, but the prediction always is.
-    assert vqa_accuracy("Dog", ["Dog"] * 5 + ["dog"] * 5) == 1.0  # matches the 5 "dog"
-    assert vqa_accuracy("Dog", ["Dog"] * 7 + ["dog"] * 3) == pytest.approx(0.9)
-    # Articles stay in human answers: "the dog" can never be matched.
-    assert vqa_accuracy("the dog", ["the dog"] * 3 + ["cat"] * 7) == 0.0
-
-
-def test_all_identical_human_answers_are_left_untouched():
-    assert vqa_accuracy("yes", ["Yes"] * 10) == 0.0
-    assert vqa_accuracy("red, white", ["red, white"] * 10) == 0.0   # prediction -> "red white"
-    assert vqa_accuracy("red white", ["red white"] * 10) == 1.0
-    assert vqa_accuracy("1000", ["1,000"] * 10) == 0.0
-    assert vqa_accuracy("1000", ["1,000"] * 9 + ["many"]) == 1.0    # differ: "1,000" -> "1000"
-
-
-def test_ten_answers_where_normalization_changes_the_result():
-    # "yes!" -> "yes " (the mark becomes a space and nothing strips it afterwards),
-    # so once the answers differ, none of the nine "yes!" can match any prediction.
-    assert vqa_accuracy("yes", ["yes"] * 10) == 1.0
-    assert vqa_accuracy("yes", ["yes!"] * 9 + ["yes"]) == pytest.approx(0.3)
-    assert vqa_accuracy("yes!", ["yes!"] * 9 + ["no"]) == 0.0
-    # and the prediction "1,000" becomes "1000", matching processed "1,000" answers
-    assert vqa_accuracy("1,000", ["1,000"] * 2 + ["1000"] + ["many"] * 7) == pytest.approx(0.9)
-
-
-def test_single_human_answer_is_exact_match():
-    assert vqa_accuracy("Two", ["two"]) == 1.0
-    assert vqa_accuracy("three", ["two"]) == 0.0
+@pytest.mark.parametrize("protocol", [CURRENT, OLD])
+def test_single_human_answer_is_exact_match_after_normalizing_both(protocol):
+    assert vqa_accuracy("Two", ["two"], protocol) == 1.0
+    assert vqa_accuracy("the circle.", [" Circle\n"], protocol) == 1.0
+    assert vqa_accuracy("three", ["two"], protocol) == 0.0
     with pytest.raises(ValueError):
-        vqa_accuracy("x", [])
+        vqa_accuracy("x", [], protocol)
 
 
-def test_soft_scores_equal_vqa_accuracy_on_random_questions():
-    rng = random.Random(1234)
-    pool = ["yes", "no", "2", "3", "10", "red", "dark blue", "don't know", "3.5", "1000",
-            "10:30", "it's", "0", "tennis", "man's hat", "$5"]
-    assert all(normalize_answer(a) == a for a in pool)
-    for _ in range(500):
-        humans = [rng.choice(pool[: rng.randint(2, len(pool))]) for _ in range(10)]
-        for candidate, score in soft_scores(humans).items():
+def test_unknown_protocol():
+    with pytest.raises(ValueError, match="2019"):
+        vqa_accuracy("x", ["x", "y"], "2019")
+
+
+def test_soft_scores_of_ground_truth_equal_vqa_accuracy():
+    """A vocabulary class (a ground_truth string) scores in training what predicting it scores."""
+    seen_identical = seen_mixed = 0
+    for humans, _ in adversarial_questions(seed=11, count=600):
+        if any(h.count(".") > 32 for h in humans):  # the one case where normalize_answer is not idempotent
+            continue
+        classes = soft_scores(ground_truth(humans))
+        for candidate, score in classes.items():
             assert score == vqa_accuracy(candidate, humans), (candidate, humans)
+        assert vqa_accuracy("zebra crossing", humans) == 0.0
+        identical = len({h.replace("\n", " ").replace("\t", " ").strip() for h in humans}) == 1
+        seen_identical += identical and humans[0] not in classes   # e.g. " Yes" -> class "Yes"
+        seen_mixed += not identical and any(normalize_answer(h) != h for h in humans)
+    assert seen_identical >= 20 and seen_mixed >= 200
 
 
 def test_exact_match_accuracy():
@@ -112,21 +161,30 @@ def _files(specs):
     return questions, annotations, predictions
 
 
-SPECS = [
-    (1, "yes/no", "is the", ["yes"] * 10, "Yes"),                           # 1.0
-    (2, "number", "how many", ["2"] + ["3"] * 9, "two"),                    # 0.3
-    (3, "other", "what color", ["red"] * 6 + ["blue"] * 4, "green"),        # 0.0
-    (4, "other", "is the", ["blue"] * 2 + ["red"] * 8, "Blue."),            # 0.6
+SPECS = [                                                          # current, 2016
+    (1, "yes/no", "is the", ["yes"] * 10, "Yes"),                           # 0.0, 1.0
+    (2, "number", "how many", ["2"] + ["3"] * 9, "two"),                    # 0.3, 0.3
+    (3, "other", "what color", ["red"] * 6 + ["blue"] * 4, "green"),        # 0.0, 0.0
+    (4, "other", "is the", ["blue"] * 2 + ["red"] * 8, "Blue."),            # 0.6, 0.6
 ]
 
 
 def test_evaluate_hand_computed():
     result = evaluate(*_files(SPECS))
-    assert result["perQuestion"] == {1: 100.0, 2: 30.0, 3: 0.0, 4: 60.0}
-    assert result["overall"] == round(100 * (1.0 + 0.3 + 0.0 + 0.6) / 4, 2) == 47.5
-    assert result["perAnswerType"] == {"yes/no": 100.0, "number": 30.0, "other": 30.0}
-    assert result["perQuestionType"] == {"is the": 80.0, "how many": 30.0, "what color": 0.0}
+    assert result == evaluate(*_files(SPECS), protocol="current")
+    assert result["perQuestion"] == {1: 0.0, 2: 30.0, 3: 0.0, 4: 60.0}
+    assert result["overall"] == round(100 * (0.0 + 0.3 + 0.0 + 0.6) / 4, 2) == 22.5
+    assert result["perAnswerType"] == {"yes/no": 0.0, "number": 30.0, "other": 30.0}
+    assert result["perQuestionType"] == {"is the": 30.0, "how many": 30.0, "what color": 0.0}
     assert set(result) == {"overall", "perAnswerType", "perQuestionType", "perQuestion"}
+
+    old = evaluate(*_files(SPECS), protocol="2016")
+    assert old["perQuestion"] == {1: 100.0, 2: 30.0, 3: 0.0, 4: 60.0}
+    assert old["overall"] == round(100 * (1.0 + 0.3 + 0.0 + 0.6) / 4, 2) == 47.5
+    assert old["perAnswerType"] == {"yes/no": 100.0, "number": 30.0, "other": 30.0}
+    assert old["perQuestionType"] == {"is the": 80.0, "how many": 30.0, "what color": 0.0}
+    with pytest.raises(ValueError):
+        evaluate(*_files(SPECS), protocol="2021")
 
 
 def test_evaluate_rounds_like_the_official_code():
@@ -208,7 +266,8 @@ def test_evaluate_files(tmp_path):
     for name, data in zip(("q.json", "a.json", "p.json"), _files(SPECS)):
         paths.append(tmp_path / name)
         paths[-1].write_text(json.dumps(data, indent=1))
-    assert evaluate_files(*paths)["overall"] == 47.5
+    assert evaluate_files(*paths)["overall"] == 22.5
+    assert evaluate_files(*paths, protocol="2016")["overall"] == 47.5
 
     with pytest.raises(BadInput) as e:
         evaluate_files(paths[0], paths[1], tmp_path / "nope.json")
@@ -223,6 +282,35 @@ def test_evaluate_files(tmp_path):
     with pytest.raises(BadInput) as e:
         evaluate_files(*paths)
     assert _message(e).startswith(f"{paths[2]}: 3 annotated question id(s) missing")
+
+
+def _write_files(tmp_path, specs):
+    paths = []
+    for name, data in zip(("q.json", "a.json", "p.json"), _files(specs)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(data))
+    q, a, p = paths
+    return ["--questions", q, "--annotations", a, "--predictions", p]
+
+
+def test_eval_command_protocols(cli, tmp_path):
+    args = _write_files(tmp_path, SPECS)
+    r = cli("eval", *args, "--json")
+    assert r.code == 0, r
+    assert json.loads(r.out) == {"protocol": "current", **json.loads(json.dumps(evaluate(*_files(SPECS))))}
+    r = cli("eval", *args, "--json", "--protocol", "2016")
+    assert r.code == 0, r
+    old = json.loads(r.out)
+    assert old["protocol"] == "2016" and old["overall"] == 47.5 and old["perAnswerType"]["yes/no"] == 100.0
+
+    r = cli("eval", *args)
+    assert r.code == 0 and r.out.splitlines()[0] == "overall accuracy: 22.50% (protocol current)", r
+    assert "  yes/no     0.00%" in r.out.splitlines()
+    r = cli("eval", *args, "--protocol", "2016")
+    assert r.code == 0 and r.out.splitlines()[0] == "overall accuracy: 47.50% (protocol 2016)", r
+
+    r = cli("eval", *args, "--protocol", "2021")
+    assert r.code == 2 and "--protocol" in r.err and "'2021' is not one of 'current', '2016'" in r.err, r
 
 
 # ---------------------------------------------------------------- agreement test
@@ -281,19 +369,36 @@ def ref_words(text):
     return " ".join(out)
 
 
-def ref_accuracy(prediction, humans, gt_full=False, gt_always=False, **punct):
+def ref_clean(text):
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def ref_accuracy(prediction, humans, protocol="current", judge_raw=False, judge_clean=False, keep_space=False,
+                 pred_always=False, gt_punct_only=False, gt_full=False, gt_always=False, **punct):
     def marks_and_periods(t):
         return ref_periods(ref_marks(t, punct.get("strip_after", False), punct.get("running", False)),
                            punct.get("cap", 32), punct.get("keep_after_digit", False))
-    pred = ref_words(marks_and_periods(prediction.replace("\n", " ").replace("\t", " ").strip()))
+
+    def full(t):
+        return ref_words(marks_and_periods(ref_clean(t)))
+
     if len(humans) == 1:                              # vqa_cache's documented choice
-        human = humans[0].replace("\n", " ").replace("\t", " ").strip()
-        return Fraction(int(pred == ref_words(marks_and_periods(human))))
-    gts = list(humans)
-    if gt_always or len(set(humans)) > 1:
-        gts = [marks_and_periods(g) for g in gts]
-        if gt_full:
-            gts = [ref_words(g.strip()) for g in gts]
+        return Fraction(int(full(prediction) == full(humans[0])))
+    if protocol == "current":
+        gts = list(humans) if keep_space else [ref_clean(h) for h in humans]
+        pred = ref_clean(prediction)
+        differ = len(set(humans if judge_raw else map(ref_clean, humans))) > 1
+        if differ or gt_always:
+            gts = [marks_and_periods(g) if gt_punct_only else full(g) for g in gts]
+        if differ or pred_always:
+            pred = full(pred)
+    else:
+        pred = full(prediction)
+        gts = list(humans)
+        if gt_always or len(set(map(ref_clean, humans) if judge_clean else humans)) > 1:
+            gts = [marks_and_periods(g) for g in gts]
+            if gt_full:
+                gts = [ref_words(g.strip()) for g in gts]
     total = Fraction(0)
     for i in range(len(gts)):
         rest = gts[:i] + gts[i + 1:]
@@ -301,13 +406,19 @@ def ref_accuracy(prediction, humans, gt_full=False, gt_always=False, **punct):
     return total / len(gts)
 
 
-VARIANTS = {
-    "ground truth fully normalized (LAVIS-fork style)": dict(gt_full=True),
-    "ground truth processed even when all identical": dict(gt_always=True),
-    "all periods removed (no count of 32)": dict(cap=None),
-    "period after a digit kept (look-behind as intended)": dict(keep_after_digit=True),
-    "stripped after punctuation": dict(strip_after=True),
-    "marks tested on the text as already changed": dict(running=True),
+VARIANTS = {  # name: (protocol, mis-reading)
+    "current: 'all identical' judged before whitespace cleaning": ("current", dict(judge_raw=True)),
+    "current: identical answers not whitespace-cleaned": ("current", dict(keep_space=True)),
+    "current: prediction normalized even when answers are identical": ("current", dict(pred_always=True)),
+    "current: differing answers get punctuation only": ("current", dict(gt_punct_only=True)),
+    "current: answers normalized even when identical": ("current", dict(gt_always=True)),
+    "2016: differing answers fully normalized": ("2016", dict(gt_full=True)),
+    "2016: answers processed even when identical": ("2016", dict(gt_always=True)),
+    "2016: 'all identical' judged after whitespace cleaning": ("2016", dict(judge_clean=True)),
+    "all periods removed (no count of 32)": ("current", dict(cap=None)),
+    "period after a digit kept (look-behind as intended)": ("current", dict(keep_after_digit=True)),
+    "stripped after punctuation": ("2016", dict(strip_after=True)),
+    "marks tested on the text as already changed": ("2016", dict(running=True)),
 }
 
 GROUPS = [
@@ -346,46 +457,66 @@ def _mangle(rng, text):
     return text
 
 
+def _respace(rng, text):
+    """The same text once whitespace-cleaned: newlines/tabs for inner spaces, padding at the ends."""
+    inner = "".join(rng.choice([" ", " ", "\t", "\n"]) if ch == " " else ch for ch in ref_clean(text))
+    return rng.choice(["", "", " ", "\n", "\t ", "  "]) + inner + rng.choice(["", "", " ", "\n", " \t"])
+
+
 def adversarial_questions(seed=2024, count=600):
-    """[(human answers, prediction)]: 10 answers each, about one in five all identical."""
+    """[(human answers, prediction)]: mostly 10 answers, else 2 to 9; about a fifth of the sets all
+    identical, a tenth identical only once whitespace-cleaned, a tenth identical but for one answer."""
     rng = random.Random(seed)
     out = []
     for _ in range(count):
         groups = rng.sample(GROUPS, rng.choice([1, 1, 2]))
         variants = [v for g in groups for v in g]
-        if rng.random() < 0.2:
-            humans = [rng.choice(variants)] * 10
+        n = 10 if rng.random() < 0.85 else rng.randint(2, 9)
+        kind = rng.random()
+        if kind < 0.2:
+            humans = [rng.choice(variants)] * n
+        elif kind < 0.3:
+            base = rng.choice(variants)
+            humans = [_respace(rng, base) for _ in range(n)]
+        elif kind < 0.4:
+            base = rng.choice(variants)
+            humans = [base] * (n - 1) + [rng.choice([_mangle(rng, base), _respace(rng, base), rng.choice(variants)])]
+            rng.shuffle(humans)
         else:
             weights = [rng.random() ** 3 for _ in variants]
-            humans = rng.choices(variants, weights, k=10)
+            humans = rng.choices(variants, weights, k=n)
         pool = variants if rng.random() < 0.85 else rng.choice(GROUPS)
         prediction = rng.choice(humans) if rng.random() < 0.4 else rng.choice(pool)
         if rng.random() < 0.3:
-            prediction = _mangle(rng, prediction)
+            prediction = rng.choice([_mangle, _respace])(rng, prediction)
         out.append((humans, prediction))
     return out
 
 
-def test_agreement_with_restated_official_algorithm():
+@pytest.mark.parametrize("protocol", ["current", "2016"])
+def test_agreement_with_restated_official_algorithm(protocol):
     questions = adversarial_questions()
     assert len(questions) >= 500
     assert sum(len(set(h)) == 1 for h, _ in questions) >= 80
+    assert sum(len(set(h)) > 1 and len(set(map(ref_clean, h))) == 1 for h, _ in questions) >= 40
     scores = [0.0, 0.3, 0.6, 0.9, 1.0]
     seen = set()
     for humans, prediction in questions:
-        expected = ref_accuracy(prediction, humans)
-        got = vqa_accuracy(prediction, humans)
+        expected = ref_accuracy(prediction, humans, protocol)
+        got = vqa_accuracy(prediction, humans, protocol)
         assert got == pytest.approx(float(expected), abs=1e-12), (prediction, humans)
-        seen.add(min(scores, key=lambda s: abs(s - got)))
+        if len(humans) == 10:
+            seen.add(min(scores, key=lambda s: abs(s - got)))
     assert seen == set(scores)  # every score level occurs
 
 
-def test_agreement_of_evaluate_with_restated_official_algorithm():
+@pytest.mark.parametrize("protocol", ["current", "2016"])
+def test_agreement_of_evaluate_with_restated_official_algorithm(protocol):
     questions = adversarial_questions(seed=7, count=400)
     specs = [(1000 + i, f"type{i % 3}", f"qtype{i % 7}", humans, pred)
              for i, (humans, pred) in enumerate(questions)]
-    result = evaluate(*_files(specs))
-    expected = {qid: ref_accuracy(pred, humans) for qid, _, _, humans, pred in specs}
+    result = evaluate(*_files(specs), protocol=protocol)
+    expected = {qid: ref_accuracy(pred, humans, protocol) for qid, _, _, humans, pred in specs}
     assert result["perQuestion"] == {qid: round(float(100 * acc), 2) for qid, acc in expected.items()}
     overall = 100 * sum(expected.values()) / len(expected)
     assert result["overall"] == pytest.approx(float(overall), abs=0.005 + 1e-9)
@@ -396,7 +527,7 @@ def test_agreement_of_evaluate_with_restated_official_algorithm():
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_generated_questions_catch_each_misreading(variant):
-    flags = VARIANTS[variant]
+    protocol, flags = VARIANTS[variant]
     differing = [(h, p) for h, p in adversarial_questions()
-                 if ref_accuracy(p, h, **flags) != ref_accuracy(p, h)]
+                 if ref_accuracy(p, h, protocol, **flags) != ref_accuracy(p, h, protocol)]
     assert len(differing) >= 3, variant

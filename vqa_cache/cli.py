@@ -300,16 +300,18 @@ def sweep(obj, recipe, trials, jobs, out, resume, sets, **feature):
 @click.option("--questions", required=True, type=click.Path(), help="Official questions JSON.")
 @click.option("--annotations", required=True, type=click.Path(), help="Official annotations JSON.")
 @click.option("--predictions", required=True, type=click.Path(), help="Results JSON [{question_id, answer}].")
+@click.option("--protocol", type=click.Choice(["current", "2016"]), default="current", show_default=True,
+              help="Official vqaEval.py version: current (since March 2021) or 2016 (the copy LAVIS and OpenVQA ship).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-def eval_(questions, annotations, predictions, as_json):
+def eval_(questions, annotations, predictions, protocol, as_json):
     """The official VQA accuracy of a predictions file."""
     from .metrics import evaluate_files
 
-    result = evaluate_files(questions, annotations, predictions)
+    result = {"protocol": protocol, **evaluate_files(questions, annotations, predictions, protocol)}
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
-    click.echo(f"overall accuracy: {result['overall']:.2f}%")
+    click.echo(f"overall accuracy: {result['overall']:.2f}% (protocol {protocol})")
     for name, acc in sorted(result["perAnswerType"].items()):
         click.echo(f"  {name:<10} {acc:.2f}%")
 

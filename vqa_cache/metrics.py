@@ -1,31 +1,38 @@
 """The official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py).
 
-What the official code does for one question, reproduced here:
+What the official code does for one question, reproduced here, in two versions
+(``protocol``; the rules are in ``vqa_cache.data.answers``, ``ground_truth`` and
+``prediction_as_compared``):
 
-* the prediction: newlines/tabs to spaces, strip, ``processPunctuation``,
-  ``processDigitArticle`` (lowercase, number words, articles, contractions), always;
-* the human answers: left exactly as given when all of them are the same string;
-  otherwise ``processPunctuation`` only: they are *not* lowercased, and number
-  words and articles in them are kept (the released VQA answers are already in
-  that form, so a prediction "Two" matches a human "2" but a human "Two" matches
-  nothing);
-* score: for each human answer left out in turn, min(matches among the others / 3, 1),
-  averaged; per type and overall, the mean of those, times 100, rounded to 2 places
-  with Python's ``round``; per question, ``round(100 * acc, 2)``.
+* ``"current"`` (the default), vqaEval.py since commit a013f00 (11 March 2021): the
+  prediction and the human answers are whitespace-cleaned (newlines/tabs to spaces,
+  strip), always; when the cleaned human answers are not all the same string, both
+  sides also get ``processPunctuation`` then ``processDigitArticle`` (lowercase,
+  number words, articles, contractions). Ten identical answers are compared as
+  given: a prediction "Yes" scores 0 against ten "yes".
+* ``"2016"``, vqaEval.py from 2016 until that commit (the copy LAVIS and OpenVQA
+  ship; use it to compare with numbers from those codebases): the prediction is
+  cleaned and normalized, always; the human answers are left exactly as given when
+  all are the same string, otherwise they get ``processPunctuation`` only (not
+  lowercased, number words and articles kept).
+* score, both: for each human answer left out in turn, min(matches among the
+  others / 3, 1), averaged; per type and overall, the mean of those, times 100,
+  rounded to 2 places with Python's ``round``; per question, ``round(100 * acc, 2)``.
 
-Two deliberate differences, both outside what the official files contain:
-a question with a single human answer is scored by exact match after normalizing
-both sides (the official formula gives 0 to every prediction there), and each
-answer record is left out on its own (the official code compares whole answer
-records, so identical records without distinct ``answer_id`` would be left out
-together; VQA v2 answers always carry distinct ids).
+Two deliberate differences, both outside what the official files contain, in both
+protocols: a question with a single human answer (easy-VQA, CSV data) is scored by
+exact match after normalizing both sides (the official formula gives 0 to every
+prediction there), and each answer record is left out on its own (the official code
+compares whole answer records, so identical records without distinct ``answer_id``
+would be left out together; VQA v2 answers always carry distinct ids).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from vqa_cache.data.answers import leave_one_out_accuracy, normalize_answer, process_punctuation
+from vqa_cache.data.answers import (check_protocol, ground_truth, leave_one_out_accuracy, normalize_answer,
+                                    prediction_as_compared)
 from vqa_cache.data.files import read_json, records
 from vqa_cache.errors import BadInput
 
@@ -34,16 +41,18 @@ __all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
 ROUND_DIGITS = 2  # the official default n=2
 
 
-def vqa_accuracy(prediction: str, human_answers: list[str]) -> float:
-    """Official VQA accuracy of one raw prediction against the raw human answers, 0..1."""
+def vqa_accuracy(prediction: str, human_answers: list[str], protocol: str = "current") -> float:
+    """Official VQA accuracy of one raw prediction against the raw human answers, 0..1.
+
+    ``protocol``: "current" or "2016" (module docstring); ValueError for another.
+    """
     if not human_answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
-    predicted = normalize_answer(prediction)
-    if len(human_answers) == 1:
-        return float(predicted == normalize_answer(human_answers[0]))
-    if len(set(human_answers)) > 1:
-        human_answers = [process_punctuation(a) for a in human_answers]
-    return leave_one_out_accuracy(predicted, human_answers)
+    humans = ground_truth(human_answers, protocol)
+    predicted = prediction_as_compared(prediction, human_answers, protocol)
+    if len(humans) == 1:
+        return float(predicted == humans[0])
+    return leave_one_out_accuracy(predicted, humans)
 
 
 def exact_match_accuracy(predictions: list[str], answers: list[str]) -> float:
@@ -81,7 +90,8 @@ def _question_id(record, i: int, name: str):
     return qid
 
 
-def _evaluate(questions, annotations, predictions, names: tuple[str, str, str]) -> dict:
+def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], protocol: str) -> dict:
+    check_protocol(protocol)
     q_name, a_name, p_name = names
 
     question_ids = {_question_id(r, i, q_name) for i, r in enumerate(records(questions, "questions", q_name))}
@@ -130,7 +140,7 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str]) 
 
     overall, per_answer_type, per_question_type, per_question = [], defaultdict(list), defaultdict(list), {}
     for qid, (human, answer_type, question_type) in annotated.items():
-        acc = vqa_accuracy(predicted[qid], human)
+        acc = vqa_accuracy(predicted[qid], human, protocol)
         overall.append(acc)
         per_answer_type[answer_type].append(acc)
         per_question_type[question_type].append(acc)
@@ -143,7 +153,7 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str]) 
     }
 
 
-def evaluate(questions: dict, annotations: dict, predictions: list) -> dict:
+def evaluate(questions: dict, annotations: dict, predictions: list, protocol: str = "current") -> dict:
     """Score predictions against parsed official VQA files, as the official code does.
 
     ``questions``: ``{"questions": [{"question_id", ...}]}``; ``annotations``:
@@ -151,13 +161,15 @@ def evaluate(questions: dict, annotations: dict, predictions: list) -> dict:
     "question_type", ...}]}``; ``predictions``: ``[{"question_id", "answer"}]`` covering
     exactly the annotated question ids. Returns percentages rounded to 2 places:
     ``{"overall", "perAnswerType", "perQuestionType", "perQuestion": {qid: acc}}``.
+    ``protocol``: "current" (default) or "2016", see the module docstring.
     Raises BadInput with one line for malformed or mismatched input.
     """
-    return _evaluate(questions, annotations, predictions, ("questions", "annotations", "predictions"))
+    return _evaluate(questions, annotations, predictions, ("questions", "annotations", "predictions"), protocol)
 
 
-def evaluate_files(questions_path, annotations_path, predictions_path) -> dict:
+def evaluate_files(questions_path, annotations_path, predictions_path, protocol: str = "current") -> dict:
     """``evaluate`` on the three JSON files; errors name the file at fault."""
+    check_protocol(protocol)
     paths = (questions_path, annotations_path, predictions_path)
     loaded = [read_json(p) for p in paths]
-    return _evaluate(*loaded, names=tuple(str(p) for p in paths))
+    return _evaluate(*loaded, names=tuple(str(p) for p in paths), protocol=protocol)

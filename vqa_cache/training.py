@@ -26,7 +26,7 @@ from . import data, heads
 from . import distributed as dist
 from .cache import Entry
 from .cache.reader import check_complete, load_rows
-from .data.answers import Vocabulary, build_vocabulary, normalize_answer, soft_scores
+from .data.answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
 from .errors import BadInput
 from .extract import make_plan, pick_device
 from .recipes import TrainRecipe, to_dict
@@ -55,7 +55,7 @@ class Split:
         for i, raw in enumerate(answers):
             if not raw:
                 continue
-            for j, (a, s) in enumerate(soft_scores([normalize_answer(x) for x in raw]).items()):
+            for j, (a, s) in enumerate(soft_scores(ground_truth(raw)).items()):
                 c = vocab.index(a)
                 if c is not None:
                     idx[i, j], val[i, j] = c, s

@@ -1,7 +1,7 @@
-"""Answer normalization, soft scores and the answer vocabulary.
+"""Answer normalization, the ground truth the metric compares, soft scores and the vocabulary.
 
-The normalization is the one the official VQA v2 evaluation applies to a
-predicted answer (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py,
+``normalize_answer`` is the normalization the official VQA evaluation applies
+(GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py,
 ``processPunctuation`` then ``processDigitArticle``), re-implemented here with its
 quirks kept on purpose, because a model is scored by exactly that code:
 
@@ -19,8 +19,27 @@ quirks kept on purpose, because a model is scored by exactly that code:
   become digits ("none" -> "0"); the articles a, an, the are dropped; a word in the
   contractions table is replaced ("dont" -> "don't"); words are joined by one space.
 
-``NORMALIZER_VERSION`` names this behaviour; it is saved with every vocabulary so a
-checkpoint is never read with answers normalized another way.
+When the official code applies it depends on the protocol (``PROTOCOLS``), one question
+at a time (``ground_truth`` and ``prediction_as_compared``):
+
+* ``"current"``, vqaEval.py since commit a013f00 "Fixed processing answers bug"
+  (11 March 2021): the human answers and the prediction are always whitespace-cleaned
+  (newlines/tabs to spaces, strip); then, only when the cleaned human answers are not
+  all the same string, both sides get the full normalization. Ten identical answers
+  are compared as given: "Yes" does not match ten "yes".
+* ``"2016"``, vqaEval.py before that commit (the copy LAVIS and OpenVQA ship): the
+  prediction always gets the full normalization; the human answers are left exactly
+  as given when they are all the same string, and otherwise get ``processPunctuation``
+  only (not lowercased, number words and articles kept).
+* In both, a question with a single human answer (easy-VQA, CSV data) is scored by
+  exact match after normalizing both sides: a project choice, since the official
+  formula gives every prediction 0 there.
+
+The vocabulary and the soft training targets use the current ground truth, so a class
+string scores in training what predicting it scores under the current metric.
+``NORMALIZER_VERSION`` names this behaviour; it is saved with every vocabulary.
+"vqa-eval-1" (before) normalized every human answer fully, always. Vocabularies of
+either version load: their answers are plain strings.
 """
 
 from __future__ import annotations
@@ -32,7 +51,10 @@ from dataclasses import dataclass, field
 
 from vqa_cache.errors import BadInput
 
-NORMALIZER_VERSION = "vqa-eval-1"
+NORMALIZER_VERSION = "vqa-eval-2"
+
+#: The official metric's versions (see the module docstring); the first is the default.
+PROTOCOLS = ("current", "2016")
 
 #: Marks that the official code deletes or turns into a space. Not ' : . (see above).
 PUNCTUATION = tuple(';/[]"{}()=+\\_-><@`,?!')
@@ -217,6 +239,51 @@ def normalize_answer(text: str) -> str:
     return process_digit_article(process_punctuation(clean_whitespace(text)))
 
 
+def check_protocol(protocol: str) -> str:
+    """``protocol`` when it is one of ``PROTOCOLS``; ValueError otherwise."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    return protocol
+
+
+def _normalized(answers: list[str], protocol: str) -> bool:
+    """Whether the official code normalizes a question with these (several) human answers:
+    they are not all the same string (current: once whitespace-cleaned; 2016: as given)."""
+    if protocol == "2016":
+        return len(set(answers)) > 1
+    return len({clean_whitespace(a) for a in answers}) > 1
+
+
+def ground_truth(answers: list[str], protocol: str = "current") -> list[str]:
+    """One question's human answers as the official metric compares them (module docstring).
+
+    The vocabulary and the soft targets are built from ``ground_truth(answers)``.
+
+    >>> ground_truth(["Two"] * 3 + [" 2\\n"] * 7)
+    ['2', '2', '2', '2', '2', '2', '2', '2', '2', '2']
+    >>> ground_truth(["Yes\\t"] * 10)[0]
+    'Yes'
+    >>> ground_truth(["Two", "2"], protocol="2016")
+    ['Two', '2']
+    """
+    check_protocol(protocol)
+    if len(answers) == 1:
+        return [normalize_answer(answers[0])]
+    if not _normalized(answers, protocol):
+        return list(answers) if protocol == "2016" else [clean_whitespace(a) for a in answers]
+    if protocol == "2016":
+        return [process_punctuation(a) for a in answers]
+    return [normalize_answer(a) for a in answers]
+
+
+def prediction_as_compared(prediction: str, answers: list[str], protocol: str = "current") -> str:
+    """A raw prediction as the official metric compares it with ``ground_truth(answers, protocol)``."""
+    check_protocol(protocol)
+    if protocol == "2016" or len(answers) == 1 or _normalized(answers, protocol):
+        return normalize_answer(prediction)
+    return clean_whitespace(prediction)
+
+
 def leave_one_out_accuracy(candidate: str, answers: list[str]) -> float:
     """VQA accuracy of ``candidate`` against ``answers`` compared as given (no normalization).
 
@@ -233,10 +300,12 @@ def leave_one_out_accuracy(candidate: str, answers: list[str]) -> float:
 
 
 def soft_scores(answers: list[str]) -> dict[str, float]:
-    """Soft target for each distinct answer among ``answers`` (already normalized).
+    """Soft target for each distinct answer among ``answers`` (a ``ground_truth`` list).
 
-    Each candidate scores what the official metric gives for predicting it: with
-    10 answers, 1/2/3/4+ matches give 0.3/0.6/0.9/1.0 (the 0.9 is (3*2/3 + 7*1)/10).
+    Each candidate scores what the current official metric gives for predicting it
+    (exactly, for every candidate that ``normalize_answer`` maps to itself: all but
+    answers with more than 32 periods). With 10 answers, 1/2/3/4+ matches give
+    0.3/0.6/0.9/1.0 (the 0.9 is (3*2/3 + 7*1)/10).
     With fewer answers the same formula applies (two identical answers score 1/3).
     Choice: a single answer scores 1.0, because single-answer datasets are scored by
     exact match (the official formula would give every prediction 0 there).
@@ -266,9 +335,9 @@ def best_answer(answers: list[str]) -> str:
 class Vocabulary:
     """The answer classes of a model: ``answers[i]`` is class ``i``.
 
-    Answers are normalized strings; ``index`` looks an answer up as given, so
-    normalize raw text first. ``top_k``, ``min_count`` and ``normalizer`` record how
-    the list was built and travel with every checkpoint.
+    Answers are ``ground_truth`` strings; ``index`` looks an answer up as given.
+    ``top_k``, ``min_count`` and ``normalizer`` record how the list was built and
+    travel with every checkpoint.
     """
 
     answers: list[str]
@@ -290,14 +359,14 @@ class Vocabulary:
         return self._ids.get(answer)
 
     def coverage(self, answer_lists: list[list[str]]) -> float:
-        """Share of questions whose best (normalized) answer is in the vocabulary, 0..1."""
+        """Share of questions whose best ``ground_truth`` answer is in the vocabulary, 0..1."""
         if not answer_lists:
             return 0.0
         hits = 0
         for i, answers in enumerate(answer_lists):
             if not answers:
                 raise ValueError(f"question {i} has no answers")
-            hits += best_answer([normalize_answer(a) for a in answers]) in self._ids
+            hits += best_answer(ground_truth(answers)) in self._ids
         return hits / len(answer_lists)
 
     def to_dict(self) -> dict:
@@ -312,8 +381,9 @@ class Vocabulary:
     def from_dict(cls, data: dict) -> "Vocabulary":
         """Inverse of ``to_dict``; BadInput on a malformed record.
 
-        The stored normalizer is kept as it was: compare it with
-        ``NORMALIZER_VERSION`` before mapping new answers through this vocabulary.
+        The stored normalizer is kept as it was (an older one loads too: the answers
+        are plain strings); compare it with ``NORMALIZER_VERSION`` when it matters how
+        the list was built.
         """
         if not isinstance(data, dict):
             raise BadInput(f"vocabulary: expected an object, got {type(data).__name__}")
@@ -333,17 +403,17 @@ def build_vocabulary(
 ) -> Vocabulary:
     """The answer vocabulary of a training split.
 
-    Every human answer of every question is normalized and counted (a question with
-    ten answers contributes ten counts). Answers seen fewer than ``min_count`` times
-    are dropped; the rest are ordered by count (highest first), ties by the answer
-    string (a-z), and the first ``top_k`` kept (all of them when ``top_k`` is None).
-    An answer that normalizes to the empty string (e.g. "the") is never a class.
+    Every ``ground_truth`` answer of every question is counted (a question with ten
+    answers contributes ten counts). Answers seen fewer than ``min_count`` times are
+    dropped; the rest are ordered by count (highest first), ties by the answer string
+    (a-z), and the first ``top_k`` kept (all of them when ``top_k`` is None). The empty
+    string (e.g. "the" among differing answers) is never a class.
     """
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1 or None, got {top_k}")
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, got {min_count}")
-    counts = Counter(normalize_answer(a) for answers in answer_lists for a in answers)
+    counts = Counter(a for answers in answer_lists for a in ground_truth(answers))
     kept = [a for a, n in counts.items() if n >= min_count and a]
     ranked = sorted(kept, key=lambda a: (-counts[a], a))
     if top_k is not None:
