@@ -74,14 +74,15 @@ def finetune_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature) -
                      [f"features.{k}={json.dumps(v)}" for k, v in taken.items()] + list(sets), feature,
                      cls=FinetuneRecipe)[0]
     if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
-        kept = [f"{k}={json.dumps(current(r, k))}" for k in run if k not in taken]
+        kept = [f"{k}={json.dumps(feature_value(r, k))}" for k in run if k not in taken]
         print(f"--init-head {r.finetune.init_head}: encoders as that run's: "
               f"{', '.join(f'{k}={json.dumps(v)}' for k, v in taken.items()) or 'none'}"
               + (f"; given here: {', '.join(kept)}" if kept else ""))
     return r
 
 
-def current(r: FinetuneRecipe, key: str):
+def feature_value(r: FinetuneRecipe, key: str):
+    """r.features.image.size for key "image.size"."""
     part, name = key.split(".")
     return getattr(getattr(r.features, part), name)
 
@@ -554,7 +555,7 @@ def init_head(model: FinetuneModel, run_dir: str, vocab, head_config: dict, plan
         if ckpt["head"].get(k) != head_config[k]:
             setting = {"image_dim": "image.encoder", "question_dim": "text.encoder"}.get(k)
             there = f" (features.{setting} = {json.dumps(run_encoders(run_dir).get(setting))})" if setting else ""
-            here = f" (features.{setting} = {json.dumps(current(recipe, setting))})" if setting else ""
+            here = f" (features.{setting} = {json.dumps(feature_value(recipe, setting))})" if setting else ""
             raise BadInput(f"--init-head {run_dir}: head {k} is {ckpt['head'].get(k)!r} there{there}, "
                            f"{head_config[k]!r} here{here}: the same head and encoders are needed")
     keys = ckpt.get("cache_keys") or ckpt.get("feature_keys") or {}

@@ -696,9 +696,9 @@ _LOADING = threading.Lock()     # safe_globals() below edits torch's process-wid
 
 
 def _numpy_rng_globals() -> list:
-    """What the pickle of a uint32 numpy array names: checkpoints of vqa-cache 0.1.0 held numpy's RNG
-    state as np.random.get_state() returned it. Arrays only (data; an object array's items still go
-    through the restricted unpickler), under numpy 1's and numpy 2's module names."""
+    """What the pickle of a uint32 numpy array names: older checkpoints held numpy's RNG state as
+    np.random.get_state() returns it. Arrays only (data: the dtype of an object array is not allowed),
+    under numpy 1's and numpy 2's module names."""
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:     # numpy < 2
@@ -717,7 +717,7 @@ def load_checkpoint(path: Path, keys: dict | None = None, resume: bool = False) 
         with _LOADING, torch.serialization.safe_globals(_numpy_rng_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        name = re.search(r"GLOBAL (\S+)", str(e)) or re.search(r"(unrecognized function \S+)", str(e))
+        name = re.search(r"GLOBAL (\S+)", str(e))          # what it would have called or built
         raise BadInput(f"{path}: not a vqa-cache checkpoint (unpickling refused"
                        f"{': it names ' + name.group(1) if name else ''})") from None
     except Exception as e:
