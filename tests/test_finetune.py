@@ -208,3 +208,26 @@ def test_init_head_takes_the_runs_encoders_unless_given(cli, tmp_path):
     assert r.code == 2 and last.startswith(f"vqa-cache: error: --init-head {head_run}: head image_dim is 2048"), r
     assert '"resnet50"' in last and '"resnet18"' in last
     assert "given here: image.encoder=\"resnet18\"" in r.out
+
+
+def test_a_nan_loss_stops_finetune_keeping_the_last_good_epoch(tmp_path, monkeypatch):
+    import vqa_cache.finetune as F
+    from vqa_cache.errors import Diverged
+    calls, real = [], F.batch_loss
+
+    def poisoned(logits, split, idx, K):
+        loss = real(logits, split, idx, K)
+        if torch.is_grad_enabled():                  # training batches only
+            calls.append(len(idx))
+            if len(calls) == batches + 2:
+                return loss * float("inf")
+        return loss
+    monkeypatch.setattr(F, "batch_loss", poisoned)
+    r = recipe("optim.epochs=3", "optim.batch_size=64", "finetune.group_by_image=false")
+    _, splits, vocab, _, _, _ = F.build(r, torch.device("cpu"))
+    batches = -(-len(F.trainable(splits["train"], len(vocab))) // 64)
+    with pytest.raises(Diverged, match=f"at epoch 2, batch 2 of {batches}: run stopped; .*last.pt \\(epoch 1\\)"):
+        F.finetune(r, out=str(tmp_path / "run"))
+    assert len(calls) == batches + 2                 # it stopped at the bad batch (one process)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+    assert [e["epoch"] for e in json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]] == [1]
