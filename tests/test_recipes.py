@@ -26,14 +26,47 @@ def test_overrides_are_typed_and_nested():
     ("novalue", "KEY=VALUE"),
     ("head=3", "must be a section"),
     ("optim.epochs=0", "'optim.epochs' must be >= 1"),
-    ("optim.lr=-1", "'optim.lr' must be > 0"),
-    ("head.dropout=1.5", "'head.dropout' must be in"),
-    ("optim.betas=[0.9, 1.2]", "'optim.betas' must be in"),
+    ("optim.lr=-1", r"'optim.lr' must be in \(0, 10\], got -1.0"),
+    ("optim.lr=1e308", r"'optim.lr' must be in \(0, 10\]"),
+    ("optim.lr=nan", "'optim.lr' must be a finite number, got nan"),
+    ("optim.min_lr=inf", "'optim.min_lr' must be a finite number, got inf"),
+    ("optim.min_lr=-1e-5", "'optim.min_lr' must be >= 0"),
+    ("optim.min_lr=0.01", r"'optim.min_lr' must be <= optim.lr \(0.001\), got 0.01"),
+    ("optim.weight_decay=inf", "'optim.weight_decay' must be a finite number"),
+    ("optim.weight_decay=-0.1", "'optim.weight_decay' must be >= 0"),
+    ("optim.eps=0", r"'optim.eps' must be in \(0, 1\)"),
+    ("optim.eps=1.5", r"'optim.eps' must be in \(0, 1\)"),
+    ("optim.warmup_epochs=inf", "'optim.warmup_epochs' must be a finite number"),
+    ("optim.warmup_epochs=-1", "'optim.warmup_epochs' must be >= 0"),
+    ("optim.grad_clip=inf", "'optim.grad_clip' must be a finite number"),
+    ("optim.grad_clip=-1", "'optim.grad_clip' must be >= 0"),
+    ("head.dropout=1.5", r"'head.dropout' must be in \[0, 1\)"),
+    ("optim.betas=[0.9, 1.2]", r"'optim.betas' must be two numbers in \[0, 1\)"),
+    ("optim.betas=[0.9]", "'optim.betas' must be two numbers"),
+    ("optim.betas=[0.9, 0.99, 0.999]", "'optim.betas' must be two numbers"),
+    ('optim.betas="x"', "'optim.betas' must be two numbers"),
+    ('optim.betas=[0.9, "x"]', "'optim.betas' must be two numbers"),
+    ("optim.betas=[0.9, nan]", "'optim.betas' must be two numbers"),
+    ("finetune.encoder_lr=0", r"'finetune.encoder_lr' must be in \(0, 10\]"),
+    ("finetune.encoder_lr=11", r"'finetune.encoder_lr' must be in \(0, 10\]"),
     ("features.image.size=4", "'features.image.size' must be >= 16"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(BadInput, match=message):
-        recipes.build(recipes.TrainRecipe, recipes.apply_overrides({}, [override]))
+        recipes.build(recipes.FinetuneRecipe, recipes.apply_overrides({}, [override]))
+
+
+def test_edges_of_the_optimizer_ranges_are_accepted():
+    o = recipes.build(recipes.OptimSpec, {"lr": 10, "min_lr": 10, "betas": [0, 0.999], "eps": 1e-12,
+                                          "weight_decay": 0, "warmup_epochs": 0, "grad_clip": 0})
+    assert o.lr == o.min_lr == 10.0 and o.betas == (0, 0.999)
+
+
+@pytest.mark.parametrize("value", ['"x"', "[0.9]", "inf"])
+def test_bad_betas_on_the_command_line_exit_2_with_one_line(cli, value):
+    r = cli("train", "--set", f"optim.betas={value}")
+    assert r.code == 2 and r.err.startswith("vqa-cache: error: recipe key 'optim.betas' must be two numbers"), r
+    assert len(r.err.strip().splitlines()) == 1
 
 
 def test_bad_toml(tmp_path):

@@ -45,7 +45,7 @@ def test_train_writes_a_complete_run(cli, cache, tmp_path, monkeypatch):
     val_ids = [int(q) for q, sp in zip(s.column("question_id").to_pylist(), s.column("split").to_pylist()) if sp == "test"]
     assert sorted(p["question_id"] for p in preds) == sorted(val_ids)
     assert all(isinstance(p["answer"], str) for p in preds)
-    ckpt = torch.load(run / "best.pt", weights_only=False)
+    ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["vocab"]["answers"] and ckpt["vocab"]["top_k"] == 1000
     assert ckpt["cache_keys"]["image"].startswith("image-")
     assert "run " in r.out and str(run) in r.out.splitlines()[-1]
@@ -136,7 +136,7 @@ def test_checkpoint_refuses_another_cache(cli, cache, tmp_path):
     run = tmp_path / "run"
     train(small_recipe(epochs=1), cache, out=str(run))
     for name in ("last.pt", "best.pt"):
-        ckpt = torch.load(run / name, weights_only=False)
+        ckpt = torch.load(run / name, weights_only=True)
         ckpt["cache_keys"]["image"] = "image-0000000000000000"
         torch.save(ckpt, run / name)
     r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--set", "head.hidden=64", "--epochs", 2, "--seed", 3,

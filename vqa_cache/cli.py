@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BadInput
+from .errors import BadInput, Diverged
 
 
 class Ctx:
@@ -425,6 +425,11 @@ def main():
             raise
         click.echo(f"vqa-cache: error: {' '.join(str(e).split())}", err=True)
         sys.exit(2)
+    except Diverged as e:
+        if debug:
+            raise
+        click.echo(f"vqa-cache: error: {' '.join(str(e).split())}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -1,9 +1,14 @@
-"""The two kinds of failure the CLI tells apart (DESIGN.md, Errors).
+"""The kinds of failure the CLI tells apart (DESIGN.md, Errors).
 
 `BadInput` is the user's to fix: a missing file, a malformed record, an unknown name.
-The CLI prints its message on one line and exits 2. Anything else is our bug: exit 1.
+The CLI prints its message on one line and exits 2. `Diverged` (a training run whose loss became NaN or
+infinite) is one line and exit 1. Anything else is our bug: exit 1 with "unexpected error".
 """
 
 
 class BadInput(Exception):
     """Bad input or usage: one line naming the file, field or value and what was expected."""
+
+
+class Diverged(RuntimeError):
+    """A NaN or infinite train loss: the run stopped; its checkpoints keep the last good epoch."""

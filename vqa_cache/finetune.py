@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -41,19 +42,71 @@ from .encoders.text import BagOfWords
 from .errors import BadInput
 from .extract import make_plan, pick_device
 from .recipes import FinetuneRecipe, to_dict
-from .training import (amp, batch_loss, build_splits, evaluate, load_checkpoint, lr_lambda, pick_run_dir,
-                       plot_curves, rank_part, record_epoch, rng_state, save_epoch, set_rng_state, trainable,
-                       write_metrics, write_predictions)
+from .training import (NEVER, amp, batch_loss, build_splits, check_finite, evaluate, load_checkpoint, lr_lambda,
+                       pick_run_dir, plot_curves, rank_part, read_run_config, record_epoch, rng_state, run_lock,
+                       save_epoch, set_rng_state, trainable, write_metrics, write_predictions)
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.I)
 _COLOUR = re.compile(r"\b(colou?rs?|colou?red|red|green|blue|yellow|teal|brown|gr[ae]y|black|white|orange|"
                      r"purple|pink|violet|cyan|magenta|beige|tan|gold|silver|dark|light|bright)\b", re.I)
 
 
+# what `--init-head RUN` takes from RUN's recipe (features.*), unless given on the command line or with --set
+ENCODER_KEYS = ("image.encoder", "image.weights", "image.size", "image.features",
+                "text.encoder", "text.weights", "text.pooling", "text.max_length", "text.tokens")
+
+
 def finetune_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature) -> FinetuneRecipe:
-    """The CLI's options -> a FinetuneRecipe (the same overrides as `train`)."""
-    from .cli import train_recipe
-    return train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=FinetuneRecipe)[0]
+    """The CLI's options -> a FinetuneRecipe (the same overrides as `train`). With finetune.init_head = RUN,
+    the image and text encoders are RUN's (ENCODER_KEYS), except the keys given on the command line or
+    with --set, so that the head meets the features it was trained on; it prints what it took."""
+    from .cli import feature_overrides, train_recipe
+    r = train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=FinetuneRecipe)[0]
+    if not r.finetune.init_head:
+        return r
+    given = [s.partition("=")[0].strip() for s in feature_overrides("features.", **feature) + list(sets)]
+
+    def explicit(key):
+        return any(f"features.{key}" == g or f"features.{key}".startswith(g + ".") for g in given)
+    run = run_encoders(r.finetune.init_head)
+    taken = {k: v for k, v in run.items() if not explicit(k)}
+    r = train_recipe(recipe, head, epochs, lr, batch_size, seed,
+                     [f"features.{k}={json.dumps(v)}" for k, v in taken.items()] + list(sets), feature,
+                     cls=FinetuneRecipe)[0]
+    if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
+        kept = [f"{k}={json.dumps(feature_value(r, k))}" for k in run if k not in taken]
+        print(f"--init-head {r.finetune.init_head}: encoders as that run's: "
+              f"{', '.join(f'{k}={json.dumps(v)}' for k, v in taken.items()) or 'none'}"
+              + (f"; given here: {', '.join(kept)}" if kept else ""))
+    return r
+
+
+def feature_value(r: FinetuneRecipe, key: str):
+    """r.features.image.size for key "image.size"."""
+    part, name = key.split(".")
+    return getattr(getattr(r.features, part), name)
+
+
+def run_encoders(run_dir) -> dict:
+    """The ENCODER_KEYS values of a run's recipe (its config.json). Weights as its cache recorded them:
+    `random`, `pretrained` or the weights file, so that `auto` cannot resolve to other weights now."""
+    config = read_run_config(run_dir)
+    features = config["recipe"].get("features")
+    features = features if isinstance(features, dict) else {}
+    out = {}
+    for key in ENCODER_KEYS:
+        part, name = key.split(".")
+        value = features.get(part, {}).get(name) if isinstance(features.get(part), dict) else None
+        if value is not None:
+            out[key] = value
+    specs = config.get("cache_specs", {})
+    image, text = str(specs.get("image", {}).get("weights", "")), specs.get("question", {})
+    if image:
+        out["image.weights"] = ("random" if image.startswith("random:") else
+                                out.get("image.weights") if image.startswith("sha256:") else "pretrained")
+    if text:
+        out["text.weights"] = "random" if text.get("encoder") == "bow" else "pretrained"
+    return out
 
 
 # ---------------------------------------------------------------- what trains
@@ -490,20 +543,21 @@ def load_encoder_state(model: FinetuneModel, state: dict, where) -> None:
             raise BadInput(f"{where}: encoder weights {unexpected[:3]} do not fit this recipe's encoders")
 
 
-def init_head(model: FinetuneModel, run_dir: str, vocab, head_config: dict, plan) -> str:
+def init_head(model: FinetuneModel, run_dir: str, vocab, head_config: dict, plan, recipe: FinetuneRecipe) -> str:
     """Load a cached run's head; its vocabulary and head shape must match this run's."""
     path = Path(run_dir) / "best.pt"
     ckpt = load_checkpoint(path)
-    if "head" not in ckpt or "vocab" not in ckpt or "model" not in ckpt:
-        raise BadInput(f"--init-head {run_dir}: {path} is not a vqa-cache run checkpoint")
     if ckpt["vocab"].get("answers") != vocab.answers:
         raise BadInput(f"--init-head {run_dir}: its answer vocabulary ({len(ckpt['vocab'].get('answers', []))} "
                        f"answers) differs from this run's ({len(vocab)}): train it on the same samples and "
                        f"[answers] settings")
     for k in ("name", "image_dim", "question_dim", "num_answers", "hidden"):
         if ckpt["head"].get(k) != head_config[k]:
-            raise BadInput(f"--init-head {run_dir}: head {k} is {ckpt['head'].get(k)!r} there, "
-                           f"{head_config[k]!r} here (same head and encoders needed)")
+            setting = {"image_dim": "image.encoder", "question_dim": "text.encoder"}.get(k)
+            there = f" (features.{setting} = {json.dumps(run_encoders(run_dir).get(setting))})" if setting else ""
+            here = f" (features.{setting} = {json.dumps(feature_value(recipe, setting))})" if setting else ""
+            raise BadInput(f"--init-head {run_dir}: head {k} is {ckpt['head'].get(k)!r} there{there}, "
+                           f"{head_config[k]!r} here{here}: the same head and encoders are needed")
     keys = ckpt.get("cache_keys") or ckpt.get("feature_keys") or {}
     note = ""
     if keys and keys != {"image": plan.image_key, "question": plan.question_key}:
@@ -540,10 +594,16 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
     """
     if dist.init():
         dist.quiet_others()
+    run_dir = dist.broadcast(pick_run_dir(recipe, out, resume))     # rank 0's choice (runs/NAME-N)
+    with run_lock(run_dir, resume, take=dist.is_main()):
+        return _finetune(recipe, run_dir, resume)
+
+
+def _finetune(recipe: FinetuneRecipe, run_dir: Path, resume: bool) -> dict:
+    """finetune() in its locked run directory."""
     t_start = time.time()
     o, spec = recipe.optim, recipe.finetune
     device = dist.device(pick_device(recipe.device).type)
-    run_dir = dist.broadcast(pick_run_dir(recipe, out, resume))     # rank 0's choice (runs/NAME-N)
     plan, splits, vocab, split_names, dropped, model = build(recipe, device)
     K = len(vocab)
     train_split, val_split = splits["train"], splits["val"]
@@ -576,7 +636,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
 
     history, best, bad_epochs, start_epoch = [], {"epoch": 0, "val_accuracy": -1.0}, 0, 0
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_checkpoint(run_dir / "last.pt", resume=True)
         if ckpt.get("mode") != "finetune":
             raise BadInput(f"--resume: {run_dir} is not a finetune run")
         if ckpt.get("vocab", {}).get("answers") != vocab.answers or ckpt.get("head") != head_config:
@@ -593,7 +653,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         config["init_head"] = ckpt.get("init_head")
         print(f"resuming {run_dir} after epoch {start_epoch}")
     elif spec.init_head:
-        config["init_head"] = init_head(model, spec.init_head, vocab, head_config, plan)
+        config["init_head"] = init_head(model, spec.init_head, vocab, head_config, plan, recipe)
     main, world = dist.is_main(), dist.world()
     ddp = model
     if dist.enabled():
@@ -634,7 +694,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         ddp.train()
         perm = epoch_order(train_split, train_rows, recipe.seed, epoch, spec.group_by_image)
         chunks = [perm[s:s + o.batch_size] for s in range(0, len(perm), o.batch_size)]
-        total, seen = 0.0, 0
+        total, seen, first_bad = 0.0, 0, NEVER         # first_bad: first batch with a NaN or infinite loss
         bar = tqdm(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr,
                    disable=not main)
         optimizer.zero_grad(set_to_none=True)
@@ -662,12 +722,18 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
                 (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            total += loss.item() * count
+            value = loss.item()                  # (the bar's running loss syncs each batch anyway)
+            total += value * count
             seen += count
+            if not math.isfinite(value):
+                first_bad = min(first_bad, b + 1)
+                if world == 1:                   # under torchrun every rank ends the epoch, then all stop
+                    break
             if main:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
         total, seen = dist.all_reduce([float(total), float(seen)])
+        check_finite(total, dist.all_reduce(float(first_bad), "min"), epoch, len(chunks), run_dir, "batch")
         train_seconds = time.time() - t0
         if main:
             val_loss, val_acc, _, per_type = evaluate(model, val_split, rows, rows, spec.eval_batch_size, K, ctx)
@@ -686,7 +752,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         raise BadInput(f"{run_dir}: nothing to train (already at epoch {start_epoch} of {o.epochs})")
     if not main:
         return {"epochs": history, "best": best}
-    best_ckpt = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    best_ckpt = load_checkpoint(run_dir / "best.pt")
     model.head.load_state_dict(best_ckpt["model"])
     load_encoder_state(model, best_ckpt["encoders"], run_dir / "best.pt")
     _, _, preds, _ = evaluate(model, val_split, rows, rows, spec.eval_batch_size, K, ctx)

@@ -2,7 +2,6 @@
 image and question encoded live (`ask`) with exactly the encoders and preprocessing its cache recorded."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,31 @@ from .cache import Entry
 from .data.answers import Vocabulary
 from .errors import BadInput
 from .extract import autocast, pick_device
-from .training import Split, amp, evaluate, load_checkpoint, load_features, write_predictions
+from .training import Split, amp, evaluate, load_checkpoint, load_features, read_run_config, write_predictions
+
+HEAD_KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
 
 
 def load_run(run_dir) -> tuple:
     """(recipe, config, checkpoint, model on the CPU in eval mode, vocabulary) of a `train` run."""
     run_dir = Path(run_dir)
-    cfg = run_dir / "config.json"
-    if not cfg.is_file():
-        raise BadInput(f"{run_dir}: not a run directory (no config.json)")
-    config = json.loads(cfg.read_text())
-    if "finetune" in config.get("recipe", {}):
+    config = read_run_config(run_dir)
+    if "finetune" in config["recipe"]:
         raise BadInput(f"{run_dir}: a finetune run; predict and ask read runs of `vqa-cache train`")
-    recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
+    try:
+        recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
+    except BadInput as e:
+        raise BadInput(f"{run_dir / 'config.json'}: {e}") from None
     path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
     ckpt = load_checkpoint(path)
     h = ckpt["head"]
-    model = heads.build(h["name"], h["image_dim"], h["question_dim"], h["num_answers"], h["hidden"], h["dropout"])
-    model.load_state_dict(ckpt["model"])
+    if not isinstance(ckpt.get("cache_keys"), dict) or not all(k in h for k in HEAD_KEYS):
+        raise BadInput(f"{path}: not a checkpoint of `vqa-cache train` (no cache keys or head settings)")
+    try:
+        model = heads.build(h["name"], h["image_dim"], h["question_dim"], h["num_answers"], h["hidden"], h["dropout"])
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise BadInput(f"{path}: its weights do not fit its head {h} ({type(e).__name__})") from None
     model.eval()
     return recipe, config, ckpt, model, Vocabulary.from_dict(ckpt["vocab"])
 
@@ -139,7 +145,12 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
     if not specs:   # a run from before config.json recorded them: read the cache manifests
         root = cache_root_for(root, config, ckpt["cache_keys"])
         specs = {k: Entry(root, key).manifest()["spec"] for k, key in ckpt["cache_keys"].items()}
-    ispec, qspec = specs["image"], specs["question"]
+    ispec, qspec = specs.get("image", {}), specs.get("question", {})
+    missing = [f"image.{k}" for k in ("encoder", "weights", "size", "mean", "std") if k not in ispec] + \
+        [f"question.{k}" for k in ("weights", "pooling", "max_length") if k not in qspec and
+         (k == "weights" or qspec.get("encoder") != "bow")]
+    if missing:
+        raise BadInput(f"{Path(run_dir) / 'config.json'}: cache_specs without {', '.join(missing)}")
     if ispec.get("resize") != "bilinear-square" or list(ispec["mean"]) != list(IMAGENET_MEAN) or \
             list(ispec["std"]) != list(IMAGENET_STD):
         raise BadInput(f"image preprocessing {ispec.get('resize')} mean {ispec['mean']} std {ispec['std']}: "
@@ -169,6 +180,8 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
 
 def ask(run_dir, root: Path, image_path, question: str, top: int = 5) -> list[tuple[str, float]]:
     """The `top` most probable answers (softmax over the run's answers) for one image and question."""
+    if top < 1:
+        raise BadInput(f"--top {top}: expected a number of answers >= 1")
     img, q, model, vocab = live_features(run_dir, root, image_path, question)
     with torch.no_grad():
         probs = model(img, q).float().softmax(-1)[0]

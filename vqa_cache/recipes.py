@@ -8,6 +8,7 @@ dotted key: `--set optim.lr=3e-4`, `--set features.image.size=128`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,24 +178,39 @@ def apply_overrides(data: dict, overrides: list[str] | tuple = ()) -> dict:
 
 
 # Values outside these ranges are bad input, named by their recipe key (e.g. `optim.epochs must be >= 1`).
+# Every float must be finite (no inf, no nan).
 _AT_LEAST = {"ImageSpec.size": 16, "ImageSpec.batch_size": 1, "ImageSpec.workers": 0, "TextSpec.max_length": 1,
              "TextSpec.batch_size": 1, "ExtractRecipe.shard_size": 1, "DatasetSpec.limit": 0, "HeadSpec.hidden": 1,
              "OptimSpec.epochs": 1, "OptimSpec.batch_size": 1, "OptimSpec.weight_decay": 0,
              "OptimSpec.warmup_epochs": 0, "OptimSpec.min_lr": 0, "OptimSpec.grad_clip": 0, "OptimSpec.patience": 0,
              "AnswerSpec.top_k": 1, "AnswerSpec.min_count": 1}
-_ABOVE_ZERO = {"OptimSpec.lr", "OptimSpec.eps"}
-_SHARE = {"HeadSpec.dropout"}   # in [0, 1)
+_LR = (lambda v: 0 < v <= 10, "in (0, 10]")        # a learning rate
+_WITHIN = {"OptimSpec.lr": _LR, "FinetuneSpec.encoder_lr": _LR,
+           "OptimSpec.eps": (lambda v: 0 < v < 1, "in (0, 1)"),
+           "HeadSpec.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+           "OptimSpec.betas": (lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+                               "two numbers in [0, 1)")}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_range(cls, name: str, value, key: str) -> None:
     field_id = f"{cls.__name__}.{name}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"recipe key {key!r} must be a finite number, got {value!r}")
     if field_id in _AT_LEAST and value < _AT_LEAST[field_id]:
         raise BadInput(f"recipe key {key!r} must be >= {_AT_LEAST[field_id]}, got {value!r}")
-    if field_id in _ABOVE_ZERO and not value > 0:
-        raise BadInput(f"recipe key {key!r} must be > 0, got {value!r}")
-    if (field_id in _SHARE or field_id == "OptimSpec.betas") and not all(0 <= v < 1 for v in
-                                                                         (value if isinstance(value, tuple) else (value,))):
-        raise BadInput(f"recipe key {key!r} must be in [0, 1), got {value!r}")
+    test, what = _WITHIN.get(field_id, (None, ""))
+    if test is not None and not test(value):
+        raise BadInput(f"recipe key {key!r} must be {what}, got {value!r}")
+
+
+def check_together(obj, where: str) -> None:
+    """Ranges that tie two keys: the schedule decays from optim.lr down to optim.min_lr."""
+    if isinstance(obj, OptimSpec) and obj.min_lr > obj.lr:
+        raise BadInput(f"recipe key {where + 'min_lr'!r} must be <= {where + 'lr'} ({obj.lr!r}), got {obj.min_lr!r}")
 
 
 def build(cls, data: dict, where: str = ""):
@@ -230,7 +246,9 @@ def build(cls, data: dict, where: str = ""):
             kwargs[name] = value
         if name in kwargs and not dataclasses.is_dataclass(kwargs[name]):
             check_range(cls, name, kwargs[name], key)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_together(obj, where)
+    return obj
 
 
 def resolve_relative(ref: str, recipe_path: Path, key: str = "features", what: str = "extract recipe") -> Path:

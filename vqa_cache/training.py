@@ -3,17 +3,22 @@
 Features that fit go into one tensor each (on the GPU when there is one); a batch is an index slice
 of them: no per-item Dataset, no DataLoader. One epoch of easy-VQA is a few seconds on a laptop CPU.
 
-A run directory holds config.json, metrics.json, best.pt, last.pt, curves.png, predictions.json.
+A run directory holds config.json, metrics.json, best.pt, last.pt, curves.png, predictions.json (and .lock
+while a process writes it). Checkpoints hold tensors and plain Python values only: they load with
+torch.load(weights_only=True).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import pickle
 import random
+import re
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +31,9 @@ from . import data, heads
 from . import distributed as dist
 from .cache import Entry
 from .cache.reader import check_complete, load_rows
+from .cache.store import Lock
 from .data.answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
-from .errors import BadInput
+from .errors import BadInput, Diverged
 from .extract import make_plan, pick_device
 from .recipes import TrainRecipe, to_dict
 
@@ -79,9 +85,12 @@ def memory_budget(device: torch.device | None = None) -> int:
     if env:
         mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(env[-1].upper(), 1)
         try:
-            return int(float(env[:-1] if mult > 1 else env) * mult)
+            value = float(env[:-1] if mult > 1 else env) * mult
         except ValueError:
-            raise BadInput(f"VQA_CACHE_MEMORY_BUDGET={env!r}: expected bytes, e.g. 8G or 500M") from None
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise BadInput(f"VQA_CACHE_MEMORY_BUDGET={env!r}: expected a positive number of bytes, e.g. 8G or 500M")
+        return int(value)
     import psutil
     budget = psutil.virtual_memory().available // 2
     if device is not None and device.type == "cuda":
@@ -400,7 +409,11 @@ def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx)
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain Python values (a checkpoint loads with weights_only=True);
+    numpy's: (kind, keys as an int64 tensor, pos, has_gauss, cached_gaussian)."""
+    kind, keys, *rest = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -408,7 +421,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]       # keys: a tensor, or a uint32 array in older checkpoints
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -426,6 +440,49 @@ def pick_run_dir(recipe: TrainRecipe, out: str | None, resume: bool) -> Path:
             raise BadInput(f"--resume: no run {base} to resume")
         return existing[-1]
     return next(p for p in taken if not p.exists())
+
+
+_FORK_CLOSE: set[int] = set()     # file descriptors of the run-directory locks this process holds
+
+
+def _close_in_child() -> None:
+    """In a forked child (DataLoader workers): let go of the parent's run-directory locks, so that they
+    are the parent's alone and die with it."""
+    for fd in _FORK_CLOSE:
+        os.close(fd)
+    _FORK_CLOSE.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
+@contextmanager
+def run_lock(run_dir: Path, resume: bool = False, take: bool = True):
+    """One process at a time writes a run directory (train, finetune, --resume): RUN/.lock, the cache's
+    entry Lock (an flock the kernel frees when its holder dies, kill -9 included), taken without waiting.
+    Its descriptor is close-on-exec and closed in forked children, so only this process holds it.
+    take=False (torchrun ranks other than 0, which write nothing) does nothing. A run directory made
+    here that is still empty at the end (setup failed) is removed again."""
+    if not take:
+        yield
+        return
+    if resume and not (run_dir / "last.pt").is_file():
+        raise BadInput(f"--resume: no checkpoint {run_dir / 'last.pt'} to continue from")
+    fresh = not run_dir.exists()
+    lock = Lock(run_dir / ".lock", wait=False)
+    try:
+        lock.__enter__()
+    except BadInput:
+        raise BadInput(f"{run_dir} is in use by another process (host, pid: {lock.holder()}; lock "
+                       f"{lock.path}): wait for it to finish, or choose another --out") from None
+    _FORK_CLOSE.add(lock.fd)
+    try:
+        yield
+    finally:
+        _FORK_CLOSE.discard(lock.fd)
+        lock.__exit__(None, None, None)
+        if fresh and not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
 def save_epoch(run_dir: Path, ckpt: dict, improved: bool, history: list, best: dict) -> None:
@@ -460,10 +517,17 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     """
     if dist.init():
         dist.quiet_others()
+    run_dir = dist.broadcast(pick_run_dir(recipe, out, resume))     # rank 0's choice (runs/NAME-N)
+    with run_lock(run_dir, resume, take=dist.is_main()):
+        return _train(recipe, root, run_dir, resume, extract_cmd, features, stream, on_epoch)
+
+
+def _train(recipe: TrainRecipe, root: Path, run_dir: Path, resume: bool, extract_cmd: str, features, stream,
+           on_epoch) -> dict:
+    """train() in its locked run directory."""
     t_start = time.time()
     plan, tensors, keys = features or load_features(recipe, root, extract_cmd, stream)
     splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
-    run_dir = dist.broadcast(pick_run_dir(recipe, out, resume))     # rank 0's choice (runs/NAME-N)
     device = dist.device(pick_device(recipe.device).type)
     image = tensors["image"][1]
     streaming = isinstance(image, ImageStream)
@@ -498,10 +562,10 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
 
     history, best, bad_epochs, start_epoch = [], {"epoch": 0, "val_accuracy": -1.0}, 0, 0
     if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt", keys)
-        if ckpt["vocab"]["answers"] != vocab.answers:
+        ckpt = load_checkpoint(run_dir / "last.pt", keys, resume=True)
+        if ckpt["vocab"].get("answers") != vocab.answers:
             raise BadInput(f"{run_dir / 'last.pt'}: its answer vocabulary differs from this recipe's "
-                           f"({len(ckpt['vocab']['answers'])} vs {K} answers): resume with the run's own recipe")
+                           f"({len(ckpt['vocab'].get('answers') or [])} vs {K} answers): resume with the run's own recipe")
         if ckpt["head"] != head_config:
             raise BadInput(f"{run_dir / 'last.pt'}: head {ckpt['head']} differs from this recipe's {head_config}")
         model.load_state_dict(ckpt["model"])
@@ -542,9 +606,10 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
         model.train()
         gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         total, seen = 0.0, 0
+        first_bad = torch.tensor(NEVER, device=device)      # first step with a NaN or infinite loss
         bar = tqdm(batches(train_split, image, question, train_rows, o.batch_size, gen), total=steps,
                    desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr, disable=not main)
-        for idx, img, q in bar:
+        for step, (idx, img, q) in enumerate(bar, 1):
             share, count = 1.0, len(idx)
             if world > 1:                 # this rank's part of the global batch
                 part, share, count = rank_part(len(idx), world, dist.rank())
@@ -564,11 +629,13 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
             (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
             scheduler.step()
             total = total + loss.detach() * count           # no host sync per step
+            first_bad = note_bad_step(first_bad, loss.detach(), step)
             seen += count
             if main and bar.n % 50 == 0:
                 bar.set_postfix(loss=f"{float(total) / seen:.4f}")
         bar.close()
         total, seen = dist.all_reduce([float(total), float(seen)])
+        check_finite(total, dist.all_reduce(float(first_bad), "min"), epoch, steps, run_dir)
         if main:
             val_loss, val_acc, _, per_type = evaluate(model, val_split, image, question, 1024, K, ctx)
         else:
@@ -586,7 +653,7 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     if not main:
         return {"epochs": history, "best": best}
     # predictions of the best model on the validation split, in the official results format
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     _, _, preds, _ = evaluate(model, val_split, image, question, 1024, K, ctx)
     write_predictions(run_dir / "predictions.json", val_split.table.column("question_id").to_pylist(),
                       [vocab.answers[int(p)] for p in preds])
@@ -602,19 +669,91 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     return metrics
 
 
-def load_checkpoint(path: Path, keys: dict | None = None) -> dict:
-    """A checkpoint; refuses one made on another cache than `keys`."""
+NEVER = 2**62     # "no bad step" (exact in float64, for the all-reduce)
+
+
+def note_bad_step(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """`first_bad` (0-dim long, on the loss's device) becomes `step` at the first non-finite loss. Computed on
+    the device: no host sync per step (the epoch's end reads it once)."""
+    return torch.where(torch.isfinite(loss) | (first_bad != NEVER), first_bad, step)
+
+
+def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_dir: Path, what: str = "step") -> None:
+    """Raise Diverged when the epoch's summed train loss is NaN or infinite, naming the epoch and the first
+    bad step, before anything of the epoch is written."""
+    if math.isfinite(loss_sum):
+        return
+    where = f"epoch {epoch}" + (f", {what} {int(first_bad)} of {steps}" if first_bad < NEVER else "")
+    kept = (f"{run_dir / 'last.pt'} (epoch {epoch - 1}) and best.pt are kept" if (run_dir / "last.pt").is_file()
+            else "no checkpoint was written")
+    raise Diverged(f"train loss is NaN or infinite at {where}: run stopped; {kept}. Lower optim.lr "
+                   f"(or set optim.grad_clip) and train again")
+
+
+CHECKPOINT_KEYS = ("model", "head", "vocab")
+RESUME_KEYS = ("optimizer", "scheduler", "epoch", "history", "best", "bad_epochs", "rng")
+_LOADING = threading.Lock()     # safe_globals() below edits torch's process-wide allowlist
+
+
+def _numpy_rng_globals() -> list:
+    """What the pickle of a uint32 numpy array names: older checkpoints held numpy's RNG state as
+    np.random.get_state() returns it. Arrays only (data: the dtype of an object array is not allowed),
+    under numpy 1's and numpy 2's module names."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:     # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: Path, keys: dict | None = None, resume: bool = False) -> dict:
+    """A run checkpoint, loaded with weights_only=True: tensors and plain Python values only, so a crafted
+    file cannot run code (it is bad input). Checks it holds a head, its weights and its vocabulary (and,
+    for `resume`, the training state); refuses one made on another cache than `keys`."""
     if not path.is_file():
         raise BadInput(f"no checkpoint {path}")
     try:
-        # our own checkpoints hold numpy RNG state and plain Python objects
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with _LOADING, torch.serialization.safe_globals(_numpy_rng_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = re.search(r"GLOBAL (\S+)", str(e))          # what it would have called or built
+        raise BadInput(f"{path}: not a vqa-cache checkpoint (unpickling refused"
+                       f"{': it names ' + name.group(1) if name else ''})") from None
     except Exception as e:
         raise BadInput(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    need = CHECKPOINT_KEYS + (RESUME_KEYS if resume else ())
+    missing = [k for k in need if k not in ckpt] if isinstance(ckpt, dict) else list(need)
+    if missing or not all(isinstance(ckpt[k], dict) for k in CHECKPOINT_KEYS):
+        raise BadInput(f"{path}: not a vqa-cache checkpoint ({'no ' + ', '.join(missing) if missing else 'malformed'})")
     if keys is not None and ckpt.get("cache_keys") != keys:
         raise BadInput(f"{path} was trained on cache {ckpt.get('cache_keys')}, not on {keys}: "
                        f"refusing to mix caches")
     return ckpt
+
+
+def read_run_config(run_dir) -> dict:
+    """RUN/config.json, checked: a JSON object with the run's recipe and its (train, val) split names."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise BadInput(f"{run_dir}: not a run directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"{path}: expected a JSON object, got {type(config).__name__}")
+    splits, specs = config.get("splits"), config.get("cache_specs", {})
+    problem = ("no recipe" if not isinstance(config.get("recipe"), dict) else
+               "no [train, val] splits" if not (isinstance(splits, list) and len(splits) == 2 and
+                                                all(isinstance(x, str) for x in splits)) else
+               "malformed cache_specs" if not (isinstance(specs, dict) and
+                                               all(isinstance(specs.get(k, {}), dict) for k in ("image", "question"))) else
+               "malformed cache_dir" if not isinstance(config.get("cache_dir", ""), str) else "")
+    if problem:
+        raise BadInput(f"{path}: not a vqa-cache run config ({problem})")
+    return config
 
 
 def write_metrics(run_dir: Path, history: list, best: dict) -> dict:
