@@ -145,3 +145,26 @@ def test_space_syntax():
     assert recipe.optim.betas == (0.9, 0.95)
     recipe, _ = make_recipe(base, {"optim.epochs": 7}, epochs=3)     # a searched epochs wins over sweep.epochs
     assert recipe.optim.epochs == 7
+
+
+def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, monkeypatch):
+    """A trial whose loss becomes NaN (training raises Diverged) is recorded as pruned with the reason;
+    the other trials still run and best.toml is written."""
+    from vqa_cache import training
+    from vqa_cache.errors import Diverged
+
+    real = training.check_finite
+
+    def diverge_trial_1(loss_sum, first_bad, epoch, steps, run_dir, what="step"):
+        if Path(run_dir).name == "0001":
+            raise Diverged(f"train loss is NaN or infinite at epoch {epoch}")
+        return real(loss_sum, first_bad, epoch, steps, run_dir, what)
+
+    monkeypatch.setattr(training, "check_finite", diverge_trial_1)
+    out = tmp_path / "s"
+    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
+            "--trials", 3, "--jobs", 1, "--out", out)
+    assert r.code == 0, r
+    rows = read_csv(out / "trials.csv")
+    assert [row["state"] for row in rows][1] == "pruned" and len(rows) == 3
+    assert any(row["state"] == "complete" for row in rows) and (out / "best.toml").is_file()

@@ -44,7 +44,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import recipes
-from .errors import BadInput
+from .errors import BadInput, Diverged
 
 
 @dataclass(frozen=True)
@@ -365,6 +365,9 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
             try:
                 metrics = train(recipe, root, out=str(run), extract_cmd=extract_cmd, features=feats,
                                 on_epoch=on_epoch)
+            except Diverged as e:          # a setting that diverges is a bad setting, not a broken sweep
+                trial.set_user_attr("diverged", str(e))
+                raise optuna.TrialPruned(f"diverged: {e}") from None
             finally:
                 trial.set_user_attr("seconds", round(time.time() - start, 2))
                 for ckpt in run.glob("*.pt"):      # trials are retrained from best.toml, not reused
