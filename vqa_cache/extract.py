@@ -422,9 +422,9 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
                 buf[k].append(v)
             buf_ids.extend(ids)
 
-        try:
-            with progress(total=total_bar, initial=start, desc="images", unit="img", file=sys.stderr,
-                          disable=not dist.is_main()) as bar:
+        with progress(total=total_bar, initial=start, desc="images", unit="img", file=sys.stderr,
+                      disable=not dist.is_main()) as bar:
+            try:                    # (a write error at writer.close() clears the bar too)
                 previous = None     # collected one batch late: its copy overlaps this batch's forward
                 for idx, batch, bad in loader:
                     for i, err in bad:
@@ -449,8 +449,8 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
                         writer.submit(shard_start, shard_end, buf_ids, arrays, shard_skipped, number=number)
                         buf_ids, buf, shard_skipped = [], {k: [] for k in buf}, []
                         k_shard += 1
-        finally:
-            writer.close()
+            finally:
+                writer.close()
     if dist.is_main() and job.manifest.get("skipped"):
         print(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
               f"`skipped`); train drops their questions")
@@ -469,9 +469,9 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
         job.manifest["dim"] = encoder.dim
         writer = ShardWriter(entry, job.manifest, write_question_shard, progress=job.progress)
         start = job.shards[0][1] if job.shards and job.progress is None else 0
-        try:
-            with progress(total=total if job.progress is None else job.rows, initial=start, desc="questions",
-                          unit="q", file=sys.stderr, disable=not dist.is_main()) as bar:
+        with progress(total=total if job.progress is None else job.rows, initial=start, desc="questions",
+                      unit="q", file=sys.stderr, disable=not dist.is_main()) as bar:
+            try:
                 for number, s0, s1 in job.shards:
                     parts = []
                     for b0 in range(s0, s1, r.text.batch_size):   # texts are sorted by length: little padding
@@ -479,8 +479,8 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
                         parts.append(encoder.encode(chunk))
                         bar.update(len(chunk))
                     writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts), number=number)
-        finally:
-            writer.close()
+            finally:
+                writer.close()
     return entry
 
 

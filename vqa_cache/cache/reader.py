@@ -13,11 +13,13 @@ from .shards import read_image_shard, read_question_shard
 from .store import Entry, first_damage
 
 
-def damaged(entry: Entry, problem: str) -> BadInput:
-    return BadInput(f"{entry.kind} features {entry.key} in {entry.root} are damaged: {problem}; "
-                    f"`vqa-cache cache verify {entry.key}` checks the whole entry, `vqa-cache extract` with "
-                    f"the same options repairs missing or truncated shards, `vqa-cache cache rm {entry.key}` "
-                    f"and extract again rebuild it")
+def damaged(entry: Entry, problem: str, repairable: bool = False) -> BadInput:
+    """The error for a damaged entry. `repairable`: a shard missing or of the wrong size, which a re-run
+    of extract finds and encodes again; anything else needs the entry removed and extracted again."""
+    fix = ("run the same `vqa-cache extract` again to repair it" if repairable else
+           f"check it with `vqa-cache cache verify {entry.key}`, then `vqa-cache cache rm {entry.key}` "
+           f"and extract again")
+    return BadInput(f"{entry.kind} features {entry.key} in {entry.root} are damaged: {problem}; {fix}")
 
 
 def check_complete(entry: Entry, make_it: str) -> dict:
@@ -32,7 +34,7 @@ def check_complete(entry: Entry, make_it: str) -> dict:
                        f"interrupted); finish them with: {make_it}")
     damage = first_damage(entry, manifest)
     if damage is not None:
-        raise damaged(entry, damage[1])
+        raise damaged(entry, damage[1], repairable=True)
     return manifest
 
 
@@ -66,10 +68,10 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
     for shard in manifest["shards"]:
         path = entry.path / shard["file"]
         if not path.is_file():
-            raise damaged(entry, f"{shard['file']}: shard missing")
+            raise damaged(entry, f"{shard['file']}: shard missing", repairable=True)
         if shard.get("bytes") is not None and path.stat().st_size != shard["bytes"]:
             raise damaged(entry, f"{shard['file']}: {path.stat().st_size} bytes, the manifest says "
-                                 f"{shard['bytes']} (truncated or overwritten shard)")
+                                 f"{shard['bytes']} (truncated or overwritten shard)", repairable=True)
         try:
             if entry.kind == "image":
                 shard_ids, arr = read_image_shard(path, what)

@@ -37,15 +37,15 @@ def entry_key(kind: str, spec: dict) -> str:
 
 
 def free_space(directory: Path) -> tuple[int, str]:
-    """Bytes one new file in `directory` may take, and what limits it (for messages): the free space of
-    its file system, or the file-size limit of this process (ulimit -f) where that is lower."""
+    """Bytes one new file in `directory` may take, and what limits it ("on the device of ...", for
+    messages): the free space of its file system, or the file-size limit (ulimit -f) where that is lower."""
     import resource
 
     st = os.statvfs(directory)
-    have, where = st.f_bavail * st.f_frsize, f"the device of {directory} (mounted at {mount_point(directory)})"
+    have, where = st.f_bavail * st.f_frsize, f"on the device of {directory} (mounted at {mount_point(directory)})"
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and limit < have:
-        return limit, "the file-size limit of this process (ulimit -f)"
+        return limit, "under the file-size limit of this process (ulimit -f)"
     return have, where
 
 
@@ -60,7 +60,7 @@ class NoSpace(BadInput):
     """A full disk or the file-size limit: nothing was half-written; free space and re-run."""
 
     def __init__(self, path: Path, need: int, have: int, where: str):
-        super().__init__(f"no space left on {where}: need {need / 2**20:.1f} MiB for {path.name}, have "
+        super().__init__(f"no space left {where}: need {need / 2**20:.1f} MiB for {path.name}, have "
                          f"{have / 2**20:.1f} MiB; nothing was half-written: free some space and run the "
                          f"command again (an extract resumes after its last finished shard)")
 
