@@ -635,8 +635,8 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         perm = epoch_order(train_split, train_rows, recipe.seed, epoch, spec.group_by_image)
         chunks = [perm[s:s + o.batch_size] for s in range(0, len(perm), o.batch_size)]
         total, seen = 0.0, 0
-        bar = progress(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr,
-                   disable=not main)
+        bar = progress(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False,
+                       file=sys.stderr, disable=not main)
         optimizer.zero_grad(set_to_none=True)
         for b in bar:
             idx = chunks[b]

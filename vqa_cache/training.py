@@ -547,7 +547,8 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
         gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         total, seen = 0.0, 0
         bar = progress(batches(train_split, image, question, train_rows, o.batch_size, gen), total=steps,
-                   desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr, disable=not main)
+                       desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr,
+                       disable=not main)
         for idx, img, q in bar:
             share, count = 1.0, len(idx)
             if world > 1:                 # this rank's part of the global batch

@@ -262,18 +262,19 @@ def first_damage(entry: Entry, manifest: dict) -> tuple[int, str] | None:
     """The cheap check of an entry (no shard is read): every recorded shard is there with its recorded
     size and follows the previous one, and a complete entry's shards reach its last row. Returns
     (index of the first bad shard record, what is wrong) or None; `cache verify` reads every byte."""
-    position = 0
-    for n, s in enumerate(manifest.get("shards", [])):
+    position, shards = 0, manifest.get("shards", [])
+    for n, s in enumerate(shards):
         path = entry.path / s["file"]
         if s.get("start") != position:
             return n, f"{s['file']}: starts at row {s.get('start')}, the previous shard ends at {position}"
         if not path.is_file():
             return n, f"{s['file']}: missing"
         if s.get("bytes") is not None and path.stat().st_size != s["bytes"]:
-            return n, f"{s['file']}: {path.stat().st_size} bytes, the manifest says {s['bytes']} (truncated or overwritten)"
+            return n, (f"{s['file']}: {path.stat().st_size} bytes, the manifest says {s['bytes']} "
+                       f"(truncated or overwritten)")
         position = s.get("stop", -1)
     if manifest.get("complete") and position != manifest.get("rows"):
-        return len(manifest.get("shards", [])), f"the shards end at row {position}, the manifest says {manifest.get('rows')} rows"
+        return len(shards), f"the shards end at row {position}, the manifest says {manifest.get('rows')} rows"
     return None
 
 
