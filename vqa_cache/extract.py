@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import data
 from . import distributed as dist
 from .cache import Entry, entry_key
-from .cache.store import write_atomic
-from .cache.shards import write_image_shard, write_question_shard
+from .cache.store import clean_stale, first_damage, write_file
+from .cache.shards import write_image_shard, write_question_shard, write_table
 from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles, collate
 from .encoders.text import load_text_encoder
 from .encoders.weights import Choice, resolve_image, resolve_text
 from .errors import BadInput
+from .progress import progress
 from .recipes import ExtractRecipe
 
 OUTPUTS = {"pooled": ("pooled",), "grid": ("grid",), "pooled+grid": ("pooled", "grid")}
@@ -60,12 +60,16 @@ def make_plan(recipe: ExtractRecipe, samples=None, allow_download: bool = True, 
         raise BadInput(f"--features {recipe.image.features!r}: expected pooled, grid or pooled+grid")
     if recipe.text.pooling not in ("mean", "cls"):
         raise BadInput(f"text pooling {recipe.text.pooling!r}: expected mean or cls")
+    # a weights file is read and checked first, before the dataset is read or any fallback warning printed
+    weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
+    image_choice = resolve_image(recipe.image.encoder, recipe.image.weights) if weights_file else None
     if samples is None:
         samples = data.load_samples(recipe.dataset, root=root)   # root: parse a file dataset once into the cache
     paths = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
     image_ids = sorted(paths)
     texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
-    image_choice = resolve_image(recipe.image.encoder, recipe.image.weights, allow_download=allow_download)
+    image_choice = image_choice or resolve_image(recipe.image.encoder, recipe.image.weights,
+                                                 allow_download=allow_download)
     text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
     image_spec = {
         "dataset": data.image_identity(recipe.dataset), "images": data.fingerprint(image_ids),
@@ -103,7 +107,9 @@ def autocast(device: torch.device):
 
 class ShardWriter:
     """Writes shards in a background thread (so the encoder never waits for the disk), then records
-    each in the manifest, in order. At most `depth` shards wait in memory.
+    each in the manifest, in order. At most `depth` shards wait in memory. A failed write (a full disk:
+    NoSpace) reaches the main thread at its next submit or at close; the shards queued after it are not
+    written, so the manifest's shards stay contiguous and a re-run resumes after the last one.
 
     Under torchrun (`progress` given) each rank records its shards in its own progress file instead;
     rank 0 writes them into the manifest once every rank is done."""
@@ -113,6 +119,7 @@ class ShardWriter:
         self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending = []
+        self.failed = False
         self.number = len(manifest.get("shards", []))   # shards are numbered in order, whatever their size
 
     def submit(self, start: int, stop: int, ids: list[str], arrays: dict, skipped: list[str] = (),
@@ -125,18 +132,24 @@ class ShardWriter:
         self.number += 1
 
     def _write(self, number, start, stop, ids, arrays, skipped):
-        name = shard_file(self.entry.kind, number)
-        path = self.entry.path / name
-        digest = self.write_fn(path, ids, arrays)
-        record = {"file": name, "rows": len(ids), "start": start, "stop": stop, "bytes": path.stat().st_size,
-                  "sha256": digest}
-        if skipped:
-            record["skipped"] = skipped
-        if self.progress is not None:
-            self.progress.add(record)
+        if self.failed:
             return
-        self.manifest["shards"].append(record)
-        self.entry.save_manifest(self.manifest)
+        try:
+            name = shard_file(self.entry.kind, number)
+            path = self.entry.path / name
+            digest = self.write_fn(path, ids, arrays)
+            record = {"file": name, "rows": len(ids), "start": start, "stop": stop,
+                      "bytes": path.stat().st_size, "sha256": digest}
+            if skipped:
+                record["skipped"] = skipped
+            if self.progress is not None:
+                self.progress.add(record)
+                return
+            self.manifest["shards"].append(record)
+            self.entry.save_manifest(self.manifest)
+        except BaseException:
+            self.failed = True
+            raise
 
     def close(self):
         try:
@@ -170,7 +183,7 @@ class Progress:
 
     def add(self, record: dict) -> None:
         self.records.append(record)
-        write_atomic(self.path, json.dumps({"shards": self.records}, indent=1).encode())
+        write_file(self.path, json.dumps({"shards": self.records}, indent=1).encode())
 
 
 def progress_records(entry: Entry) -> dict[str, dict]:
@@ -213,7 +226,7 @@ def take_progress(entry: Entry, manifest: dict, rows: int, shard_size: int, keep
     if moved:
         entry.save_manifest(manifest)
     if keep and valid:
-        write_atomic(entry.path / KEPT, json.dumps({"shards": [valid[n] for n in sorted(valid)]}, indent=1).encode())
+        write_file(entry.path / KEPT, json.dumps({"shards": [valid[n] for n in sorted(valid)]}, indent=1).encode())
     for p in entry.path.glob(PROGRESS_GLOB):
         if p.name != KEPT or not (keep and valid):
             p.unlink()
@@ -224,6 +237,8 @@ def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = Non
                **extra) -> dict:
     """The entry's manifest to continue from (a resumed run), or a new one. Called under the lock:
     leftovers of a killed writer (temporary files, shards the manifest never recorded) are removed.
+    A damaged complete entry (a shard missing or of the wrong size: first_damage) is repaired: it goes
+    back to incomplete with the shards before the damage, and the run resumes from there.
     With `shard_size`, shards finished by the ranks of an interrupted torchrun run are taken over
     (take_progress); `keep_progress`: also those that do not continue the manifest's in order."""
     entry.path.mkdir(parents=True, exist_ok=True)
@@ -232,14 +247,14 @@ def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = Non
         manifest = entry.manifest()     # BadInput for another format version: never read as data
         if manifest.get("spec") != json.loads(json.dumps(spec)) or manifest.get("rows") != rows:   # tuples -> lists
             manifest = None
-        elif not manifest.get("complete"):
-            good = []                   # finished shards, in order, whose files are there and whole
-            for s in manifest["shards"]:
-                path = entry.path / s["file"]
-                if not path.is_file() or (s.get("bytes") is not None and path.stat().st_size != s["bytes"]):
-                    break
-                good.append(s)
-            manifest["shards"] = good
+        elif (damage := first_damage(entry, manifest)) is not None:
+            n, problem = damage         # keep the finished shards before it, whose files are there and whole
+            if manifest.get("complete"):
+                print(f"{entry.kind}s: cache entry {entry.key} is damaged ({problem}); encoding again from "
+                      f"row {manifest['shards'][n - 1]['stop'] if n else 0}", file=sys.stderr)
+                manifest["complete"] = False
+            manifest["shards"] = manifest["shards"][:n]
+            entry.save_manifest(manifest)
     if manifest is None:
         manifest = entry.new_manifest(spec, rows, **extra)
         entry.save_manifest(manifest)
@@ -354,7 +369,13 @@ def writing(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, la
         dist.barrier()                                      # every rank returns with the entry complete
 
 
-def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = True) -> Entry:
+def ready(entry: Entry) -> bool:
+    """Is the entry complete and whole (first_damage), so that extract has nothing to do?"""
+    return entry.complete() and first_damage(entry, entry.manifest()) is None
+
+
+def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = True,
+                   encoder: ImageEncoder | None = None) -> Entry:
     r = plan.recipe
     total = len(plan.image_ids)
     entry = Entry(root, plan.image_key)
@@ -362,7 +383,7 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
         if job.complete:
             print(f"images: cached ({entry.key}, {job.manifest['rows']} images)")
             return entry
-        encoder = build_image_encoder(plan, device)
+        encoder = encoder or build_image_encoder(plan, device)
         job.manifest["dim"] = encoder.dim
         cuda = device.type == "cuda"
         loader = torch.utils.data.DataLoader(
@@ -401,9 +422,9 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
                 buf[k].append(v)
             buf_ids.extend(ids)
 
-        try:
-            with tqdm(total=total_bar, initial=start, desc="images", unit="img", file=sys.stderr,
+        with progress(total=total_bar, initial=start, desc="images", unit="img", file=sys.stderr,
                       disable=not dist.is_main()) as bar:
+            try:                    # (a write error at writer.close() clears the bar too)
                 previous = None     # collected one batch late: its copy overlaps this batch's forward
                 for idx, batch, bad in loader:
                     for i, err in bad:
@@ -428,15 +449,15 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
                         writer.submit(shard_start, shard_end, buf_ids, arrays, shard_skipped, number=number)
                         buf_ids, buf, shard_skipped = [], {k: [] for k in buf}, []
                         k_shard += 1
-        finally:
-            writer.close()
+            finally:
+                writer.close()
     if dist.is_main() and job.manifest.get("skipped"):
         print(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
               f"`skipped`); train drops their questions")
     return entry
 
 
-def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool = True) -> Entry:
+def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool = True, encoder=None) -> Entry:
     r = plan.recipe
     total = len(plan.texts)
     entry = Entry(root, plan.question_key)
@@ -444,13 +465,13 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
         if job.complete:
             print(f"questions: cached ({entry.key}, {job.manifest['rows']} texts)")
             return entry
-        encoder = load_text_encoder(plan.text_choice, r.text.pooling, r.text.max_length, r.text.tokens, str(device))
+        encoder = encoder or build_text_encoder(plan, device)
         job.manifest["dim"] = encoder.dim
         writer = ShardWriter(entry, job.manifest, write_question_shard, progress=job.progress)
         start = job.shards[0][1] if job.shards and job.progress is None else 0
-        try:
-            with tqdm(total=total if job.progress is None else job.rows, initial=start, desc="questions", unit="q",
-                      file=sys.stderr, disable=not dist.is_main()) as bar:
+        with progress(total=total if job.progress is None else job.rows, initial=start, desc="questions",
+                      unit="q", file=sys.stderr, disable=not dist.is_main()) as bar:
+            try:
                 for number, s0, s1 in job.shards:
                     parts = []
                     for b0 in range(s0, s1, r.text.batch_size):   # texts are sorted by length: little padding
@@ -458,9 +479,14 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
                         parts.append(encoder.encode(chunk))
                         bar.update(len(chunk))
                     writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts), number=number)
-        finally:
-            writer.close()
+            finally:
+                writer.close()
     return entry
+
+
+def build_text_encoder(plan: Plan, device: torch.device):
+    r = plan.recipe
+    return load_text_encoder(plan.text_choice, r.text.pooling, r.text.max_length, r.text.tokens, str(device))
 
 
 def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -472,7 +498,6 @@ def finish(entry: Entry, manifest: dict, t0: float) -> None:
     """Write index.parquet (images), mark the entry complete."""
     if entry.kind == "image":
         import pyarrow as pa
-        import pyarrow.parquet as pq
         from .cache.shards import read_shard_ids
         ids, shard, row = [], [], []
         for s in manifest["shards"]:
@@ -480,10 +505,9 @@ def finish(entry: Entry, manifest: dict, t0: float) -> None:
             ids += shard_ids
             shard += [s["file"]] * len(shard_ids)
             row += list(range(len(shard_ids)))
-        tmp = entry.path / "index.parquet.tmp"
-        pq.write_table(pa.table({"image_id": pa.array(ids, pa.string()), "shard": pa.array(shard, pa.string()),
-                                 "row": pa.array(row, pa.int32())}), tmp)
-        tmp.replace(entry.path / "index.parquet")
+        write_table(entry.path / "index.parquet", pa.table({
+            "image_id": pa.array(ids, pa.string()), "shard": pa.array(shard, pa.string()),
+            "row": pa.array(row, pa.int32())}))
         manifest["skipped"] = sorted(i for s in manifest["shards"] for i in s.get("skipped", []))
     seconds = manifest["timings"].get("seconds", 0) + time.time() - t0
     manifest["timings"].update(seconds=round(seconds, 2), runs=manifest["timings"].get("runs", 0) + 1,
@@ -496,10 +520,11 @@ def finish(entry: Entry, manifest: dict, t0: float) -> None:
 
 def dry_run(recipe: ExtractRecipe, root: Path, timed_batches: int = 2) -> dict:
     """Rows, bytes on disk and an estimated time per entry, before any work: a couple of real batches
-    are decoded, encoded and written to a temporary shard (not in the cache) and timed."""
+    are decoded, encoded and written to a temporary shard (not in the cache) and timed. Nothing is
+    written under the cache root (a file dataset is parsed without caching the parse)."""
     import tempfile
 
-    plan = make_plan(recipe, root=root)
+    plan = make_plan(recipe)
     device = pick_device(recipe.device)
     out = {"device": str(device), "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -509,7 +534,9 @@ def dry_run(recipe: ExtractRecipe, root: Path, timed_batches: int = 2) -> dict:
             done = 0
             if entry.exists():
                 m = entry.manifest()
-                done = rows if m.get("complete") else (m["shards"][-1]["stop"] if m.get("shards") else 0)
+                damage = first_damage(entry, m)
+                shards = m["shards"] if damage is None else m["shards"][:damage[0]]
+                done = rows if m.get("complete") and damage is None else (shards[-1]["stop"] if shards else 0)
             todo = rows - done
             if kind == "image":
                 sample_rows, seconds, nbytes = _time_images(plan, device, timed_batches, Path(tmp))
@@ -582,6 +609,8 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
     """Run stage one for a recipe; returns the plan (keys, counts)."""
     if dist.init():
         dist.quiet_others()
+    if dist.is_main():
+        clean_stale(root)               # lock files and staging folders of killed writers
     with dist.main_first():             # rank 0 downloads weights and parses the dataset; the others read them
         plan = make_plan(recipe, root=root)
     device = dist.device(pick_device(recipe.device).type)
@@ -594,7 +623,9 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
           f"{len(plan.texts)} unique question texts")
     print(f"image encoder {recipe.image.encoder} ({plan.image_choice.identity}), "
           f"text encoder {plan.text_choice.identity}, device {device}")
-    root.mkdir(parents=True, exist_ok=True)
-    extract_images(plan, root, device, wait)
-    extract_questions(plan, root, device, wait)
+    # build (and so check) the encoders before any entry is created: bad weights leave nothing behind
+    image_encoder = None if ready(Entry(root, plan.image_key)) else build_image_encoder(plan, device)
+    text_encoder = None if ready(Entry(root, plan.question_key)) else build_text_encoder(plan, device)
+    extract_images(plan, root, device, wait, image_encoder)
+    extract_questions(plan, root, device, wait, text_encoder)
     return plan

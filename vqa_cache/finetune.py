@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed as dist
 from . import heads
@@ -41,6 +40,7 @@ from .encoders.image import ImageEncoder, ImageFiles, collate
 from .encoders.text import BagOfWords
 from .errors import BadInput
 from .extract import make_plan, pick_device
+from .progress import progress
 from .recipes import FinetuneRecipe, to_dict
 from .training import (NEVER, amp, batch_loss, build_splits, check_finite, evaluate, load_checkpoint, lr_lambda,
                        pick_run_dir, plot_curves, rank_part, read_run_config, record_epoch, rng_state, run_lock,
@@ -442,7 +442,7 @@ def decode_images(paths: list[str], size: int, workers: int, skip_bad: bool, lim
     bad = []
     loader = torch.utils.data.DataLoader(ImageFiles(paths, size), batch_size=256, num_workers=workers,
                                          collate_fn=collate)
-    for idx, batch, failed in tqdm(loader, desc="decoding images", unit="batch", leave=False, file=sys.stderr):
+    for idx, batch, failed in progress(loader, desc="decoding images", unit="batch", leave=False, file=sys.stderr):
         if len(idx):
             out[idx] = batch
         for i, err in failed:
@@ -695,8 +695,8 @@ def _finetune(recipe: FinetuneRecipe, run_dir: Path, resume: bool) -> dict:
         perm = epoch_order(train_split, train_rows, recipe.seed, epoch, spec.group_by_image)
         chunks = [perm[s:s + o.batch_size] for s in range(0, len(perm), o.batch_size)]
         total, seen, first_bad = 0.0, 0, NEVER         # first_bad: first batch with a NaN or infinite loss
-        bar = tqdm(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr,
-                   disable=not main)
+        bar = progress(range(len(chunks)), desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False,
+                       file=sys.stderr, disable=not main)
         optimizer.zero_grad(set_to_none=True)
         for b in bar:
             idx = chunks[b]

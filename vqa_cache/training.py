@@ -25,16 +25,16 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import data, heads
 from . import distributed as dist
 from .cache import Entry
-from .cache.reader import check_complete, load_rows
+from .cache.reader import check_complete, check_ids, damaged, load_rows
 from .cache.store import Lock
 from .data.answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
 from .errors import BadInput, Diverged
 from .extract import make_plan, pick_device
+from .progress import progress
 from .recipes import TrainRecipe, to_dict
 
 FEATURE_DATASET = {"pooled": "features", "grid": "grid", "tokens": "tokens"}
@@ -178,13 +178,14 @@ class ImageStream:
     (group + prefetch) chunks, whatever the size of the cache.
 
     ids: image ids in row order; shape: (N, *row shape) like the in-memory tensor it replaces.
+    The ids are checked when it opens (check_ids), each chunk's features as it is read (finite).
     """
 
     def __init__(self, entry: Entry, manifest: dict, dataset: str, chunk_mib: float = 16, workers: int | None = None,
                  group: int = 4):
         import h5py
         from .cache.shards import read_shard_ids
-        self.files = [entry.path / s["file"] for s in manifest["shards"]]
+        self.entry, self.files = entry, [entry.path / s["file"] for s in manifest["shards"]]
         self.dataset, self.ids, self.chunks, self.group = dataset, [], [], group
         self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
         row_shape = None
@@ -194,11 +195,11 @@ class ImageStream:
                     d = h[dataset]
                     n, row_shape = d.shape[0], d.shape[1:]
             except (OSError, KeyError) as e:
-                raise BadInput(f"{path}: unreadable shard ({type(e).__name__}: {e}); check it with "
-                               f"`vqa-cache cache verify {entry.key}`") from None
+                raise damaged(entry, f"{path.name}: unreadable shard ({type(e).__name__}: {e})") from None
             self.ids += read_shard_ids(path)
             step = max(1, int(chunk_mib * 2**20) // (2 * int(np.prod(row_shape or (1,))) or 1))
             self.chunks += [(f, s, min(s + step, n)) for s in range(0, n, step)]
+        check_ids(entry, manifest, self.ids)
         self.starts = np.cumsum([0] + [c[2] - c[1] for c in self.chunks])   # global first row of each chunk
         self.shape = (len(self.ids), *(row_shape or (manifest.get("dim", 0),)))
 
@@ -217,6 +218,9 @@ class ImageStream:
                                              sampler=list(order), num_workers=self.workers,
                                              prefetch_factor=2 if self.workers else None)
         for c, rows in loader:
+            if not torch.isfinite(rows).all():
+                raise damaged(self.entry, f"{self.files[self.chunks[c][0]].name} holds non-finite values "
+                                          f"(NaN or inf) in rows {self.chunks[c][1]}..{self.chunks[c][2]}")
             yield int(c), int(self.starts[c]), rows
 
     def batches(self, split: "Split", questions: torch.Tensor, batch_size: int, device, generator=None):
@@ -607,8 +611,9 @@ def _train(recipe: TrainRecipe, root: Path, run_dir: Path, resume: bool, extract
         gen = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         total, seen = 0.0, 0
         first_bad = torch.tensor(NEVER, device=device)      # first step with a NaN or infinite loss
-        bar = tqdm(batches(train_split, image, question, train_rows, o.batch_size, gen), total=steps,
-                   desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr, disable=not main)
+        bar = progress(batches(train_split, image, question, train_rows, o.batch_size, gen), total=steps,
+                       desc=f"epoch {epoch}/{o.epochs}", unit="batch", leave=False, file=sys.stderr,
+                       disable=not main)
         for step, (idx, img, q) in enumerate(bar, 1):
             share, count = 1.0, len(idx)
             if world > 1:                 # this rank's part of the global batch

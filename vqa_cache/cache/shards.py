@@ -7,7 +7,7 @@ question-NNNNN.parquet  columns question: string, embedding: fixed_size_list<flo
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import h5py
@@ -15,21 +15,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import sha256_of
+from .store import write_file
 
 
 def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray]) -> str:
-    """Write an HDF5 shard under a temporary name, rename it into place; return its sha256."""
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    """Write an HDF5 shard; return its sha256. The file is built in memory and written by write_file:
+    HDF5 itself never meets a full disk (its failed writes crash the process), and the shard lands
+    whole under its name or not at all."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         for name, arr in arrays.items():
             dataset = "features" if name == "pooled" else name
             row_bytes = 2 * int(np.prod(arr.shape[1:], dtype=np.int64)) or 1
             chunk = (max(1, min(len(arr), (1 << 20) // row_bytes)),) + arr.shape[1:] if len(arr) else None
-            f.create_dataset(dataset, data=arr.astype(np.float16), chunks=chunk)
-    os.replace(tmp, path)
-    return sha256_of(path)
+            f.create_dataset(dataset, data=arr.astype(np.float16, copy=False), chunks=chunk)
+    return write_file(path, image.getbuffer())
+
+
+def write_table(path: Path, table: pa.Table) -> str:
+    """Write a Parquet file (built in memory, then write_file); return its sha256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return write_file(path, sink.getvalue())
 
 
 def image_datasets(outputs) -> list[str]:
@@ -88,10 +96,7 @@ def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndar
     if "tokens" in arrays:
         columns["tokens"] = fixed_list(arrays["tokens"], np.float16)
         columns["mask"] = fixed_list(arrays["mask"], np.uint8)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.table(columns), tmp)
-    os.replace(tmp, path)
-    return sha256_of(path)
+    return write_table(path, pa.table(columns))
 
 
 def read_question_shard(path: Path, column: str = "embedding") -> tuple[list[str], np.ndarray]:

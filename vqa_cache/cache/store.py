@@ -1,9 +1,11 @@
 """Cache entries: keys, manifests, atomic writes, the writer lock, and listing."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -16,9 +18,16 @@ KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (da
 
 
 def cache_root(option: str | None = None) -> Path:
-    """--cache-dir, else $VQA_CACHE_HOME, else ~/.cache/vqa-cache."""
-    root = option or os.environ.get("VQA_CACHE_HOME") or Path.home() / ".cache" / "vqa-cache"
-    return Path(root).expanduser()
+    """--cache-dir, else $VQA_CACHE_HOME, else ~/.cache/vqa-cache; BadInput when it (or a folder above
+    it) is a file."""
+    given = "--cache-dir" if option else "$VQA_CACHE_HOME" if os.environ.get("VQA_CACHE_HOME") else "the cache root"
+    root = Path(option or os.environ.get("VQA_CACHE_HOME") or Path.home() / ".cache" / "vqa-cache").expanduser()
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise BadInput(f"{given} {root}: {p} is a file, not a directory (point it at a directory)")
+            break
+    return root
 
 
 def entry_key(kind: str, spec: dict) -> str:
@@ -27,13 +36,57 @@ def entry_key(kind: str, spec: dict) -> str:
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def free_space(directory: Path) -> tuple[int, str]:
+    """Bytes one new file in `directory` may take, and what limits it ("on the device of ...", for
+    messages): the free space of its file system, or the file-size limit (ulimit -f) where that is lower."""
+    import resource
+
+    st = os.statvfs(directory)
+    have, where = st.f_bavail * st.f_frsize, f"on the device of {directory} (mounted at {mount_point(directory)})"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < have:
+        return limit, "under the file-size limit of this process (ulimit -f)"
+    return have, where
+
+
+def mount_point(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+class NoSpace(BadInput):
+    """A full disk or the file-size limit: nothing was half-written; free space and re-run."""
+
+    def __init__(self, path: Path, need: int, have: int, where: str):
+        super().__init__(f"no space left {where}: need {need / 2**20:.1f} MiB for {path.name}, have "
+                         f"{have / 2**20:.1f} MiB; nothing was half-written: free some space and run the "
+                         f"command again (an extract resumes after its last finished shard)")
+
+
+def write_file(path: Path, data) -> str:
+    """Write `data` (bytes or any buffer) to `path` through a temporary file, fsync'd, renamed into place;
+    return its sha256. The free space is checked first, and a full disk or the file-size limit while
+    writing (ENOSPC, EFBIG, EDQUOT) is caught too: the temporary file is removed and NoSpace is raised,
+    so `path` is either whole or untouched."""
+    view = memoryview(data)
+    have, where = free_space(path.parent)
+    if view.nbytes > have:
+        raise NoSpace(path, view.nbytes, have, where)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(view)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise NoSpace(path, view.nbytes, free_space(path.parent)[0], where) from None
+        raise
+    return hashlib.sha256(view).hexdigest()
 
 
 class Entry:
@@ -72,7 +125,7 @@ class Entry:
 
     def save_manifest(self, manifest: dict) -> None:
         manifest.update(format=FORMAT_VERSION, key=self.key, kind=self.kind, tool_version=__version__)
-        write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        write_file(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
     def new_manifest(self, spec: dict, rows: int, **extra) -> dict:
         return {"spec": spec, "rows": rows, "shards": [], "complete": False,
@@ -85,11 +138,28 @@ class Entry:
         return Lock(self.path.parent / f"{self.key}.lock", wait=wait)
 
 
+_HELD: set = set()     # the Locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close the copies of the parent's lock descriptors.
+    An flock belongs to the open file, which a fork shares, so a child that kept the copy would hold
+    the lock after a kill -9 of its parent until it exited itself."""
+    for lock in _HELD:
+        os.close(lock.fd)
+        lock.fd = None
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class Lock:
     """One writer per entry: an flock()ed lock file holding host and pid.
 
     The kernel drops an flock when its process dies (kill -9 included), so the lock of a dead writer
-    is taken over at once; the host and pid in the file are only for the waiting message.
+    is taken over at once; the host and pid in the file are only for the waiting message. The file is
+    opened close-on-exec, and forked children close their copy (_drop_inherited_locks).
     """
 
     def __init__(self, path: Path, wait: bool = True, poll: float = 1.0):
@@ -104,7 +174,7 @@ class Lock:
 
     def _try(self) -> bool:
         import fcntl
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,6 +190,7 @@ class Lock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
         self.fd = fd
+        _HELD.add(self)
         return True
 
     def __enter__(self):
@@ -139,8 +210,32 @@ class Lock:
     def __exit__(self, *exc):
         if self.fd is not None:
             self.path.unlink(missing_ok=True)   # while still holding it; see _try
+            _HELD.discard(self)
             os.close(self.fd)
             self.fd = None
+
+
+def clean_stale(root: Path) -> None:
+    """Remove what killed writers left behind: lock files nobody holds, and the private folders
+    ROOT/.tmp/KEY.PID in which a dataset entry is staged under its lock. An entry whose lock is held
+    (a live writer, on any host sharing the root) is left alone."""
+    root = Path(root)
+    staged: dict[str, list[Path]] = {}
+    if (root / ".tmp").is_dir():
+        for p in (root / ".tmp").iterdir():
+            staged.setdefault(p.name.split(".")[0], []).append(p)
+    keys = {p.stem for p in root.glob("*/*.lock") if p.parent.name in KINDS} | set(staged)
+    for key in sorted(k for k in keys if k.split("-", 1)[0] in KINDS):
+        try:
+            with Entry(root, key).lock(wait=False):    # free: its writer is gone (the lock file goes too)
+                for p in staged.get(key, []):
+                    shutil.rmtree(p, ignore_errors=True)
+        except BadInput:
+            continue
+    try:
+        (root / ".tmp").rmdir()
+    except OSError:
+        pass                                        # absent, or a live writer's folder is in it
 
 
 def list_entries(root: Path) -> list[Entry]:
@@ -161,6 +256,26 @@ def find_entry(root: Path, key: str) -> Entry:
     if len(matches) > 1:
         raise BadInput(f"cache key prefix {key!r} is ambiguous: {', '.join(e.key for e in matches)}")
     return matches[0]
+
+
+def first_damage(entry: Entry, manifest: dict) -> tuple[int, str] | None:
+    """The cheap check of an entry (no shard is read): every recorded shard is there with its recorded
+    size and follows the previous one, and a complete entry's shards reach its last row. Returns
+    (index of the first bad shard record, what is wrong) or None; `cache verify` reads every byte."""
+    position, shards = 0, manifest.get("shards", [])
+    for n, s in enumerate(shards):
+        path = entry.path / s["file"]
+        if s.get("start") != position:
+            return n, f"{s['file']}: starts at row {s.get('start')}, the previous shard ends at {position}"
+        if not path.is_file():
+            return n, f"{s['file']}: missing"
+        if s.get("bytes") is not None and path.stat().st_size != s["bytes"]:
+            return n, (f"{s['file']}: {path.stat().st_size} bytes, the manifest says {s['bytes']} "
+                       f"(truncated or overwritten)")
+        position = s.get("stop", -1)
+    if manifest.get("complete") and position != manifest.get("rows"):
+        return len(shards), f"the shards end at row {position}, the manifest says {manifest.get('rows')} rows"
+    return None
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

@@ -115,31 +115,41 @@ def load_samples(spec: DatasetSpec, root: Path | None = None) -> pa.Table:
 
 
 def parse_cached(adapter, base: Path, spec: DatasetSpec, root: Path) -> pa.Table:
-    """adapter.load, through a dataset entry of the cache (parsed once, then read back)."""
-    from ..cache.store import Entry, entry_key, sha256_of
+    """adapter.load, through a dataset entry of the cache (parsed once, then read back).
+
+    The entry is only a cache of the annotation files: one that fails read_entry's checks (a changed,
+    truncated or unreadable samples.parquet) is parsed again from them and replaced, with a note."""
+    import sys
+
+    from ..cache.shards import write_table
+    from ..cache.store import Entry, entry_key
 
     dataset_spec = {"identity": adapter.identity(base, spec)}
     entry = Entry(root, entry_key("dataset", dataset_spec))
     table = read_entry(entry)
     if table is not None:
         return table
+    if entry.path.exists():
+        print(f"dataset {spec.name}: cache entry {entry.key} is damaged (samples.parquet changed since it was "
+              f"written, or unreadable); parsing the annotation files again", file=sys.stderr)
     t0 = time.time()
     table = adapter.load(base, spec)       # bad input fails here, before anything is written
     seconds = time.time() - t0
     with entry.lock():
         if read_entry(entry) is None:
             # write into a private folder, then rename it into place: never a half-written entry
+            for stale in (root / ".tmp").glob(f"{entry.key}.*"):   # a killed writer's (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = root / ".tmp" / f"{entry.key}.{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             try:
-                pq.write_table(table, tmp / SAMPLES_FILE)
+                digest = write_table(tmp / SAMPLES_FILE, table)
                 staged = Entry(root, entry.key)
                 staged.path = tmp
                 manifest = staged.new_manifest(dataset_spec, table.num_rows)
                 manifest.update(complete=True, timings={"seconds": round(seconds, 2)}, shards=[
                     {"file": SAMPLES_FILE, "rows": table.num_rows, "start": 0, "stop": table.num_rows,
-                     "bytes": (tmp / SAMPLES_FILE).stat().st_size, "sha256": sha256_of(tmp / SAMPLES_FILE)}])
+                     "bytes": (tmp / SAMPLES_FILE).stat().st_size, "sha256": digest}])
                 staged.save_manifest(manifest)
                 if entry.path.exists():
                     shutil.rmtree(entry.path)      # an unreadable or stale entry, under our lock
@@ -157,12 +167,21 @@ def parse_cached(adapter, base: Path, spec: DatasetSpec, root: Path) -> pa.Table
 
 
 def read_entry(entry) -> pa.Table | None:
-    """The samples table of a complete dataset entry, or None (missing, incomplete, unreadable)."""
+    """The samples table of a complete dataset entry whose samples.parquet has the size and sha256 its
+    manifest recorded (the file is small: checked on every read), or None (missing, incomplete,
+    changed, unreadable)."""
+    from ..cache.store import sha256_of
+
     try:
         if not entry.complete():
             return None
-        table = pq.read_table(entry.path / SAMPLES_FILE)
-        if table.schema != SCHEMA or table.num_rows != entry.manifest().get("rows"):
+        manifest = entry.manifest()
+        record = next((s for s in manifest.get("shards", []) if s.get("file") == SAMPLES_FILE), {})
+        path = entry.path / SAMPLES_FILE
+        if path.stat().st_size != record.get("bytes") or sha256_of(path) != record.get("sha256"):
+            return None
+        table = pq.read_table(path)
+        if table.schema != SCHEMA or table.num_rows != manifest.get("rows"):
             return None
         return table
     except (BadInput, OSError, pa.ArrowException):

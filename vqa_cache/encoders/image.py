@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from .weights import RANDOM_SEED, Choice
+from .weights import RANDOM_SEED, Choice, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,17 +38,13 @@ def load_model(name: str, choice: Choice) -> nn.Module:
     torch.manual_seed(RANDOM_SEED)
     model = torchvision.models.get_model(name, weights=None)
     if choice.kind == "file":
-        try:
-            state = torch.load(choice.source, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise BadInput(f"--weights {choice.source}: not a readable PyTorch state dict ({e})") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+        state = read_state_dict(choice.source)
         try:
             model.load_state_dict(state)
-        except (RuntimeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise BadInput(f"--weights {choice.source}: does not fit {name}: {first}") from None
+        except (RuntimeError, TypeError) as e:   # missing / unexpected keys, wrong shapes
+            detail = " ".join(str(e).split())
+            raise BadInput(f"--weights {choice.source}: does not fit {name}: "
+                           f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from None
     return model
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import BadInput
 from .weights import Choice
 
 BOW_DIM = 1024
@@ -35,8 +37,15 @@ class HFEncoder:
                  tokens: bool = False, device: str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(choice.source, trust_remote_code=False)
-        self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False).to(device).eval()
+        # safetensors whenever the directory has them (a local --text-encoder directory must: check_model_dir)
+        safe = True if any(Path(choice.source).glob("*.safetensors")) else None
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(choice.source, trust_remote_code=False)
+            self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False, use_safetensors=safe)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # missing or malformed files, unknown model type
+            raise BadInput(f"--text-encoder {choice.source}: cannot load the model "
+                           f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        self.model = self.model.to(device).eval()
         self.dim = self.model.config.hidden_size
         self.pooling, self.max_length, self.tokens, self.device = pooling, max_length, tokens, device
 

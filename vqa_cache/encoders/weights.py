@@ -8,9 +8,12 @@ Finding out that a download is impossible takes seconds: one short TCP probe, no
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import socket
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -63,8 +66,41 @@ def cached_weights_file(weights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
+def read_state_dict(path: Path) -> dict:
+    """A state-dict file's {name: tensor}, read with torch.load(weights_only=True) (nothing in the file is
+    ever run); a checkpoint's "state_dict" is taken. BadInput (one line) for anything else, and for
+    tensors holding NaN or inf."""
+    import pickle
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # torch's notes on pickle protocols
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message goes on to advise weights_only=False: not passed on
+        why = re.search(r"WeightsUnpickler error: (.*?)(?:\s+Check the documentation|$)", " ".join(str(e).split()))
+        raise BadInput(f"--weights {path}: not a PyTorch state dict (unpickling refused"
+                       f"{': ' + why.group(1)[:120] if why else ''})") from None
+    except Exception as e:  # not a zip or pickle at all, truncated, unreadable
+        first = " ".join(str(e).split())[:200]
+        raise BadInput(f"--weights {path}: not a PyTorch state dict ({type(e).__name__}"
+                       f"{': ' + first if first else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise BadInput(f"--weights {path}: not a PyTorch state dict (expected a mapping of names to tensors, "
+                       f"found {type(state).__name__})")
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise BadInput(f"--weights {path}: tensor {k!r} holds NaN or inf")
+    return state
+
+
 def resolve_image(name: str, policy: str, *, allow_download: bool = True) -> Choice:
-    """Decide which weights the image encoder runs with (downloading them if asked and possible)."""
+    """Decide which weights the image encoder runs with (downloading them if asked and possible).
+    A weights file is read and checked here (read_state_dict), before any other work."""
     if policy == "random":
         torchvision_weights(name)  # validates the name
         return Choice("random", f"random:{RANDOM_SEED}")
@@ -72,6 +108,8 @@ def resolve_image(name: str, policy: str, *, allow_download: bool = True) -> Cho
         path = Path(policy)
         if not path.is_file():
             raise BadInput(f"--weights {policy}: no such file (expected auto, pretrained, random or a state-dict file)")
+        torchvision_weights(name)
+        read_state_dict(path)
         return Choice("file", f"sha256:{sha256_file(path)}", path)
     weights = torchvision_weights(name)
     enum_name = f"{type(weights).__name__}.{weights.name}"
@@ -114,8 +152,7 @@ def resolve_text(name: str, policy: str, *, allow_download: bool = True) -> Choi
                        f"(a local model directory goes in --text-encoder)")
     local_dir = Path(name)
     if local_dir.is_dir():
-        if not (local_dir / "config.json").is_file():
-            raise BadInput(f"--text-encoder {name}: no config.json in that directory")
+        check_model_dir(local_dir, name)
         return Choice("hf", directory_identity(local_dir), local_dir.resolve())
     repo = TEXT_ALIASES.get(name, name)
     found = hub_snapshot(repo, local_only=True)
@@ -131,6 +168,31 @@ def resolve_text(name: str, policy: str, *, allow_download: bool = True) -> Choi
     warn(f"text encoder {repo} cannot be had offline; using the built-in BAG-OF-WORDS text encoder. "
          f"Pass --text-encoder DIR with a local Hugging Face model directory to use a real one.")
     return Choice("bow", BOW_IDENTITY)
+
+
+def check_model_dir(path: Path, name: str) -> None:
+    """A local model directory must load without running or unpickling anything from it: no custom code
+    (`auto_map`, which needs trust_remote_code) and weights in safetensors (a pickled pytorch_model.bin
+    alone is refused)."""
+    if not (path / "config.json").is_file():
+        raise BadInput(f"--text-encoder {name}: no config.json in that directory")
+    for file in ("config.json", "tokenizer_config.json"):
+        if not (path / file).is_file():
+            continue
+        try:
+            config = json.loads((path / file).read_text())
+        except (OSError, ValueError) as e:
+            raise BadInput(f"--text-encoder {name}: {file} is not readable JSON ({e})") from None
+        if isinstance(config, dict) and "auto_map" in config:
+            raise BadInput(f"--text-encoder {name}: {file} has an auto_map, so the model needs its own code "
+                           f"(trust_remote_code); vqa-cache never runs code from a model directory")
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.glob("*.bin"))
+        if pickled:
+            raise BadInput(f"--text-encoder {name}: only pickled weights ({pickled[0]}) and no *.safetensors; "
+                           f"loading a pickle can run code, so vqa-cache loads safetensors only (convert with "
+                           f"model.save_pretrained(DIR, safe_serialization=True))")
+        raise BadInput(f"--text-encoder {name}: no model weights (*.safetensors) in that directory")
 
 
 def hub_snapshot(repo: str, *, local_only: bool) -> Path | None:
