@@ -54,8 +54,11 @@ def file_identity(path: Path) -> dict:
 def listing_fingerprint(folder: Path) -> str:
     """sha256 over the (name, size, mtime) of every file in an image folder, sorted by name;
     "missing" when there is no such folder. Memoized per process on the folder's own mtime."""
-    if not folder.is_dir():
-        return "missing"
+    try:
+        if not folder.is_dir():
+            return "missing"
+    except OSError as e:                # a path too long to look up, ...
+        raise BadInput(f"image folder {short(str(folder), 80)!r}: {e.strerror}") from None
     memo = (str(folder.resolve()), folder.stat().st_mtime_ns)
     if memo not in _LISTING_MEMO:
         items = []
