@@ -358,9 +358,81 @@ def bad_fraction(tmp_path):
     return f"vqa2:{d}", ["--image-fraction", 0], "--image-fraction 0.0: expected a share in (0, 1]"
 
 
+def bad_header_only_csv(tmp_path):
+    make_csv(tmp_path / "c")
+    path = tmp_path / "c" / "train.csv"
+    path.write_text(path.read_text().splitlines()[0] + "\n\n")
+    return f"csv:{tmp_path / 'c'}", [], "train.csv: a header row and no questions"
+
+
+def bad_no_questions_vqa2(tmp_path):
+    d, files = _vqa2(tmp_path)
+    _edit_json(files["val"]["questions"], lambda x: x.update(questions=[]))
+    _edit_json(files["val"]["annotations"], lambda x: x.update(annotations=[]))
+    return f"vqa2:{d}", [], "v2_OpenEnded_mscoco_val2014_questions.json: no questions in the file"
+
+
+def bad_no_records_vizwiz(tmp_path):
+    d = tmp_path / "vizwiz"
+    make_vizwiz(d, sizes=(("train", 3), ("val", 3)))
+    (d / "Annotations" / "val.json").write_text("[]")
+    return f"vizwiz:{d}", [], "val.json: no records in the file"
+
+
+def bad_image_id_too_long(tmp_path):
+    make_csv(tmp_path / "c")
+    path = tmp_path / "c" / "train.csv"
+    path.write_text(path.read_text().replace("train_00001", "x" * 300, 1))
+    return f"csv:{tmp_path / 'c'}", [], ("train.csv line 5 (image_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'): "
+                                         "image file name 'xxxxx")
+
+
+def bad_path_too_long(tmp_path):
+    make_csv(tmp_path / "c")
+    deep = "/".join(["d" * 200] * 25)          # every name fits, the whole path (5,000 bytes) does not
+    return f"csv:{tmp_path / 'c'}", ["--set", f"dataset.options.image_dir={deep}"], "File name too long"
+
+
+def bad_image_path_too_long(tmp_path):
+    make_csv(tmp_path / "c")
+    # the image folder's path (4,090 bytes) can be looked up, its files' paths (4,106) cannot
+    room = 4090 - len(str(tmp_path / "c")) - len("/train") - 1
+    deep = ("d" * 200 + "/") * ((room - 1) // 201) + "d" * (room - 201 * ((room - 1) // 201))
+    assert len(f"{tmp_path / 'c'}/{deep}/train") == 4090
+    return f"csv:{tmp_path / 'c'}", ["--set", f"dataset.options.image_dir={deep}"], "File name too long"
+
+
+def bad_deep_json(tmp_path):
+    d, files = _vqa2(tmp_path)
+    files["train"]["questions"].write_text("[" * 100_000 + "]" * 100_000)
+    return f"vqa2:{d}", [], "v2_OpenEnded_mscoco_train2014_questions.json: JSON nested too deeply"
+
+
+def bad_empty_question_vqa2(tmp_path):
+    d, files = _vqa2(tmp_path)
+    _edit_json(files["train"]["questions"], lambda x: x["questions"][2].update(question=" \t "))
+    return f"vqa2:{d}", [], "v2_OpenEnded_mscoco_train2014_questions.json: question 2 has an empty 'question'"
+
+
+def bad_empty_question_vizwiz(tmp_path):
+    d = tmp_path / "vizwiz"
+    make_vizwiz(d, sizes=(("train", 3), ("val", 3)))
+    _edit_json(d / "Annotations" / "val.json", lambda x: x[1].update(question=""))
+    return f"vizwiz:{d}", [], "val.json: record 1 has an empty 'question'"
+
+
+def bad_empty_question_csv(tmp_path):
+    rows = make_csv(tmp_path / "c")
+    path = tmp_path / "c" / "test.csv"
+    path.write_text(path.read_text().replace(rows["test"][1]["question"], "  ", 1))
+    return f"csv:{tmp_path / 'c'}", [], "test.csv: line 3: empty question"
+
+
 BAD = [bad_missing_dir, bad_missing_file, bad_no_files, bad_malformed_json, bad_missing_key, bad_missing_column,
        bad_duplicate_qid, bad_duplicate_csv_id, bad_missing_images, bad_empty_split, bad_answer_type,
-       bad_path_escape, bad_csv_option, bad_fraction]
+       bad_path_escape, bad_csv_option, bad_fraction, bad_header_only_csv, bad_no_questions_vqa2,
+       bad_no_records_vizwiz, bad_image_id_too_long, bad_path_too_long, bad_image_path_too_long, bad_deep_json, bad_empty_question_vqa2,
+       bad_empty_question_vizwiz, bad_empty_question_csv]
 
 
 @pytest.mark.parametrize("make", BAD, ids=[f.__name__[4:] for f in BAD])
@@ -391,3 +463,14 @@ def test_missing_images_named_up_to_ten_and_skip_missing(cli, tmp_path):
     assert r.code == 0, r
     assert "--skip-missing: dropped 36 question(s) whose 12 image file(s) are missing" in r.out
     assert "12 questions, 4 images" in r.out
+
+
+def test_eval_predictions_nested_too_deeply_is_bad_input(cli, tmp_path):
+    files = make_vqa2(tmp_path / "v", images=(("val2014", 2),))
+    predictions = tmp_path / "p.json"
+    predictions.write_text("[" * 100_000 + "]" * 100_000)
+    r = cli("eval", "--questions", files["val"]["questions"], "--annotations", files["val"]["annotations"],
+            "--predictions", predictions)
+    assert r.code == 2, r
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and f"{predictions}: JSON nested too deeply" in lines[0], r

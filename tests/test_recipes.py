@@ -74,3 +74,28 @@ def test_bad_toml(tmp_path):
     p.write_text("[head\nname = 1")
     with pytest.raises(BadInput, match="not valid TOML"):
         recipes.read_toml(p)
+
+
+def test_set_values_outside_the_bmp_and_plain_strings():
+    """Values are TOML when they parse as TOML, else the text as typed; never a re-escaped copy."""
+    d = recipes.apply_overrides({}, ["dataset.name=csv:/x/🐍/ds", 'text.encoder="/m/🐍 bert"', "image.weights=/w/🐍.pt",
+                                     "dataset.options.image_ext=.png", "dataset.options.train_file=2024-01-01.csv",
+                                     "dataset.options.test_file=2024-01-01"])
+    e = recipes.build(recipes.ExtractRecipe, d)
+    assert (e.dataset.name, e.text.encoder, e.image.weights) == ("csv:/x/🐍/ds", "/m/🐍 bert", "/w/🐍.pt")
+    assert e.dataset.options == {"image_ext": ".png", "train_file": "2024-01-01.csv", "test_file": "2024-01-01"}
+
+
+def test_typed_overrides_are_set_as_they_are():
+    """(key, value) pairs come from typed options: a path with quotes, '=' or TOML syntax stays itself."""
+    weird = '/x/"🐍" = [1, 2]'
+    d = recipes.apply_overrides({"text": {"weights": "random"}}, [
+        ("dataset.name", f"csv:{weird}"), ("dataset.splits", ["train"]), ("image.size", 32),
+        ("text.weights", lambda old: f"was {old}")])
+    assert d == {"dataset": {"name": f"csv:{weird}", "splits": ["train"]}, "image": {"size": 32},
+                 "text": {"weights": "was random"}}
+
+
+def test_a_set_value_nested_too_deeply_is_bad_input():
+    with pytest.raises(BadInput, match="nested too deeply"):
+        recipes.apply_overrides({}, ["dataset.splits=" + "[" * 100_000 + "]" * 100_000])

@@ -74,7 +74,7 @@ def make_plan(recipe: ExtractRecipe, samples=None, allow_download: bool = True, 
     image_spec = {
         "dataset": data.image_identity(recipe.dataset), "images": data.fingerprint(image_ids),
         "encoder": recipe.image.encoder, "weights": image_choice.identity, "size": recipe.image.size,
-        "resize": "bilinear-square", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+        "resize": "bilinear-square", "exif": "transpose", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
         "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16",
     }
     question_spec = {"questions": data.fingerprint(texts), "weights": text_choice.identity, "dtype": "float16"}
@@ -387,8 +387,8 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
         job.manifest["dim"] = encoder.dim
         cuda = device.type == "cuda"
         loader = torch.utils.data.DataLoader(
-            ImageFiles(plan.image_paths, r.image.size), collate_fn=collate, num_workers=r.image.workers,
-            batch_sampler=list(shard_batches(job.shards, r.image.batch_size)),
+            ImageFiles(plan.image_paths, r.image.size, r.image.max_pixels), collate_fn=collate,
+            num_workers=r.image.workers, batch_sampler=list(shard_batches(job.shards, r.image.batch_size)),
             pin_memory=cuda, prefetch_factor=4 if r.image.workers else None)
         writer = ShardWriter(entry, job.manifest, write_image_shard, progress=job.progress)
         outputs = OUTPUTS[r.image.features]
@@ -559,7 +559,7 @@ def _spread(n: int, k: int) -> list[int]:
 def _time_images(plan: Plan, device: torch.device, batches: int, tmp: Path) -> tuple[int, float, int]:
     r = plan.recipe
     encoder = build_image_encoder(plan, device)
-    files = ImageFiles(plan.image_paths, r.image.size)
+    files = ImageFiles(plan.image_paths, r.image.size, r.image.max_pixels)
     bs = min(r.image.batch_size, len(files))
     picks = [list(range(s, min(s + bs, len(files)))) for s in _spread(max(1, len(files) - bs + 1), batches + 1)]
 
@@ -621,8 +621,10 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
                            f"--cache-dir, dataset and weights (e.g. --weights pretrained once they are downloaded)")
     print(f"dataset {recipe.dataset.name}: {plan.samples.num_rows} questions, {len(plan.image_ids)} images, "
           f"{len(plan.texts)} unique question texts")
-    print(f"image encoder {recipe.image.encoder} ({plan.image_choice.identity}), "
-          f"text encoder {plan.text_choice.identity}, device {device}")
+    ident = plan.text_choice.identity
+    text = "bag-of-words" if plan.text_choice.kind == "bow" else \
+        f"{recipe.text.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident})"
+    print(f"image encoder {recipe.image.encoder} ({plan.image_choice.identity}), text encoder {text}, device {device}")
     # build (and so check) the encoders before any entry is created: bad weights leave nothing behind
     image_encoder = None if ready(Entry(root, plan.image_key)) else build_image_encoder(plan, device)
     text_encoder = None if ready(Entry(root, plan.question_key)) else build_text_encoder(plan, device)

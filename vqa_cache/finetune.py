@@ -431,7 +431,8 @@ class Rows:
 
 # ---------------------------------------------------------------- building it
 
-def decode_images(paths: list[str], size: int, workers: int, skip_bad: bool, limit_gb: float):
+def decode_images(paths: list[str], size: int, workers: int, skip_bad: bool, limit_gb: float,
+                  max_pixels: int):
     """All images as uint8 [N, 3, S, S], decoded once (DataLoader workers); plus the indices that failed."""
     need = len(paths) * 3 * size * size
     if need > limit_gb * 2**30:
@@ -440,7 +441,7 @@ def decode_images(paths: list[str], size: int, workers: int, skip_bad: bool, lim
                        f"(--limit, --set features.dataset.image_fraction=...)")
     out = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     bad = []
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, size), batch_size=256, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, size, max_pixels), batch_size=256, num_workers=workers,
                                          collate_fn=collate)
     for idx, batch, failed in progress(loader, desc="decoding images", unit="batch", leave=False, file=sys.stderr):
         if len(idx):
@@ -463,7 +464,8 @@ def build(recipe: FinetuneRecipe, device: torch.device, verbose: bool = True):
         raise BadInput(f"finetune.accumulate {spec.accumulate}: expected >= 1")
     with dist.main_first():             # under torchrun rank 0 downloads and parses first, the others read that
         plan = make_plan(fr, allow_download=True)
-    images, bad = decode_images(plan.image_paths, fr.image.size, spec.workers, fr.skip_bad, spec.preload_gb)
+    images, bad = decode_images(plan.image_paths, fr.image.size, spec.workers, fr.skip_bad, spec.preload_gb,
+                                fr.image.max_pixels)
     bad_set = set(bad)
     ok_ids = [i for k, i in enumerate(plan.image_ids) if k not in bad_set]
     if bad:

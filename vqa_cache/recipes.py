@@ -8,6 +8,7 @@ dotted key: `--set optim.lr=3e-4`, `--set features.image.size=128`.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import sys
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class ImageSpec:
     size: int = 224                  # images are resized to size x size
     batch_size: int = 64
     workers: int = 2                 # DataLoader processes decoding images
+    max_pixels: int = 40_000_000     # larger images are unreadable (skip_bad skips them); 0 = PIL's limit
 
 
 @dataclass(frozen=True)
@@ -154,26 +156,37 @@ def read_toml(path: str | Path) -> dict:
 
 
 def parse_value(text: str) -> Any:
-    """`--set` values are TOML values (3e-4, true, [1, 2], "x"); anything else is a string."""
+    """A `--set` value: a TOML value (3e-4, true, [1, 2], "x"); anything else is the text itself
+    (`--set dataset.name=csv:/data/x`). A TOML date or time is also the text (no recipe value is one)."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise BadInput(f"--set value {text[:40]!r}...: nested too deeply") from None
+    return text if isinstance(value, (datetime.date, datetime.time)) else value
 
 
-def apply_overrides(data: dict, overrides: list[str] | tuple = ()) -> dict:
-    """Apply `key.sub=value` overrides to a nested dict (in place) and return it."""
+def apply_overrides(data: dict, overrides: list | tuple = ()) -> dict:
+    """Apply overrides to a nested dict (in place) and return it. An override is a `--set` string
+    "key.sub=VALUE" (VALUE parsed by parse_value) or a ("key.sub", value) pair: an option's value as typed,
+    set as it is (never re-parsed: a path stays the path); a callable value gets the current value (None
+    when there is none) and returns the new one."""
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
+        if isinstance(item, tuple):
+            key, value = item
+        else:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
+            value = parse_value(text.strip())
         *parents, leaf = key.strip().split(".")
         node = data
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise BadInput(f"--set {key}: {p!r} is not a section")
-        node[leaf] = parse_value(value.strip())
+        node[leaf] = value(node.get(leaf)) if callable(value) else value
     return data
 
 
@@ -183,7 +196,8 @@ _AT_LEAST = {"ImageSpec.size": 16, "ImageSpec.batch_size": 1, "ImageSpec.workers
              "TextSpec.batch_size": 1, "ExtractRecipe.shard_size": 1, "DatasetSpec.limit": 0, "HeadSpec.hidden": 1,
              "OptimSpec.epochs": 1, "OptimSpec.batch_size": 1, "OptimSpec.weight_decay": 0,
              "OptimSpec.warmup_epochs": 0, "OptimSpec.min_lr": 0, "OptimSpec.grad_clip": 0, "OptimSpec.patience": 0,
-             "AnswerSpec.top_k": 1, "AnswerSpec.min_count": 1}
+             "AnswerSpec.top_k": 1, "AnswerSpec.min_count": 1,
+             "ImageSpec.max_pixels": 0}
 _LR = (lambda v: 0 < v <= 10, "in (0, 10]")        # a learning rate
 _WITHIN = {"OptimSpec.lr": _LR, "FinetuneSpec.encoder_lr": _LR,
            "OptimSpec.eps": (lambda v: 0 < v < 1, "in (0, 1)"),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ..errors import BadInput
 from ..recipes import DatasetSpec
+from .files import short
 
 SCHEMA = pa.schema([
     ("question_id", pa.string()), ("image_id", pa.string()), ("image_path", pa.string()),
@@ -216,8 +217,7 @@ def hold_out_val(table: pa.Table, spec: DatasetSpec) -> pa.Table:
 def check_images(table: pa.Table, base: Path, spec: DatasetSpec) -> pa.Table:
     """Image paths made absolute; missing files are bad input (count, up to 10 named), or with
     skip_missing their questions are dropped and counted."""
-    rel = unique(table, "image_path")
-    missing = [p for p in rel if not (base / p).is_file()]
+    missing = [p for p in unique(table, "image_path") if not image_file(base, p, spec)]
     if missing:
         if not spec.skip_missing:
             raise BadInput(f"{spec.name}: {len(missing)} image file(s) referenced but missing: "
@@ -231,6 +231,14 @@ def check_images(table: pa.Table, base: Path, spec: DatasetSpec) -> pa.Table:
         check_nonempty(table, spec, spec.splits or unique(table, "split"))
     absolute = pc.binary_join_element_wise(pa.scalar(str(base)), table["image_path"], "/")
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
+
+
+def image_file(base: Path, rel: str, spec: DatasetSpec) -> bool:
+    """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long)."""
+    try:
+        return (base / rel).is_file()
+    except OSError as e:
+        raise BadInput(f"{spec.name}: image path {short(rel, 60)!r}: {e.strerror}") from None
 
 
 def select(table: pa.Table, spec: DatasetSpec) -> pa.Table:

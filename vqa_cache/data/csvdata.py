@@ -22,7 +22,7 @@ from ..errors import BadInput
 from ..recipes import DatasetSpec
 from .answers import normalize_answer
 from .easyvqa import question_type
-from .files import file_identity, inside, listing_fingerprint
+from .files import file_identity, inside, listing_fingerprint, short
 
 VERSION = 1
 DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "question",
@@ -79,6 +79,7 @@ def load(base: Path, spec: DatasetSpec):
                             "answer_type", "question_type", "split")}
     seen: dict[str, str] = {}
     for split, path in files(base, opts):
+        before = len(rows["question_id"])
         need = [opts["id_column"], opts["image_column"], opts["question_column"]]
         if split == "train":
             need.append(opts["answer_column"])
@@ -111,10 +112,13 @@ def load(base: Path, spec: DatasetSpec):
                                        f"(first in {seen[qid]})")
                     seen[qid] = f"{path.name} line {line}"
                     question = row[col[opts["question_column"]]]
+                    if not question.strip():
+                        raise BadInput(f"{path}: line {line}: empty {opts['question_column']} ({question!r})")
                     answers = [row[a_col]] if has_answer else []
                     rows["question_id"].append(qid)
                     rows["image_id"].append(f"{split}/{image}")
-                    rows["image_path"].append(inside(f"{image}{opts['image_ext']}", f"{path} line {line}",
+                    rows["image_path"].append(inside(f"{image}{opts['image_ext']}", f"{path} line {line} "
+                                                     f"({opts['image_column']} {short(image)!r})",
                                                      f"{opts['image_dir']}/{split}"))
                     rows["question"].append(question)
                     rows["answers"].append(answers)
@@ -125,4 +129,6 @@ def load(base: Path, spec: DatasetSpec):
             raise BadInput(f"{path}: not UTF-8 text (byte {e.start})") from None
         except csv.Error as e:
             raise BadInput(f"{path}: malformed CSV: {e}") from None
+        if len(rows["question_id"]) == before:
+            raise BadInput(f"{path}: a header row and no questions (expected at least one)")
     return make_table(rows)

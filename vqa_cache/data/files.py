@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 
+NAME_MAX = 255             # bytes in one file name, on the file systems datasets live on
 _SHA_MEMO: dict = {}       # (path, size, mtime_ns) -> sha256
 _LISTING_MEMO: dict = {}   # (dir, mtime_ns) -> fingerprint
 
@@ -28,6 +29,8 @@ def read_json(path: Path):
         raise BadInput(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise BadInput(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: JSON nested too deeply to read (arrays or objects thousands of levels deep)") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -51,8 +54,11 @@ def file_identity(path: Path) -> dict:
 def listing_fingerprint(folder: Path) -> str:
     """sha256 over the (name, size, mtime) of every file in an image folder, sorted by name;
     "missing" when there is no such folder. Memoized per process on the folder's own mtime."""
-    if not folder.is_dir():
-        return "missing"
+    try:
+        if not folder.is_dir():
+            return "missing"
+    except OSError as e:                # a path too long to look up, ...
+        raise BadInput(f"image folder {short(str(folder), 80)!r}: {e.strerror}") from None
     memo = (str(folder.resolve()), folder.stat().st_mtime_ns)
     if memo not in _LISTING_MEMO:
         items = []
@@ -71,12 +77,28 @@ def listing_fingerprint(folder: Path) -> str:
 
 def inside(rel: str, where: str, folder: str = "") -> str:
     """FOLDER/REL normalized; BadInput if REL is absolute or climbs out of FOLDER (and so,
-    possibly, out of the dataset directory)."""
+    possibly, out of the dataset directory), or has a file name too long for any file system."""
     norm = os.path.normpath(rel)
     if os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep) or "\0" in rel:
         raise BadInput(f"{where}: image path {rel!r} escapes the dataset directory"
                        f"{f' (expected a file under {folder}/)' if folder else ''}")
+    for name in norm.split(os.sep):
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise BadInput(f"{where}: image file name {short(name)!r} is {len(os.fsencode(name))} bytes long, "
+                           f"more than a file name can be ({NAME_MAX})")
     return (f"{folder}/" if folder else "") + norm.replace(os.sep, "/")
+
+
+def short(text: str, limit: int = 40) -> str:
+    """The first `limit` characters of a long value, for messages."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def some(items: list, path: Path, what: str = "questions") -> list:
+    """`items` (read from `path`); BadInput when there are none: a file a layout reads must hold questions."""
+    if not items:
+        raise BadInput(f"{path}: no {what} in the file (expected at least one)")
+    return items
 
 
 def records(data, key: str | None, path: Path) -> list:
@@ -101,6 +123,14 @@ def field(record, i: int, key: str, path: Path, what: str = "record"):
 def text(value, i: int, key: str, path: Path, what: str = "record") -> str:
     if not isinstance(value, str):
         raise BadInput(f"{path}: {what} {i} '{key}' must be a string, got {value!r}")
+    return value
+
+
+def question_text(value, i: int, path: Path, what: str = "record") -> str:
+    """A question: a string with more than whitespace in it."""
+    value = text(value, i, "question", path, what)
+    if not value.strip():
+        raise BadInput(f"{path}: {what} {i} has an empty 'question' ({value!r})")
     return value
 
 

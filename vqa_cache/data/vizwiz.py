@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..recipes import DatasetSpec
-from .files import answer_list, field, file_identity, inside, listing_fingerprint, read_json, text
+from .files import (answer_list, field, file_identity, inside, listing_fingerprint, question_text, read_json,
+                    some, text)
 
 VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -70,11 +71,11 @@ def load(base: Path, spec: DatasetSpec):
     rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
                             "answer_type", "question_type", "split")}
     for split, path in locate(base):
-        recs = as_records(read_json(path), path)
+        recs = some(as_records(read_json(path), path), path, "records")
         seen = {}
         for i, rec in enumerate(recs):
             image = text(field(rec, i, "image", path), i, "image", path)
-            question = text(field(rec, i, "question", path), i, "question", path)
+            question = question_text(field(rec, i, "question", path), i, path)
             if split != "test" or "answers" in rec:
                 answers = answer_list(field(rec, i, "answers", path), i, path)
                 if split != "test" and not answers:

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import BadInput
 from ..recipes import DatasetSpec
 from .files import (answer_list, few, field, file_identity, identifier, inside, listing_fingerprint,
-                    read_json, records, text)
+                    question_text, read_json, records, some, text)
 
 VERSION = 1
 SUBSETS = {"train": "train2014", "val": "val2014", "test": "test2015"}
@@ -63,7 +63,7 @@ def load(base: Path, spec: DatasetSpec):
     seen: dict[str, str] = {}      # question id -> file, across splits
     for split, sub in present(base):
         qpath = base / questions_file(sub)
-        questions = records(read_json(qpath), "questions", qpath)
+        questions = some(records(read_json(qpath), "questions", qpath), qpath)
         annotated = {}
         apath = base / annotations_file(sub)
         if split != "test":
@@ -86,7 +86,7 @@ def load(base: Path, spec: DatasetSpec):
             if isinstance(image, bool) or not isinstance(image, int) or image < 0:
                 raise BadInput(f"{qpath}: question {i} 'image_id' must be a non-negative integer (COCO id), "
                                f"got {image!r}")
-            question = text(field(q, i, "question", qpath, "question"), i, "question", qpath, "question")
+            question = question_text(field(q, i, "question", qpath, "question"), i, qpath, "question")
             if qid in seen:
                 raise BadInput(f"{qpath}: duplicate question_id {qid} (question {i}; first in {seen[qid]})")
             seen[qid] = qpath.name

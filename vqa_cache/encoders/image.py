@@ -1,14 +1,17 @@
 """Frozen torchvision image backbones -> pooled [B, D] and/or grid [B, H*W, D] features.
 
-Images are decoded and resized in DataLoader workers to uint8 [3, S, S]; normalization happens on
-the device (a quarter of the bytes cross the bus). `ImageEncoder.forward` takes that uint8 batch.
+Images are decoded (decode_image) and resized in DataLoader workers to uint8 [3, S, S]; normalization
+happens on the device (a quarter of the bytes cross the bus). `ImageEncoder.forward` takes that uint8 batch.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
 
 from ..errors import BadInput
+from ..recipes import ImageSpec
 from .weights import RANDOM_SEED, Choice, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,26 +78,65 @@ def grid_side(size: int) -> int:
     return max(1, -(-size // 32))
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """(index, uint8 [3, S, S]) per image path; an unreadable file gives (index, None)."""
+MAX_PIXELS = ImageSpec.max_pixels     # the recipe's default (image.max_pixels)
 
-    def __init__(self, paths: list[str], size: int):
-        self.paths, self.size = paths, size
+
+def to_8bit_rgb(im, file_format: str | None):
+    """A PIL image -> 8-bit RGB. 16-bit grayscale (modes I;16*, and I as PNG opens it in older Pillow) is
+    scaled by its bit depth; PIL's own conversion clips it at 255, so anything brighter than 1/257 is white.
+    Other 32-bit integer images (mode I) are scaled by their positive range."""
+    import numpy as np
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        bits = 16 if im.mode.startswith("I;16") or file_format == "PNG" else 31
+        levels = np.asarray(im).astype(np.float64) * (255 / (2 ** bits - 1))
+        im = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
+
+
+def decode_image(path: str, size: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """One image file -> uint8 [3, size, size], the one decoding `extract`, `finetune` and `ask` share:
+    EXIF orientation applied (as a camera or phone meant the photo to be seen), 16-bit grayscale scaled
+    to 8 bits, RGB, bilinear resize to a square. An image of more than `max_pixels` pixels (0: PIL's limit,
+    Image.MAX_IMAGE_PIXELS) is refused from its header, before anything is decoded: a small PNG can
+    expand to gigabytes (a decompression bomb). Raises for anything unreadable."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    if limit and Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit      # PIL checks its own limit in Image.open; the recipe raised ours
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)   # PIL only warns above its limit
+            with Image.open(path) as im:    # lazy: only the header is read so far
+                width, height = im.size
+                if limit and width * height > limit:
+                    raise Image.DecompressionBombError(f"{width}x{height} = {width * height:,} pixels, "
+                                                       f"over the limit of {limit:,}")
+                ImageOps.exif_transpose(im, in_place=True)
+                im = to_8bit_rgb(im, im.format).resize((size, size), Image.BILINEAR)
+                return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise Image.DecompressionBombError(f"{e} (image.max_pixels; --set image.max_pixels=N raises it)") from None
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """(index, uint8 [3, S, S], None) per image path (decode_image); an unreadable file gives
+    (index, None, "ErrorType: message")."""
+
+    def __init__(self, paths: list[str], size: int, max_pixels: int = MAX_PIXELS):
+        self.paths, self.size, self.max_pixels = paths, size, max_pixels
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        import numpy as np
-        from PIL import Image
-
         try:
-            with Image.open(self.paths[i]) as im:
-                im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8).copy()
-        except Exception as e:  # truncated, not an image, unreadable, missing
+            return i, decode_image(self.paths[i], self.size, self.max_pixels), None
+        except Exception as e:  # truncated, not an image, unreadable, missing, too many pixels
             return i, None, f"{type(e).__name__}: {e}"
-        return i, torch.from_numpy(arr).permute(2, 0, 1), None
 
 
 def collate(items):
