@@ -64,14 +64,15 @@ def finetune_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature) -
     r = train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=FinetuneRecipe)[0]
     if not r.finetune.init_head:
         return r
-    given = [s.partition("=")[0].strip() for s in feature_overrides("features.", **feature) + list(sets)]
+    given = [item[0] if isinstance(item, tuple) else item.partition("=")[0].strip()   # typed pairs or --set text
+             for item in feature_overrides("features.", **feature) + list(sets)]
 
     def explicit(key):
         return any(f"features.{key}" == g or f"features.{key}".startswith(g + ".") for g in given)
     run = run_encoders(r.finetune.init_head)
     taken = {k: v for k, v in run.items() if not explicit(k)}
     r = train_recipe(recipe, head, epochs, lr, batch_size, seed,
-                     [f"features.{k}={json.dumps(v)}" for k, v in taken.items()] + list(sets), feature,
+                     [(f"features.{k}", v) for k, v in taken.items()] + list(sets), feature,
                      cls=FinetuneRecipe)[0]
     if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
         kept = [f"{k}={json.dumps(feature_value(r, k))}" for k in run if k not in taken]

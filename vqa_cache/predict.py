@@ -158,7 +158,8 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
     need = heads.needs(ckpt["head"]["name"])
     if not Path(image_path).is_file():
         raise BadInput(f"--image {image_path}: no such file")
-    _, pixels, err = ImageFiles([str(image_path)], ispec["size"], recipe.features.image.max_pixels)[0]
+    _, pixels, err = ImageFiles([str(image_path)], ispec["size"], recipe.features.image.max_pixels,
+                                exif=ispec.get("exif") == "transpose")[0]     # as the run's cache was made
     if pixels is None:
         raise BadInput(f"--image {image_path}: cannot read image ({err})")
     if not question.strip():

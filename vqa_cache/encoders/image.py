@@ -95,12 +95,13 @@ def to_8bit_rgb(im, file_format: str | None):
     return im.convert("RGB")
 
 
-def decode_image(path: str, size: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def decode_image(path: str, size: int, max_pixels: int = MAX_PIXELS, exif: bool = True) -> torch.Tensor:
     """One image file -> uint8 [3, size, size], the one decoding `extract`, `finetune` and `ask` share:
     EXIF orientation applied (as a camera or phone meant the photo to be seen), 16-bit grayscale scaled
     to 8 bits, RGB, bilinear resize to a square. An image of more than `max_pixels` pixels (0: PIL's limit,
     Image.MAX_IMAGE_PIXELS) is refused from its header, before anything is decoded: a small PNG can
-    expand to gigabytes (a decompression bomb). Raises for anything unreadable."""
+    expand to gigabytes (a decompression bomb). Raises for anything unreadable. `exif=False` ignores the
+    orientation, as caches made before it was applied did (their spec has no "exif")."""
     import numpy as np
     from PIL import Image, ImageOps
 
@@ -115,7 +116,8 @@ def decode_image(path: str, size: int, max_pixels: int = MAX_PIXELS) -> torch.Te
                 if limit and width * height > limit:
                     raise Image.DecompressionBombError(f"{width}x{height} = {width * height:,} pixels, "
                                                        f"over the limit of {limit:,}")
-                ImageOps.exif_transpose(im, in_place=True)
+                if exif:
+                    ImageOps.exif_transpose(im, in_place=True)
                 im = to_8bit_rgb(im, im.format).resize((size, size), Image.BILINEAR)
                 return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -126,15 +128,15 @@ class ImageFiles(torch.utils.data.Dataset):
     """(index, uint8 [3, S, S], None) per image path (decode_image); an unreadable file gives
     (index, None, "ErrorType: message")."""
 
-    def __init__(self, paths: list[str], size: int, max_pixels: int = MAX_PIXELS):
-        self.paths, self.size, self.max_pixels = paths, size, max_pixels
+    def __init__(self, paths: list[str], size: int, max_pixels: int = MAX_PIXELS, exif: bool = True):
+        self.paths, self.size, self.max_pixels, self.exif = paths, size, max_pixels, exif
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         try:
-            return i, decode_image(self.paths[i], self.size, self.max_pixels), None
+            return i, decode_image(self.paths[i], self.size, self.max_pixels, self.exif), None
         except Exception as e:  # truncated, not an image, unreadable, missing, too many pixels
             return i, None, f"{type(e).__name__}: {e}"
 
