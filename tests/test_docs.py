@@ -140,50 +140,54 @@ def options_of(cli, *command) -> tuple[set[str], set[str]]:
     return options, subcommands
 
 
+def wrong_options(argv: list[str], lookup) -> tuple[int, list[str]]:
+    """(options checked, what is wrong) in one command's words after `vqa-cache`; lookup(*command) gives
+    (options, subcommands) of `vqa-cache COMMAND`."""
+    options, subcommands = lookup()
+    wrong = []
+    while argv and argv[0].startswith("-"):              # global options: --cache-dir DIR, --debug
+        flag = argv.pop(0).split("=")[0]
+        if flag not in options:
+            wrong.append(f"vqa-cache {flag} (not a global option)")
+        elif flag == "--cache-dir" and argv:
+            argv.pop(0)
+    if not argv or not re.fullmatch(r"[a-z]+", argv[0]):
+        return 0, wrong                                   # `vqa-cache` alone, `vqa-cache COMMAND`, ...
+    if argv[0] not in subcommands:
+        return 0, wrong + [f"vqa-cache {argv[0]} (no such command)"]
+    calls = [((argv[0],), argv[1:])]
+    if lookup(argv[0])[1]:                                # a group: `cache ls [--json] | info KEY | ...`
+        calls = []
+        for part in " ".join(argv[1:]).split(" | "):
+            sub, *rest = part.split() or [""]
+            if sub not in lookup(argv[0])[1]:
+                wrong.append(f"vqa-cache {argv[0]} {sub} (no such command)")
+            else:
+                calls.append(((argv[0], sub), rest))
+    checked = 0
+    for command, rest in calls:
+        for flag in OPTION.findall(" ".join(w.split("=")[0] for w in rest if w.startswith("--"))):
+            checked += 1
+            if flag not in lookup(*command)[0]:
+                wrong.append(f"vqa-cache {' '.join(command)} {flag}")
+    return checked, wrong
+
+
 def test_commands_in_readme_and_docs_name_real_options(cli):
     """`vqa-cache SUBCOMMAND --option` as shown in README.md and docs/*.md: the subcommand exists and has
     that option (per its --help); global options stand before the subcommand."""
-    help_cache: dict[tuple, tuple] = {}
+    helps: dict[tuple, tuple] = {}
 
     def lookup(*command):
-        if command not in help_cache:
-            help_cache[command] = options_of(cli, *command)
-        return help_cache[command]
+        if command not in helps:
+            helps[command] = options_of(cli, *command)
+        return helps[command]
 
     checked, wrong = 0, []
     for page in PAGES:
         for argv in commands(page):
-            options, subcommands = lookup()
-            while argv and argv[0].startswith("-"):       # global options (--cache-dir DIR, --debug)
-                flag = argv.pop(0).split("=")[0]
-                if flag not in options:
-                    wrong.append(f"{page.name}: vqa-cache {flag} (not a global option)")
-                elif flag == "--cache-dir" and argv:
-                    argv.pop(0)
-            if not argv or not re.fullmatch(r"[a-z]+", argv[0]):
-                continue                                  # prose like `vqa-cache` alone, or `vqa-cache ...`
-            if argv[0] not in subcommands:
-                wrong.append(f"{page.name}: vqa-cache {argv[0]} (no such command)")
-                continue
-            command, rest = (argv[0],), argv[1:]
-            options, subs = lookup(*command)
-            parts = [rest]
-            if subs:                                      # a group: `cache ls [--json] | info KEY | ...`
-                parts = [[]]
-                for w in rest:
-                    parts[-1:] = [parts[-1], []] if w == "|" else [parts[-1] + [w]]
-            for part in parts:
-                cmd, words_ = command, part
-                if subs:
-                    if not part or part[0] not in subs:
-                        if part:
-                            wrong.append(f"{page.name}: vqa-cache {command[0]} {part[0]} (no such command)")
-                        continue
-                    cmd, words_ = command + (part[0],), part[1:]
-                opts = lookup(*cmd)[0]
-                for flag in OPTION.findall(" ".join(w.split("=")[0] for w in words_ if w.startswith("--"))):
-                    checked += 1
-                    if flag not in opts:
-                        wrong.append(f"{page.name}: vqa-cache {' '.join(cmd)} {flag}")
+            n, problems = wrong_options(argv, lookup)
+            checked += n
+            wrong += [f"{page.name}: {p}" for p in problems]
     assert checked > 50, f"only {checked} options found: is the command parser still reading the pages?"
     assert not wrong, f"options or commands the CLI does not have: {wrong}"
