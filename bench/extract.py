@@ -55,7 +55,7 @@ def main():
     from vqa_cache import data
     from vqa_cache.encoders.image import ImageFiles, collate
     from vqa_cache.extract import build_image_encoder, encode_images, extract_images, make_plan, pick_device
-    from vqa_cache.recipes import DatasetSpec, ExtractRecipe, ImageSpec, TextSpec
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -79,10 +79,10 @@ def main():
     table = data.make_table({"question_id": ids, "image_id": ids, "image_path": paths, "question": ["q?"] * len(ids),
                              "answers": [["a"]] * len(ids), "answer_type": ["other"] * len(ids),
                              "question_type": ["q"] * len(ids), "split": ["train"] * len(ids)})
-    recipe = ExtractRecipe(DatasetSpec(), ImageSpec(encoder=a.encoder, weights="random", size=size,
+    recipe = ExtractRecipe(DatasetSettings(), ImageSettings(encoder=a.encoder, weights="random", size=size,
                                                     features=a.features, batch_size=a.batch_size,
                                                     workers=a.workers),
-                           TextSpec(encoder="bow", weights="random"), device=a.device, shard_size=a.shard_size)
+                           TextSettings(encoder="bow", weights="random"), device=a.device, shard_size=a.shard_size)
     plan = make_plan(recipe, samples=table)
     kind = "JPEG" if a.jpeg else "PNG"
     print(f"{a.images} {kind} files -> {a.encoder} {a.features} at {size} px, batch {a.batch_size}, "

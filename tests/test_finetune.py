@@ -96,9 +96,9 @@ def test_each_image_encoded_once_per_batch():
 
 def test_augmentation_keeps_answers_true():
     from vqa_cache.finetune import augment_images
-    from vqa_cache.recipes import AugmentSpec
+    from vqa_cache.recipes import AugmentSettings
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    spec = AugmentSpec(enabled=True, hflip=1.0, vflip=1.0, brightness=0.5, contrast=0.5)
+    spec = AugmentSettings(enabled=True, hflip=1.0, vflip=1.0, brightness=0.5, contrast=0.5)
     texts = [["what is on the left of the circle?"], ["what color is the shape?"],
              ["is there a blue shape?"], ["what shape is in the image?"]]
     y = augment_images(x, texts, spec, torch.Generator().manual_seed(0))

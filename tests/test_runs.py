@@ -36,8 +36,8 @@ def trained(cache, tmp_path_factory):
 @pytest.fixture
 def image_file():
     from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
-    return load_samples(DatasetSpec(limit=5)).column("image_path")[0].as_py()
+    from vqa_cache.recipes import DatasetSettings
+    return load_samples(DatasetSettings(limit=5)).column("image_path")[0].as_py()
 
 
 def one_line(r) -> str:

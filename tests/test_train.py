@@ -40,8 +40,8 @@ def test_train_writes_a_complete_run(cli, cache, tmp_path, monkeypatch):
     assert metrics["best"]["val_accuracy"] > 0.6
     preds = json.loads((run / "predictions.json").read_text())
     from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
-    s = load_samples(DatasetSpec(limit=1500))
+    from vqa_cache.recipes import DatasetSettings
+    s = load_samples(DatasetSettings(limit=1500))
     val_ids = [int(q) for q, sp in zip(s.column("question_id").to_pylist(), s.column("split").to_pylist()) if sp == "test"]
     assert sorted(p["question_id"] for p in preds) == sorted(val_ids)
     assert all(isinstance(p["answer"], str) for p in preds)
@@ -75,9 +75,9 @@ def test_train_bad_input(cli, cache, tmp_path, args, message):
 
 
 def test_cosine_schedule_with_warmup():
-    from vqa_cache.recipes import OptimSpec
+    from vqa_cache.recipes import OptimSettings
     from vqa_cache.training import lr_lambda
-    f = lr_lambda(OptimSpec(epochs=10, lr=1e-3, min_lr=1e-5, warmup_epochs=1), steps_per_epoch=10)
+    f = lr_lambda(OptimSettings(epochs=10, lr=1e-3, min_lr=1e-5, warmup_epochs=1), steps_per_epoch=10)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(99) == pytest.approx(0.01, abs=1e-3)
     assert all(f(i) >= f(i + 1) for i in range(10, 99))

@@ -20,7 +20,9 @@ import torch
 from . import data
 from . import distributed as dist
 from .cache import Entry, entry_key
-from .cache.store import clean_stale, first_damage, write_file
+from .cache.store import clean_stale, first_damage
+from .device import autocast, pick_device
+from .digest import fingerprint, write_file
 from .cache.shards import write_image_shard, write_question_shard, write_table
 from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles, collate
 from .encoders.text import load_text_encoder
@@ -72,12 +74,12 @@ def make_plan(recipe: ExtractRecipe, samples=None, allow_download: bool = True, 
                                                  allow_download=allow_download)
     text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
     image_spec = {
-        "dataset": data.image_identity(recipe.dataset), "images": data.fingerprint(image_ids),
+        "dataset": data.image_identity(recipe.dataset), "images": fingerprint(image_ids),
         "encoder": recipe.image.encoder, "weights": image_choice.identity, "size": recipe.image.size,
         "resize": "bilinear-square", "exif": "transpose", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
         "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16",
     }
-    question_spec = {"questions": data.fingerprint(texts), "weights": text_choice.identity, "dtype": "float16"}
+    question_spec = {"questions": fingerprint(texts), "weights": text_choice.identity, "dtype": "float16"}
     if text_choice.kind != "bow":
         question_spec.update(encoder=recipe.text.encoder, pooling=recipe.text.pooling,
                              max_length=recipe.text.max_length, tokens=recipe.text.tokens)
@@ -85,24 +87,6 @@ def make_plan(recipe: ExtractRecipe, samples=None, allow_download: bool = True, 
         question_spec.update(encoder="bow")
     return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts,
                 image_choice, text_choice, image_spec, question_spec)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: no CUDA device is available here")
-    if name not in ("cpu", "cuda"):
-        raise BadInput(f"--device {name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
-
-
-def autocast(device: torch.device):
-    """bfloat16 autocast on GPUs that have it, float16 on older ones, nothing on the CPU."""
-    if device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 class ShardWriter:

@@ -39,10 +39,11 @@ from . import heads
 from .encoders.image import ImageEncoder, ImageFiles, collate
 from .encoders.text import BagOfWords
 from .errors import BadInput
-from .extract import make_plan, pick_device
+from .device import amp, pick_device
+from .extract import make_plan
 from .progress import progress
 from .recipes import FinetuneRecipe, to_dict
-from .training import (NEVER, amp, batch_loss, build_splits, check_finite, evaluate, load_checkpoint, lr_lambda,
+from .training import (NEVER, batch_loss, build_splits, check_finite, evaluate, load_checkpoint, lr_lambda,
                        pick_run_dir, plot_curves, rank_part, read_run_config, record_epoch, rng_state, run_lock,
                        save_epoch, set_rng_state, trainable, write_metrics, write_predictions)
 

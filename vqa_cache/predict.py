@@ -12,7 +12,8 @@ from . import heads, recipes
 from .cache import Entry
 from .data.answers import Vocabulary
 from .errors import BadInput
-from .extract import autocast, pick_device
+from .device import autocast, pick_device
+from .digest import sha256_file
 from .training import Split, amp, evaluate, load_checkpoint, load_features, read_run_config, write_predictions
 
 HEAD_KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
@@ -95,7 +96,6 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
 
 def _image_choice(spec: dict, recipe):
     """The weights Choice that reproduces the cached image features, or BadInput."""
-    from .cache.store import sha256_of
     from .encoders.weights import RANDOM_SEED, Choice, resolve_image
     ident = spec["weights"]
     if ident.startswith("random:"):
@@ -104,7 +104,7 @@ def _image_choice(spec: dict, recipe):
         return Choice("random", ident)
     if ident.startswith("sha256:"):
         path = Path(recipe.features.image.weights)
-        if not path.is_file() or f"sha256:{sha256_of(path)}" != ident:
+        if not path.is_file() or f"sha256:{sha256_file(path)}" != ident:
             raise BadInput(f"the run's image weights file {path} is missing or changed (the cache was made with "
                            f"{ident}): put the same file back there")
         return Choice("file", ident, path)

@@ -3,7 +3,7 @@
 A sweep recipe (train/*-sweep.toml) is a train recipe (or `base = "train/x.toml"` plus overrides) with two
 more tables:
 
-    [sweep]                          # how to search (SweepSpec below)
+    [sweep]                          # how to search (recipes.SweepSettings below)
     epochs = 4                       # epochs per trial; [optim] epochs is what best.toml trains for
     [space]                          # what to search: any recipe value, by dotted key
     "optim.lr" = {low = 1e-4, high = 3e-3, log = true}      # float (int when low and high are ints)
@@ -37,7 +37,6 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,19 +44,6 @@ import numpy as np
 
 from . import recipes
 from .errors import BadInput, Diverged
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    trials: int = 50                 # finished (complete or pruned) trials the study should hold
-    epochs: int = 0                  # epochs per trial (0: the recipe's optim.epochs)
-    train_fraction: float = 1.0      # trials train on this share of the training questions (validation: all)
-    startup_trials: int = 10         # quasi-random (scrambled Sobol) trials before TPE
-    prune_startup_trials: int = 5    # the median pruner waits for this many finished trials ...
-    prune_from_epoch: int = 1        # ... and prunes from the end of this epoch on
-    jobs: int = 1                    # parallel trials (threads) in this process
-    seed: int = 0                    # samplers and the training subset
-    out: str = "sweeps"              # sweep directory: out/NAME
 
 
 # with no recipe: the usual suspects around the default recipe
@@ -73,7 +59,7 @@ FINISHED = ("COMPLETE", "PRUNED")
 
 # ---------------------------------------------------------------- the recipe
 
-def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[dict, SweepSpec, dict]:
+def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[dict, recipes.SweepSettings, dict]:
     """(base train recipe as a dict, sweep settings, search space) from a sweep recipe.
 
     `overrides` are `--set` items: `sweep.*` and `space.*` keys go to those tables, the rest to the base
@@ -109,7 +95,7 @@ def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[di
             (sweep_items if key.startswith("sweep.") else base_items).append(item)
     recipes.apply_overrides(base, list(feature_overrides) + base_items)
     sweep_data = recipes.apply_overrides({"sweep": sweep_data}, sweep_items)["sweep"]
-    spec = recipes.build(SweepSpec, sweep_data, "sweep.")
+    spec = recipes.build(recipes.SweepSettings, sweep_data, "sweep.")
     space = space or (DEFAULT_SPACE if space_data is None else {})
     if not space:
         raise BadInput(f"{path}: [space] is empty: name at least one recipe value to search")
@@ -128,7 +114,7 @@ def deep_merge(into: dict, other: dict) -> dict:
     return into
 
 
-def check_spec(spec: SweepSpec) -> None:
+def check_spec(spec: recipes.SweepSettings) -> None:
     for field, ok, what in (("trials", spec.trials >= 1, "at least 1"), ("epochs", spec.epochs >= 0, "0 or more"),
                             ("train_fraction", 0 < spec.train_fraction <= 1, "in (0, 1]"),
                             ("jobs", spec.jobs >= 1, "at least 1"),
@@ -184,26 +170,10 @@ def external(value):
     return value
 
 
-def set_dotted(data: dict, key: str, value) -> None:
-    """data[a][b][c] = value for "a.b.c"; a digit after a list value sets that element ("optim.betas.1")."""
-    *parents, leaf = key.split(".")
-    node = data
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) and p.isdigit() else node.setdefault(p, {})
-    if isinstance(node, list):
-        if not leaf.isdigit() or int(leaf) >= len(node):
-            raise BadInput(f"space {key!r}: {leaf!r} is not an index of that list (length {len(node)})")
-        node[int(leaf)] = value
-    elif isinstance(node, dict):
-        node[leaf] = value
-    else:
-        raise BadInput(f"space {key!r}: {parents[-1]!r} is not a section")
-
-
 def make_recipe(base: dict, params: dict, epochs: int = 0):
     data = copy.deepcopy(base)
     for key, value in params.items():
-        set_dotted(data, key, external(value))
+        recipes.set_dotted(data, key, external(value), f"space {key!r}")
     if epochs and "optim.epochs" not in params:      # sweep.epochs, unless the space searches optim.epochs
         data["optim"]["epochs"] = epochs
     return recipes.build(recipes.TrainRecipe, data), data
@@ -226,7 +196,7 @@ def check_space(base: dict, dists: dict) -> None:
 
 # ---------------------------------------------------------------- sampling
 
-def make_sampler(dists: dict, spec: SweepSpec):
+def make_sampler(dists: dict, spec: recipes.SweepSettings):
     """Scrambled Sobol points for trial numbers < startup_trials, TPE after."""
     from optuna.samplers import BaseSampler, QMCSampler, TPESampler
 
@@ -285,7 +255,7 @@ def subsample(features, fraction: float, seed: int):
     return dataclasses.replace(plan, samples=table.filter(pa.array(keep))), tensors, keys
 
 
-def sweep_dir(name: str, spec: SweepSpec, out: str | None, resume: bool) -> Path:
+def sweep_dir(name: str, spec: recipes.SweepSettings, out: str | None, resume: bool) -> Path:
     from .training import pick_run_dir
     d = pick_run_dir(SimpleNamespace(out=spec.out, name=name), out, resume)
     if resume and not (d / "study.db").is_file():
@@ -420,7 +390,7 @@ def LockedRDBStorage(*args, **kwargs):
     return _locked_rdb_storage()(*args, **kwargs)
 
 
-def features_loader(root, extract_cmd, spec: SweepSpec):
+def features_loader(root, extract_cmd, spec: recipes.SweepSettings):
     """recipe -> its (plan, tensors, keys), each distinct need (features.* settings, and what the head
     reads: pooled or grid images, pooled or token questions) loaded from the cache once per process."""
     from . import heads
@@ -518,7 +488,7 @@ def finish(study, dists, base, spec, d: Path) -> dict:
               f"{f' on {spec.train_fraction:.0%} of the training questions' if spec.train_fraction < 1 else ''}).\n"
               f"# optim.epochs is the recipe's own ({best_data['optim']['epochs']}). `vqa-cache train {d / 'best.toml'}`\n")
     (d / "best.toml").write_text(header + "\n".join(f"# {k} = {external(v)!r}" for k, v in best.params.items())
-                                 + "\n\n" + to_toml(best_data))
+                                 + "\n\n" + recipes.to_toml(best_data))
     result.update(best_trial=best.number, best_val_accuracy=round(best.value, 6),
                   best_params={k: external(v) for k, v in best.params.items()})
     plot_all(study, dists, d)
@@ -535,40 +505,6 @@ def finish(study, dists, base, spec, d: Path) -> dict:
 
 def fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else json.dumps(v)
-
-
-# ---------------------------------------------------------------- TOML out (best.toml)
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v):
-            return {math.inf: "inf", -math.inf: "-inf"}.get(v, "nan")
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def to_toml(data: dict, prefix: str = "") -> str:
-    """Nested dicts as TOML tables (scalars first); empty dicts inline."""
-    lines, tables = [], []
-    for k, v in data.items():
-        if isinstance(v, dict) and v:
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    out = ("\n".join(lines) + "\n") if lines else ""
-    for k, v in tables:
-        name = f"{prefix}{k}"
-        body = to_toml(v, name + ".")
-        out += f"\n[{name}]\n{body}"
-    return out
 
 
 # ---------------------------------------------------------------- plots

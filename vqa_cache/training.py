@@ -33,7 +33,8 @@ from .cache.reader import check_complete, check_ids, damaged, load_rows
 from .cache.store import Lock
 from .data.answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
 from .errors import BadInput, Diverged
-from .extract import make_plan, pick_device
+from .device import amp, pick_device
+from .extract import make_plan
 from .progress import progress
 from .recipes import TrainRecipe, to_dict
 
@@ -294,15 +295,6 @@ def lr_lambda(optim, steps_per_epoch: int):
         t = min(1.0, (step - warm) / max(1, total - warm))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
     return f
-
-
-def amp(device: torch.device):
-    """(autocast context, GradScaler or None): bf16 where supported, fp16 + scaler on older GPUs, none on CPU."""
-    if device.type != "cuda":
-        return nullcontext(), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
 def batch_loss(logits, split: Split, idx, K: int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..digest import fingerprint
 from ..errors import BadInput
 from .shards import read_image_shard, read_question_shard
 from .store import Entry, first_damage
@@ -41,8 +42,6 @@ def check_complete(entry: Entry, make_it: str) -> dict:
 def check_ids(entry: Entry, manifest: dict, ids: list[str]) -> None:
     """The ids read from the shards (image ids or question texts, in row order) against the manifest:
     as many as its rows less the skipped images, and exactly the dataset's (the spec's fingerprint)."""
-    from ..data import fingerprint
-
     skipped = list(manifest.get("skipped", []))
     expected = manifest.get("rows", 0) - len(skipped)
     if len(ids) != expected:

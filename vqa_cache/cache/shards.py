@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import write_file
+from ..digest import write_file
 
 
 def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray]) -> str:

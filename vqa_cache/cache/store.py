@@ -1,7 +1,6 @@
 """Cache entries: keys, manifests, atomic writes, the writer lock, and listing."""
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from ..digest import fingerprint, sha256_file, write_file
 from ..errors import BadInput
 
 FORMAT_VERSION = 1
@@ -34,59 +34,6 @@ def entry_key(kind: str, spec: dict) -> str:
     """kind-<16 hex of sha256(canonical JSON of everything that shapes the bytes)>."""
     blob = json.dumps({"format": FORMAT_VERSION, "kind": kind, **spec}, sort_keys=True, separators=(",", ":"))
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-
-
-def free_space(directory: Path) -> tuple[int, str]:
-    """Bytes one new file in `directory` may take, and what limits it ("on the device of ...", for
-    messages): the free space of its file system, or the file-size limit (ulimit -f) where that is lower."""
-    import resource
-
-    st = os.statvfs(directory)
-    have, where = st.f_bavail * st.f_frsize, f"on the device of {directory} (mounted at {mount_point(directory)})"
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and limit < have:
-        return limit, "under the file-size limit of this process (ulimit -f)"
-    return have, where
-
-
-def mount_point(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
-class NoSpace(BadInput):
-    """A full disk or the file-size limit: nothing was half-written; free space and re-run."""
-
-    def __init__(self, path: Path, need: int, have: int, where: str):
-        super().__init__(f"no space left {where}: need {need / 2**20:.1f} MiB for {path.name}, have "
-                         f"{have / 2**20:.1f} MiB; nothing was half-written: free some space and run the "
-                         f"command again (an extract resumes after its last finished shard)")
-
-
-def write_file(path: Path, data) -> str:
-    """Write `data` (bytes or any buffer) to `path` through a temporary file, fsync'd, renamed into place;
-    return its sha256. The free space is checked first, and a full disk or the file-size limit while
-    writing (ENOSPC, EFBIG, EDQUOT) is caught too: the temporary file is removed and NoSpace is raised,
-    so `path` is either whole or untouched."""
-    view = memoryview(data)
-    have, where = free_space(path.parent)
-    if view.nbytes > have:
-        raise NoSpace(path, view.nbytes, have, where)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(view)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise NoSpace(path, view.nbytes, free_space(path.parent)[0], where) from None
-        raise
-    return hashlib.sha256(view).hexdigest()
 
 
 class Entry:
@@ -278,14 +225,6 @@ def first_damage(entry: Entry, manifest: dict) -> tuple[int, str] | None:
     return None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- info / verify / rm
 
 def info(entry: Entry) -> dict:
@@ -304,7 +243,6 @@ def verify(entry: Entry) -> tuple[list[str], dict]:
     contiguity, and that the ids (image ids or question texts, plus skipped ones) are exactly the
     dataset's (their fingerprint is in the spec). Returns (problems, summary); the first problem names
     the first bad shard. A manifest of another format version raises BadInput."""
-    from ..data import fingerprint
     from .shards import check_image_shard, check_question_shard
 
     m = entry.manifest()
@@ -317,7 +255,7 @@ def verify(entry: Entry) -> tuple[list[str], dict]:
         size = path.stat().st_size
         if s.get("bytes") is not None and size != s["bytes"]:
             return [f"{name}: {size} bytes, the manifest says {s['bytes']} (truncated or overwritten)"], {}
-        if sha256_of(path) != s.get("sha256"):
+        if sha256_file(path, memo=False) != s.get("sha256"):
             return [f"{name}: sha256 mismatch (the file changed after it was written)"], {}
         try:
             if entry.kind == "dataset":     # one samples.parquet: rows and the schema of the samples table

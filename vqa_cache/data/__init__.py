@@ -7,7 +7,6 @@ The samples table is a pyarrow Table with one row per question:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -19,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import BadInput
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 from .files import short
 
 SCHEMA = pa.schema([
@@ -72,7 +71,7 @@ def dataset_dir(kind: str, path: str) -> Path:
     return Path(os.path.abspath(base))
 
 
-def identity(spec: DatasetSpec) -> dict:
+def identity(spec: DatasetSettings) -> dict:
     """What identifies the dataset's content (goes into cache keys)."""
     kind, path = parse_name(spec.name)
     adapter = _adapter(kind)
@@ -81,7 +80,7 @@ def identity(spec: DatasetSpec) -> dict:
     return adapter.identity(path, spec)
 
 
-def check_spec(spec: DatasetSpec) -> None:
+def check_spec(spec: DatasetSettings) -> None:
     if not 0.0 < spec.image_fraction <= 1.0:
         raise BadInput(f"--image-fraction {spec.image_fraction}: expected a share in (0, 1]")
     if not 0.0 <= spec.val_fraction < 1.0:
@@ -90,13 +89,13 @@ def check_spec(spec: DatasetSpec) -> None:
         raise BadInput(f"--limit {spec.limit}: expected 0 (all) or a positive number")
 
 
-def image_identity(spec: DatasetSpec) -> dict:
+def image_identity(spec: DatasetSettings) -> dict:
     """The part of the identity that shapes image features: not the annotation files, so fixing an
     answer does not re-encode every image (the image list fingerprint goes into the key separately)."""
     return {k: v for k, v in identity(spec).items() if k != "files"}
 
 
-def load_samples(spec: DatasetSpec, root: Path | None = None) -> pa.Table:
+def load_samples(spec: DatasetSettings, root: Path | None = None) -> pa.Table:
     """The samples table for a dataset spec, with the spec's subsets applied.
 
     With a cache `root`, a file dataset is parsed once into a dataset entry (ROOT/dataset/<key>/
@@ -115,7 +114,7 @@ def load_samples(spec: DatasetSpec, root: Path | None = None) -> pa.Table:
     return check_images(table, base, spec)
 
 
-def parse_cached(adapter, base: Path, spec: DatasetSpec, root: Path) -> pa.Table:
+def parse_cached(adapter, base: Path, spec: DatasetSettings, root: Path) -> pa.Table:
     """adapter.load, through a dataset entry of the cache (parsed once, then read back).
 
     The entry is only a cache of the annotation files: one that fails read_entry's checks (a changed,
@@ -171,7 +170,7 @@ def read_entry(entry) -> pa.Table | None:
     """The samples table of a complete dataset entry whose samples.parquet has the size and sha256 its
     manifest recorded (the file is small: checked on every read), or None (missing, incomplete,
     changed, unreadable)."""
-    from ..cache.store import sha256_of
+    from ..digest import sha256_file
 
     try:
         if not entry.complete():
@@ -179,7 +178,7 @@ def read_entry(entry) -> pa.Table | None:
         manifest = entry.manifest()
         record = next((s for s in manifest.get("shards", []) if s.get("file") == SAMPLES_FILE), {})
         path = entry.path / SAMPLES_FILE
-        if path.stat().st_size != record.get("bytes") or sha256_of(path) != record.get("sha256"):
+        if path.stat().st_size != record.get("bytes") or sha256_file(path, memo=False) != record.get("sha256"):
             return None
         table = pq.read_table(path)
         if table.schema != SCHEMA or table.num_rows != manifest.get("rows"):
@@ -189,7 +188,7 @@ def read_entry(entry) -> pa.Table | None:
         return None
 
 
-def hold_out_val(table: pa.Table, spec: DatasetSpec) -> pa.Table:
+def hold_out_val(table: pa.Table, spec: DatasetSettings) -> pa.Table:
     """A dataset with no 'val' split and no answered split besides 'train' gets a 'val' split
     held out of 'train' by image id (val_fraction of the images, sampled with spec.seed), so no
     image is in both."""
@@ -214,7 +213,7 @@ def hold_out_val(table: pa.Table, spec: DatasetSpec) -> pa.Table:
     return table.set_column(table.schema.get_field_index("split"), "split", split)
 
 
-def check_images(table: pa.Table, base: Path, spec: DatasetSpec) -> pa.Table:
+def check_images(table: pa.Table, base: Path, spec: DatasetSettings) -> pa.Table:
     """Image paths made absolute; missing files are bad input (count, up to 10 named), or with
     skip_missing their questions are dropped and counted."""
     missing = [p for p in unique(table, "image_path") if not image_file(base, p, spec)]
@@ -233,7 +232,7 @@ def check_images(table: pa.Table, base: Path, spec: DatasetSpec) -> pa.Table:
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
 
 
-def image_file(base: Path, rel: str, spec: DatasetSpec) -> bool:
+def image_file(base: Path, rel: str, spec: DatasetSettings) -> bool:
     """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long)."""
     try:
         return (base / rel).is_file()
@@ -241,7 +240,7 @@ def image_file(base: Path, rel: str, spec: DatasetSpec) -> bool:
         raise BadInput(f"{spec.name}: image path {short(rel, 60)!r}: {e.strerror}") from None
 
 
-def select(table: pa.Table, spec: DatasetSpec) -> pa.Table:
+def select(table: pa.Table, spec: DatasetSettings) -> pa.Table:
     """Apply splits, answer types, image fraction and per-split limit, in that order."""
     if spec.splits:
         known = set(table.column("split").to_pylist())
@@ -275,7 +274,7 @@ def select(table: pa.Table, spec: DatasetSpec) -> pa.Table:
     return table
 
 
-def check_nonempty(table: pa.Table, spec: DatasetSpec, splits) -> None:
+def check_nonempty(table: pa.Table, spec: DatasetSettings, splits) -> None:
     for s in splits:
         if table.filter(pc.equal(table["split"], s)).num_rows == 0:
             raise BadInput(f"dataset {spec.name}: split {s!r} is empty after filtering")
@@ -286,15 +285,6 @@ def check_nonempty(table: pa.Table, spec: DatasetSpec, splits) -> None:
 def unique(table: pa.Table, column: str) -> list:
     """Distinct values of a column, in first-seen order."""
     return list(dict.fromkeys(table.column(column).to_pylist()))
-
-
-def fingerprint(values) -> str:
-    """sha256 of a list of strings (order matters: sort first where it should not)."""
-    h = hashlib.sha256()
-    for v in values:
-        h.update(v.encode())
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def train_val_splits(table: pa.Table) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import csv
 from pathlib import Path
 
 from ..errors import BadInput
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 from .answers import normalize_answer
 from .easyvqa import question_type
 from .files import file_identity, inside, listing_fingerprint, short
@@ -30,7 +30,7 @@ DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "q
             "train_file": "train.csv", "test_file": "test.csv"}
 
 
-def options(spec: DatasetSpec) -> dict:
+def options(spec: DatasetSettings) -> dict:
     unknown = sorted(set(spec.options) - set(DEFAULTS))
     if unknown:
         raise BadInput(f"csv dataset option {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
@@ -56,7 +56,7 @@ def files(base: Path, opts: dict) -> list[tuple[str, Path]]:
     return out
 
 
-def identity(base: Path, spec: DatasetSpec) -> dict:
+def identity(base: Path, spec: DatasetSettings) -> dict:
     opts = options(spec)
     found = files(base, opts)
     return {"kind": "csv", "version": VERSION, "options": {k: opts[k] for k in sorted(opts)},
@@ -71,7 +71,7 @@ def answer_type(answer: str) -> str:
     return "number" if a.isdigit() else "other"
 
 
-def load(base: Path, spec: DatasetSpec):
+def load(base: Path, spec: DatasetSettings):
     from . import make_table
 
     opts = options(spec)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 
 
-def identity(path: str, spec: DatasetSpec) -> dict:
+def identity(path: str, spec: DatasetSettings) -> dict:
     return {"name": "easyvqa", "version": version("easy-vqa")}
 
 
@@ -21,7 +21,7 @@ def question_type(q: str) -> str:
     return " ".join(words[:3] if words[:1] == ["does"] else words[:2])
 
 
-def load(path: str, spec: DatasetSpec):
+def load(path: str, spec: DatasetSettings):
     import easy_vqa
     from . import make_table
 

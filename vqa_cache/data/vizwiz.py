@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadInput
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 from .files import (answer_list, field, file_identity, inside, listing_fingerprint, question_text, read_json,
                     some, text)
 
@@ -43,7 +43,7 @@ def locate(base: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def identity(base: Path, spec: DatasetSpec) -> dict:
+def identity(base: Path, spec: DatasetSettings) -> dict:
     found = locate(base)
     return {"kind": "vizwiz", "version": VERSION,
             "files": {str(p.relative_to(base)): file_identity(p) for _, p in found},
@@ -65,7 +65,7 @@ def as_records(data, path: Path) -> list:
                    f"(pandas to_json), got {type(data).__name__}")
 
 
-def load(base: Path, spec: DatasetSpec):
+def load(base: Path, spec: DatasetSettings):
     from . import make_table
 
     rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadInput
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 from .files import (answer_list, few, field, file_identity, identifier, inside, listing_fingerprint,
                     question_text, read_json, records, some, text)
 
@@ -45,7 +45,7 @@ def present(base: Path) -> list[tuple[str, str]]:
     return found
 
 
-def identity(base: Path, spec: DatasetSpec) -> dict:
+def identity(base: Path, spec: DatasetSettings) -> dict:
     files, images = {}, {}
     for split, sub in present(base):
         names = [questions_file(sub)] + ([annotations_file(sub)] if split != "test" else [])
@@ -55,7 +55,7 @@ def identity(base: Path, spec: DatasetSpec) -> dict:
     return {"kind": "vqa2", "version": VERSION, "files": files, "images": images}
 
 
-def load(base: Path, spec: DatasetSpec):
+def load(base: Path, spec: DatasetSettings):
     from . import make_table
 
     rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..cache.store import sha256_of as sha256_file
+from ..digest import sha256_file
 from ..errors import BadInput
 
 RANDOM_SEED = 0
