@@ -1,4 +1,4 @@
-"""Answer normalization, the ground truth, soft scores and the vocabulary (vqa_cache/data/answers.py).
+"""Answer normalization, the ground truth, soft scores and the vocabulary (vqa_cache/answers/).
 
 Expected values are worked out by hand from the official vqaEval.py rules.
 """
@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from vqa_cache.data.answers import (
+from vqa_cache.answers import (
     CONTRACTIONS,
     NORMALIZER_VERSION,
     Vocabulary,

@@ -73,7 +73,7 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
 
 def test_vqa2_trains_with_soft_score_bce(tmp_path):
     """10 human answers -> the multi-answer (soft-score BCE) targets; 1 answer (csv) -> cross-entropy."""
-    from vqa_cache.data.answers import build_vocabulary
+    from vqa_cache.answers import build_vocabulary
     from vqa_cache.training import Split
 
     make_vqa2(tmp_path / "v")
@@ -147,6 +147,7 @@ def test_csv_column_and_folder_renames(cli, tmp_path):
 # ---------------------------------------------------------------- the dataset entry
 
 def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, capsys):
+    from vqa_cache.cache.samples import load_samples
     from vqa_cache.data import vqa2
     d, root = tmp_path / "vqa", tmp_path / "cache"
     files = make_vqa2(d)
@@ -170,6 +171,7 @@ def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, 
 
 
 def test_dataset_entry_verifies_and_a_flipped_byte_is_named(cli, tmp_path):
+    from vqa_cache.cache.samples import load_samples
     d, root = tmp_path / "vqa", tmp_path / "cache"
     make_vqa2(d)
     load_samples(DatasetSettings(name=f"vqa2:{d}"), root=root)
@@ -239,7 +241,7 @@ def test_cli_subset_options_reach_the_recipe():
 # ---------------------------------------------------------------- soft scores and the metric
 
 def test_soft_scores_agree_with_the_metric(tmp_path):
-    from vqa_cache.data.answers import best_answer, ground_truth, soft_scores
+    from vqa_cache.answers import best_answer, ground_truth, soft_scores
     from vqa_cache.metrics import vqa_accuracy
 
     make_vqa2(tmp_path / "v")

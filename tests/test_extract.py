@@ -124,7 +124,7 @@ def test_real_pretrained_minilm(cli, tmp_path, minilm_dir):
 
 
 def test_keys_change_with_what_shapes_the_bytes():
-    from vqa_cache.extract import make_plan
+    from vqa_cache.cache.plan import make_plan
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
     base = ExtractRecipe(DatasetSettings(limit=5), ImageSettings(encoder="resnet18", weights="random", size=32),
                          TextSettings(encoder="bow"))

@@ -308,7 +308,7 @@ def test_extract_repairs_a_damaged_complete_entry(cli, small):
 def test_tampered_dataset_entry_is_parsed_again(cli, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from vqa_cache.data import load_samples
+    from vqa_cache.cache.samples import load_samples
     from vqa_cache.recipes import DatasetSettings
     d, root = tmp_path / "csv", tmp_path / "cache"
     make_csv(d)

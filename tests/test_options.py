@@ -15,7 +15,7 @@ from vqa_cache import recipes
 from vqa_cache.encoders import weights as weights_module
 from vqa_cache.encoders.weights import directory_identity
 from vqa_cache.errors import BadInput
-from vqa_cache.extract import make_plan
+from vqa_cache.cache.plan import make_plan
 
 SMALL = ["--image-encoder", "resnet18", "--image-size", "32", "--limit", "8"]
 FEATURE_DEFAULTS = dict(dataset=None, splits=(), limit=None, image_encoder=None, text_encoder=None, weights=None,

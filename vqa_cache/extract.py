@@ -19,7 +19,8 @@ import torch
 
 from . import data
 from . import distributed as dist
-from .cache import Entry, entry_key
+from .cache import Entry
+from .cache.plan import OUTPUTS, Plan, make_plan
 from .cache.store import clean_stale, first_damage
 from .device import autocast, pick_device
 from .digest import fingerprint, write_file
@@ -30,64 +31,6 @@ from .encoders.weights import Choice, resolve_image, resolve_text
 from .errors import BadInput
 from .progress import progress
 from .recipes import ExtractRecipe
-
-OUTPUTS = {"pooled": ("pooled",), "grid": ("grid",), "pooled+grid": ("pooled", "grid")}
-
-
-@dataclass
-class Plan:
-    """What stage one will compute, and the cache keys it goes under. Stage two rebuilds the same plan
-    (without downloading anything) to find the entries it reads."""
-    recipe: ExtractRecipe
-    samples: object                 # pyarrow samples table
-    image_ids: list[str]            # unique, sorted
-    image_paths: list[str]
-    texts: list[str]                # unique question texts, sorted by length (less padding)
-    image_choice: Choice
-    text_choice: Choice
-    image_spec: dict
-    question_spec: dict
-
-    @property
-    def image_key(self) -> str:
-        return entry_key("image", self.image_spec)
-
-    @property
-    def question_key(self) -> str:
-        return entry_key("question", self.question_spec)
-
-
-def make_plan(recipe: ExtractRecipe, samples=None, allow_download: bool = True, root: Path | None = None) -> Plan:
-    if recipe.image.features not in OUTPUTS:
-        raise BadInput(f"--features {recipe.image.features!r}: expected pooled, grid or pooled+grid")
-    if recipe.text.pooling not in ("mean", "cls"):
-        raise BadInput(f"text pooling {recipe.text.pooling!r}: expected mean or cls")
-    # a weights file is read and checked first, before the dataset is read or any fallback warning printed
-    weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
-    image_choice = resolve_image(recipe.image.encoder, recipe.image.weights) if weights_file else None
-    if samples is None:
-        samples = data.load_samples(recipe.dataset, root=root)   # root: parse a file dataset once into the cache
-    paths = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
-    image_ids = sorted(paths)
-    texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
-    image_choice = image_choice or resolve_image(recipe.image.encoder, recipe.image.weights,
-                                                 allow_download=allow_download)
-    text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
-    image_spec = {
-        "dataset": data.image_identity(recipe.dataset), "images": fingerprint(image_ids),
-        "encoder": recipe.image.encoder, "weights": image_choice.identity, "size": recipe.image.size,
-        "resize": "bilinear-square", "exif": "transpose", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-        "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16",
-    }
-    question_spec = {"questions": fingerprint(texts), "weights": text_choice.identity, "dtype": "float16"}
-    if text_choice.kind != "bow":
-        question_spec.update(encoder=recipe.text.encoder, pooling=recipe.text.pooling,
-                             max_length=recipe.text.max_length, tokens=recipe.text.tokens)
-    else:
-        question_spec.update(encoder="bow")
-    return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts,
-                image_choice, text_choice, image_spec, question_spec)
-
 
 class ShardWriter:
     """Writes shards in a background thread (so the encoder never waits for the disk), then records

@@ -40,7 +40,7 @@ from .encoders.image import ImageEncoder, ImageFiles, collate
 from .encoders.text import BagOfWords
 from .errors import BadInput
 from .device import amp, pick_device
-from .extract import make_plan
+from .cache.plan import make_plan
 from .progress import progress
 from .recipes import FinetuneRecipe, to_dict
 from .training import (NEVER, batch_loss, build_splits, check_finite, evaluate, load_checkpoint, lr_lambda,

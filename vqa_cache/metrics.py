@@ -1,7 +1,7 @@
 """The official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py).
 
 What the official code does for one question, reproduced here, in two versions
-(``protocol``; the rules are in ``vqa_cache.data.answers``, ``ground_truth`` and
+(``protocol``; the rules are in ``vqa_cache.answers``, ``ground_truth`` and
 ``prediction_as_compared``):
 
 * ``"current"`` (the default), vqaEval.py since commit a013f00 (11 March 2021): the
@@ -31,10 +31,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vqa_cache.data.answers import (check_protocol, ground_truth, leave_one_out_accuracy, normalize_answer,
-                                    prediction_as_compared)
-from vqa_cache.data.files import read_json, records
-from vqa_cache.errors import BadInput
+from .answers import check_protocol, ground_truth, leave_one_out_accuracy, normalize_answer, prediction_as_compared
+from .data.files import read_json, records
+from .errors import BadInput
 
 __all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
 

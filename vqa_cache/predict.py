@@ -10,7 +10,7 @@ import torch
 
 from . import heads, recipes
 from .cache import Entry
-from .data.answers import Vocabulary
+from .answers import Vocabulary
 from .errors import BadInput
 from .device import autocast, pick_device
 from .digest import sha256_file

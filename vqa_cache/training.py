@@ -31,10 +31,10 @@ from . import distributed as dist
 from .cache import Entry
 from .cache.reader import check_complete, check_ids, damaged, load_rows
 from .cache.store import Lock
-from .data.answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
+from .answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
 from .errors import BadInput, Diverged
 from .device import amp, pick_device
-from .extract import make_plan
+from .cache.plan import make_plan
 from .progress import progress
 from .recipes import TrainRecipe, to_dict
 
