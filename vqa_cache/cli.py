@@ -413,7 +413,8 @@ def cache_ls(obj, as_json):
 @click.pass_obj
 def cache_info(obj, key, as_json):
     """Spec, rows, size, timings and shards of one entry (KEY or a unique prefix)."""
-    from .cache.store import find_entry, info
+    from .cache.inspect import info
+    from .cache.store import find_entry
 
     d = info(find_entry(obj.root, key))
     if as_json:
@@ -436,7 +437,8 @@ def cache_info(obj, key, as_json):
 @click.pass_obj
 def cache_verify(obj, key):
     """Check checksums, row counts and that every id of the dataset is present; exit 1 if bad."""
-    from .cache.store import find_entry, verify
+    from .cache.inspect import verify
+    from .cache.store import find_entry
 
     entry = find_entry(obj.root, key)
     problems, summary = verify(entry)
@@ -455,7 +457,8 @@ def cache_verify(obj, key):
 @click.pass_obj
 def cache_rm(obj, key):
     """Delete one entry (KEY or a unique prefix)."""
-    from .cache.store import find_entry, remove
+    from .cache.inspect import remove
+    from .cache.store import find_entry
 
     entry = find_entry(obj.root, key)
     freed = remove(entry)

@@ -24,7 +24,7 @@ from .cache.plan import OUTPUTS, Plan, make_plan
 from .cache.store import clean_stale, first_damage
 from .device import autocast, pick_device
 from .digest import fingerprint, write_file
-from .cache.shards import write_image_shard, write_question_shard, write_table
+from .cache.shards import shard_file, write_image_shard, write_index, write_question_shard
 from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles, collate
 from .encoders.text import load_text_encoder
 from .encoders.weights import Choice, resolve_image, resolve_text
@@ -84,10 +84,6 @@ class ShardWriter:
                 f.result()
         finally:
             self.pool.shutdown(wait=True)
-
-
-def shard_file(kind: str, number: int) -> str:
-    return f"{kind}-{number:05d}.{'h5' if kind == 'image' else 'parquet'}"
 
 
 def remaining_shards(manifest: dict, rows: int, shard_size: int) -> list[tuple[int, int, int]]:
@@ -424,17 +420,7 @@ def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
 def finish(entry: Entry, manifest: dict, t0: float) -> None:
     """Write index.parquet (images), mark the entry complete."""
     if entry.kind == "image":
-        import pyarrow as pa
-        from .cache.shards import read_shard_ids
-        ids, shard, row = [], [], []
-        for s in manifest["shards"]:
-            shard_ids = read_shard_ids(entry.path / s["file"])
-            ids += shard_ids
-            shard += [s["file"]] * len(shard_ids)
-            row += list(range(len(shard_ids)))
-        write_table(entry.path / "index.parquet", pa.table({
-            "image_id": pa.array(ids, pa.string()), "shard": pa.array(shard, pa.string()),
-            "row": pa.array(row, pa.int32())}))
+        write_index(entry.path, manifest["shards"])
         manifest["skipped"] = sorted(i for s in manifest["shards"] for i in s.get("skipped", []))
     seconds = manifest["timings"].get("seconds", 0) + time.time() - t0
     manifest["timings"].update(seconds=round(seconds, 2), runs=manifest["timings"].get("runs", 0) + 1,
