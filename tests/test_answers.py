@@ -265,11 +265,11 @@ def test_vocabulary_roundtrip_and_bad_records():
 
 
 def test_training_targets_are_the_current_metric():
-    """training.Split's soft targets: each class scores what predicting it scores under the metric."""
+    """train.splits.Split's soft targets: each class scores what predicting it scores under the metric."""
     import pyarrow as pa
 
     from vqa_cache.metrics import vqa_accuracy
-    from vqa_cache.training import Split
+    from vqa_cache.train.splits import Split
 
     answers = [["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, ["Yes"] * 10, ["yes"] * 10,
                ["  blue\n"] * 4 + ["green"] * 6, ["Two", "2", "3"], ["circle"], []]

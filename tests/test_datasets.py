@@ -74,7 +74,7 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
 def test_vqa2_trains_with_soft_score_bce(tmp_path):
     """10 human answers -> the multi-answer (soft-score BCE) targets; 1 answer (csv) -> cross-entropy."""
     from vqa_cache.answers import build_vocabulary
-    from vqa_cache.training import Split
+    from vqa_cache.train.splits import Split
 
     make_vqa2(tmp_path / "v")
     make_csv(tmp_path / "c")
@@ -227,7 +227,7 @@ def test_held_out_val_is_by_image_and_seeded(tmp_path):
 
 def test_cli_subset_options_reach_the_recipe():
     from vqa_cache import recipes
-    from vqa_cache.cli import feature_argv, feature_overrides
+    from vqa_cache.options import feature_argv, feature_overrides
     feature = dict(dataset="csv:/x", answer_types=("yes/no,number",), image_fraction=0.25, val_fraction=0.2,
                    data_seed=7, skip_missing=True)
     data = recipes.apply_overrides({}, feature_overrides("", **feature))

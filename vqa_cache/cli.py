@@ -1,17 +1,18 @@
-"""The `vqa-cache` command line. Thin: parse options into recipe overrides, call the library, print.
+"""The `vqa-cache` command line: click commands and printing only. Options become recipes in options.py;
+the work is the library's (extract/, train/, finetune/, sweep/, predict.py, metrics.py, cache/).
 
-Errors (DESIGN.md): bad input or usage -> one line on stderr, exit 2; anything else -> exit 1;
-a traceback only with --debug.
+Errors (docs/architecture.md): bad input or usage -> one line on stderr, exit 2; a diverged run -> one
+line, exit 1; anything else -> exit 1 with "unexpected error"; a traceback only with --debug.
 """
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 
 import click
 
+from . import options
 from .errors import BadInput, Diverged
 
 
@@ -57,79 +58,6 @@ def feature_options(f):
     return f
 
 
-# (parameter, flag, recipe key) of the feature options, in the order `extract` commands repeat them
-FEATURE_KEYS = (
-    ("dataset", "--dataset", "dataset.name"), ("splits", "--split", "dataset.splits"),
-    ("limit", "--limit", "dataset.limit"), ("image_encoder", "--image-encoder", "image.encoder"),
-    ("text_encoder", "--text-encoder", "text.encoder"), ("weights", "--weights", "image.weights"),
-    ("feature_kind", "--features", "image.features"), ("image_size", "--image-size", "image.size"),
-    ("answer_types", "--answer-types", "dataset.answer_types"),
-    ("image_fraction", "--image-fraction", "dataset.image_fraction"),
-    ("val_fraction", "--val-fraction", "dataset.val_fraction"), ("data_seed", "--data-seed", "dataset.seed"),
-    ("skip_missing", "--skip-missing", "dataset.skip_missing"),
-)
-
-
-def text_model_weights(current):
-    """The text weights for an explicit `--text-encoder MODEL`: the recipe's, except that `random`
-    (which means bag-of-words) gives way to `auto`: the model the user named is the one loaded."""
-    return "auto" if current in (None, "random") else current
-
-
-def feature_settings(prefix: str = "", **feature) -> list[tuple]:
-    """The feature options given -> (label, recipe key, value) settings, values as typed (prefix 'features.'
-    for train recipes). `--weights auto|pretrained|random` also sets the text weights (`random` = bag-of-words)
-    unless `--text-encoder` names a model: an explicit encoder always wins over that shorthand (and over
-    `random` text weights in the recipe). Settings implied by another option have no label."""
-    out = []
-    for name, flag, key in FEATURE_KEYS:
-        value = feature.get(name)
-        if name == "answer_types":
-            value = tuple(t.strip() for v in value or () for t in v.split(",") if t.strip())
-        if value is None or value == ():
-            continue
-        if isinstance(value, tuple):
-            out.append((" ".join(f"{flag} {v}" for v in value), prefix + key, list(value)))
-        else:
-            out.append((flag if isinstance(value, bool) else f"{flag} {value}", prefix + key, value))
-    weights, text = feature.get("weights"), feature.get("text_encoder")
-    model = text is not None and text != "bow"
-    if model:
-        out.append((f"--text-encoder {text}", prefix + "text.weights", text_model_weights))
-    if weights in ("auto", "pretrained") or (weights == "random" and not model):
-        out.append((None, prefix + "text.weights", weights))
-    return out
-
-
-def feature_overrides(prefix: str = "", **feature) -> list[tuple]:
-    """The feature options given -> typed ("key", value) overrides for recipes.apply_overrides."""
-    return [(key, value) for _, key, value in feature_settings(prefix, **feature)]
-
-
-def given(*options) -> list[tuple]:
-    """(flag, recipe key, value) of command options -> settings for option_overrides, those given only."""
-    return [(flag if isinstance(value, bool) else f"{flag} {value}", key, value) for flag, key, value in options
-            if value is not None]
-
-
-def option_overrides(settings: list[tuple], sets=()) -> list:
-    """Typed overrides of the options given (label, key, value), then the `--set` items, which may refine what
-    an option only implied. A `--set` that contradicts an option given on the same command line
-    (`--epochs 3 --set optim.epochs=5`, `--text-encoder DIR --set text.weights=random`) is bad input
-    naming both."""
-    from .recipes import parse_value
-
-    for item in sets:
-        if not isinstance(item, str):
-            continue
-        key, _, text = item.partition("=")
-        value = parse_value(text.strip())
-        for label, k, v in settings:
-            if label is not None and k == key.strip() and (v(value) if callable(v) else v) != value:
-                raise BadInput(f"{label} conflicts with --set {item}: give one of them")
-    return [(k, v) for _, k, v in settings] + list(sets)
-
-
 # ---------------------------------------------------------------- extract
 
 @cli.command()
@@ -146,11 +74,10 @@ def option_overrides(settings: list[tuple], sets=()) -> list:
 @click.pass_obj
 def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_wait, dry_run, sets, **feature):
     """Stage one: encode every image and question once into the cache."""
-    from .extract import extract as run
+    from .extract import dry_run as estimate, extract as run     # (lazy: torch; the CLI starts fast)
 
-    r = extract_recipe(recipe, batch_size, workers, device, shard_size, skip_bad, sets, feature)
+    r = options.extract_recipe(recipe, batch_size, workers, device, shard_size, skip_bad, sets, feature)
     if dry_run:
-        from .extract import dry_run as estimate
         est = estimate(r, obj.root)
         click.echo(f"dry run: nothing written; times are ESTIMATES from timing a few real batches on {est['device']}")
         for e in est["entries"]:
@@ -162,19 +89,6 @@ def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_w
         return
     plan = run(r, obj.root, wait=not no_wait)
     click.echo(f"cache {obj.root}\n  images    {plan.image_key}\n  questions {plan.question_key}")
-
-
-def extract_recipe(recipe, batch_size, workers, device, shard_size, skip_bad, sets, feature: dict):
-    """The extract options -> the ExtractRecipe."""
-    from . import recipes
-
-    data = recipes.load_extract_dict(recipe)
-    settings = feature_settings("", **feature) + given(
-        ("--batch-size", "image.batch_size", batch_size), ("--workers", "image.workers", workers),
-        ("--device", "device", device), ("--shard-size", "shard_size", shard_size),
-        ("--skip-bad", "skip_bad", skip_bad))
-    recipes.apply_overrides(data, option_overrides(settings, sets))
-    return recipes.build(recipes.ExtractRecipe, data)
 
 
 def human_bytes(n: float) -> str:
@@ -209,45 +123,6 @@ def train_like_options(f):
     return f
 
 
-def train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=None):
-    """The train-like options -> (recipe of `cls`, default TrainRecipe; the extract command of its cache)."""
-    from . import recipes
-
-    data = recipes.load_train_dict(recipe)
-    settings = feature_settings("features.", **feature) + given(
-        ("--head", "head.name", head), ("--epochs", "optim.epochs", epochs), ("--lr", "optim.lr", lr),
-        ("--batch-size", "optim.batch_size", batch_size), ("--seed", "seed", seed))
-    recipes.apply_overrides(data, option_overrides(settings, sets))
-    r = recipes.build(cls or recipes.TrainRecipe, data)
-    # how to make the cache this run reads, for the error message when it is missing
-    ref = recipes.read_toml(recipe).get("features") if recipe else None
-    return r, extract_command(ref, feature, sets)
-
-
-def extract_command(ref, feature: dict, sets=()) -> str:
-    """The `extract` command that makes the cache of these feature options (and `--set features.*` items)."""
-    argv = ["vqa-cache", "extract"] + ([ref] if isinstance(ref, str) else []) + feature_argv(feature)
-    for s in sets:
-        if isinstance(s, str) and s.startswith("features."):
-            argv += ["--set", s[len("features."):]]
-    return shlex.join(argv)
-
-
-def feature_argv(feature: dict) -> list[str]:
-    """The feature options as they were given, to repeat them in an `extract` command."""
-    argv = []
-    for name, flag, _ in FEATURE_KEYS:
-        value = feature.get(name)
-        if isinstance(value, tuple):
-            for v in value:
-                argv += [flag, str(v)]
-        elif value is True:
-            argv.append(flag)
-        elif value is not None and value is not False:
-            argv += [flag, str(value)]
-    return argv
-
-
 @cli.command()
 @train_like_options
 @click.option("--stream/--no-stream", default=None,
@@ -256,9 +131,9 @@ def feature_argv(feature: dict) -> list[str]:
 @click.pass_obj
 def train(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, stream, **feature):
     """Stage two: train a fusion head on cached features."""
-    from .training import train as run
+    from .train import train as run
 
-    r, extract_cmd = train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature)
+    r, extract_cmd = options.train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature)
     run(r, obj.root, out=out, resume=resume, extract_cmd=extract_cmd, stream=stream)
 
 
@@ -308,13 +183,10 @@ def ask(obj, run_dir, image, question, top):
 def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, train_encoders, lora_r,
              encoder_lr, accumulate, checkpointing, init_head, **feature):
     """End to end: train the head with the encoders live (bypasses the cache)."""
-    from .finetune import finetune as run, finetune_recipe
+    from .finetune import finetune as run
+    from .finetune.init_head import finetune_recipe
 
-    more = option_overrides(given(
-        ("--train-encoders", "finetune.train_encoders", train_encoders), ("--lora-r", "finetune.lora_r", lora_r),
-        ("--encoder-lr", "finetune.encoder_lr", encoder_lr), ("--accumulate", "finetune.accumulate", accumulate),
-        ("--checkpointing" if checkpointing else "--no-checkpointing", "finetune.checkpointing", checkpointing),
-        ("--init-head", "finetune.init_head", init_head)), sets)
+    more = options.finetune_sets(train_encoders, lora_r, encoder_lr, accumulate, checkpointing, init_head, sets)
     r = finetune_recipe(recipe, head, epochs, lr, batch_size, seed, more, feature)
     run(r, out=out, resume=resume)
 
@@ -333,17 +205,11 @@ def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets,
 @click.pass_obj
 def sweep(obj, recipe, trials, jobs, out, resume, sets, **feature):
     """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""
-    from . import recipes
     from .sweep import run_sweep
 
-    data = recipes.read_toml(recipe) if recipe else {}
-    ref = data.get("features")
-    if not isinstance(ref, str) and isinstance(data.get("base"), str):
-        ref = recipes.read_toml(recipes.resolve_relative(data["base"], Path(recipe), "base", "train recipe")).get("features")
-    settings = feature_settings("features.", **feature)
-    option_overrides(settings, sets)        # a --set that contradicts a feature option is bad input
+    overrides, extract_cmd = options.sweep_overrides(recipe, sets, feature)
     run_sweep(recipe, obj.root, trials=trials, jobs=jobs, out=out, resume=resume, overrides=sets,
-              feature_overrides=[(k, v) for _, k, v in settings], extract_cmd=extract_command(ref, feature))
+              feature_overrides=overrides, extract_cmd=extract_cmd)
 
 
 # ---------------------------------------------------------------- eval
