@@ -73,11 +73,6 @@ class ImageEncoder(nn.Module):
         return out
 
 
-def grid_side(size: int) -> int:
-    """Side of the last feature map of a stride-32 CNN at input size `size`."""
-    return max(1, -(-size // 32))
-
-
 MAX_PIXELS = ImageSettings.max_pixels     # the recipe's default (image.max_pixels)
 
 
