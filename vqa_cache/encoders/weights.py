@@ -1,6 +1,6 @@
 """Where weights come from, and what they really were (the identity goes into cache keys).
 
-Policy (docs/architecture.md): `pretrained` must find them (library cache or a download); `random` is a seeded
+Policy: `pretrained` must find them (library cache or a download); `random` is a seeded
 random init (bag-of-words for text); `PATH` is a state-dict file; `auto` is `pretrained` when the
 weights can be had and otherwise falls back, with one loud warning, to `random`.
 Finding out that a download is impossible takes seconds: one short TCP probe, no retries.

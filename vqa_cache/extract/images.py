@@ -2,7 +2,6 @@
 on the device, and the writer thread lands each shard of float16 features (ids in row order)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ from ..cache.shards import write_image_shard
 from ..device import autocast
 from ..encoders.image import ImageEncoder, ImageFiles, collate
 from ..errors import BadInput
-from ..progress import progress
-from .writer import Job, ShardWriter, writing
+from .writer import Job, ShardWriter, shard_writing, writing
 
 
 def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = True,
@@ -30,14 +28,8 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
             return entry
         encoder = encoder or build_image_encoder(plan, device)
         job.manifest["dim"] = encoder.dim
-        writer = ShardWriter(entry, job.manifest, write_image_shard, progress=job.progress)
-        start = job.shards[0][1] if job.shards and job.progress is None else 0
-        with progress(total=len(plan.image_ids) if job.progress is None else job.rows, initial=start,
-                      desc="images", unit="img", file=sys.stderr, disable=not dist.is_main()) as bar:
-            try:                    # (a write error at writer.close() clears the bar too)
-                encode_shards(plan, job, encoder, device, writer, bar)
-            finally:
-                writer.close()
+        with shard_writing(job, write_image_shard, "images", "img") as (writer, bar):
+            encode_shards(plan, job, encoder, device, writer, bar)
     if dist.is_main() and job.manifest.get("skipped"):
         print(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
               f"`skipped`); train drops their questions")

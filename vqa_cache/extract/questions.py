@@ -2,19 +2,16 @@
 encoder, in batches, into Parquet shards."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import distributed as dist
 from ..cache import Entry
 from ..cache.plan import Plan
 from ..cache.shards import write_question_shard
 from ..encoders.text import load_text_encoder
-from ..progress import progress
-from .writer import ShardWriter, writing
+from .writer import shard_writing, writing
 
 
 def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool = True, encoder=None) -> Entry:
@@ -27,20 +24,14 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
             return entry
         encoder = encoder or build_text_encoder(plan, device)
         job.manifest["dim"] = encoder.dim
-        writer = ShardWriter(entry, job.manifest, write_question_shard, progress=job.progress)
-        start = job.shards[0][1] if job.shards and job.progress is None else 0
-        with progress(total=len(plan.texts) if job.progress is None else job.rows, initial=start,
-                      desc="questions", unit="q", file=sys.stderr, disable=not dist.is_main()) as bar:
-            try:
-                for number, s0, s1 in job.shards:
-                    parts = []
-                    for b0 in range(s0, s1, recipe.text.batch_size):
-                        chunk = plan.texts[b0:min(b0 + recipe.text.batch_size, s1)]
-                        parts.append(encoder.encode(chunk))
-                        bar.update(len(chunk))
-                    writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts), number=number)
-            finally:
-                writer.close()
+        with shard_writing(job, write_question_shard, "questions", "q") as (writer, bar):
+            for number, s0, s1 in job.shards:
+                parts = []
+                for b0 in range(s0, s1, recipe.text.batch_size):
+                    chunk = plan.texts[b0:min(b0 + recipe.text.batch_size, s1)]
+                    parts.append(encoder.encode(chunk))
+                    bar.update(len(chunk))
+                writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts), number=number)
     return entry
 
 

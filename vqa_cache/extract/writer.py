@@ -4,6 +4,7 @@ index and the complete manifest (finish)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -13,6 +14,7 @@ from .. import distributed as dist
 from ..cache import Entry
 from ..cache.shards import shard_file, write_index
 from ..digest import write_file
+from ..progress import progress
 from .resume import PROGRESS_GLOB, finished_shard, open_entry, progress_records, remaining_shards
 
 
@@ -94,6 +96,21 @@ class ShardWriter:
                 f.result()
         finally:
             self.pool.shutdown(wait=True)
+
+
+@contextmanager
+def shard_writing(job: Job, write_shard, label: str, unit: str):
+    """(ShardWriter, progress bar) for the job's shards: the writer is closed (its last shards waited for)
+    on the way out, inside the bar, so that a write error at close clears the bar too."""
+    writer = ShardWriter(job.entry, job.manifest, write_shard, progress=job.progress)
+    start = job.shards[0][1] if job.shards and job.progress is None else 0
+    total = job.manifest["rows"] if job.progress is None else job.rows
+    with progress(total=total, initial=start, desc=label, unit=unit, file=sys.stderr,
+                  disable=not dist.is_main()) as bar:
+        try:
+            yield writer, bar
+        finally:
+            writer.close()
 
 
 def writing(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, label: str, **extra):
