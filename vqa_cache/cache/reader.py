@@ -54,7 +54,7 @@ def check_ids(entry: Entry, manifest: dict, ids: list[str]) -> None:
         raise damaged(entry, f"the {mismatch[0]} in its shards are not the dataset's ({mismatch[1]})")
 
 
-def check_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
+def check_features_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise damaged(entry, f"{name} holds non-finite values (NaN or inf)")
 
@@ -94,7 +94,7 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
             raise damaged(entry, f"{shard['file']}: unreadable shard ({type(e).__name__}: {e})") from None
         if len(shard_ids) != shard["rows"]:
             raise damaged(entry, f"{shard['file']}: {len(shard_ids)} rows, the manifest says {shard['rows']}")
-        check_finite(entry, shard["file"], arr)
+        check_features_finite(entry, shard["file"], arr)
         ids += shard_ids
         parts.append(arr)
     check_ids(entry, manifest, ids)

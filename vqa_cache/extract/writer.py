@@ -1,6 +1,6 @@
 """Writing an entry: shards land in a background thread and are recorded in order (ShardWriter); one
 process, or the ranks of a torchrun, write an entry's shards under its protocol (writing); then the
-index and the complete manifest (finish)."""
+index and the complete manifest (finish_entry)."""
 from __future__ import annotations
 
 import json
@@ -140,7 +140,7 @@ def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
                   f"({len(manifest['shards'])} finished shards kept)")
         job = Job(entry, manifest, shards, t0=time.time())
         yield job
-        finish(entry, manifest, job.t0)
+        finish_entry(entry, manifest, job.t0)
 
 
 @contextmanager
@@ -169,12 +169,12 @@ def _writing_ranks(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
         yield job
         dist.barrier()                                      # every rank's shards have landed
         if main:
-            finish_ranks(entry, manifest, rows, shard_size, job.t0)
+            finish_entry_ranks(entry, manifest, rows, shard_size, job.t0)
         dist.barrier()                                      # every rank returns with the entry complete
 
 
-def finish_ranks(entry: Entry, manifest: dict, rows: int, shard_size: int, t0: float) -> None:
-    """Rank 0, after every rank wrote its shards: their progress records into the manifest, then finish."""
+def finish_entry_ranks(entry: Entry, manifest: dict, rows: int, shard_size: int, t0: float) -> None:
+    """Rank 0, after every rank wrote its shards: their progress records into the manifest, then finish_entry."""
     records = progress_records(entry)
     for shard in remaining_shards(manifest, rows, shard_size):
         record = finished_shard(entry, records, shard)
@@ -182,12 +182,12 @@ def finish_ranks(entry: Entry, manifest: dict, rows: int, shard_size: int, t0: f
             raise RuntimeError(f"{entry.path}: shard {shard[0]} (rows {shard[1]}..{shard[2]}) is missing after "
                                f"every rank finished; re-run to resume")
         manifest["shards"].append(record)
-    finish(entry, manifest, t0)
+    finish_entry(entry, manifest, t0)
     for p in entry.path.glob(PROGRESS_GLOB):
         p.unlink()
 
 
-def finish(entry: Entry, manifest: dict, t0: float) -> None:
+def finish_entry(entry: Entry, manifest: dict, t0: float) -> None:
     """Write index.parquet (images), mark the entry complete."""
     if entry.kind == "image":
         write_index(entry.path, manifest["shards"])

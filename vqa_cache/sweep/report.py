@@ -23,7 +23,7 @@ STYLE = {"COMPLETE": dict(color="C0", marker="o", label="complete"),
          "PRUNED": dict(color="C7", marker="x", label="pruned")}
 
 
-def finish(study, dists: dict, base: dict, settings: SweepSettings, directory: Path) -> dict:
+def finish_sweep(study, dists: dict, base: dict, settings: SweepSettings, directory: Path) -> dict:
     """trials.csv, best.toml, the plots, and the summary (also in sweep.json["result"]), which it returns."""
     write_trials_csv(study, dists, directory / "trials.csv")
     trials = study.get_trials(deepcopy=False)

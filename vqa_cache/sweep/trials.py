@@ -25,7 +25,7 @@ from ..recipes import SweepSettings
 from ..train import train
 from ..train.features import Features, load_features
 from ..train.run_dir import pick_run_dir
-from .report import FINISHED, best_value, finish, write_trials_csv
+from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
 from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest
 
@@ -55,7 +55,7 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
           f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
     if remaining:
         run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks)
-    return finish(study, dists, base, settings, directory)
+    return finish_sweep(study, dists, base, settings, directory)
 
 
 def sweep_dir(name: str, settings: SweepSettings, out: str | None, resume: bool) -> Path:

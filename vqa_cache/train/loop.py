@@ -139,7 +139,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         raise BadInput(f"{fit.run_dir}: nothing to train (already at epoch {history.last} of {optim.epochs})")
     if not main:
         return {"epochs": history.epochs, "best": history.best}
-    return finish(fit, history, started)
+    return finish_run(fit, history, started)
 
 
 def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) -> tuple[dict, bool]:
@@ -265,7 +265,7 @@ def resume_history(fit: Fit) -> History:
     return History(ckpt["history"], ckpt["best"], ckpt["bad_epochs"], ckpt["epoch"])
 
 
-def finish(fit: Fit, history: History, started: float) -> dict:
+def finish_run(fit: Fit, history: History, started: float) -> dict:
     """The best model's predictions on the validation split (official results format), metrics.json,
     curves.png, and the closing lines; the metrics."""
     run_dir, val = fit.run_dir, fit.splits["val"]
