@@ -1,6 +1,6 @@
 """Stage-one benchmark: end-to-end extraction vs the encoder alone, on the same images.
 
-    end to end    = vqa_cache.extract.extract_images on N image files: DataLoader workers decode and
+    end to end    = vqa_cache.extract.images.extract_images on N image files: DataLoader workers decode and
                     resize, the encoder runs (autocast + channels_last on CUDA), features go to float16
                     HDF5 shards written by a background thread, checksums, manifest, index
     forward only  = the same encoder on the same images already decoded into memory as uint8 tensors
@@ -54,8 +54,10 @@ def main():
     import easy_vqa
     from vqa_cache import data
     from vqa_cache.encoders.image import ImageFiles, collate
-    from vqa_cache.extract import build_image_encoder, encode_images, extract_images, make_plan, pick_device
-    from vqa_cache.recipes import DatasetSpec, ExtractRecipe, ImageSpec, TextSpec
+    from vqa_cache.cache.plan import make_plan
+    from vqa_cache.device import pick_device
+    from vqa_cache.extract.images import build_image_encoder, encode_images, extract_images
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -79,10 +81,10 @@ def main():
     table = data.make_table({"question_id": ids, "image_id": ids, "image_path": paths, "question": ["q?"] * len(ids),
                              "answers": [["a"]] * len(ids), "answer_type": ["other"] * len(ids),
                              "question_type": ["q"] * len(ids), "split": ["train"] * len(ids)})
-    recipe = ExtractRecipe(DatasetSpec(), ImageSpec(encoder=a.encoder, weights="random", size=size,
+    recipe = ExtractRecipe(DatasetSettings(), ImageSettings(encoder=a.encoder, weights="random", size=size,
                                                     features=a.features, batch_size=a.batch_size,
                                                     workers=a.workers),
-                           TextSpec(encoder="bow", weights="random"), device=a.device, shard_size=a.shard_size)
+                           TextSettings(encoder="bow", weights="random"), device=a.device, shard_size=a.shard_size)
     plan = make_plan(recipe, samples=table)
     kind = "JPEG" if a.jpeg else "PNG"
     print(f"{a.images} {kind} files -> {a.encoder} {a.features} at {size} px, batch {a.batch_size}, "

@@ -40,8 +40,10 @@ def main() -> None:
 
     from vqa_cache import recipes
     from vqa_cache.extract import extract
-    from vqa_cache.finetune import finetune, finetune_recipe
-    from vqa_cache.training import train
+    from vqa_cache.finetune import finetune
+    from vqa_cache.finetune.init_head import finetune_recipe
+    from vqa_cache.options import feature_overrides
+    from vqa_cache.train import train
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -62,7 +64,6 @@ def main() -> None:
     rows = []
     tr_data = recipes.load_train_dict("train/easyvqa-finetune.toml")
     tr_data.pop("finetune", None)
-    from vqa_cache.cli import feature_overrides
     recipes.apply_overrides(tr_data, feature_overrides("features.", **feature) + common)
     tr = recipes.build(recipes.TrainRecipe, tr_data)
     m = train(tr, root, out=str(work / "train"))

@@ -47,8 +47,12 @@ def main():
     from vqa_cache.cache import cache_root
     from vqa_cache.encoders.image import ImageEncoder, ImageFiles
     from vqa_cache.encoders.text import load_text_encoder
-    from vqa_cache.extract import autocast, extract, pick_device
-    from vqa_cache.training import amp, batch_loss, batches, build_splits, load_features, lr_lambda, trainable
+    from vqa_cache.device import amp, autocast, pick_device
+    from vqa_cache.extract import extract
+    from vqa_cache.train.batches import epoch_batches
+    from vqa_cache.train.features import load_features
+    from vqa_cache.train.splits import build_splits, trainable
+    from vqa_cache.train.steps import batch_loss, lr_lambda
 
     root = cache_root(a.cache_dir)
     feats = {"dataset": {"limit": a.limit}, "device": a.device,
@@ -101,7 +105,7 @@ def main():
         sync(device)
         t0 = time.perf_counter()
         total = 0
-        for idx, img, q in batches(tr, image, question, rows, o.batch_size, torch.Generator().manual_seed(epoch)):
+        for idx, img, q in epoch_batches(tr, image, question, rows, o.batch_size, 0, epoch):
             total = total + step(model, opt, sched, img, q, idx)
         float(total)
         sync(device)

@@ -1,4 +1,4 @@
-"""Answer normalization, the ground truth, soft scores and the vocabulary (vqa_cache/data/answers.py).
+"""Answer normalization, the ground truth, soft scores and the vocabulary (vqa_cache/answers/).
 
 Expected values are worked out by hand from the official vqaEval.py rules.
 """
@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from vqa_cache.data.answers import (
+from vqa_cache.answers import (
     CONTRACTIONS,
     NORMALIZER_VERSION,
     Vocabulary,
@@ -265,11 +265,11 @@ def test_vocabulary_roundtrip_and_bad_records():
 
 
 def test_training_targets_are_the_current_metric():
-    """training.Split's soft targets: each class scores what predicting it scores under the metric."""
+    """train.splits.Split's soft targets: each class scores what predicting it scores under the metric."""
     import pyarrow as pa
 
     from vqa_cache.metrics import vqa_accuracy
-    from vqa_cache.training import Split
+    from vqa_cache.train.splits import Split
 
     answers = [["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, ["Yes"] * 10, ["yes"] * 10,
                ["  blue\n"] * 4 + ["green"] * 6, ["Two", "2", "3"], ["circle"], []]

@@ -189,10 +189,10 @@ def test_info_and_rm(cli, small):
 
 def test_lock_no_wait_wait_and_stale(cli, tmp_path, monkeypatch):
     from vqa_cache.cache import Entry
-    from vqa_cache.extract import make_plan
-    from vqa_cache.recipes import DatasetSpec, ExtractRecipe, ImageSpec, TextSpec
-    plan = make_plan(ExtractRecipe(DatasetSpec(limit=10), ImageSpec(encoder="resnet18", weights="random", size=32),
-                                   TextSpec(encoder="bow", weights="random")))
+    from vqa_cache.cache.plan import make_plan
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
+    plan = make_plan(ExtractRecipe(DatasetSettings(limit=10), ImageSettings(encoder="resnet18", weights="random", size=32),
+                                   TextSettings(encoder="bow", weights="random")))
     entry = Entry(tmp_path, plan.image_key)
     args = ["--cache-dir", tmp_path, "extract", "--limit", 10, *FAST, "--workers", 0]
 
@@ -231,8 +231,8 @@ def test_lock_no_wait_wait_and_stale(cli, tmp_path, monkeypatch):
 def corrupt_dataset(monkeypatch, tmp_path):
     """easy-VQA (limit 1500: ~310 images) with the 101st image (sorted id order) replaced by a corrupt file."""
     import pyarrow as pa
-    import vqa_cache.data as data
-    real = data.load_samples
+    import vqa_cache.cache.plan as plan
+    from vqa_cache.cache.samples import load_samples as real
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
 
@@ -244,10 +244,10 @@ def corrupt_dataset(monkeypatch, tmp_path):
                  for i, p in zip(table.column("image_id").to_pylist(), table.column("image_path").to_pylist())]
         return table.set_column(table.schema.get_field_index("image_path"), "image_path", pa.array(paths)), victim
 
-    monkeypatch.setattr(data, "load_samples", lambda spec, **kw: load(spec, **kw)[0])
-    from vqa_cache.recipes import DatasetSpec
-    _, victim = load(DatasetSpec(limit=1500))
-    questions = sum(1 for i in real(DatasetSpec(limit=1500)).column("image_id").to_pylist() if i == victim)
+    monkeypatch.setattr(plan, "load_samples", lambda spec, **kw: load(spec, **kw)[0])
+    from vqa_cache.recipes import DatasetSettings
+    _, victim = load(DatasetSettings(limit=1500))
+    questions = sum(1 for i in real(DatasetSettings(limit=1500)).column("image_id").to_pylist() if i == victim)
     return bad, victim, questions
 
 
@@ -286,10 +286,10 @@ def test_dry_run_estimates_and_writes_nothing(cli, tmp_path):
     assert not list(tmp_path.rglob("*.h5")) and not list(tmp_path.rglob("manifest.json"))
 
     from vqa_cache.extract import dry_run
-    from vqa_cache.recipes import DatasetSpec, ExtractRecipe, ImageSpec, TextSpec
-    est = dry_run(ExtractRecipe(DatasetSpec(limit=100), ImageSpec(encoder="resnet18", weights="random", size=64,
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
+    est = dry_run(ExtractRecipe(DatasetSettings(limit=100), ImageSettings(encoder="resnet18", weights="random", size=64,
                                                                  features="pooled+grid", batch_size=4),
-                                TextSpec(encoder="bow")), tmp_path)
+                                TextSettings(encoder="bow")), tmp_path)
     img = est["entries"][0]
     # pooled 512 + grid 2x2x512 float16 per image: the estimate is at least the raw bytes
     assert img["rows"] == 21 and img["bytes"] >= 21 * (512 + 4 * 512) * 2 and img["seconds"] > 0
@@ -336,11 +336,11 @@ def test_plain_h5py_pyarrow_read_of_grid_and_token_entries(cli, tmp_path, tiny_b
 
 
 def test_text_keys_change_with_tokens_length_pooling(tiny_bert_dir):
-    from vqa_cache.extract import make_plan
-    from vqa_cache.recipes import DatasetSpec, ExtractRecipe, ImageSpec, TextSpec
-    img = ImageSpec(encoder="resnet18", weights="random", size=32)
-    key = lambda **kw: make_plan(ExtractRecipe(DatasetSpec(limit=5), img,
-                                               TextSpec(encoder=str(tiny_bert_dir), **kw))).question_key
+    from vqa_cache.cache.plan import make_plan
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
+    img = ImageSettings(encoder="resnet18", weights="random", size=32)
+    key = lambda **kw: make_plan(ExtractRecipe(DatasetSettings(limit=5), img,
+                                               TextSettings(encoder=str(tiny_bert_dir), **kw))).question_key
     base = key()
     assert len({base, key(tokens=True), key(max_length=16), key(pooling="cls")}) == 4
     assert key() == base

@@ -12,7 +12,7 @@ from conftest import FAST
 from fixtures_data import make_csv, make_vizwiz, make_vqa2
 
 from vqa_cache.data import load_samples
-from vqa_cache.recipes import DatasetSpec
+from vqa_cache.recipes import DatasetSettings
 
 TRAIN = ["--head", "concat", "--epochs", 2]
 
@@ -73,13 +73,13 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
 
 def test_vqa2_trains_with_soft_score_bce(tmp_path):
     """10 human answers -> the multi-answer (soft-score BCE) targets; 1 answer (csv) -> cross-entropy."""
-    from vqa_cache.data.answers import build_vocabulary
-    from vqa_cache.training import Split
+    from vqa_cache.answers import build_vocabulary
+    from vqa_cache.train.splits import Split
 
     make_vqa2(tmp_path / "v")
     make_csv(tmp_path / "c")
     for name, multi in ((f"vqa2:{tmp_path / 'v'}", True), (f"csv:{tmp_path / 'c'}", False)):
-        t = load_samples(DatasetSpec(name=name, splits=("train",)))
+        t = load_samples(DatasetSettings(name=name, splits=("train",)))
         vocab = build_vocabulary(t.column("answers").to_pylist(), top_k=1000)
         s = Split(t, list(range(t.num_rows)), list(range(t.num_rows)), vocab)
         assert s.multi is multi
@@ -106,8 +106,8 @@ def test_vizwiz_extract_train(cli, tmp_path, form):
 def test_vizwiz_forms_give_the_same_table(tmp_path):
     make_vizwiz(tmp_path / "a", "records", sizes=(("train", 6), ("val", 3)))
     make_vizwiz(tmp_path / "b", "columns", sizes=(("train", 6), ("val", 3)))
-    a = load_samples(DatasetSpec(name=f"vizwiz:{tmp_path / 'a'}")).drop(["image_path"])
-    b = load_samples(DatasetSpec(name=f"vizwiz:{tmp_path / 'b'}")).drop(["image_path"])
+    a = load_samples(DatasetSettings(name=f"vizwiz:{tmp_path / 'a'}")).drop(["image_path"])
+    b = load_samples(DatasetSettings(name=f"vizwiz:{tmp_path / 'b'}")).drop(["image_path"])
     assert a.equals(b)
 
 
@@ -120,7 +120,7 @@ def test_csv_extract_train_with_held_out_val(cli, tmp_path):
     assert r.code == 0, r
     r = cli("--cache-dir", cache, "train", *ds, *FAST, *TRAIN, "--out", run)
     assert r.code == 0, r
-    t = load_samples(DatasetSpec(name=f"csv:{d}", val_fraction=0.2, seed=3))
+    t = load_samples(DatasetSettings(name=f"csv:{d}", val_fraction=0.2, seed=3))
     val = t.filter(t["split"].to_numpy(zero_copy_only=False) == "val")
     train = t.filter(t["split"].to_numpy(zero_copy_only=False) == "train")
     assert len(set(val.column("image_id").to_pylist())) == 2
@@ -137,7 +137,7 @@ def test_csv_column_and_folder_renames(cli, tmp_path):
     r = cli("--cache-dir", tmp_path / "cache", "extract", "--dataset", name, *FAST, "--dry-run")
     assert r.code == 2 and "missing column(s) 'image_id', 'question', 'answer'" in r.err, r
     opts = {"question_column": "Question", "answer_column": "Answer", "image_column": "img", "image_dir": "pics"}
-    t = load_samples(DatasetSpec(name=name, options=opts))
+    t = load_samples(DatasetSettings(name=name, options=opts))
     assert t.num_rows == 30 and all("/pics/" in p for p in t.column("image_path").to_pylist())
     sets = [x for k, v in opts.items() for x in ("--set", f"dataset.options.{k}={v}")]
     r = cli("--cache-dir", tmp_path / "cache", "extract", "--dataset", name, *FAST, *sets)
@@ -147,10 +147,11 @@ def test_csv_column_and_folder_renames(cli, tmp_path):
 # ---------------------------------------------------------------- the dataset entry
 
 def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, capsys):
+    from vqa_cache.cache.samples import load_samples
     from vqa_cache.data import vqa2
     d, root = tmp_path / "vqa", tmp_path / "cache"
     files = make_vqa2(d)
-    spec = DatasetSpec(name=f"vqa2:{d}")
+    spec = DatasetSettings(name=f"vqa2:{d}")
     first = load_samples(spec, root=root)
     assert "parsed 36 questions" in capsys.readouterr().out
     monkeypatch.setattr(vqa2, "load", lambda *a: pytest.fail("parsed again"))
@@ -170,9 +171,10 @@ def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, 
 
 
 def test_dataset_entry_verifies_and_a_flipped_byte_is_named(cli, tmp_path):
+    from vqa_cache.cache.samples import load_samples
     d, root = tmp_path / "vqa", tmp_path / "cache"
     make_vqa2(d)
-    load_samples(DatasetSpec(name=f"vqa2:{d}"), root=root)
+    load_samples(DatasetSettings(name=f"vqa2:{d}"), root=root)
     (entry,) = (root / "dataset").iterdir()
     r = cli("--cache-dir", root, "cache", "verify", entry.name)
     assert r.code == 0, r
@@ -190,20 +192,20 @@ def test_subsets(tmp_path):
     d = tmp_path / "vqa"
     make_vqa2(d, images=(("train2014", 12), ("val2014", 6)))
     name = f"vqa2:{d}"
-    yn = load_samples(DatasetSpec(name=name, answer_types=("yes/no",)))
+    yn = load_samples(DatasetSettings(name=name, answer_types=("yes/no",)))
     assert set(yn.column("answer_type").to_pylist()) == {"yes/no"} and yn.num_rows == 18
 
     def frac(seed):
-        return load_samples(DatasetSpec(name=name, image_fraction=0.5, seed=seed))
+        return load_samples(DatasetSettings(name=name, image_fraction=0.5, seed=seed))
     a, b = frac(1), frac(1)
     assert a.equals(b)
     kept = set(a.column("image_id").to_pylist())
     assert len(kept) == 9 and a.num_rows == 27          # every question of each kept image
     assert kept != set(frac(2).column("image_id").to_pylist())
 
-    lim = load_samples(DatasetSpec(name=name, limit=5))
+    lim = load_samples(DatasetSettings(name=name, limit=5))
     assert {s: lim.column("split").to_pylist().count(s) for s in ("train", "val")} == {"train": 5, "val": 5}
-    only = load_samples(DatasetSpec(name=name, splits=("val",)))
+    only = load_samples(DatasetSettings(name=name, splits=("val",)))
     assert set(only.column("split").to_pylist()) == {"val"}
 
 
@@ -213,7 +215,7 @@ def test_held_out_val_is_by_image_and_seeded(tmp_path):
     name = f"csv:{d}"
 
     def val_images(fraction, seed):
-        t = load_samples(DatasetSpec(name=name, val_fraction=fraction, seed=seed))
+        t = load_samples(DatasetSettings(name=name, val_fraction=fraction, seed=seed))
         split = t.column("split").to_pylist()
         ids = t.column("image_id").to_pylist()
         val = {i for i, s in zip(ids, split) if s == "val"}
@@ -225,7 +227,7 @@ def test_held_out_val_is_by_image_and_seeded(tmp_path):
 
 def test_cli_subset_options_reach_the_recipe():
     from vqa_cache import recipes
-    from vqa_cache.cli import feature_argv, feature_overrides
+    from vqa_cache.options import feature_argv, feature_overrides
     feature = dict(dataset="csv:/x", answer_types=("yes/no,number",), image_fraction=0.25, val_fraction=0.2,
                    data_seed=7, skip_missing=True)
     data = recipes.apply_overrides({}, feature_overrides("", **feature))
@@ -239,11 +241,11 @@ def test_cli_subset_options_reach_the_recipe():
 # ---------------------------------------------------------------- soft scores and the metric
 
 def test_soft_scores_agree_with_the_metric(tmp_path):
-    from vqa_cache.data.answers import best_answer, ground_truth, soft_scores
+    from vqa_cache.answers import best_answer, ground_truth, soft_scores
     from vqa_cache.metrics import vqa_accuracy
 
     make_vqa2(tmp_path / "v")
-    t = load_samples(DatasetSpec(name=f"vqa2:{tmp_path / 'v'}", splits=("train", "val")))
+    t = load_samples(DatasetSettings(name=f"vqa2:{tmp_path / 'v'}", splits=("train", "val")))
     cases = t.column("answers").to_pylist() + [
         ["2"] * 3 + ["3"] * 7, ["yes"] * 10, ["red", "blue"] * 5, ["big dog"] * 2 + ["dog"] * 8,
         ["white", "white", "gray", "grey", "silver", "white", "gray", "white", "light gray", "gray"]]

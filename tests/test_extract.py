@@ -45,8 +45,8 @@ def test_extract_writes_documented_format(cli, tmp_path):
     assert len(texts) == len(set(texts)) == question["rows"]
 
     from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
-    samples = load_samples(DatasetSpec(limit=30))
+    from vqa_cache.recipes import DatasetSettings
+    samples = load_samples(DatasetSettings(limit=30))
     assert set(ids) == set(samples.column("image_id").to_pylist())
     assert set(texts) == set(samples.column("question").to_pylist())
     assert image["spec"]["weights"] == "random:0" and question["spec"]["weights"] == "bow:v1"
@@ -66,14 +66,14 @@ def test_weights_file_loads_real_weights(cli, tmp_path, resnet18_file):
             "--image-size", "32", "--weights", resnet18_file, "--text-encoder", "bow")
     assert r.code == 0, r
     image = next(m for m in entries(tmp_path).values() if m["kind"] == "image")
-    from vqa_cache.cache.store import sha256_of
-    assert image["spec"]["weights"] == f"sha256:{sha256_of(resnet18_file)}"
+    from vqa_cache.digest import sha256_file
+    assert image["spec"]["weights"] == f"sha256:{sha256_file(resnet18_file)}"
 
     import torchvision
     from PIL import Image
     from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
-    samples = load_samples(DatasetSpec(limit=4))
+    from vqa_cache.recipes import DatasetSettings
+    samples = load_samples(DatasetSettings(limit=4))
     first = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
     with h5py.File(tmp_path / "image" / image["key"] / image["shards"][0]["file"]) as f:
         image_id, feats = f["ids"][0].decode(), f["features"][0]
@@ -124,18 +124,18 @@ def test_real_pretrained_minilm(cli, tmp_path, minilm_dir):
 
 
 def test_keys_change_with_what_shapes_the_bytes():
-    from vqa_cache.extract import make_plan
-    from vqa_cache.recipes import DatasetSpec, ExtractRecipe, ImageSpec, TextSpec
-    base = ExtractRecipe(DatasetSpec(limit=5), ImageSpec(encoder="resnet18", weights="random", size=32),
-                         TextSpec(encoder="bow"))
+    from vqa_cache.cache.plan import make_plan
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
+    base = ExtractRecipe(DatasetSettings(limit=5), ImageSettings(encoder="resnet18", weights="random", size=32),
+                         TextSettings(encoder="bow"))
     p0 = make_plan(base)
-    for changed in (ExtractRecipe(DatasetSpec(limit=30), base.image, base.text),   # more images
-                    ExtractRecipe(base.dataset, ImageSpec(encoder="resnet18", weights="random", size=48), base.text),
-                    ExtractRecipe(base.dataset, ImageSpec(encoder="resnet34", weights="random", size=32), base.text),
-                    ExtractRecipe(base.dataset, ImageSpec(encoder="resnet18", weights="random", size=32,
+    for changed in (ExtractRecipe(DatasetSettings(limit=30), base.image, base.text),   # more images
+                    ExtractRecipe(base.dataset, ImageSettings(encoder="resnet18", weights="random", size=48), base.text),
+                    ExtractRecipe(base.dataset, ImageSettings(encoder="resnet34", weights="random", size=32), base.text),
+                    ExtractRecipe(base.dataset, ImageSettings(encoder="resnet18", weights="random", size=32,
                                                           features="grid"), base.text)):
         assert make_plan(changed).image_key != p0.image_key
-    assert make_plan(ExtractRecipe(DatasetSpec(limit=6), base.image, base.text)).question_key != p0.question_key
+    assert make_plan(ExtractRecipe(DatasetSettings(limit=6), base.image, base.text)).question_key != p0.question_key
     assert make_plan(base).image_key == p0.image_key
 
 

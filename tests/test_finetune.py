@@ -17,7 +17,7 @@ def extract(root, *args):
 
 
 def recipe(*sets, text=None, limit=300):
-    from vqa_cache.finetune import finetune_recipe
+    from vqa_cache.finetune.init_head import finetune_recipe
     feature = {"limit": limit, "image_encoder": "resnet18", "image_size": 32, "weights": "random"}
     if text:
         feature["text_encoder"] = str(text)
@@ -37,7 +37,7 @@ def bert_cache(tmp_path_factory, tiny_bert_dir):
 def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
     from vqa_cache.cache import Entry
     from vqa_cache.cache.reader import load_rows
-    from vqa_cache.finetune import build
+    from vqa_cache.finetune.model import build
 
     r = recipe(text=tiny_bert_dir)
     plan, splits, vocab, _, _, model = build(r, torch.device("cpu"))
@@ -61,7 +61,7 @@ def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
 
 
 def test_what_trains_and_batchnorm(tiny_bert_dir):
-    from vqa_cache.finetune import build
+    from vqa_cache.finetune.model import build
 
     _, _, _, _, _, m = build(recipe('finetune.train_encoders="top:1"', text=tiny_bert_dir), torch.device("cpu"))
     img = {n for n, p in m.image_enc.named_parameters() if p.requires_grad}
@@ -84,7 +84,7 @@ def test_what_trains_and_batchnorm(tiny_bert_dir):
 
 
 def test_each_image_encoded_once_per_batch():
-    from vqa_cache.finetune import build
+    from vqa_cache.finetune.model import build
     _, splits, _, _, _, m = build(recipe(), torch.device("cpu"))
     s = splits["train"]
     idx = torch.arange(64)
@@ -95,10 +95,10 @@ def test_each_image_encoded_once_per_batch():
 
 
 def test_augmentation_keeps_answers_true():
-    from vqa_cache.finetune import augment_images
-    from vqa_cache.recipes import AugmentSpec
+    from vqa_cache.finetune.augment import augment_images
+    from vqa_cache.recipes import AugmentSettings
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    spec = AugmentSpec(enabled=True, hflip=1.0, vflip=1.0, brightness=0.5, contrast=0.5)
+    spec = AugmentSettings(enabled=True, hflip=1.0, vflip=1.0, brightness=0.5, contrast=0.5)
     texts = [["what is on the left of the circle?"], ["what color is the shape?"],
              ["is there a blue shape?"], ["what shape is in the image?"]]
     y = augment_images(x, texts, spec, torch.Generator().manual_seed(0))
@@ -211,9 +211,12 @@ def test_init_head_takes_the_runs_encoders_unless_given(cli, tmp_path):
 
 
 def test_a_nan_loss_stops_finetune_keeping_the_last_good_epoch(tmp_path, monkeypatch):
-    import vqa_cache.finetune as F
+    import vqa_cache.train.loop as loop
     from vqa_cache.errors import Diverged
-    calls, real = [], F.batch_loss
+    from vqa_cache.finetune import finetune
+    from vqa_cache.finetune.model import build
+    from vqa_cache.train.splits import trainable
+    calls, real = [], loop.batch_loss
 
     def poisoned(logits, split, idx, K):
         loss = real(logits, split, idx, K)
@@ -222,12 +225,12 @@ def test_a_nan_loss_stops_finetune_keeping_the_last_good_epoch(tmp_path, monkeyp
             if len(calls) == batches + 2:
                 return loss * float("inf")
         return loss
-    monkeypatch.setattr(F, "batch_loss", poisoned)
+    monkeypatch.setattr(loop, "batch_loss", poisoned)
     r = recipe("optim.epochs=3", "optim.batch_size=64", "finetune.group_by_image=false")
-    _, splits, vocab, _, _, _ = F.build(r, torch.device("cpu"))
-    batches = -(-len(F.trainable(splits["train"], len(vocab))) // 64)
+    _, splits, vocab, _, _, _ = build(r, torch.device("cpu"))
+    batches = -(-len(trainable(splits["train"], len(vocab))) // 64)
     with pytest.raises(Diverged, match=f"at epoch 2, batch 2 of {batches}: run stopped; .*last.pt \\(epoch 1\\)"):
-        F.finetune(r, out=str(tmp_path / "run"))
+        finetune(r, out=str(tmp_path / "run"))
     assert len(calls) == batches + 2                 # it stopped at the bad batch (one process)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
     assert [e["epoch"] for e in json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]] == [1]

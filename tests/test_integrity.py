@@ -59,7 +59,7 @@ def vqa_cache(*args, limit_bytes=None, roomy=False, **kw):
     `roomy`: free_space reports a huge disk (so only the write itself can meet the limit)."""
     code = "import sys; from vqa_cache.cli import main; sys.argv[0] = 'vqa-cache'; main()"
     if roomy:
-        code = "import vqa_cache.cache.store as s; s.free_space = lambda d: (1 << 50, 'on a roomy disk'); " + code
+        code = "import vqa_cache.digest as s; s.free_space = lambda d: (1 << 50, 'on a roomy disk'); " + code
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
@@ -96,14 +96,14 @@ def test_file_size_limit_stops_cleanly_then_resumes(cli, tmp_path):
 def test_full_disk_keeps_finished_shards_and_the_manifest_contiguous(cli, tmp_path, monkeypatch):
     """The disk fills up after two 16-row shards: the third fails on the writer thread, the fourth
     (queued behind it) is never written, the error is one clean line, and a re-run resumes."""
-    import vqa_cache.cache.store as store
+    import vqa_cache.digest as digest
     root = tmp_path / "cache"
 
     def free_space(directory):
         full = len(list(Path(directory).glob("image-*.h5"))) >= 2
         return (8000 if full else 1 << 40), "on the device of TEST"
 
-    monkeypatch.setattr(store, "free_space", free_space)
+    monkeypatch.setattr(digest, "free_space", free_space)
     args = ["--cache-dir", root, "extract", "--limit", 300, *FAST, "--shard-size", 16, "--batch-size", 8,
             "--workers", 0]
     r = cli(*args)
@@ -308,11 +308,11 @@ def test_extract_repairs_a_damaged_complete_entry(cli, small):
 def test_tampered_dataset_entry_is_parsed_again(cli, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
+    from vqa_cache.cache.samples import load_samples
+    from vqa_cache.recipes import DatasetSettings
     d, root = tmp_path / "csv", tmp_path / "cache"
     make_csv(d)
-    spec = DatasetSpec(name=f"csv:{d}")
+    spec = DatasetSettings(name=f"csv:{d}")
     assert cli("--cache-dir", root, "extract", "--dataset", f"csv:{d}", *FAST, "--workers", 0).code == 0
     original = load_samples(spec, root=root)
     (entry,) = (p for p in (root / "dataset").iterdir() if p.is_dir())

@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import pytest
 
-from vqa_cache.data.answers import CONTRACTIONS, ground_truth, normalize_answer, soft_scores
+from vqa_cache.answers import CONTRACTIONS, ground_truth, normalize_answer, soft_scores
 from vqa_cache.errors import BadInput
 from vqa_cache.metrics import evaluate, evaluate_files, exact_match_accuracy, vqa_accuracy
 

@@ -57,7 +57,7 @@ def test_bad_overrides(override, message):
 
 
 def test_edges_of_the_optimizer_ranges_are_accepted():
-    o = recipes.build(recipes.OptimSpec, {"lr": 10, "min_lr": 10, "betas": [0, 0.999], "eps": 1e-12,
+    o = recipes.build(recipes.OptimSettings, {"lr": 10, "min_lr": 10, "betas": [0, 0.999], "eps": 1e-12,
                                           "weight_decay": 0, "warmup_epochs": 0, "grad_clip": 0})
     assert o.lr == o.min_lr == 10.0 and o.betas == (0, 0.999)
 

@@ -36,8 +36,8 @@ def trained(cache, tmp_path_factory):
 @pytest.fixture
 def image_file():
     from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
-    return load_samples(DatasetSpec(limit=5)).column("image_path")[0].as_py()
+    from vqa_cache.recipes import DatasetSettings
+    return load_samples(DatasetSettings(limit=5)).column("image_path")[0].as_py()
 
 
 def one_line(r) -> str:
@@ -146,7 +146,7 @@ def test_a_locked_run_directory_is_refused(cli, cache, trained, tmp_path, comman
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from vqa_cache.training import run_lock
+from vqa_cache.train.run_dir import run_lock
 with run_lock(Path(sys.argv[1])):
     child = os.fork()                    # like a DataLoader worker: it must not keep the lock
     if child == 0:
@@ -159,7 +159,7 @@ with run_lock(Path(sys.argv[1])):
 
 def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
     from vqa_cache.errors import BadInput
-    from vqa_cache.training import run_lock
+    from vqa_cache.train.run_dir import run_lock
     run = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -185,9 +185,9 @@ def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step(cli, cache, trained, tmp_path, monkeypatch):
     """The 3rd training step of epoch 2 gets a NaN loss: exit 1, one line naming epoch 2, step 3; the
     checkpoints and metrics of epoch 1 stay as they were."""
-    import vqa_cache.training as T
+    import vqa_cache.train.loop as loop
     steps = -(-json.loads((trained / "config.json").read_text())["questions"]["train"] // 64)
-    calls, real = [], T.batch_loss
+    calls, real = [], loop.batch_loss
 
     def poisoned(logits, split, idx, K):
         loss = real(logits, split, idx, K)
@@ -196,7 +196,7 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step(cli, cache, trained, tmp
             if len(calls) == steps + 3:
                 return loss * float("nan")
         return loss
-    monkeypatch.setattr(T, "batch_loss", poisoned)
+    monkeypatch.setattr(loop, "batch_loss", poisoned)
     run = tmp_path / "run"
     r = cli("--cache-dir", cache, *TRAIN, "--batch-size", 64, "--epochs", 3, "--out", run)
     line = one_line(r)

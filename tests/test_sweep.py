@@ -131,7 +131,7 @@ def test_sweep_bad_input(cli, cache, tmp_path, args, message):
 
 def test_space_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-    from vqa_cache.sweep import distributions, make_recipe
+    from vqa_cache.sweep.space import distributions, make_recipe
 
     d = distributions({"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "head.hidden": {"low": 64, "high": 256, "step": 64},
                        "optim.betas": {"choices": [[0.9, 0.999], [0.9, 0.98]]}, "optim.betas.1": {"low": 0.9, "high": 0.99}})
@@ -150,17 +150,17 @@ def test_space_syntax():
 def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, monkeypatch):
     """A trial whose loss becomes NaN (training raises Diverged) is recorded as pruned with the reason;
     the other trials still run and best.toml is written."""
-    from vqa_cache import training
     from vqa_cache.errors import Diverged
+    from vqa_cache.train import loop
 
-    real = training.check_finite
+    real = loop.check_finite
 
     def diverge_trial_1(loss_sum, first_bad, epoch, steps, run_dir, what="step"):
         if Path(run_dir).name == "0001":
             raise Diverged(f"train loss is NaN or infinite at epoch {epoch}")
         return real(loss_sum, first_bad, epoch, steps, run_dir, what)
 
-    monkeypatch.setattr(training, "check_finite", diverge_trial_1)
+    monkeypatch.setattr(loop, "check_finite", diverge_trial_1)
     out = tmp_path / "s"
     r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
             "--trials", 3, "--jobs", 1, "--out", out)

@@ -40,8 +40,8 @@ def test_train_writes_a_complete_run(cli, cache, tmp_path, monkeypatch):
     assert metrics["best"]["val_accuracy"] > 0.6
     preds = json.loads((run / "predictions.json").read_text())
     from vqa_cache.data import load_samples
-    from vqa_cache.recipes import DatasetSpec
-    s = load_samples(DatasetSpec(limit=1500))
+    from vqa_cache.recipes import DatasetSettings
+    s = load_samples(DatasetSettings(limit=1500))
     val_ids = [int(q) for q, sp in zip(s.column("question_id").to_pylist(), s.column("split").to_pylist()) if sp == "test"]
     assert sorted(p["question_id"] for p in preds) == sorted(val_ids)
     assert all(isinstance(p["answer"], str) for p in preds)
@@ -75,9 +75,9 @@ def test_train_bad_input(cli, cache, tmp_path, args, message):
 
 
 def test_cosine_schedule_with_warmup():
-    from vqa_cache.recipes import OptimSpec
-    from vqa_cache.training import lr_lambda
-    f = lr_lambda(OptimSpec(epochs=10, lr=1e-3, min_lr=1e-5, warmup_epochs=1), steps_per_epoch=10)
+    from vqa_cache.recipes import OptimSettings
+    from vqa_cache.train.steps import lr_lambda
+    f = lr_lambda(OptimSettings(epochs=10, lr=1e-3, min_lr=1e-5, warmup_epochs=1), steps_per_epoch=10)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(99) == pytest.approx(0.01, abs=1e-3)
     assert all(f(i) >= f(i + 1) for i in range(10, 99))
@@ -105,7 +105,8 @@ def without_seconds(metrics):
 
 
 def test_killed_after_epoch_2_of_5_and_resumed_ends_like_an_uninterrupted_run(cli, cache, tmp_path):
-    from vqa_cache.training import load_features, train
+    from vqa_cache.train import train
+    from vqa_cache.train.features import load_features
     recipe = small_recipe()
     features = load_features(recipe, cache, "x")
     full = train(recipe, cache, out=str(tmp_path / "full"), features=features)
@@ -132,7 +133,7 @@ def test_killed_after_epoch_2_of_5_and_resumed_ends_like_an_uninterrupted_run(cl
 
 
 def test_checkpoint_refuses_another_cache(cli, cache, tmp_path):
-    from vqa_cache.training import train
+    from vqa_cache.train import train
     run = tmp_path / "run"
     train(small_recipe(epochs=1), cache, out=str(run))
     for name in ("last.pt", "best.pt"):
@@ -150,7 +151,10 @@ def test_streaming_yields_every_question_once_with_its_features(cache, monkeypat
     """ImageStream reads small chunks in a worker process; each train question comes once per epoch,
     with exactly the image features the in-memory tensor has; memory holds a few chunks only."""
     from vqa_cache.cache import Entry
-    from vqa_cache.training import ImageStream, build_splits, load_features, trainable
+    from vqa_cache.cache.reader import ImageStream
+    from vqa_cache.train.batches import stream_batches
+    from vqa_cache.train.features import load_features
+    from vqa_cache.train.splits import build_splits, trainable
     recipe = small_recipe()
     plan, tensors, keys = load_features(recipe, cache, "x", stream=False)
     stream = ImageStream(Entry(cache, keys["image"]), Entry(cache, keys["image"]).manifest(), "features",
@@ -162,17 +166,17 @@ def test_streaming_yields_every_question_once_with_its_features(cache, monkeypat
     rows = trainable(s, len(vocab))
     seen = []
     biggest = 0
-    for idx, img in stream.batches(s, rows, 100, torch.device("cpu"), torch.Generator().manual_seed(0)):
+    for idx, img in stream_batches(stream, s, rows, 100, torch.device("cpu"), torch.Generator().manual_seed(0)):
         assert torch.equal(img, tensors["image"][1][s.img_row[idx]])
         seen += idx.tolist()
         biggest = max(biggest, len(idx))
     assert sorted(seen) == sorted(rows.tolist()) and biggest <= 100
     assert seen != sorted(seen)                                  # shuffled
     # load_features decides by the memory budget; a stream never loads the image array
-    import vqa_cache.training as T
+    import vqa_cache.cache.reader as reader
     monkeypatch.setenv("VQA_CACHE_MEMORY_BUDGET", "1K")
-    real = T.load_rows
-    monkeypatch.setattr(T, "load_rows", lambda e, m, what: (_ for _ in ()).throw(AssertionError("loaded"))
+    real = reader.load_rows
+    monkeypatch.setattr(reader, "load_rows", lambda e, m, what: (_ for _ in ()).throw(AssertionError("loaded"))
                         if e.kind == "image" else real(e, m, what))
     _, t2, _ = load_features(recipe, cache, "x")
     assert isinstance(t2["image"][1], ImageStream)

@@ -1,4 +1,4 @@
-"""The kinds of failure the CLI tells apart (DESIGN.md, Errors).
+"""The kinds of failure the CLI tells apart (docs/architecture.md, "Errors").
 
 `BadInput` is the user's to fix: a missing file, a malformed record, an unknown name.
 The CLI prints its message on one line and exits 2. `Diverged` (a training run whose loss became NaN or

@@ -1,7 +1,7 @@
 """The official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py).
 
 What the official code does for one question, reproduced here, in two versions
-(``protocol``; the rules are in ``vqa_cache.data.answers``, ``ground_truth`` and
+(``protocol``; the rules are in ``vqa_cache.answers``, ``ground_truth`` and
 ``prediction_as_compared``):
 
 * ``"current"`` (the default), vqaEval.py since commit a013f00 (11 March 2021): the
@@ -31,10 +31,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vqa_cache.data.answers import (check_protocol, ground_truth, leave_one_out_accuracy, normalize_answer,
-                                    prediction_as_compared)
-from vqa_cache.data.files import read_json, records
-from vqa_cache.errors import BadInput
+from .answers import check_protocol, ground_truth, leave_one_out_accuracy, normalize_answer, prediction_as_compared
+from .data.files import read_json, records
+from .errors import BadInput
 
 __all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
 
@@ -93,10 +92,31 @@ def _question_id(record, i: int, name: str):
 def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], protocol: str) -> dict:
     check_protocol(protocol)
     q_name, a_name, p_name = names
-
     question_ids = {_question_id(r, i, q_name) for i, r in enumerate(records(questions, "questions", q_name))}
+    annotated = _annotated(annotations, a_name)
+    unknown = [q for q in annotated if q not in question_ids]
+    if unknown:
+        raise BadInput(f"{a_name}: {len(unknown)} annotated question id(s) not in {q_name} "
+                       f"(e.g. {_few(unknown)}): the files are from different splits?")
+    predicted = _predicted(predictions, p_name, annotated)
+    overall, per_answer_type, per_question_type, per_question = [], defaultdict(list), defaultdict(list), {}
+    for qid, (human, answer_type, question_type) in annotated.items():
+        acc = vqa_accuracy(predicted[qid], human, protocol)
+        overall.append(acc)
+        per_answer_type[answer_type].append(acc)
+        per_question_type[question_type].append(acc)
+        per_question[qid] = round(100 * acc, ROUND_DIGITS)
+    return {
+        "overall": _percent(overall),
+        "perAnswerType": {k: _percent(v) for k, v in per_answer_type.items()},
+        "perQuestionType": {k: _percent(v) for k, v in per_question_type.items()},
+        "perQuestion": per_question,
+    }
 
-    annotated = {}  # question_id -> (human answers, answer type, question type), file order
+
+def _annotated(annotations, a_name: str) -> dict:
+    """question_id -> (human answers, answer type, question type), in file order."""
+    annotated = {}
     for i, rec in enumerate(records(annotations, "annotations", a_name)):
         qid = _question_id(rec, i, a_name)
         if qid in annotated:
@@ -105,19 +125,19 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], 
         if not isinstance(answers, list) or not answers:
             raise BadInput(f"{a_name}: record {i} 'answers' must be a non-empty list")
         human = []
-        for a in answers:
-            if not isinstance(a, dict) or not isinstance(a.get("answer"), str):
+        for answer in answers:
+            if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str):
                 raise BadInput(f"{a_name}: record {i} (question_id {qid!r}) has an answer "
-                               f"that is not an object with a string 'answer': {a!r}")
-            human.append(a["answer"])
+                               f"that is not an object with a string 'answer': {answer!r}")
+            human.append(answer["answer"])
         annotated[qid] = (human, _field(rec, i, "answer_type", a_name), _field(rec, i, "question_type", a_name))
     if not annotated:
         raise BadInput(f"{a_name}: no annotations")
-    unknown = [q for q in annotated if q not in question_ids]
-    if unknown:
-        raise BadInput(f"{a_name}: {len(unknown)} annotated question id(s) not in {q_name} "
-                       f"(e.g. {_few(unknown)}): the files are from different splits?")
+    return annotated
 
+
+def _predicted(predictions, p_name: str, annotated: dict) -> dict:
+    """question_id -> predicted answer, for exactly the annotated question ids."""
     predicted = {}
     for i, rec in enumerate(records(predictions, None, p_name)):
         qid = _question_id(rec, i, p_name)
@@ -137,20 +157,7 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], 
             parts.append(f"{len(extra)} extra question id(s) not annotated (e.g. {_few(extra)})")
         raise BadInput(f"{p_name}: {' and '.join(parts)}; expected exactly the "
                        f"{len(annotated)} annotated question ids")
-
-    overall, per_answer_type, per_question_type, per_question = [], defaultdict(list), defaultdict(list), {}
-    for qid, (human, answer_type, question_type) in annotated.items():
-        acc = vqa_accuracy(predicted[qid], human, protocol)
-        overall.append(acc)
-        per_answer_type[answer_type].append(acc)
-        per_question_type[question_type].append(acc)
-        per_question[qid] = round(100 * acc, ROUND_DIGITS)
-    return {
-        "overall": _percent(overall),
-        "perAnswerType": {k: _percent(v) for k, v in per_answer_type.items()},
-        "perQuestionType": {k: _percent(v) for k, v in per_question_type.items()},
-        "perQuestion": per_question,
-    }
+    return predicted
 
 
 def evaluate(questions: dict, annotations: dict, predictions: list, protocol: str = "current") -> dict:

@@ -9,11 +9,19 @@ import pyarrow.compute as pc
 import torch
 
 from . import heads, recipes
+from .answers import Vocabulary
 from .cache import Entry
-from .data.answers import Vocabulary
+from .device import amp, autocast, pick_device
+from .digest import sha256_file
+from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles
+from .encoders.text import BagOfWords, HFEncoder
+from .encoders.weights import RANDOM_SEED, TEXT_ALIASES, Choice, directory_identity, hub_snapshot, resolve_image
 from .errors import BadInput
-from .extract import autocast, pick_device
-from .training import Split, amp, evaluate, load_checkpoint, load_features, read_run_config, write_predictions
+from .train.checkpoints import load_checkpoint
+from .train.features import load_features
+from .train.run_dir import read_run_config, write_predictions
+from .train.splits import make_split, with_features
+from .train.steps import evaluate
 
 HEAD_KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
 
@@ -65,29 +73,24 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
     if split not in names:
         raise BadInput(f"--split {split!r}: not in this run's cache (it has {', '.join(names)}); "
                        f"extract the split together with the training data")
-    table = table.filter(pc.equal(table["split"], split))
-    img_pos = {k: i for i, k in enumerate(tensors["image"][0])}
-    q_pos = {k: i for i, k in enumerate(tensors["question"][0])}
-    have = np.array([i in img_pos for i in table.column("image_id").to_pylist()], dtype=bool)
-    if not have.all():
-        print(f"{int((~have).sum())} questions of {split} have no image features (unreadable at extraction): "
+    table, dropped = with_features(table.filter(pc.equal(table["split"], split)), tensors["image"][0])
+    if dropped:
+        print(f"{dropped} questions of {split} have no image features (unreadable at extraction): "
               f"they get no prediction")
-        table = table.filter(have)
-    s = Split(table, [img_pos[i] for i in table.column("image_id").to_pylist()],
-              [q_pos[q] for q in table.column("question").to_pylist()], vocab)
+    questions = make_split(table, tensors, vocab)
     device = pick_device(recipe.device)
     image, question = tensors["image"][1], tensors["question"][1].to(device)
     if isinstance(image, torch.Tensor):
         image = image.to(device)
-    s.to(device)
+    questions.to(device)
     model.to(device)
     ctx, _ = amp(device)
-    _, acc, preds, per_type = evaluate(model, s, image, question, 1024, len(vocab), ctx)
+    _, acc, preds, per_type = evaluate(model, questions, image, question, 1024, len(vocab), ctx)
     answered = any(len(a) for a in table.column("answers").to_pylist())
     out = Path(out) if out else Path(run_dir) / f"predictions-{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_predictions(out, table.column("question_id").to_pylist(), [vocab.answers[int(p)] for p in preds])
-    return {"split": split, "questions": len(s), "out": str(out),
+    return {"split": split, "questions": len(questions), "out": str(out),
             "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
 
 
@@ -95,8 +98,6 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
 
 def _image_choice(spec: dict, recipe):
     """The weights Choice that reproduces the cached image features, or BadInput."""
-    from .cache.store import sha256_of
-    from .encoders.weights import RANDOM_SEED, Choice, resolve_image
     ident = spec["weights"]
     if ident.startswith("random:"):
         if ident != f"random:{RANDOM_SEED}":
@@ -104,7 +105,7 @@ def _image_choice(spec: dict, recipe):
         return Choice("random", ident)
     if ident.startswith("sha256:"):
         path = Path(recipe.features.image.weights)
-        if not path.is_file() or f"sha256:{sha256_of(path)}" != ident:
+        if not path.is_file() or f"sha256:{sha256_file(path)}" != ident:
             raise BadInput(f"the run's image weights file {path} is missing or changed (the cache was made with "
                            f"{ident}): put the same file back there")
         return Choice("file", ident, path)
@@ -115,8 +116,6 @@ def _image_choice(spec: dict, recipe):
 
 
 def _text_encoder(spec: dict, recipe, device):
-    from .encoders.text import BagOfWords, HFEncoder
-    from .encoders.weights import TEXT_ALIASES, Choice, directory_identity, hub_snapshot
     ident = spec["weights"]
     if spec.get("encoder") == "bow" or ident.startswith("bow:"):
         return BagOfWords()
@@ -139,7 +138,6 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
     """(image features [1, ...], question features [1, ...], model, vocabulary): one image and question
     encoded now, exactly as the run's cache was made (same encoder, weights, size, resize, normalization,
     tokenizer; float16 like the shards), in the shapes the run's head reads."""
-    from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles
     recipe, config, ckpt, model, vocab = load_run(run_dir)
     specs = config.get("cache_specs")
     if not specs:   # a run from before config.json recorded them: read the cache manifests

@@ -1,4 +1,4 @@
-"""Read a complete cache entry back into memory (stage two).
+"""Read a complete cache entry back (stage two): into memory, or chunk by chunk from disk (ImageStream).
 
 What is read is checked cheaply on the way (no checksums; `cache verify` reads every byte): every
 shard is there with its recorded size, the row totals match the manifest, the ids are the dataset's
@@ -6,11 +6,15 @@ shard is there with its recorded size, the row totals match the manifest, the id
 """
 from __future__ import annotations
 
+import os
+
+import h5py
 import numpy as np
+import torch
 
 from ..errors import BadInput
-from .shards import read_image_shard, read_question_shard
-from .store import Entry, first_damage
+from .shards import IMAGE_DATASETS, QUESTION_COLUMNS, read_image_shard, read_question_shard, read_shard_ids
+from .store import Entry, first_damage, ids_mismatch
 
 
 def damaged(entry: Entry, problem: str, repairable: bool = False) -> BadInput:
@@ -41,29 +45,38 @@ def check_complete(entry: Entry, make_it: str) -> dict:
 def check_ids(entry: Entry, manifest: dict, ids: list[str]) -> None:
     """The ids read from the shards (image ids or question texts, in row order) against the manifest:
     as many as its rows less the skipped images, and exactly the dataset's (the spec's fingerprint)."""
-    from ..data import fingerprint
-
     skipped = list(manifest.get("skipped", []))
     expected = manifest.get("rows", 0) - len(skipped)
     if len(ids) != expected:
         raise damaged(entry, f"its shards hold {len(ids)} rows, the manifest says {expected}")
-    spec = manifest.get("spec", {})
-    if entry.kind == "image":
-        got, want, what = fingerprint(sorted(ids + skipped)), spec.get("images"), "image ids"
-    else:
-        got, want, what = fingerprint(ids), spec.get("questions"), "question texts"
-    if got != want:
-        raise damaged(entry, f"the {what} in its shards are not the dataset's (fingerprint {got[:12]}, "
-                             f"the spec says {str(want)[:12]})")
+    mismatch = ids_mismatch(entry.kind, manifest.get("spec", {}), ids, skipped)
+    if mismatch:
+        raise damaged(entry, f"the {mismatch[0]} in its shards are not the dataset's ({mismatch[1]})")
 
 
-def check_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
+def check_features_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise damaged(entry, f"{name} holds non-finite values (NaN or inf)")
 
 
+def read_features(entry: Entry, manifest: dict, output: str) -> tuple[list[str], np.ndarray]:
+    """All ids (image ids or question texts, in row order) and the float32 features of one output:
+    images pooled [N, D] or grid [N, h*w, D]; questions pooled [M, D] or token states [M, L, D] with
+    the padding positions zeroed (the mask)."""
+    if entry.kind == "image":
+        ids, arr = load_rows(entry, manifest, IMAGE_DATASETS[output])
+    elif output == "tokens":
+        ids, arr = load_rows(entry, manifest, "tokens")
+        _, mask = load_rows(entry, manifest, "mask")
+        return ids, arr.reshape(len(ids), mask.shape[1], -1).astype(np.float32) * mask[:, :, None]
+    else:
+        ids, arr = load_rows(entry, manifest, QUESTION_COLUMNS[output])
+    return ids, arr.astype(np.float32)
+
+
 def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.ndarray]:
-    """All ids (image ids or question texts) and one feature array, shards concatenated in order."""
+    """All ids (image ids or question texts) and one HDF5 dataset or Parquet column (`what`), shards
+    concatenated in order."""
     ids, parts = [], []
     for shard in manifest["shards"]:
         path = entry.path / shard["file"]
@@ -81,8 +94,85 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
             raise damaged(entry, f"{shard['file']}: unreadable shard ({type(e).__name__}: {e})") from None
         if len(shard_ids) != shard["rows"]:
             raise damaged(entry, f"{shard['file']}: {len(shard_ids)} rows, the manifest says {shard['rows']}")
-        check_finite(entry, shard["file"], arr)
+        check_features_finite(entry, shard["file"], arr)
         ids += shard_ids
         parts.append(arr)
     check_ids(entry, manifest, ids)
     return ids, np.concatenate(parts) if parts else np.zeros((0, manifest.get("dim", 0)), np.float16)
+
+
+# ---------------------------------------------------------------- streaming (caches larger than memory)
+
+class ImageStream:
+    """Image features left on disk: shards are read in row chunks (of about `chunk_mib` MiB) by
+    `workers` DataLoader processes, each with its own h5py handles. Peak memory is bounded by
+    (group + prefetch) chunks, whatever the size of the cache: a reader takes `group` chunks at a time
+    (train/batches.py, stream_batches).
+
+    ids: image ids in row order; shape: (N, *row shape) like the in-memory tensor it replaces.
+    The ids are checked when it opens (check_ids), each chunk's features as it is read (finite).
+    """
+
+    def __init__(self, entry: Entry, manifest: dict, dataset: str, chunk_mib: float = 16, workers: int | None = None,
+                 group: int = 4):
+        self.entry, self.files = entry, [entry.path / s["file"] for s in manifest["shards"]]
+        self.dataset, self.ids, self.chunks, self.group = dataset, [], [], group
+        self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        row_shape = None
+        for f, path in enumerate(self.files):
+            try:
+                with h5py.File(path, "r") as h:
+                    rows, row_shape = h[dataset].shape[0], h[dataset].shape[1:]
+            except (OSError, KeyError) as e:
+                raise damaged(entry, f"{path.name}: unreadable shard ({type(e).__name__}: {e})") from None
+            self.ids += read_shard_ids(path)
+            step = max(1, int(chunk_mib * 2**20) // (2 * int(np.prod(row_shape or (1,))) or 1))
+            self.chunks += [(f, s, min(s + step, rows)) for s in range(0, rows, step)]
+        check_ids(entry, manifest, self.ids)
+        self.starts = np.cumsum([0] + [c[2] - c[1] for c in self.chunks])   # global first row of each chunk
+        self.shape = (len(self.ids), *(row_shape or (manifest.get("dim", 0),)))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def nbytes(self, itemsize: int = 4) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * itemsize
+
+    def chunk_of(self, rows: torch.Tensor) -> np.ndarray:
+        """The chunk that holds each of `rows` (global row numbers)."""
+        return np.searchsorted(self.starts, rows.cpu().numpy(), side="right") - 1
+
+    def read(self, order):
+        """(chunk, global start row, float16 rows) for the chunks in `order`, read ahead by the workers."""
+        loader = torch.utils.data.DataLoader(_Chunks(self.files, self.dataset, self.chunks), batch_size=None,
+                                             sampler=list(order), num_workers=self.workers,
+                                             prefetch_factor=2 if self.workers else None)
+        for c, rows in loader:
+            if not torch.isfinite(rows).all():
+                raise damaged(self.entry, f"{self.files[self.chunks[c][0]].name} holds non-finite values "
+                                          f"(NaN or inf) in rows {self.chunks[c][1]}..{self.chunks[c][2]}")
+            yield int(c), int(self.starts[c]), rows
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Item c = (c, float16 rows of chunk c); one h5py handle per file per worker process."""
+
+    def __init__(self, files, dataset, chunks):
+        self.files, self.dataset, self.chunks = files, dataset, chunks
+        self._handles = {}
+
+    def __len__(self):
+        return len(self.chunks)
+
+    def __getitem__(self, c):
+        f, start, stop = self.chunks[c]
+        pid = os.getpid()
+        if self._handles.get("pid") != pid:          # a fresh process (DataLoader worker): own handles
+            self._handles = {"pid": pid}
+        h = self._handles.get(f)
+        if h is None:
+            h = self._handles[f] = h5py.File(self.files[f], "r")
+        return c, torch.from_numpy(h[self.dataset][start:stop])
+
+    def __getstate__(self):
+        return {**self.__dict__, "_handles": {}}

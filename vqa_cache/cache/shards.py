@@ -1,9 +1,10 @@
-"""Shard files. Plain h5py and pyarrow read them with no vqa-cache code:
+"""Shard files and the index. Plain h5py and pyarrow read them with no vqa-cache code:
 
 image-NNNNN.h5          dataset `ids` [N] utf-8 strings, `features` float16 [N, D] (pooled)
                         and/or `grid` float16 [N, H*W, D], row-chunked (about 1 MiB per chunk)
 question-NNNNN.parquet  columns question: string, embedding: fixed_size_list<float16>[D],
                         and with token states: tokens: fixed_size_list<float16>[L*D], mask: fixed_size_list<uint8>[L]
+index.parquet           (image entries) columns image_id: string, shard: string, row: int32
 """
 from __future__ import annotations
 
@@ -15,22 +16,44 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import write_file
+from ..digest import write_file
+
+IMAGE_DATASETS = {"pooled": "features", "grid": "grid"}         # image output -> HDF5 dataset
+QUESTION_COLUMNS = {"pooled": "embedding", "tokens": "tokens"}  # question output -> column (tokens: + mask)
+
+
+def shard_file(kind: str, number: int) -> str:
+    """The name of an entry's shard number `number`: image-00000.h5, question-00000.parquet."""
+    return f"{kind}-{number:05d}.{'h5' if kind == 'image' else 'parquet'}"
 
 
 def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray]) -> str:
-    """Write an HDF5 shard; return its sha256. The file is built in memory and written by write_file:
-    HDF5 itself never meets a full disk (its failed writes crash the process), and the shard lands
-    whole under its name or not at all."""
+    """Write an HDF5 shard of {output: features}; return its sha256. The file is built in memory and written
+    by write_file: HDF5 itself never meets a full disk (its failed writes crash the process), and the shard
+    lands whole under its name or not at all."""
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
         f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        for name, arr in arrays.items():
-            dataset = "features" if name == "pooled" else name
+        for output, arr in arrays.items():
             row_bytes = 2 * int(np.prod(arr.shape[1:], dtype=np.int64)) or 1
             chunk = (max(1, min(len(arr), (1 << 20) // row_bytes)),) + arr.shape[1:] if len(arr) else None
-            f.create_dataset(dataset, data=arr.astype(np.float16, copy=False), chunks=chunk)
+            f.create_dataset(IMAGE_DATASETS[output], data=arr.astype(np.float16, copy=False), chunks=chunk)
     return write_file(path, image.getbuffer())
+
+
+def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndarray]) -> str:
+    """Write a Parquet shard of the texts and their {"pooled", and "tokens", "mask"} arrays; return its sha256."""
+    columns = {"question": pa.array(texts, pa.string()),
+               QUESTION_COLUMNS["pooled"]: fixed_list(arrays["pooled"], np.float16)}
+    if "tokens" in arrays:
+        columns["tokens"] = fixed_list(arrays["tokens"], np.float16)
+        columns["mask"] = fixed_list(arrays["mask"], np.uint8)
+    return write_table(path, pa.table(columns))
+
+
+def fixed_list(arr: np.ndarray, dtype) -> pa.Array:
+    flat = arr.reshape(len(arr), -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel().astype(dtype)), flat.shape[1])
 
 
 def write_table(path: Path, table: pa.Table) -> str:
@@ -40,16 +63,32 @@ def write_table(path: Path, table: pa.Table) -> str:
     return write_file(path, sink.getvalue())
 
 
-def image_datasets(outputs) -> list[str]:
-    """HDF5 dataset names for the spec's outputs: pooled -> `features`, grid -> `grid`."""
-    return ["features" if o == "pooled" else o for o in outputs]
+def read_shard_ids(path: Path) -> list[str]:
+    with h5py.File(path, "r") as f:
+        return _ids(f)
+
+
+def _ids(f: h5py.File) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else s for s in f["ids"][:]]
+
+
+def read_image_shard(path: Path, dataset: str = "features") -> tuple[list[str], np.ndarray]:
+    with h5py.File(path, "r") as f:
+        return _ids(f), f[dataset][:]
+
+
+def read_question_shard(path: Path, column: str = "embedding") -> tuple[list[str], np.ndarray]:
+    table = pq.read_table(path, columns=["question", column])
+    col = table.column(column).combine_chunks()
+    values = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
+    return table.column("question").to_pylist(), values
 
 
 def check_image_shard(path: Path, outputs) -> list[str]:
     """Open a shard with h5py and check every feature dataset (dtype, rows, finite); return its ids."""
     with h5py.File(path, "r") as f:
-        ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][:]]
-        for name in image_datasets(outputs):
+        ids = _ids(f)
+        for name in (IMAGE_DATASETS[o] for o in outputs):
             d = f[name]
             if d.dtype != np.float16 or d.shape[0] != len(ids):
                 raise ValueError(f"dataset {name!r} is {d.dtype} {d.shape}, expected float16 with {len(ids)} rows")
@@ -75,32 +114,19 @@ def check_question_shard(path: Path, tokens: bool) -> list[str]:
     return table.column("question").to_pylist()
 
 
-def read_shard_ids(path: Path) -> list[str]:
-    with h5py.File(path, "r") as f:
-        return [s.decode() if isinstance(s, bytes) else s for s in f["ids"][:]]
+def index_columns(directory: Path, shards: list[dict]) -> dict[str, list]:
+    """index.parquet's columns for an image entry's shard records: each image id's shard file and row."""
+    columns = {"image_id": [], "shard": [], "row": []}
+    for record in shards:
+        ids = read_shard_ids(directory / record["file"])
+        columns["image_id"] += ids
+        columns["shard"] += [record["file"]] * len(ids)
+        columns["row"] += list(range(len(ids)))
+    return columns
 
 
-def read_image_shard(path: Path, dataset: str = "features") -> tuple[list[str], np.ndarray]:
-    with h5py.File(path, "r") as f:
-        return [s.decode() if isinstance(s, bytes) else s for s in f["ids"][:]], f[dataset][:]
-
-
-def fixed_list(arr: np.ndarray, dtype) -> pa.Array:
-    flat = arr.reshape(len(arr), -1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel().astype(dtype)), flat.shape[1])
-
-
-def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndarray]) -> str:
-    columns = {"question": pa.array(texts, pa.string()),
-               "embedding": fixed_list(arrays["pooled"], np.float16)}
-    if "tokens" in arrays:
-        columns["tokens"] = fixed_list(arrays["tokens"], np.float16)
-        columns["mask"] = fixed_list(arrays["mask"], np.uint8)
-    return write_table(path, pa.table(columns))
-
-
-def read_question_shard(path: Path, column: str = "embedding") -> tuple[list[str], np.ndarray]:
-    table = pq.read_table(path, columns=["question", column])
-    col = table.column(column).combine_chunks()
-    values = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
-    return table.column("question").to_pylist(), values
+def write_index(directory: Path, shards: list[dict]) -> None:
+    columns = index_columns(directory, shards)
+    write_table(directory / "index.parquet", pa.table({
+        "image_id": pa.array(columns["image_id"], pa.string()), "shard": pa.array(columns["shard"], pa.string()),
+        "row": pa.array(columns["row"], pa.int32())}))

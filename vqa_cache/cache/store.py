@@ -1,7 +1,6 @@
-"""Cache entries: keys, manifests, atomic writes, the writer lock, and listing."""
+"""Cache entries: the root, keys, manifests, the writer lock, listing, and the cheap checks of an entry."""
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -11,10 +10,11 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from ..digest import fingerprint, write_file
 from ..errors import BadInput
 
 FORMAT_VERSION = 1
-KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (data/__init__.py)
+KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (samples.py)
 
 
 def cache_root(option: str | None = None) -> Path:
@@ -34,59 +34,6 @@ def entry_key(kind: str, spec: dict) -> str:
     """kind-<16 hex of sha256(canonical JSON of everything that shapes the bytes)>."""
     blob = json.dumps({"format": FORMAT_VERSION, "kind": kind, **spec}, sort_keys=True, separators=(",", ":"))
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-
-
-def free_space(directory: Path) -> tuple[int, str]:
-    """Bytes one new file in `directory` may take, and what limits it ("on the device of ...", for
-    messages): the free space of its file system, or the file-size limit (ulimit -f) where that is lower."""
-    import resource
-
-    st = os.statvfs(directory)
-    have, where = st.f_bavail * st.f_frsize, f"on the device of {directory} (mounted at {mount_point(directory)})"
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and limit < have:
-        return limit, "under the file-size limit of this process (ulimit -f)"
-    return have, where
-
-
-def mount_point(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
-class NoSpace(BadInput):
-    """A full disk or the file-size limit: nothing was half-written; free space and re-run."""
-
-    def __init__(self, path: Path, need: int, have: int, where: str):
-        super().__init__(f"no space left {where}: need {need / 2**20:.1f} MiB for {path.name}, have "
-                         f"{have / 2**20:.1f} MiB; nothing was half-written: free some space and run the "
-                         f"command again (an extract resumes after its last finished shard)")
-
-
-def write_file(path: Path, data) -> str:
-    """Write `data` (bytes or any buffer) to `path` through a temporary file, fsync'd, renamed into place;
-    return its sha256. The free space is checked first, and a full disk or the file-size limit while
-    writing (ENOSPC, EFBIG, EDQUOT) is caught too: the temporary file is removed and NoSpace is raised,
-    so `path` is either whole or untouched."""
-    view = memoryview(data)
-    have, where = free_space(path.parent)
-    if view.nbytes > have:
-        raise NoSpace(path, view.nbytes, have, where)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(view)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise NoSpace(path, view.nbytes, free_space(path.parent)[0], where) from None
-        raise
-    return hashlib.sha256(view).hexdigest()
 
 
 class Entry:
@@ -278,120 +225,14 @@ def first_damage(entry: Entry, manifest: dict) -> tuple[int, str] | None:
     return None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------- info / verify / rm
-
-def info(entry: Entry) -> dict:
-    """What `cache info` shows: spec, rows, size, timings, shards."""
-    m = entry.manifest()
-    return {"key": entry.key, "kind": entry.kind, "path": str(entry.path), "complete": bool(m.get("complete")),
-            "rows": m.get("rows", 0), "dim": m.get("dim"), "bytes": entry.size_bytes(), "spec": m.get("spec", {}),
-            "created": m.get("created"), "tool_version": m.get("tool_version"), "format": m.get("format"),
-            "timings": m.get("timings", {}), "skipped": m.get("skipped", []),
-            "shards": [{k: s.get(k) for k in ("file", "rows", "start", "stop", "bytes", "sha256")}
-                       for s in m.get("shards", [])]}
-
-
-def verify(entry: Entry) -> tuple[list[str], dict]:
-    """Check an entry: every shard's size, sha256, readability, dtype, row count and finiteness, shard
-    contiguity, and that the ids (image ids or question texts, plus skipped ones) are exactly the
-    dataset's (their fingerprint is in the spec). Returns (problems, summary); the first problem names
-    the first bad shard. A manifest of another format version raises BadInput."""
-    from ..data import fingerprint
-    from .shards import check_image_shard, check_question_shard
-
-    m = entry.manifest()
-    spec = m.get("spec", {})
-    problems, ids, skipped, position = [], [], [], 0
-    for s in m.get("shards", []):
-        path, name = entry.path / s["file"], s["file"]
-        if not path.is_file():
-            return [f"{name}: missing"], {}
-        size = path.stat().st_size
-        if s.get("bytes") is not None and size != s["bytes"]:
-            return [f"{name}: {size} bytes, the manifest says {s['bytes']} (truncated or overwritten)"], {}
-        if sha256_of(path) != s.get("sha256"):
-            return [f"{name}: sha256 mismatch (the file changed after it was written)"], {}
-        try:
-            if entry.kind == "dataset":     # one samples.parquet: rows and the schema of the samples table
-                import pyarrow.parquet as pq
-                from ..data import SCHEMA
-                table = pq.read_table(path)
-                if not table.schema.equals(SCHEMA):
-                    return [f"{name}: columns {table.schema.names}, expected {SCHEMA.names}"], {}
-                shard_ids = table.column("question_id").to_pylist()
-            else:
-                shard_ids = (check_image_shard(path, spec.get("outputs", ["pooled"])) if entry.kind == "image"
-                             else check_question_shard(path, bool(spec.get("tokens"))))
-        except (OSError, KeyError, ValueError) as e:
-            return [f"{name}: unreadable ({type(e).__name__}: {' '.join(str(e).split())})"], {}
-        if len(shard_ids) != s["rows"]:
-            return [f"{name}: {len(shard_ids)} rows, the manifest says {s['rows']}"], {}
-        if s.get("start") != position or s["rows"] + len(s.get("skipped", [])) != s.get("stop", -1) - position:
-            return [f"{name}: rows {s.get('start')}..{s.get('stop')} do not follow the previous shard "
-                    f"(expected start {position})"], {}
-        position = s["stop"]
-        ids += shard_ids
-        skipped += s.get("skipped", [])
-    if not m.get("complete"):
-        problems.append(f"incomplete: {position} of {m.get('rows')} rows written (an extract was interrupted; "
-                        f"re-run it to resume)")
-    elif position != m.get("rows"):
-        problems.append(f"the shards hold {position} rows, the manifest says {m.get('rows')}")
+def ids_mismatch(kind: str, spec: dict, ids: list[str], skipped: list[str]) -> tuple[str, str] | None:
+    """The ids read from an entry's shards (image ids, with the skipped ones, or question texts) against
+    the fingerprint in its spec: None when they are the dataset's, else (what, how): ("image ids",
+    "fingerprint 0123abcd4567, the spec says 89ab..."). A dataset entry has nothing to compare."""
+    if kind == "image":
+        got, want, what = fingerprint(sorted(ids + skipped)), spec.get("images"), "image ids"
+    elif kind == "question":
+        got, want, what = fingerprint(ids), spec.get("questions"), "question texts"
     else:
-        if len(set(ids)) != len(ids):
-            problems.append("an id occurs in more than one row")
-        expected = {"image": (fingerprint(sorted(ids + skipped)), spec.get("images"), "image ids"),
-                    "question": (fingerprint(ids), spec.get("questions"), "question texts")}.get(entry.kind)
-        # (a dataset entry's key is its annotation files' fingerprint: nothing more to compare)
-        if expected and expected[0] != expected[1]:
-            got, want, what = expected
-            problems.append(f"the {what} in the shards are not the dataset's (fingerprint {got[:12]}, "
-                            f"the spec says {str(want)[:12]})")
-        if entry.kind == "image":
-            problems += _check_index(entry, m)
-    return problems, {"shards": len(m.get("shards", [])), "rows": len(ids), "skipped": len(skipped),
-                      "bytes": entry.size_bytes()}
-
-
-def _check_index(entry: Entry, m: dict) -> list[str]:
-    import pyarrow.parquet as pq
-    from .shards import read_shard_ids
-
-    path = entry.path / "index.parquet"
-    try:
-        index = pq.read_table(path).to_pydict()
-    except (OSError, ValueError) as e:
-        return [f"index.parquet: unreadable ({type(e).__name__}: {e})"]
-    expected = {"image_id": [], "shard": [], "row": []}
-    for s in m["shards"]:
-        shard_ids = read_shard_ids(entry.path / s["file"])
-        expected["image_id"] += shard_ids
-        expected["shard"] += [s["file"]] * len(shard_ids)
-        expected["row"] += list(range(len(shard_ids)))
-    if {k: index.get(k) for k in expected} != expected:
-        return ["index.parquet: does not match the shards"]
-    return []
-
-
-def remove(entry: Entry) -> int:
-    """Delete an entry (refused while a writer holds its lock); returns the bytes freed."""
-    import shutil
-
-    if not entry.path.is_dir():
-        raise BadInput(f"cache entry {entry.key} does not exist in {entry.root}")
-    size = entry.size_bytes()
-    try:
-        with entry.lock(wait=False):
-            shutil.rmtree(entry.path)
-    except BadInput:
-        raise BadInput(f"cache entry {entry.key} is being written by another process "
-                       f"(host, pid: {entry.lock().holder()}); not removed") from None
-    return size
+        return None
+    return None if got == want else (what, f"fingerprint {got[:12]}, the spec says {str(want)[:12]}")

@@ -10,7 +10,7 @@ id_column, image_column, question_column, answer_column, image_dir ("image"), im
 train_file ("train.csv"), test_file ("test.csv").
 One answer per question; answer types are derived from the answer: "yes/no", "number" (digits after
 normalization) or "other"; question types are the question's first words. There is no validation
-split: one is held out of train by image id (`--val-fraction`, `--data-seed`), see data/__init__.py.
+split: one is held out of train by image id (`--val-fraction`, `--data-seed`), see subsets.py.
 Image ids are "train/<image_id>", question ids the ID column.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..answers import normalize_answer
 from ..errors import BadInput
-from ..recipes import DatasetSpec
-from .answers import normalize_answer
-from .easyvqa import question_type
+from ..recipes import DatasetSettings
 from .files import file_identity, inside, listing_fingerprint, short
+from .schema import make_table, new_rows, question_type
 
 VERSION = 1
 DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "question",
@@ -30,11 +30,11 @@ DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "q
             "train_file": "train.csv", "test_file": "test.csv"}
 
 
-def options(spec: DatasetSpec) -> dict:
-    unknown = sorted(set(spec.options) - set(DEFAULTS))
+def options(dataset: DatasetSettings) -> dict:
+    unknown = sorted(set(dataset.options) - set(DEFAULTS))
     if unknown:
         raise BadInput(f"csv dataset option {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
-    opts = {**DEFAULTS, **spec.options}
+    opts = {**DEFAULTS, **dataset.options}
     for k, v in opts.items():
         if not isinstance(v, str) or (not v and k != "image_ext"):
             raise BadInput(f"csv dataset option {k!r} must be a non-empty string, got {v!r}")
@@ -56,8 +56,8 @@ def files(base: Path, opts: dict) -> list[tuple[str, Path]]:
     return out
 
 
-def identity(base: Path, spec: DatasetSpec) -> dict:
-    opts = options(spec)
+def identity(base: Path, dataset: DatasetSettings) -> dict:
+    opts = options(dataset)
     found = files(base, opts)
     return {"kind": "csv", "version": VERSION, "options": {k: opts[k] for k in sorted(opts)},
             "files": {p.name: file_identity(p) for _, p in found},
@@ -71,12 +71,9 @@ def answer_type(answer: str) -> str:
     return "number" if a.isdigit() else "other"
 
 
-def load(base: Path, spec: DatasetSpec):
-    from . import make_table
-
-    opts = options(spec)
-    rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
-                            "answer_type", "question_type", "split")}
+def load(base: Path, dataset: DatasetSettings):
+    opts = options(dataset)
+    rows = new_rows()
     seen: dict[str, str] = {}
     for split, path in files(base, opts):
         before = len(rows["question_id"])

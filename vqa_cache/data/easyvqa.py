@@ -8,25 +8,19 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
+from .schema import make_table, new_rows, question_type
 
 
-def identity(path: str, spec: DatasetSpec) -> dict:
+def identity(path: str, dataset: DatasetSettings) -> dict:
+    """The package's version: its images and questions are those of that release."""
     return {"name": "easyvqa", "version": version("easy-vqa")}
 
 
-def question_type(q: str) -> str:
-    """The question's first words, as VQA's question types are ('what color', 'is there', ...)."""
-    words = q.lower().rstrip("?").split()
-    return " ".join(words[:3] if words[:1] == ["does"] else words[:2])
+def load(path: str, dataset: DatasetSettings):
+    import easy_vqa     # (lazy: it reads its question files when imported)
 
-
-def load(path: str, spec: DatasetSpec):
-    import easy_vqa
-    from . import make_table
-
-    rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
-                            "answer_type", "question_type", "split")}
+    rows = new_rows()
     qid = 0
     for split, questions, paths in (
         ("train", easy_vqa.get_train_questions(), easy_vqa.get_train_image_paths()),
@@ -44,5 +38,3 @@ def load(path: str, spec: DatasetSpec):
             qid += 1
     return make_table(rows)
 
-
-TRAIN_SPLIT, VAL_SPLIT = "train", "test"

@@ -9,10 +9,10 @@ import json
 import os
 from pathlib import Path
 
+from ..digest import sha256_file
 from ..errors import BadInput
 
 NAME_MAX = 255             # bytes in one file name, on the file systems datasets live on
-_SHA_MEMO: dict = {}       # (path, size, mtime_ns) -> sha256
 _LISTING_MEMO: dict = {}   # (dir, mtime_ns) -> fingerprint
 
 
@@ -31,18 +31,6 @@ def read_json(path: Path):
         raise BadInput(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
         raise BadInput(f"{path}: JSON nested too deeply to read (arrays or objects thousands of levels deep)") from None
-
-
-def sha256_file(path: Path) -> str:
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _SHA_MEMO[memo] = h.hexdigest()
-    return _SHA_MEMO[memo]
 
 
 def file_identity(path: Path) -> dict:

@@ -21,9 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadInput
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 from .files import (answer_list, field, file_identity, inside, listing_fingerprint, question_text, read_json,
                     some, text)
+from .schema import make_table, new_rows
 
 VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -43,7 +44,7 @@ def locate(base: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def identity(base: Path, spec: DatasetSpec) -> dict:
+def identity(base: Path, dataset: DatasetSettings) -> dict:
     found = locate(base)
     return {"kind": "vizwiz", "version": VERSION,
             "files": {str(p.relative_to(base)): file_identity(p) for _, p in found},
@@ -65,11 +66,8 @@ def as_records(data, path: Path) -> list:
                    f"(pandas to_json), got {type(data).__name__}")
 
 
-def load(base: Path, spec: DatasetSpec):
-    from . import make_table
-
-    rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
-                            "answer_type", "question_type", "split")}
+def load(base: Path, dataset: DatasetSettings):
+    rows = new_rows()
     for split, path in locate(base):
         recs = some(as_records(read_json(path), path), path, "records")
         seen = {}

@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadInput
-from ..recipes import DatasetSpec
+from ..recipes import DatasetSettings
 from .files import (answer_list, few, field, file_identity, identifier, inside, listing_fingerprint,
                     question_text, read_json, records, some, text)
+from .schema import make_table, new_rows
 
 VERSION = 1
 SUBSETS = {"train": "train2014", "val": "val2014", "test": "test2015"}
@@ -45,7 +46,7 @@ def present(base: Path) -> list[tuple[str, str]]:
     return found
 
 
-def identity(base: Path, spec: DatasetSpec) -> dict:
+def identity(base: Path, dataset: DatasetSettings) -> dict:
     files, images = {}, {}
     for split, sub in present(base):
         names = [questions_file(sub)] + ([annotations_file(sub)] if split != "test" else [])
@@ -55,11 +56,8 @@ def identity(base: Path, spec: DatasetSpec) -> dict:
     return {"kind": "vqa2", "version": VERSION, "files": files, "images": images}
 
 
-def load(base: Path, spec: DatasetSpec):
-    from . import make_table
-
-    rows = {k: [] for k in ("question_id", "image_id", "image_path", "question", "answers",
-                            "answer_type", "question_type", "split")}
+def load(base: Path, dataset: DatasetSettings):
+    rows = new_rows()
     seen: dict[str, str] = {}      # question id -> file, across splits
     for split, sub in present(base):
         qpath = base / questions_file(sub)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from ..recipes import ImageSpec
+from ..recipes import ImageSettings
 from .weights import RANDOM_SEED, Choice, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,12 +73,7 @@ class ImageEncoder(nn.Module):
         return out
 
 
-def grid_side(size: int) -> int:
-    """Side of the last feature map of a stride-32 CNN at input size `size`."""
-    return max(1, -(-size // 32))
-
-
-MAX_PIXELS = ImageSpec.max_pixels     # the recipe's default (image.max_pixels)
+MAX_PIXELS = ImageSettings.max_pixels     # the recipe's default (image.max_pixels)
 
 
 def to_8bit_rgb(im, file_format: str | None):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..device import autocast
 from ..errors import BadInput
 from .weights import Choice
 
@@ -49,19 +50,11 @@ class HFEncoder:
         self.dim = self.model.config.hidden_size
         self.pooling, self.max_length, self.tokens, self.device = pooling, max_length, tokens, device
 
-    def autocast(self):
-        """bfloat16 (else float16) autocast on CUDA; nothing on the CPU."""
-        from contextlib import nullcontext
-        if not str(self.device).startswith("cuda"):
-            return nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         batch = self.tokenizer(texts, padding="max_length" if self.tokens else True, truncation=True,
                                max_length=self.max_length, return_tensors="pt").to(self.device)
-        with self.autocast():
+        with autocast(self.device):
             states = self.model(input_ids=batch["input_ids"],
                                 attention_mask=batch["attention_mask"]).last_hidden_state.float()
         mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)

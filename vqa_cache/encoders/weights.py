@@ -1,6 +1,6 @@
 """Where weights come from, and what they really were (the identity goes into cache keys).
 
-Policy (DESIGN.md): `pretrained` must find them (library cache or a download); `random` is a seeded
+Policy: `pretrained` must find them (library cache or a download); `random` is a seeded
 random init (bag-of-words for text); `PATH` is a state-dict file; `auto` is `pretrained` when the
 weights can be had and otherwise falls back, with one loud warning, to `random`.
 Finding out that a download is impossible takes seconds: one short TCP probe, no retries.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..cache.store import sha256_of as sha256_file
+from ..digest import sha256_file
 from ..errors import BadInput
 
 RANDOM_SEED = 0

@@ -6,32 +6,8 @@ Every head takes `(image, question)` feature tensors and returns logits [B, K]; 
     image  pooled [B, Di]      grid   [B, h*w, Di]
     question pooled [B, Dq]    tokens [B, L, Dq], padding positions all zero
 
-A new head is one small file here with `@register` and `name`/`needs` class attributes, imported below.
+A new head is one small file here with `@register` (registry.py) and `name`/`needs` class attributes,
+imported below.
 """
-from __future__ import annotations
-
-from torch import nn
-
-from ..errors import BadInput
-
-HEADS: dict[str, type[nn.Module]] = {}
-
-
-def register(cls):
-    HEADS[cls.name] = cls
-    return cls
-
-
-def build(name: str, image_dim: int, question_dim: int, num_answers: int, hidden: int, dropout: float) -> nn.Module:
-    if name not in HEADS:
-        raise BadInput(f"unknown head {name!r} (known: {', '.join(sorted(HEADS))})")
-    return HEADS[name](image_dim, question_dim, num_answers, hidden=hidden, dropout=dropout)
-
-
-def needs(name: str) -> dict:
-    if name not in HEADS:
-        raise BadInput(f"unknown head {name!r} (known: {', '.join(sorted(HEADS))})")
-    return HEADS[name].needs
-
-
-from . import attention, bilinear, coattention, concat, hadamard  # noqa: E402,F401  (registers them)
+from . import attention, bilinear, coattention, concat, hadamard  # noqa: F401  (each registers its head)
+from .registry import HEADS, build, needs, register  # noqa: F401

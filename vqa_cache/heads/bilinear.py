@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
+from .registry import register
 
 
 @register

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from . import register
+from .registry import register
 
 
 @register

@@ -1,0 +1,113 @@
+"""Caches and run directories written before the redesign of the package (issue 12) are read by this code.
+
+tests/fixtures/pre-redesign/ was written by vqa-cache at commit 2f94d37 (before any module moved), with
+OMP_NUM_THREADS=1, by these commands (FAST = --limit 20 --image-encoder resnet18 --image-size 32
+--weights random); only what the checks below read was kept (no last.pt, no curves.png):
+
+    vqa-cache --cache-dir cache extract FAST --workers 0
+    vqa-cache --cache-dir cache train train/easyvqa-concat.toml FAST --set head.hidden=2 --epochs 2 \
+        --batch-size 8 --out train-run
+    vqa-cache --cache-dir cache finetune train/easyvqa-finetune.toml FAST --train-encoders none \
+        --set head.hidden=2 --epochs 2 --batch-size 8 --set finetune.workers=0 --out finetune-run
+
+(hidden 2, not more: the bag-of-words is 1024-d, so with concat's layer norms and Adam's state a
+checkpoint is ~100 KB at any width; a wider head only adds to it.)
+
+The losses are compared to 1e-4 relative, not to the bit: they are float32 sums that another CPU's
+kernels may round differently in the last place, and metrics.json keeps 6 digits. Accuracies,
+predictions, learning rates and keys are compared exactly.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pre-redesign"
+FAST = ["--limit", 20, "--image-encoder", "resnet18", "--image-size", 32, "--weights", "random"]
+TRAIN = ["train", "train/easyvqa-concat.toml", *FAST, "--set", "head.hidden=2", "--epochs", 2, "--batch-size", 8]
+FINETUNE = ["finetune", "train/easyvqa-finetune.toml", *FAST, "--train-encoders", "none", "--set", "head.hidden=2",
+            "--epochs", 2, "--batch-size", 8, "--set", "finetune.workers=0"]
+
+
+@pytest.fixture
+def old(tmp_path, monkeypatch):
+    """A copy of the fixtures (the cache, the train run and the finetune run), so that nothing writes to them.
+    On the CPU, as they were made (device auto), also where there is a GPU."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    shutil.copytree(FIXTURES, tmp_path / "old")
+    return tmp_path / "old"
+
+
+def keys_of(cache: Path) -> dict:
+    return {kind: next((cache / kind).iterdir()).name for kind in ("image", "question")}
+
+
+def same_numbers(new: dict, old: dict) -> None:
+    """metrics.json of two runs: the same epochs, accuracies and learning rates; losses to 1e-4 (module doc)."""
+    assert new["best"] == old["best"]
+    assert len(new["epochs"]) == len(old["epochs"])
+    for a, b in zip(new["epochs"], old["epochs"]):
+        losses = ("train_loss", "val_loss")
+        assert {k: v for k, v in a.items() if k not in losses and "seconds" not in k} == \
+               {k: v for k, v in b.items() if k not in losses and "seconds" not in k}
+        for k in losses:
+            assert a[k] == pytest.approx(b[k], rel=1e-4), k
+
+
+def test_the_same_recipe_finds_the_old_cache_which_verifies(cli, old):
+    keys = keys_of(old / "cache")
+    def files():
+        return {p: p.stat().st_mtime_ns for p in (old / "cache").rglob("*") if p.is_file()}
+    before = files()
+    r = cli("--cache-dir", old / "cache", "extract", *FAST, "--workers", 0)
+    assert r.code == 0, r
+    assert f"images: cached ({keys['image']}" in r.out and f"questions: cached ({keys['question']}" in r.out, r
+    assert files() == before                              # nothing written (lock files come and go)
+    for key in keys.values():
+        r = cli("--cache-dir", old / "cache", "cache", "verify", key)
+        assert r.code == 0 and r.out.startswith(f"ok {key}"), r
+
+
+def test_train_on_the_old_cache_gives_the_old_runs_metrics(cli, old, tmp_path):
+    r = cli("--cache-dir", old / "cache", *TRAIN, "--out", tmp_path / "run")
+    assert r.code == 0, r
+    same_numbers(json.loads((tmp_path / "run" / "metrics.json").read_text()),
+                 json.loads((old / "train-run" / "metrics.json").read_text()))
+    new, before = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "run", old / "train-run"))
+    assert {k: v for k, v in new.items() if k != "cache_dir"} == {k: v for k, v in before.items() if k != "cache_dir"}
+    assert (tmp_path / "run" / "predictions.json").read_text() == (old / "train-run" / "predictions.json").read_text()
+
+
+def test_predict_with_the_old_run_reproduces_its_predictions(cli, old, tmp_path):
+    """predict reads the entries from --cache-dir when it holds them, else from the run's config cache_dir."""
+    expected = json.loads((old / "train-run" / "predictions.json").read_text())
+    r = cli("--cache-dir", old / "cache", "predict", "--run", old / "train-run", "--out", tmp_path / "p.json")
+    assert r.code == 0, r
+    assert json.loads((tmp_path / "p.json").read_text()) == expected
+    config = json.loads((old / "train-run" / "config.json").read_text())
+    config["cache_dir"] = str(old / "cache")          # (absolute: the fixtures were made elsewhere)
+    (old / "train-run" / "config.json").write_text(json.dumps(config))
+    r = cli("--cache-dir", tmp_path / "empty", "predict", "--run", old / "train-run", "--out", tmp_path / "q.json")
+    assert r.code == 0, r
+    assert json.loads((tmp_path / "q.json").read_text()) == expected
+
+
+def test_finetune_gives_the_old_runs_metrics(cli, old, tmp_path):
+    r = cli(*FINETUNE, "--out", tmp_path / "run")
+    assert r.code == 0, r
+    same_numbers(json.loads((tmp_path / "run" / "metrics.json").read_text()),
+                 json.loads((old / "finetune-run" / "metrics.json").read_text()))
+
+
+def test_the_old_finetune_runs_feature_keys_are_read(cli, old, tmp_path):
+    """--init-head from the old finetune run (its checkpoint names its cache keys `feature_keys`), with the
+    images at 48 px instead of 32: the head fits (ResNet18 either way), and the warning names the old keys."""
+    keys = keys_of(old / "cache")
+    r = cli(*FINETUNE, "--image-size", 48, "--epochs", 1, "--init-head", old / "finetune-run", "--out", tmp_path / "ft")
+    assert r.code == 0, r
+    assert f"was trained on features {keys}" in r.err, r
+    assert "NOTE" in json.loads((tmp_path / "ft" / "config.json").read_text())["init_head"]

@@ -1,0 +1,95 @@
+"""The cache plan: an extract recipe -> the samples, the unique images and question texts, the encoders'
+real weights, and the two entry specs whose hashes are the cache keys (store.entry_key).
+
+A spec holds everything that shapes an entry's bytes. Stage one (vqa_cache/extract/) writes the entries
+of a plan; stage two (vqa_cache/train/) and finetune rebuild the same plan, without downloading anything,
+to find the entries they read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from .. import data
+from ..digest import fingerprint
+from ..encoders.image import IMAGENET_MEAN, IMAGENET_STD
+from ..encoders.weights import Choice, resolve_image, resolve_text
+from ..errors import BadInput
+from ..recipes import ExtractRecipe
+from .samples import load_samples
+from .store import entry_key
+
+OUTPUTS = {"pooled": ("pooled",), "grid": ("grid",), "pooled+grid": ("pooled", "grid")}
+
+
+@dataclass
+class Plan:
+    """What stage one computes, and the cache keys it goes under."""
+    recipe: ExtractRecipe
+    samples: pa.Table
+    image_ids: list[str]            # unique, sorted
+    image_paths: list[str]
+    texts: list[str]                # unique question texts, sorted by length (less padding)
+    image_choice: Choice
+    text_choice: Choice
+    image_spec: dict
+    question_spec: dict
+
+    @property
+    def image_key(self) -> str:
+        return entry_key("image", self.image_spec)
+
+    @property
+    def question_key(self) -> str:
+        return entry_key("question", self.question_spec)
+
+    @property
+    def cache_keys(self) -> dict[str, str]:
+        """{"image": key, "question": key}: what a run records of the cache it was trained on."""
+        return {"image": self.image_key, "question": self.question_key}
+
+
+def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_download: bool = True,
+              root: Path | None = None) -> Plan:
+    """The plan of a recipe. `samples`: the samples table when the caller has it; `root`: the cache root
+    in which a file dataset's parse is kept (cache/samples.py); `allow_download`: False in stage two,
+    which re-resolves the weights stage one chose and must not fetch others."""
+    if recipe.image.features not in OUTPUTS:
+        raise BadInput(f"--features {recipe.image.features!r}: expected pooled, grid or pooled+grid")
+    if recipe.text.pooling not in ("mean", "cls"):
+        raise BadInput(f"text pooling {recipe.text.pooling!r}: expected mean or cls")
+    # a weights file is read and checked first, before the dataset is read or any fallback warning printed
+    weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
+    image_choice = resolve_image(recipe.image.encoder, recipe.image.weights) if weights_file else None
+    if samples is None:
+        samples = load_samples(recipe.dataset, root=root)
+    paths = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
+    image_ids = sorted(paths)
+    texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
+    image_choice = image_choice or resolve_image(recipe.image.encoder, recipe.image.weights,
+                                                 allow_download=allow_download)
+    text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
+    return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts, image_choice, text_choice,
+                image_spec(recipe, image_choice, image_ids), question_spec(recipe, text_choice, texts))
+
+
+def image_spec(recipe: ExtractRecipe, choice: Choice, image_ids: list[str]) -> dict:
+    """What shapes the image features: the dataset's images, the encoder and its weights, the preprocessing."""
+    return {"dataset": data.image_identity(recipe.dataset), "images": fingerprint(image_ids),
+            "encoder": recipe.image.encoder, "weights": choice.identity, "size": recipe.image.size,
+            "resize": "bilinear-square", "exif": "transpose", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+            "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16"}
+
+
+def question_spec(recipe: ExtractRecipe, choice: Choice, texts: list[str]) -> dict:
+    """What shapes the question features: the texts, and the text encoder with its settings (bag-of-words
+    has none)."""
+    spec = {"questions": fingerprint(texts), "weights": choice.identity, "dtype": "float16"}
+    if choice.kind != "bow":
+        spec.update(encoder=recipe.text.encoder, pooling=recipe.text.pooling, max_length=recipe.text.max_length,
+                    tokens=recipe.text.tokens)
+    else:
+        spec.update(encoder="bow")
+    return spec

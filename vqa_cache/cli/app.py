@@ -1,0 +1,67 @@
+"""The `vqa-cache` group and its entry point: errors become one line and an exit code."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import BadInput, Diverged
+from .cache import cache
+from .runs import ask, eval_, predict
+from .stages import extract, finetune, sweep, train
+
+
+class Ctx:
+    """What every command gets (click's obj): the cache root, and whether to show tracebacks."""
+
+    def __init__(self, cache_dir: str | None, debug: bool):
+        from ..cache import cache_root
+        self.root = cache_root(cache_dir)
+        self.debug = debug
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache root (else $VQA_CACHE_HOME, else ~/.cache/vqa-cache).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="vqa-cache")
+@click.pass_context
+def cli(ctx, cache_dir, debug):
+    """Encode images and questions once (extract); train VQA heads on the cache (train)."""
+    ctx.obj = Ctx(cache_dir, debug)
+
+
+for command in (extract, train, finetune, sweep, predict, ask, eval_, cache):
+    cli.add_command(command)
+
+
+def main():
+    debug = "--debug" in sys.argv[1:]
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except BadInput as e:
+        if debug:
+            raise
+        click.echo(f"vqa-cache: error: {' '.join(str(e).split())}", err=True)
+        sys.exit(2)
+    except Diverged as e:
+        if debug:
+            raise
+        click.echo(f"vqa-cache: error: {' '.join(str(e).split())}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        click.echo(f"vqa-cache: unexpected error: {type(e).__name__}: {' '.join(str(e).split())} "
+                   f"(run with --debug for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+

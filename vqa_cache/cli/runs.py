@@ -1,0 +1,56 @@
+"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A `train` run directory.")
+@click.option("--split", help="Split of the run's cache to predict (default: its validation split).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions JSON to write.")
+@click.option("--stream/--no-stream", default=None, help="Stream image features from the shards.")
+@click.pass_obj
+def predict(obj, run_dir, split, out, stream):
+    """Official-format predictions of a run's best model for any split of its cache."""
+    from ..predict import predict as run
+
+    res = run(run_dir, obj.root, split=split, out=out, stream=stream)
+    acc = "" if res["accuracy"] is None else f"; accuracy {res['accuracy']:.4f} (" + ", ".join(
+        f"{k} {v:.4f}" for k, v in res["accuracy_per_type"].items()) + ")"
+    click.echo(f"{res['questions']} predictions for split {res['split']} in {res['out']}{acc}")
+
+
+@click.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A `train` run directory.")
+@click.option("--image", required=True, type=click.Path(dir_okay=False), help="Image file.")
+@click.option("--question", required=True, help="Question text.")
+@click.option("--top", default=5, show_default=True, help="How many answers to print.")
+@click.pass_obj
+def ask(obj, run_dir, image, question, top):
+    """Answer one question about one image with a trained run (encoders run live, as the cache recorded)."""
+    from ..predict import ask as run
+
+    for answer, p in run(run_dir, obj.root, image, question, top=top):
+        click.echo(f"{p:7.2%}  {answer}")
+
+
+@click.command("eval")
+@click.option("--questions", required=True, type=click.Path(), help="Official questions JSON.")
+@click.option("--annotations", required=True, type=click.Path(), help="Official annotations JSON.")
+@click.option("--predictions", required=True, type=click.Path(), help="Results JSON [{question_id, answer}].")
+@click.option("--protocol", type=click.Choice(["current", "2016"]), default="current", show_default=True,
+              help="Official vqaEval.py version: current (since March 2021) or 2016 (the copy LAVIS and OpenVQA ship).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def eval_(questions, annotations, predictions, protocol, as_json):
+    """The official VQA accuracy of a predictions file."""
+    from ..metrics import evaluate_files
+
+    result = {"protocol": protocol, **evaluate_files(questions, annotations, predictions, protocol)}
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo(f"overall accuracy: {result['overall']:.2f}% (protocol {protocol})")
+    for name, acc in sorted(result["perAnswerType"].items()):
+        click.echo(f"  {name:<10} {acc:.2f}%")

@@ -1,0 +1,60 @@
+"""Options and printing that several commands share."""
+from __future__ import annotations
+
+import click
+
+
+def feature_options(f):
+    """Options that name a feature cache: the dataset and the encoders."""
+    opts = [
+        click.option("--dataset", help="easyvqa | vqa2:DIR | vizwiz:DIR | csv:DIR"),
+        click.option("--split", "splits", multiple=True, help="Only this split (repeatable)."),
+        click.option("--limit", type=int, help="At most N questions per split."),
+        click.option("--image-encoder", help="torchvision model name (resnet50)."),
+        click.option("--text-encoder", help="Hugging Face id or local directory (tinybert), or bow."),
+        click.option("--weights", help="auto | pretrained | random | PATH (image state dict)."),
+        click.option("--features", "feature_kind", type=click.Choice(["pooled", "grid", "pooled+grid"]), help="Image feature kind."),
+        click.option("--image-size", type=int, help="Images are resized to N x N."),
+        click.option("--answer-types", "answer_types", multiple=True,
+                     help="Keep only these answer types (yes/no, number, other); repeatable or comma-separated."),
+        click.option("--image-fraction", type=float, help="Sample this share of the images (keeps all their questions)."),
+        click.option("--val-fraction", type=float, help="Share of train images held out as val when a dataset has no val split."),
+        click.option("--data-seed", type=int, help="Seed of --image-fraction and --val-fraction sampling (default 0)."),
+        click.option("--skip-missing", is_flag=True, default=None, help="Drop questions whose image file is missing."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def train_like_options(f):
+    """The options of train and finetune: a train recipe, the feature options, and the usual overrides."""
+    opts = [
+        click.argument("recipe", required=False, type=click.Path()),
+        feature_options,
+        click.option("--head", help="Fusion head (concat, hadamard, ...)."),
+        click.option("--epochs", type=int),
+        click.option("--lr", type=float),
+        click.option("--batch-size", type=int),
+        click.option("--seed", type=int),
+        click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+
+
+def human_seconds(s: float) -> str:
+    """3725 -> "1h 02m"."""
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"

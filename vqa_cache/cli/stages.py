@@ -1,0 +1,93 @@
+"""The commands that make things: extract (stage one), train (stage two), finetune and sweep. Each turns its
+options into a recipe (options.py) and calls the library; the library is imported inside the command
+(lazy: it pulls in torch, and `vqa-cache --help` should answer at once)."""
+from __future__ import annotations
+
+import click
+
+from .. import options
+from .shared import feature_options, human_bytes, human_seconds, train_like_options
+
+
+@click.command()
+@click.argument("recipe", required=False, type=click.Path())
+@feature_options
+@click.option("--batch-size", type=int, help="Images per encoder batch.")
+@click.option("--workers", type=int, help="DataLoader processes decoding images.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--shard-size", type=int, help="Rows per shard file.")
+@click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
+@click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")
+@click.option("--dry-run", is_flag=True, help="Print rows, bytes on disk and an estimated time; write nothing.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe value.")
+@click.pass_obj
+def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_wait, dry_run, sets, **feature):
+    """Stage one: encode every image and question once into the cache."""
+    from ..extract import dry_run as estimate, extract as run
+
+    r = options.extract_recipe(recipe, batch_size, workers, device, shard_size, skip_bad, sets, feature)
+    if dry_run:
+        est = estimate(r, obj.root)
+        click.echo(f"dry run: nothing written; times are ESTIMATES from timing a few real batches on {est['device']}")
+        for e in est["entries"]:
+            click.echo(f"  {e['kind'] + 's':<10} {e['key']:<26} {e['rows']:>9} rows  {human_bytes(e['bytes']):>10} on disk  "
+                       + ("already cached" if e["status"] == "complete" else
+                          f"~{human_seconds(e['seconds'])} for {e['rows_to_encode']} rows ({e['status']})"))
+        total_b, total_s = sum(e["bytes"] for e in est["entries"]), sum(e["seconds"] for e in est["entries"])
+        click.echo(f"  total      {human_bytes(total_b)} on disk, ~{human_seconds(total_s)} (estimate)")
+        return
+    plan = run(r, obj.root, wait=not no_wait)
+    click.echo(f"cache {obj.root}\n  images    {plan.image_key}\n  questions {plan.question_key}")
+
+
+@click.command()
+@train_like_options
+@click.option("--stream/--no-stream", default=None,
+              help="Read image features from the shards in chunks instead of loading them (default: only when "
+                   "they exceed the memory budget, $VQA_CACHE_MEMORY_BUDGET or half the free memory).")
+@click.pass_obj
+def train(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, stream, **feature):
+    """Stage two: train a fusion head on cached features."""
+    from ..train import train as run
+
+    r, extract_cmd = options.train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature)
+    run(r, obj.root, out=out, resume=resume, extract_cmd=extract_cmd, stream=stream)
+
+
+@click.command()
+@train_like_options
+@click.option("--train-encoders", help="none | top:N | all (last N ResNet stages / text layers).")
+@click.option("--lora-r", type=int, help="LoRA rank (peft) for the trained encoder parts; 0 = full weights.")
+@click.option("--encoder-lr", type=float, help="Learning rate of the encoders (--lr is the head's).")
+@click.option("--accumulate", type=int, help="Gradient accumulation: optimizer step every N batches.")
+@click.option("--checkpointing/--no-checkpointing", default=None, help="Gradient checkpointing in the encoders.")
+@click.option("--init-head", type=click.Path(file_okay=False), help="Start the head from this cached `train` run.")
+@click.pass_obj
+def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, train_encoders, lora_r,
+             encoder_lr, accumulate, checkpointing, init_head, **feature):
+    """End to end: train the head with the encoders live (bypasses the cache)."""
+    from ..finetune import finetune as run
+    from ..finetune.init_head import finetune_recipe
+
+    more = options.finetune_sets(train_encoders, lora_r, encoder_lr, accumulate, checkpointing, init_head, sets)
+    r = finetune_recipe(recipe, head, epochs, lr, batch_size, seed, more, feature)
+    run(r, out=out, resume=resume)
+
+
+@click.command()
+@click.argument("recipe", required=False, type=click.Path())
+@feature_options
+@click.option("--trials", type=int, help="Finished trials the study should hold (default: the recipe's sweep.trials).")
+@click.option("--jobs", type=int, help="Parallel trials in this process (threads sharing the loaded cache).")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default sweeps/NAME).")
+@click.option("--resume", is_flag=True, help="Continue the sweep in --out (or the latest sweeps/NAME*).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any recipe value (sweep.* and space.* keys included).")
+@click.pass_obj
+def sweep(obj, recipe, trials, jobs, out, resume, sets, **feature):
+    """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""
+    from ..sweep import run_sweep
+
+    overrides, extract_cmd = options.sweep_overrides(recipe, sets, feature)
+    run_sweep(recipe, obj.root, trials=trials, jobs=jobs, out=out, resume=resume, overrides=sets,
+              feature_overrides=overrides, extract_cmd=extract_cmd)

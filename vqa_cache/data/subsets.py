@@ -1,0 +1,137 @@
+"""What a dataset settings section selects from the samples table: the splits, answer types, a share of the
+images and a per-split limit (select), a validation split held out of train where there is none
+(hold_out_val), and the image files that must be there (check_images)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import BadInput
+from ..recipes import DatasetSettings
+from .files import short
+
+
+def check_settings(dataset: DatasetSettings) -> None:
+    """The shares and the limit are in range (BadInput naming the option)."""
+    if not 0.0 < dataset.image_fraction <= 1.0:
+        raise BadInput(f"--image-fraction {dataset.image_fraction}: expected a share in (0, 1]")
+    if not 0.0 <= dataset.val_fraction < 1.0:
+        raise BadInput(f"--val-fraction {dataset.val_fraction}: expected a share in [0, 1)")
+    if dataset.limit < 0:
+        raise BadInput(f"--limit {dataset.limit}: expected 0 (all) or a positive number")
+
+
+def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
+    """A dataset with no 'val' split and no answered split besides 'train' gets a 'val' split
+    held out of 'train' by image id (val_fraction of the images, sampled with dataset.seed), so no
+    image is in both."""
+    splits = unique(table, "split")
+    if "train" not in splits or "val" in splits or dataset.val_fraction <= 0:
+        return table
+    if any(answered(table, name) for name in splits if name != "train"):
+        return table              # an answered split (easy-VQA's test) is the validation split
+    is_train = pc.equal(table["split"], "train")
+    images = sorted(set(table.filter(is_train).column("image_id").to_pylist()))
+    if len(images) < 2:
+        raise BadInput(f"dataset {dataset.name}: cannot hold out a validation split from "
+                       f"{len(images)} training image(s)")
+    n = min(len(images) - 1, max(1, int(round(len(images) * dataset.val_fraction))))
+    rng = np.random.default_rng(dataset.seed)
+    chosen = pa.array([images[i] for i in sorted(rng.choice(len(images), size=n, replace=False))])
+    to_val = pc.and_(is_train, pc.is_in(table["image_id"], chosen))
+    split = pc.if_else(to_val, pa.scalar("val"), table["split"])
+    return table.set_column(table.schema.get_field_index("split"), "split", split)
+
+
+def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Table:
+    """Image paths made absolute; missing files are bad input (count, up to 10 named), or with
+    skip_missing their questions are dropped and counted."""
+    missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset)]
+    if missing:
+        if not dataset.skip_missing:
+            raise BadInput(f"{dataset.name}: {len(missing)} image file(s) referenced but missing: "
+                           f"{', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''} "
+                           f"(--skip-missing drops their questions; --split picks splits)")
+        gone = pc.is_in(table["image_path"], pa.array(missing))
+        before = table.num_rows
+        table = table.filter(pc.invert(gone))
+        print(f"dataset {dataset.name}: --skip-missing: dropped {before - table.num_rows} question(s) "
+              f"whose {len(missing)} image file(s) are missing")
+        check_nonempty(table, dataset, dataset.splits or unique(table, "split"))
+    absolute = pc.binary_join_element_wise(pa.scalar(str(base)), table["image_path"], "/")
+    return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
+
+
+def image_file(base: Path, rel: str, dataset: DatasetSettings) -> bool:
+    """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long)."""
+    try:
+        return (base / rel).is_file()
+    except OSError as e:
+        raise BadInput(f"{dataset.name}: image path {short(rel, 60)!r}: {e.strerror}") from None
+
+
+def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
+    """Apply splits, answer types, image fraction and per-split limit, in that order."""
+    if dataset.splits:
+        known = set(table.column("split").to_pylist())
+        for s in dataset.splits:
+            if s not in known:
+                raise BadInput(f"dataset {dataset.name}: no split {s!r} (has: {', '.join(sorted(known))})")
+        table = table.filter(pc.is_in(table["split"], pa.array(list(dataset.splits))))
+    # the splits that must not end up empty: those asked for, else every answered one
+    # (an unanswered test split has no answer types, so --answer-types empties it on purpose)
+    must_keep = list(dataset.splits) or [s for s in unique(table, "split")
+                                         if not dataset.answer_types or answered(table, s)]
+    if dataset.answer_types:
+        present = sorted(set(table.column("answer_type").to_pylist()) - {""})
+        table = table.filter(pc.is_in(table["answer_type"], pa.array(list(dataset.answer_types))))
+        if table.num_rows == 0:
+            raise BadInput(f"dataset {dataset.name}: no question has answer type "
+                           f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
+    if dataset.image_fraction < 1.0:
+        images = sorted(set(table.column("image_id").to_pylist()))
+        rng = np.random.default_rng(dataset.seed)
+        keep = rng.choice(len(images), size=max(1, int(round(len(images) * dataset.image_fraction))), replace=False)
+        table = table.filter(pc.is_in(table["image_id"], pa.array([images[i] for i in sorted(keep)])))
+    if dataset.limit:
+        parts = []
+        for s in unique(table, "split"):
+            part = table.filter(pc.equal(table["split"], s))
+            parts.append(part.slice(0, dataset.limit))
+        table = pa.concat_tables(parts) if parts else table
+    check_nonempty(table, dataset, must_keep)
+    return table
+
+
+def check_nonempty(table: pa.Table, dataset: DatasetSettings, splits) -> None:
+    for s in splits:
+        if table.filter(pc.equal(table["split"], s)).num_rows == 0:
+            raise BadInput(f"dataset {dataset.name}: split {s!r} is empty after filtering")
+    if table.num_rows == 0:
+        raise BadInput(f"dataset {dataset.name}: no questions left after filtering")
+
+
+def answered(table: pa.Table, split: str) -> bool:
+    """Does some question of `split` have answers (a test split has none)?"""
+    part = table.filter(pc.equal(table["split"], split)).column("answers")
+    return bool(pc.sum(pc.list_value_length(part)).as_py())
+
+
+def unique(table: pa.Table, column: str) -> list:
+    """Distinct values of a column, in first-seen order."""
+    return list(dict.fromkeys(table.column(column).to_pylist()))
+
+
+def train_val_splits(table: pa.Table) -> tuple[str, str]:
+    """The split to train on and the one to validate on: 'val' if there is one, else an
+    answered 'test' (easy-VQA's test split is its validation split)."""
+    splits = unique(table, "split")
+    if "train" not in splits:
+        raise BadInput(f"the dataset has no 'train' split (has: {', '.join(splits)})")
+    for name in ("val", "test"):
+        if name in splits and answered(table, name):
+            return "train", name
+    raise BadInput("the dataset has no answered validation split ('val' or 'test')")

@@ -1,0 +1,99 @@
+"""`finetune --init-head RUN`: the head starts from a cached `train` run's best.pt, and unless given here
+the encoders are that run's, so that the head meets the features it was trained on."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import BadInput
+from ..options import feature_overrides, train_recipe
+from ..recipes import FinetuneRecipe
+from ..train.checkpoints import cache_keys_of, load_checkpoint
+from ..train.run_dir import read_run_config
+
+# what `--init-head RUN` takes from RUN's recipe (features.*), unless given on the command line or with --set
+ENCODER_KEYS = ("image.encoder", "image.weights", "image.size", "image.features",
+                "text.encoder", "text.weights", "text.pooling", "text.max_length", "text.tokens")
+
+
+def finetune_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature) -> FinetuneRecipe:
+    """The CLI's options -> a FinetuneRecipe (the same overrides as `train`). With finetune.init_head = RUN,
+    the image and text encoders are RUN's (ENCODER_KEYS), except the keys given on the command line or
+    with --set, so that the head meets the features it was trained on; it prints what it took."""
+    built = train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=FinetuneRecipe)[0]
+    if not built.finetune.init_head:
+        return built
+    given = [item[0] if isinstance(item, tuple) else item.partition("=")[0].strip()   # typed pairs or --set text
+             for item in feature_overrides("features.", **feature) + list(sets)]
+
+    def explicit(key):
+        return any(f"features.{key}" == g or f"features.{key}".startswith(g + ".") for g in given)
+    run = run_encoders(built.finetune.init_head)
+    taken = {k: v for k, v in run.items() if not explicit(k)}
+    built = train_recipe(recipe, head, epochs, lr, batch_size, seed,
+                         [(f"features.{k}", v) for k, v in taken.items()] + list(sets), feature,
+                         cls=FinetuneRecipe)[0]
+    if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
+        kept = [f"{k}={json.dumps(feature_value(built, k))}" for k in run if k not in taken]
+        print(f"--init-head {built.finetune.init_head}: encoders as that run's: "
+              f"{', '.join(f'{k}={json.dumps(v)}' for k, v in taken.items()) or 'none'}"
+              + (f"; given here: {', '.join(kept)}" if kept else ""))
+    return built
+
+
+def feature_value(recipe: FinetuneRecipe, key: str):
+    """recipe.features.image.size for key "image.size"."""
+    part, name = key.split(".")
+    return getattr(getattr(recipe.features, part), name)
+
+
+def run_encoders(run_dir) -> dict:
+    """The ENCODER_KEYS values of a run's recipe (its config.json). Weights as its cache recorded them:
+    `random`, `pretrained` or the weights file, so that `auto` cannot resolve to other weights now."""
+    config = read_run_config(run_dir)
+    features = config["recipe"].get("features")
+    features = features if isinstance(features, dict) else {}
+    out = {}
+    for key in ENCODER_KEYS:
+        part, name = key.split(".")
+        value = features.get(part, {}).get(name) if isinstance(features.get(part), dict) else None
+        if value is not None:
+            out[key] = value
+    specs = config.get("cache_specs", {})
+    image, text = str(specs.get("image", {}).get("weights", "")), specs.get("question", {})
+    if image:
+        out["image.weights"] = ("random" if image.startswith("random:") else
+                                out.get("image.weights") if image.startswith("sha256:") else "pretrained")
+    if text:
+        out["text.weights"] = "random" if text.get("encoder") == "bow" else "pretrained"
+    return out
+
+
+def init_head(model: nn.Module, run_dir: str, vocab, head_config: dict, plan, recipe: FinetuneRecipe) -> str:
+    """Load a cached run's head into the model; its vocabulary and head shape must match this run's. Returns
+    what config.json records of it: RUN, with a note when it was trained on features of other settings."""
+    path = Path(run_dir) / "best.pt"
+    ckpt = load_checkpoint(path)
+    if ckpt["vocab"].get("answers") != vocab.answers:
+        raise BadInput(f"--init-head {run_dir}: its answer vocabulary ({len(ckpt['vocab'].get('answers', []))} "
+                       f"answers) differs from this run's ({len(vocab)}): train it on the same samples and "
+                       f"[answers] settings")
+    for k in ("name", "image_dim", "question_dim", "num_answers", "hidden"):
+        if ckpt["head"].get(k) != head_config[k]:
+            setting = {"image_dim": "image.encoder", "question_dim": "text.encoder"}.get(k)
+            there = f" (features.{setting} = {json.dumps(run_encoders(run_dir).get(setting))})" if setting else ""
+            here = f" (features.{setting} = {json.dumps(feature_value(recipe, setting))})" if setting else ""
+            raise BadInput(f"--init-head {run_dir}: head {k} is {ckpt['head'].get(k)!r} there{there}, "
+                           f"{head_config[k]!r} here{here}: the same head and encoders are needed")
+    keys = cache_keys_of(ckpt) or {}
+    note = ""
+    if keys and keys != plan.cache_keys:
+        note = " (NOTE: it was trained on features of other encoder settings)"
+        print(f"warning: --init-head {run_dir} was trained on features {keys}, this run's encoders "
+              f"correspond to {plan.image_key} / {plan.question_key}", file=sys.stderr)
+    model.head.load_state_dict(ckpt["model"])
+    return f"{run_dir}{note}"

@@ -1,0 +1,88 @@
+"""Recipe data (nested dicts, as TOML gives them) -> the recipe dataclasses, checked: unknown keys, wrong
+types and values out of range are bad input named by their recipe key (`optim.epochs must be >= 1`)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..errors import BadInput
+from .settings import OptimSettings
+
+# Values outside these ranges are bad input, named by their recipe key (e.g. `optim.epochs must be >= 1`).
+# Every float must be finite (no inf, no nan).
+_AT_LEAST = {"ImageSettings.size": 16, "ImageSettings.batch_size": 1, "ImageSettings.workers": 0,
+             "ImageSettings.max_pixels": 0, "TextSettings.max_length": 1, "TextSettings.batch_size": 1,
+             "ExtractRecipe.shard_size": 1, "DatasetSettings.limit": 0, "HeadSettings.hidden": 1,
+             "OptimSettings.epochs": 1, "OptimSettings.batch_size": 1, "OptimSettings.weight_decay": 0,
+             "OptimSettings.warmup_epochs": 0, "OptimSettings.min_lr": 0, "OptimSettings.grad_clip": 0,
+             "OptimSettings.patience": 0, "AnswerSettings.top_k": 1, "AnswerSettings.min_count": 1}
+_LR = (lambda v: 0 < v <= 10, "in (0, 10]")        # a learning rate
+_WITHIN = {"OptimSettings.lr": _LR, "FinetuneSettings.encoder_lr": _LR,
+           "OptimSettings.eps": (lambda v: 0 < v < 1, "in (0, 1)"),
+           "HeadSettings.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+           "OptimSettings.betas": (lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+                               "two numbers in [0, 1)")}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_range(cls, name: str, value, key: str) -> None:
+    field_id = f"{cls.__name__}.{name}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"recipe key {key!r} must be a finite number, got {value!r}")
+    if field_id in _AT_LEAST and value < _AT_LEAST[field_id]:
+        raise BadInput(f"recipe key {key!r} must be >= {_AT_LEAST[field_id]}, got {value!r}")
+    test, what = _WITHIN.get(field_id, (None, ""))
+    if test is not None and not test(value):
+        raise BadInput(f"recipe key {key!r} must be {what}, got {value!r}")
+
+
+def check_together(obj, where: str) -> None:
+    """Ranges that tie two keys: the schedule decays from optim.lr down to optim.min_lr."""
+    if isinstance(obj, OptimSettings) and obj.min_lr > obj.lr:
+        raise BadInput(f"recipe key {where + 'min_lr'!r} must be <= {where + 'lr'} ({obj.lr!r}), got {obj.min_lr!r}")
+
+
+def build(cls, data: dict, where: str = ""):
+    """Make dataclass `cls` from a nested dict; unknown keys and wrong types are bad input."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise BadInput(f"unknown recipe key {where + unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        key = f"{where}{name}"
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise BadInput(f"recipe key {key!r} must be a section, got {value!r}")
+            kwargs[name] = build(type(default), value, key + ".")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise BadInput(f"recipe key {key!r} must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            kwargs[name] = float(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise BadInput(f"recipe key {key!r} must be a table, got {value!r}")
+            kwargs[name] = value
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise BadInput(f"recipe key {key!r} must be {type(default).__name__}, got {value!r}")
+        else:
+            kwargs[name] = value
+        if name in kwargs and not dataclasses.is_dataclass(kwargs[name]):
+            check_range(cls, name, kwargs[name], key)
+    obj = cls(**kwargs)
+    check_together(obj, where)
+    return obj
+
+
+def to_dict(obj) -> dict:
+    """A recipe as plain JSON-able data (for config.json and the checkpoints)."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,141 @@
+"""The recipe dataclasses: a recipe is made of sections (DatasetSettings, ImageSettings, ...), each a frozen
+dataclass whose defaults are the documented ones. build.py makes them from TOML data, with checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    name: str = "easyvqa"            # easyvqa | vqa2:DIR | vizwiz:DIR | csv:DIR
+    splits: tuple = ()               # () = every split the dataset has
+    limit: int = 0                   # at most N questions per split (0 = all)
+    answer_types: tuple = ()         # keep only these answer types, e.g. ("yes/no",)
+    image_fraction: float = 1.0      # sample this share of images, keep all their questions
+    val_fraction: float = 0.1        # held-out share of images when a dataset has no val split
+    seed: int = 0                    # for the two samplings above
+    skip_missing: bool = False       # drop questions whose image file is missing
+    options: dict = field(default_factory=dict)   # adapter-specific (csv column names, ...)
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    encoder: str = "resnet50"        # any torchvision classification model
+    weights: str = "auto"            # auto | pretrained | random | PATH to a state dict
+    features: str = "pooled"         # pooled | grid | pooled+grid
+    size: int = 224                  # images are resized to size x size
+    batch_size: int = 64
+    workers: int = 2                 # DataLoader processes decoding images
+    max_pixels: int = 40_000_000     # larger images are unreadable (skip_bad skips them); 0 = PIL's limit
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    encoder: str = "tinybert"        # Hugging Face id or local directory, or "bow"
+    weights: str = "auto"            # auto | pretrained | random (random = bag-of-words)
+    pooling: str = "mean"            # mean | cls
+    tokens: bool = False             # also store per-token states and masks
+    max_length: int = 32
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class ExtractRecipe:
+    dataset: DatasetSettings = field(default_factory=DatasetSettings)
+    image: ImageSettings = field(default_factory=ImageSettings)
+    text: TextSettings = field(default_factory=TextSettings)
+    device: str = "auto"             # auto | cpu | cuda
+    shard_size: int = 4096           # rows per shard file
+    skip_bad: bool = False           # skip unreadable images (recorded in the manifest)
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    name: str = "concat"
+    hidden: int = 1024
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_epochs: float = 1.0       # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 1e-5
+    grad_clip: float = 1.0
+    patience: int = 5                # early stopping on validation accuracy (0 = off)
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    top_k: int = 1000                # vocabulary = the K most frequent training answers
+    min_count: int = 1
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    features: ExtractRecipe = field(default_factory=ExtractRecipe)
+    head: HeadSettings = field(default_factory=HeadSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    answers: AnswerSettings = field(default_factory=AnswerSettings)
+    seed: int = 0
+    name: str = "run"                # run directory name under out/
+    out: str = "runs"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Answer-preserving image augmentation for finetune (off by default). Flips are skipped for an image
+    when a question on it in the batch mentions left/right; colour jitter when one asks about colour."""
+    enabled: bool = False
+    hflip: float = 0.5               # probability of a horizontal flip
+    vflip: float = 0.0               # probability of a vertical flip
+    translate: int = 0               # random shift of up to N pixels (edge-replicated)
+    brightness: float = 0.0          # colour jitter: brightness factor in [1-x, 1+x]
+    contrast: float = 0.0            # colour jitter: contrast factor in [1-x, 1+x]
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """`vqa-cache finetune`: the encoders live in the graph (see vqa_cache/finetune/)."""
+    train_encoders: str = "none"     # none | top:N | all  (last N trunk stages / text layers)
+    train_image: str = ""            # per-encoder override of train_encoders ("" = same)
+    train_text: str = ""
+    lora_r: int = 0                  # > 0: LoRA adapters (peft) in the trained part instead of full weights
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_text_targets: tuple = ("query", "value")
+    lora_image: bool = True          # LoRA on the image trunk's Conv2d layers too
+    encoder_lr: float = 1e-4         # head uses optim.lr
+    accumulate: int = 1              # optimizer step every N batches
+    checkpointing: bool = False      # gradient checkpointing of the trained encoder parts
+    group_by_image: bool = False     # batches hold all questions of a few images: each image once per epoch
+    init_head: str = ""              # RUN_DIR of a cached `train` run to start the head from
+    eval_batch_size: int = 256
+    preload_gb: float = 8.0          # decoded images are held in memory up to this size
+    workers: int = 2                 # processes decoding images (once, at start)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe(TrainRecipe):
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The [sweep] table of a sweep recipe: how to search (vqa_cache/sweep/)."""
+    trials: int = 50                 # finished (complete or pruned) trials the study should hold
+    epochs: int = 0                  # epochs per trial (0: the recipe's optim.epochs)
+    train_fraction: float = 1.0      # trials train on this share of the training questions (validation: all)
+    startup_trials: int = 10         # quasi-random (scrambled Sobol) trials before TPE
+    prune_startup_trials: int = 5    # the median pruner waits for this many finished trials ...
+    prune_from_epoch: int = 1        # ... and prunes from the end of this epoch on
+    jobs: int = 1                    # parallel trials (threads) in this process
+    seed: int = 0                    # samplers and the training subset
+    out: str = "sweeps"              # sweep directory: out/NAME

@@ -1,0 +1,176 @@
+"""Running a sweep: each trial a `train` run in DIR/trials/NNNN (its checkpoints deleted after), on the
+cache loaded once per process and shared by every trial (threads with `--jobs N`); the median pruner
+stops a trial from its epochs' validation accuracy; a trial that diverges is pruned, not a failure."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from .. import data, heads, recipes
+from ..errors import BadInput, Diverged
+from ..recipes import SweepSettings
+from ..train import train
+from ..train.features import Features, load_features
+from ..train.run_dir import pick_run_dir
+from .report import FINISHED, best_value, finish_sweep, write_trials_csv
+from .sampler import open_study, recover
+from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest
+
+
+def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jobs: int | None = None,
+              out: str | None = None, resume: bool = False, overrides=(), feature_overrides=(),
+              extract_cmd: str = "vqa-cache extract", callbacks=()) -> dict:
+    """Run (or continue) a sweep; returns the summary written to sweep.json["result"].
+
+    callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep."""
+    base, settings, space = load_sweep(recipe_path, overrides, feature_overrides)
+    if trials is not None:
+        settings = dataclasses.replace(settings, trials=trials)
+    if jobs is not None:
+        settings = dataclasses.replace(settings, jobs=jobs)
+    check_settings(settings)
+    dists = distributions(space)
+    check_space(base, dists)
+    directory = sweep_dir(base["name"], settings, out, resume)
+    write_sweep_json(directory, base, space, settings, resume)
+    study = open_study(directory, base["name"], dists, settings)
+    requeued = recover(study) if resume else 0
+    finished = sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+    remaining = max(0, settings.trials - finished)
+    print(f"sweep {directory}: {len(dists)} parameters, {settings.trials} trials "
+          f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
+          f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
+    if remaining:
+        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks)
+    return finish_sweep(study, dists, base, settings, directory)
+
+
+def sweep_dir(name: str, settings: SweepSettings, out: str | None, resume: bool) -> Path:
+    """--out, else sweeps/NAME (-2, -3 ...), as a run directory is picked; a sweep is resumed, or new."""
+    directory = pick_run_dir(SimpleNamespace(out=settings.out, name=name), out, resume)
+    if resume and not (directory / "study.db").is_file():
+        raise BadInput(f"--resume: {directory} holds no sweep (no study.db)")
+    if not resume and (directory / "study.db").exists():
+        raise BadInput(f"{directory} already holds a sweep: continue it with --resume, or choose another --out")
+    return directory
+
+
+def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSettings, resume: bool) -> None:
+    """sweep.json: the resolved base recipe, the space and the settings (a resumed sweep must match them)."""
+    record = {"base": base, "space": space, "sweep": {k: v for k, v in dataclasses.asdict(settings).items()
+                                                      if k not in ("trials", "jobs", "out")}}
+    if resume:
+        before = json.loads((directory / "sweep.json").read_text())
+        for part in ("base", "space", "sweep"):
+            if before.get(part) != record[part]:
+                raise BadInput(f"--resume: the {part} {'recipe' if part == 'base' else 'settings'} differ from "
+                               f"those {directory} was started with (see {directory / 'sweep.json'}); start a new "
+                               f"sweep instead")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sweep.json").write_text(json.dumps(record, indent=1))
+
+
+def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path,
+               extract_cmd: str, callbacks) -> None:
+    """Optimize for `remaining` trials, with a progress bar of the sweep (the trials' own output hidden)."""
+    t0 = time.time()
+    features_for = features_loader(root, extract_cmd, settings)
+    features_for(make_recipe(base, {})[0])
+    print(f"cache loaded once in {time.time() - t0:.1f}s; trials write to {directory / 'trials'}/")
+    threads = torch.get_num_threads()
+    if settings.jobs > 1:     # one intra-op pool shared by the trials' threads: split the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.jobs))
+    objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for)
+    lock = threading.Lock()
+    bar = tqdm(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
+               file=sys.stderr, dynamic_ncols=True)
+    best_now = best_value(study)
+    if best_now is not None:
+        bar.set_postfix_str(f"best {best_now:.4f}")
+
+    def progress(study_, frozen):
+        with lock:
+            if frozen.state.name in FINISHED:
+                bar.update(1)
+            best = best_value(study_)
+            if best is not None:
+                bar.set_postfix_str(f"best {best:.4f}")
+            write_trials_csv(study_, dists, directory / "trials.csv")
+
+    # the trials' own output (per-epoch lines and bars) would bury the sweep's bar
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        try:
+            study.optimize(objective, n_trials=remaining, n_jobs=settings.jobs, callbacks=[progress, *callbacks],
+                           gc_after_trial=False)
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
+    print(f"{remaining} trials in {time.time() - t0:.0f}s")
+
+
+def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path, extract_cmd: str,
+                   features_for):
+    """The objective: a trial's parameters -> a `train` run (pruned by its epochs) -> its best accuracy."""
+
+    def objective(trial):
+        params = {k: suggest(trial, k, dist) for k, dist in dists.items()}
+        recipe, _ = make_recipe(base, params, settings.epochs)
+        run = directory / "trials" / f"{trial.number:04d}"
+        start = time.time()
+
+        def on_epoch(epoch, row):
+            trial.set_user_attr("epochs", epoch)
+            trial.report(row["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val accuracy {row['val_accuracy']:.4f} at epoch {epoch}")
+        try:
+            metrics = train(recipe, root, out=str(run), extract_cmd=extract_cmd, features=features_for(recipe),
+                            on_epoch=on_epoch)
+        except Diverged as e:          # a setting that diverges is a bad setting, not a broken sweep
+            trial.set_user_attr("diverged", str(e))
+            raise optuna.TrialPruned(f"diverged: {e}") from None
+        finally:
+            trial.set_user_attr("seconds", round(time.time() - start, 2))
+            for ckpt in run.glob("*.pt"):      # trials are retrained from best.toml, not reused
+                ckpt.unlink(missing_ok=True)
+        return metrics["best"]["val_accuracy"]
+    return objective
+
+
+def features_loader(root: Path, extract_cmd: str, settings: SweepSettings):
+    """recipe -> its Features, each distinct need (features.* settings, and what the head reads: pooled or
+    grid images, pooled or token questions) loaded from the cache once per process."""
+    memo, lock = {}, threading.Lock()
+
+    def get(recipe):
+        need = (json.dumps(recipes.to_dict(recipe.features), sort_keys=True), json.dumps(heads.needs(recipe.head.name)))
+        with lock:
+            if need not in memo:
+                memo[need] = subsample(load_features(recipe, root, extract_cmd), settings.train_fraction,
+                                       settings.seed)
+            return memo[need]
+    return get
+
+
+def subsample(features: Features, fraction: float, seed: int) -> Features:
+    """The same features with a seeded `fraction` of the training questions (validation kept whole)."""
+    if fraction >= 1:
+        return features
+    table = features.plan.samples
+    train_name, _ = data.train_val_splits(table)
+    is_train = np.asarray(table.column("split").to_pylist(), dtype=object) == train_name
+    keep = ~is_train | (np.random.default_rng(seed).random(len(table)) < fraction)
+    return features._replace(plan=dataclasses.replace(features.plan, samples=table.filter(pa.array(keep))))

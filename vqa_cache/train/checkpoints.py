@@ -1,0 +1,96 @@
+"""Run checkpoints (best.pt, last.pt): tensors and plain Python values only, so that they load with
+torch.load(weights_only=True) and a crafted file cannot run code.
+
+Every checkpoint holds "model" (the head's state), "head" (its settings), "vocab" and "cache_keys" (the
+entries it was trained on; `feature_keys` in finetune runs written before it had one name, still read); to
+resume, also the optimizer, scheduler, RNG states and the run's history.
+"""
+from __future__ import annotations
+
+import pickle
+import random
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BadInput
+
+CHECKPOINT_KEYS = ("model", "head", "vocab")
+RESUME_KEYS = ("optimizer", "scheduler", "epoch", "history", "best", "bad_epochs", "rng")
+_LOADING = threading.Lock()     # safe_globals() below edits torch's process-wide allowlist
+
+
+def load_checkpoint(path: Path, resume: bool = False) -> dict:
+    """A run checkpoint, loaded with weights_only=True: tensors and plain Python values only, so a crafted
+    file cannot run code (it is bad input). Checks it holds a head, its weights and its vocabulary (and,
+    for `resume`, the training state)."""
+    if not path.is_file():
+        raise BadInput(f"no checkpoint {path}")
+    try:
+        with _LOADING, torch.serialization.safe_globals(_numpy_rng_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = re.search(r"GLOBAL (\S+)", str(e))          # what it would have called or built
+        raise BadInput(f"{path}: not a vqa-cache checkpoint (unpickling refused"
+                       f"{': it names ' + name.group(1) if name else ''})") from None
+    except Exception as e:
+        raise BadInput(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    need = CHECKPOINT_KEYS + (RESUME_KEYS if resume else ())
+    missing = [k for k in need if k not in ckpt] if isinstance(ckpt, dict) else list(need)
+    if missing or not all(isinstance(ckpt[k], dict) for k in CHECKPOINT_KEYS):
+        raise BadInput(f"{path}: not a vqa-cache checkpoint ({'no ' + ', '.join(missing) if missing else 'malformed'})")
+    return ckpt
+
+
+def cache_keys_of(record: dict) -> dict | None:
+    """The cache keys a checkpoint or config.json records: `cache_keys`, or `feature_keys` (finetune runs
+    written before the name was made one)."""
+    return record.get("cache_keys") or record.get("feature_keys")
+
+
+def check_cache_keys(path: Path, ckpt: dict, keys: dict) -> None:
+    """Refuse a checkpoint made on another cache than `keys`."""
+    if cache_keys_of(ckpt) != keys:
+        raise BadInput(f"{path} was trained on cache {cache_keys_of(ckpt)}, not on {keys}: refusing to mix caches")
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save through a temporary file: `path` is whole or as it was."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _numpy_rng_globals() -> list:
+    """What the pickle of a uint32 numpy array names: older checkpoints held numpy's RNG state as
+    np.random.get_state() returns it. Arrays only (data: the dtype of an object array is not allowed),
+    under numpy 1's and numpy 2's module names."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:     # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def rng_state() -> dict:
+    """Every RNG's state as tensors and plain Python values (a checkpoint loads with weights_only=True);
+    numpy's: (kind, keys as an int64 tensor, pos, has_gauss, cached_gaussian)."""
+    kind, keys, *rest = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]       # keys: a tensor, or a uint32 array in older checkpoints
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,84 @@
+"""The features a stage-two run reads: the cache plan of its recipe, rebuilt without downloading
+anything, and the two complete entries it names, in memory (or the images streamed from disk)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .. import heads
+from ..cache import Entry
+from ..cache.plan import Plan, make_plan
+from ..cache.reader import ImageStream, check_complete, read_features
+from ..cache.shards import IMAGE_DATASETS
+from ..device import pick_device
+from ..errors import BadInput
+from ..recipes import TrainRecipe
+
+
+class Features(NamedTuple):
+    """A run's cached inputs. tensors[kind] = (ids in row order, features): image features pooled
+    [N, Di] or grid [N, h*w, Di] float32 on the CPU, or an ImageStream; question features pooled [M, Dq]
+    or token states [M, L, Dq] with padding positions zeroed."""
+    plan: Plan
+    tensors: dict
+    cache_keys: dict
+
+
+def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str, stream: bool | None = None) -> Features:
+    """The features of a train recipe from a complete cache; BadInput naming `extract_cmd` (the command that
+    makes them) when they are not there. Images are streamed from the shards when `stream` is true (None:
+    when they would take more than memory_budget())."""
+    need = heads.needs(recipe.head.name)
+    plan = make_plan(recipe.features, allow_download=False, root=root)
+    entries = {"image": Entry(root, plan.image_key), "question": Entry(root, plan.question_key)}
+    manifests = {kind: check_complete(entry, extract_cmd) for kind, entry in entries.items()}
+    check_outputs(recipe.head.name, need, manifests["image"]["spec"], manifests["question"]["spec"])
+    images = ImageStream(entries["image"], manifests["image"], IMAGE_DATASETS[need["image"]])
+    use_stream = stream if stream is not None else images.nbytes(4) > memory_budget(pick_device(recipe.device))
+    if use_stream:
+        tensors = {"image": (images.ids, images)}
+    else:
+        ids, arr = read_features(entries["image"], manifests["image"], need["image"])
+        tensors = {"image": (ids, torch.from_numpy(arr))}
+    ids, arr = read_features(entries["question"], manifests["question"], need["question"])
+    tensors["question"] = (ids, torch.from_numpy(arr))
+    return Features(plan, tensors, plan.cache_keys)
+
+
+def check_outputs(head: str, need: dict, image_spec: dict, question_spec: dict) -> None:
+    """The cache holds what the head reads (heads.needs); else BadInput saying how to extract it."""
+    missing, fix = [], []
+    if need["image"] not in image_spec["outputs"]:
+        missing.append(f"{need['image']} image features (this cache has {'+'.join(image_spec['outputs'])})")
+        fix.append(f"--features {need['image']} (or pooled+grid)")
+    bow = question_spec.get("encoder") == "bow"
+    if need["question"] == "tokens" and not question_spec.get("tokens"):
+        missing.append(f"question token states (this cache has pooled "
+                       f"{'bag-of-words vectors' if bow else 'vectors only'})")
+        fix.append(("a Hugging Face --text-encoder and " if bow else "") + "--set text.tokens=true")
+    if missing:
+        raise BadInput(f"head {head!r} needs {' and '.join(missing)}: extract with {' and '.join(fix)}")
+
+
+def memory_budget(device: torch.device | None = None) -> int:
+    """Bytes that in-memory features may take: $VQA_CACHE_MEMORY_BUDGET (bytes, or with a K/M/G suffix),
+    else half the available RAM (and half the free GPU memory when training on a GPU)."""
+    env = os.environ.get("VQA_CACHE_MEMORY_BUDGET", "").strip()
+    if env:
+        mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(env[-1].upper(), 1)
+        try:
+            value = float(env[:-1] if mult > 1 else env) * mult
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise BadInput(f"VQA_CACHE_MEMORY_BUDGET={env!r}: expected a positive number of bytes, e.g. 8G or 500M")
+        return int(value)
+    import psutil     # (lazy: only when no budget is given)
+    budget = psutil.virtual_memory().available // 2
+    if device is not None and device.type == "cuda":
+        budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)
+    return int(budget)

@@ -1,0 +1,285 @@
+"""The one fit loop. Cached training (train/cached.py) and fine-tuning (vqa_cache/finetune/) both run it:
+each makes a Fit (its model, data and optimizer; the hooks below say what differs) and calls run_fit.
+
+An epoch: the epoch's batches (epoch_batches), in groups of `accumulate` batches; for each batch, under
+torchrun, this rank's part of it (rank_part); the forward under autocast; the batch loss, weighted by the
+batch's share of its group, backward; after the group's last batch, gradient clipping and the optimizer
+and scheduler steps. A cached training step is this with accumulate = 1. Then rank 0 evaluates and
+broadcasts the validation metrics (early stopping stays in step on every rank), the epoch is recorded,
+and rank 0 alone writes last.pt (and best.pt) and metrics.json. At the end: the best model's predictions
+on the validation split, metrics.json, curves.png.
+
+Under torchrun every rank draws the same epoch order and the same global batches of optim.batch_size;
+rank r takes the r-th near-equal part of each, its loss weighted by its share, so that DDP's gradient
+average is the single-process batch's gradient: the same steps and schedule as one process.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import distributed as dist
+from ..answers import Vocabulary
+from ..device import amp
+from ..errors import BadInput
+from ..progress import progress
+from ..recipes import TrainRecipe, to_dict
+from .batches import epoch_batches
+from .checkpoints import check_cache_keys, load_checkpoint, rng_state, set_rng_state
+from .run_dir import plot_curves, save_epoch, write_config, write_metrics, write_predictions
+from .splits import trainable
+from .steps import DeviceTally, History, batch_loss, check_finite, evaluate, lr_lambda, rank_part
+
+
+class Fit:
+    """One run's parts, which run_fit drives. Subclasses (CachedFit, FinetuneFit) build them and override
+    the hooks below.
+
+    model: called as model(image batch, question batch); evaluated, and wrapped by DDP under torchrun
+    head: the head, whose state is a checkpoint's "model"
+    image, question: what a split's rows index (batches.py): feature tensors, an ImageStream, or Rows
+    """
+    mode = None                  # checkpoints' "mode" ("finetune"; a `train` checkpoint has none)
+    unit = "step"                # what a NaN message counts ("batch" when a step takes several)
+    tally = DeviceTally          # how an epoch's losses are summed (steps.py)
+    lr_names = ("lr",)           # the learning rate of each parameter group, in the metrics rows
+    record_train_seconds = False
+
+    def __init__(self, recipe: TrainRecipe, run_dir: Path, device: torch.device, splits: dict, vocab: Vocabulary,
+                 model: torch.nn.Module, head: torch.nn.Module, image, question, cache_keys: dict, head_config: dict,
+                 param_groups: list[dict], config: dict, accumulate: int = 1, eval_batch_size: int = 1024,
+                 group_by_image: bool = False):
+        self.recipe, self.run_dir, self.device, self.splits, self.vocab = recipe, run_dir, device, splits, vocab
+        self.model, self.head, self.image, self.question = model, head, image, question
+        self.cache_keys, self.head_config, self.config = cache_keys, head_config, config
+        self.accumulate, self.eval_batch_size, self.group_by_image = accumulate, eval_batch_size, group_by_image
+        self.rows = trainable(splits["train"], len(vocab))
+        if len(self.rows) == 0:
+            raise BadInput("no training question has an answer in the vocabulary")
+        optim = recipe.optim
+        self.params = [p for group in param_groups for p in group["params"]]
+        self.optimizer = torch.optim.AdamW(param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+                                           weight_decay=optim.weight_decay)
+        self.batches_per_epoch = math.ceil(len(self.rows) / optim.batch_size)
+        steps = math.ceil(self.batches_per_epoch / accumulate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(optim, steps))
+        self.ctx, self.scaler = amp(device)
+
+    # ------------------------------------------------------------ hooks
+
+    def describe(self) -> str:
+        """The run's first line: what trains on what."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """A fresh run, before anything is written (finetune: the head from --init-head)."""
+
+    def before_epochs(self, resume: bool) -> None:
+        """After config.json is written, before the first epoch (finetune: epoch 0 of an --init-head)."""
+
+    def seed_rank(self, start_epoch: int) -> None:
+        """Under torchrun, ranks other than 0: their own dropout masks (rank 0 keeps the one-process stream)."""
+        torch.manual_seed(self.recipe.seed * 1_000_003 + dist.rank() * 7919 + start_epoch)
+
+    def wrap_ddp(self) -> torch.nn.Module:
+        # static_graph: heads whose unused parameters are the same every step are fine
+        return torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, static_graph=True)
+
+    def global_batch(self, image, question) -> torch.Tensor | None:
+        """Under torchrun, a global batch before it is cut into the ranks' parts: the keys no cut may separate
+        (rank_part), or None."""
+        return None
+
+    def load_weights(self, ckpt: dict, path: Path) -> None:
+        """The trained weights of a checkpoint (best.pt at the end, last.pt to resume)."""
+        self.head.load_state_dict(ckpt["model"])
+
+    def checkpoint_extra(self) -> dict:
+        return {}
+
+    def restore(self, ckpt: dict) -> None:
+        """What else a resumed run takes from last.pt."""
+
+
+def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None = None) -> dict:
+    """Train `fit` for the recipe's epochs (from last.pt with `resume`); returns {"epochs", "best"}.
+    on_epoch(epoch, row): called after each epoch's checkpoints and metrics are written (an exception it
+    raises ends the run there, exactly like a kill: `--resume` continues from last.pt)."""
+    started = started or time.time()
+    history = resume_history(fit) if resume else History()
+    if not resume:
+        fit.start()
+    main, model = dist.is_main(), fit.model
+    if dist.enabled():
+        if not main:
+            fit.seed_rank(history.last)
+        fit.config["world_size"] = dist.world()
+        model = fit.wrap_ddp()
+    if main:
+        write_config(fit.run_dir, fit.config)
+    print(fit.describe())
+    fit.before_epochs(resume)
+    optim = fit.recipe.optim
+    for epoch in range(history.last + 1, optim.epochs + 1):
+        if optim.patience and history.bad_epochs >= optim.patience:
+            break
+        row, improved = fit_epoch(fit, model, history, epoch)
+        if main:
+            save_epoch(fit.run_dir, checkpoint(fit, history), improved, history.epochs, history.best)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    if not history.epochs:
+        raise BadInput(f"{fit.run_dir}: nothing to train (already at epoch {history.last} of {optim.epochs})")
+    if not main:
+        return {"epochs": history.epochs, "best": history.best}
+    return finish_run(fit, history, started)
+
+
+def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) -> tuple[dict, bool]:
+    """Train one epoch, check its loss, evaluate (rank 0, broadcast) and record it: (row, improved)."""
+    t0 = time.time()
+    loss_sum, seen, first_bad = train_epoch(fit, model, epoch)
+    loss_sum, seen = dist.all_reduce([float(loss_sum), float(seen)])
+    check_finite(loss_sum, dist.all_reduce(float(first_bad), "min"), epoch, fit.batches_per_epoch, fit.run_dir,
+                 fit.unit)
+    extra = {"train_seconds": round(time.time() - t0, 3)} if fit.record_train_seconds else {}
+    val = None
+    if dist.is_main():
+        val_loss, val_acc, _, per_type = evaluate(fit.model, fit.splits["val"], fit.image, fit.question,
+                                                  fit.eval_batch_size, len(fit.vocab), fit.ctx)
+        val = (val_loss, val_acc, per_type)
+    val = dist.broadcast(val)                                   # rank 0's
+    groups = fit.optimizer.param_groups
+    lrs = {name: groups[i]["lr"] if i < len(groups) else 0.0 for i, name in enumerate(fit.lr_names)}
+    return history.record(epoch, loss_sum / seen, val, lrs, t0, extra)
+
+
+def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, float, float]:
+    """One pass over the training batches: (summed loss, questions, first bad batch or NEVER) of this rank."""
+    optim, split = fit.recipe.optim, fit.splits["train"]
+    model.train()
+    tally = fit.tally(fit.device)
+    batches = epoch_batches(split, fit.image, fit.question, fit.rows, optim.batch_size, fit.recipe.seed, epoch,
+                            fit.group_by_image)
+    bar = progress(batches, total=fit.batches_per_epoch, desc=f"epoch {epoch}/{optim.epochs}", unit="batch",
+                   leave=False, file=sys.stderr, disable=not dist.is_main())
+    fit.optimizer.zero_grad(set_to_none=True)
+    number = 0
+    for group in accumulation_groups(bar, fit.accumulate):
+        questions = sum(len(idx) for idx, _, _ in group)
+        for k, (idx, image, question) in enumerate(group):
+            number += 1
+            loss, count = fit_batch(fit, model, idx, image, question, len(idx) / questions, k == len(group) - 1)
+            if tally.add(loss, count, number):
+                bar.close()
+                return tally.totals()
+            running = tally.running(number)
+            if running is not None and dist.is_main():
+                bar.set_postfix(loss=running)
+    bar.close()
+    return tally.totals()
+
+
+def accumulation_groups(batches, accumulate: int):
+    """Lists of `accumulate` consecutive batches (the last one maybe fewer): one optimizer step each."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == accumulate:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, question, weight: float,
+              last: bool) -> tuple[torch.Tensor, float]:
+    """Forward and backward of one batch (this rank's part of it), its loss weighted by `weight` (its share
+    of the accumulation group); after the group's `last` batch, the step. (detached loss, questions counted)."""
+    count, world = len(idx), dist.world()
+    if world > 1:                       # this rank's part of the global batch
+        part, share, count = rank_part(len(idx), world, dist.rank(), fit.global_batch(image, question))
+        idx, image, question, weight = idx[part], image[part], question[part], weight * share
+    with model.no_sync() if world > 1 and not last else nullcontext():     # sync on the group's last batch
+        with fit.ctx:
+            logits = model(image, question)
+        loss = batch_loss(logits, fit.splits["train"], idx, len(fit.vocab))
+        weighted = loss * weight
+        (fit.scaler.scale(weighted) if fit.scaler else weighted).backward()
+    if last:
+        optimizer_step(fit)
+    return loss.detach(), count
+
+
+def optimizer_step(fit: Fit) -> None:
+    if fit.scaler:
+        fit.scaler.unscale_(fit.optimizer)
+    if fit.recipe.optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(fit.params, fit.recipe.optim.grad_clip)
+    if fit.scaler:
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
+    else:
+        fit.optimizer.step()
+    fit.scheduler.step()
+    fit.optimizer.zero_grad(set_to_none=True)
+
+
+def checkpoint(fit: Fit, history: History) -> dict:
+    """last.pt / best.pt: tensors and plain values only (checkpoints.py)."""
+    return {"model": fit.head.state_dict(), "head": fit.head_config, "vocab": fit.vocab.to_dict(),
+            "cache_keys": fit.cache_keys, "recipe": to_dict(fit.recipe), "optimizer": fit.optimizer.state_dict(),
+            "scheduler": fit.scheduler.state_dict(), "epoch": history.last, "history": history.epochs,
+            "best": history.best, "bad_epochs": history.bad_epochs, "rng": rng_state(),
+            "scaler": fit.scaler.state_dict() if fit.scaler else None, **fit.checkpoint_extra()}
+
+
+def resume_history(fit: Fit) -> History:
+    """Continue from RUN/last.pt: the same kind of run, on the same cache, with the same vocabulary and head."""
+    path = fit.run_dir / "last.pt"
+    ckpt = load_checkpoint(path, resume=True)
+    if ckpt.get("mode") != fit.mode:
+        raise BadInput(f"--resume: {fit.run_dir} is not a {fit.mode or 'train'} run")
+    check_cache_keys(path, ckpt, fit.cache_keys)
+    if ckpt["vocab"].get("answers") != fit.vocab.answers:
+        raise BadInput(f"{path}: its answer vocabulary differs from this recipe's "
+                       f"({len(ckpt['vocab'].get('answers') or [])} vs {len(fit.vocab)} answers): resume with the "
+                       f"run's own recipe")
+    if ckpt["head"] != fit.head_config:
+        raise BadInput(f"{path}: head {ckpt['head']} differs from this recipe's {fit.head_config}")
+    fit.load_weights(ckpt, path)
+    fit.optimizer.load_state_dict(ckpt["optimizer"])
+    fit.scheduler.load_state_dict(ckpt["scheduler"])
+    if fit.scaler and ckpt.get("scaler"):
+        fit.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    fit.restore(ckpt)
+    print(f"resuming {fit.run_dir} after epoch {ckpt['epoch']}")
+    return History(ckpt["history"], ckpt["best"], ckpt["bad_epochs"], ckpt["epoch"])
+
+
+def finish_run(fit: Fit, history: History, started: float) -> dict:
+    """The best model's predictions on the validation split (official results format), metrics.json,
+    curves.png, and the closing lines; the metrics."""
+    run_dir, val = fit.run_dir, fit.splits["val"]
+    fit.load_weights(load_checkpoint(run_dir / "best.pt"), run_dir / "best.pt")
+    _, _, preds, _ = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx)
+    write_predictions(run_dir / "predictions.json", val.table.column("question_id").to_pylist(),
+                      [fit.vocab.answers[int(p)] for p in preds])
+    metrics = write_metrics(run_dir, history.epochs, history.best)
+    plot_curves(run_dir / "curves.png", history.epochs)
+    best, first = history.best, history.epochs[0]["epoch"]
+    per_type = history.epochs[best["epoch"] - first]["val_accuracy_per_type"] if first <= best["epoch"] else {}
+    print(f"\nbest val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}"
+          + (f" ({', '.join(f'{k} {v:.4f}' for k, v in per_type.items())})" if per_type else ""))
+    print(f"{history.last} epochs, {np.mean([h['seconds'] for h in history.epochs]):.2f} s/epoch, "
+          f"{time.time() - started:.1f} s in all")
+    print(f"results in {run_dir}/: metrics.json curves.png predictions.json best.pt last.pt config.json")
+    return metrics

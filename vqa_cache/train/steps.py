@@ -1,0 +1,194 @@
+"""The pieces of a training step and of an epoch: the schedule, the loss, a rank's part of a batch under
+torchrun, the loss tally of an epoch (NaN and infinite losses included), evaluate(), and the History of
+the epochs (best epoch, early stopping)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import distributed as dist
+from ..errors import Diverged
+from ..recipes import OptimSettings
+from .batches import batches
+from .splits import Split
+
+
+def lr_lambda(optim: OptimSettings, steps_per_epoch: int):
+    """Linear warm-up for warmup_epochs, then cosine decay from lr to min_lr at the last epoch."""
+    warm = max(0, int(optim.warmup_epochs * steps_per_epoch))
+    total = max(1, optim.epochs * steps_per_epoch)
+    floor = optim.min_lr / optim.lr if optim.lr else 0.0
+
+    def f(step):
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def batch_loss(logits, split: Split, idx, K: int):
+    """Soft-score BCE for 10-answer data (x K, the usual scaling), cross-entropy for one answer.
+    A validation answer outside the vocabulary (class K) has no cross-entropy: it is left out of the mean."""
+    ti, tv = split.target_idx[idx], split.target_val[idx]
+    if split.multi:
+        target = torch.zeros(len(idx), K + 1, device=logits.device).scatter_(1, ti, tv)[:, :K]
+        return F.binary_cross_entropy_with_logits(logits.float(), target) * K
+    target = ti[:, 0]
+    known = (target < K).float()
+    losses = F.cross_entropy(logits.float(), target.clamp(max=K - 1), reduction="none")
+    return (losses * known).sum() / known.sum().clamp(min=1)
+
+
+def rank_part(n: int, world: int, rank: int, keys: torch.Tensor | None = None) -> tuple[slice, float, float]:
+    """This rank's part of a global batch of `n`: (slice of the batch, loss weight, questions it counts for).
+
+    Without `keys`: the r-th of `world` near-equal contiguous parts (torch.tensor_split's). With `keys`
+    (one per item, equal keys adjacent, e.g. the image rows of a group_by_image batch): cuts fall only
+    where the key changes, each as near as possible to the equal-split point, every rank at least one
+    group. A batch that cannot give every rank something (fewer items, or groups, than ranks) goes whole
+    to every rank (weight 1, each counting 1/world of it). The weight len(part) * world / n makes DDP's
+    gradient average the gradient of the whole batch's mean loss."""
+    if world <= 1:
+        return slice(0, n), 1.0, n
+    if keys is None:
+        if n < world:
+            return slice(0, n), 1.0, n / world
+        starts = [r * (n // world) + min(r, n % world) for r in range(world + 1)]
+    else:
+        keys = keys.reshape(-1).cpu()
+        bounds = [0] + (torch.nonzero(keys[1:] != keys[:-1]).reshape(-1) + 1).tolist() + [n]
+        groups = len(bounds) - 1
+        if groups < world:
+            return slice(0, n), 1.0, n / world
+        starts, j = [0], 0
+        for r in range(1, world):           # the boundary nearest r*n/world, leaving a group to each later rank
+            lo, hi = j + 1, groups - (world - r)
+            j = min(range(lo, hi + 1), key=lambda k: (abs(bounds[k] * world - r * n), k))
+            starts.append(bounds[j])
+        starts.append(n)
+    a, b = starts[rank], starts[rank + 1]
+    return slice(a, b), (b - a) * world / n, b - a
+
+
+NEVER = 2**62     # "no bad step" (exact in float64, for the all-reduce)
+
+
+def note_bad_step(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """`first_bad` (0-dim long, on the loss's device) becomes `step` at the first non-finite loss. Computed on
+    the device: no host sync per step (the epoch's end reads it once)."""
+    return torch.where(torch.isfinite(loss) | (first_bad != NEVER), first_bad, step)
+
+
+class DeviceTally:
+    """An epoch's train loss summed on the device, with no host sync per step: a step on cached features
+    is short, and a sync would cost more than the step. A NaN or infinite loss is noted (the first bad
+    step) and the epoch runs on; check_finite stops the run at its end."""
+
+    def __init__(self, device: torch.device):
+        self.total, self.seen, self.first_bad = 0.0, 0, torch.tensor(NEVER, device=device)
+
+    def add(self, loss: torch.Tensor, count: float, number: int) -> bool:
+        """Count the loss of batch `number` (1-based) over `count` questions; True: stop the epoch here."""
+        self.total = self.total + loss * count
+        self.first_bad = note_bad_step(self.first_bad, loss, number)
+        self.seen += count
+        return False
+
+    def running(self, number: int) -> str | None:
+        """The running mean loss for the progress bar, every 50 steps (it syncs)."""
+        return f"{float(self.total) / self.seen:.4f}" if number % 50 == 0 else None
+
+    def totals(self) -> tuple[float, float, float]:
+        """(summed loss, questions, first bad batch or NEVER) of this rank."""
+        return float(self.total), self.seen, float(self.first_bad)
+
+
+class HostTally(DeviceTally):
+    """An epoch's train loss read batch by batch: a finetune step runs the encoders, so the sync is free
+    next to it. In one process the epoch stops at the first NaN or infinite loss; under torchrun every
+    rank ends the epoch, then all stop (check_finite)."""
+
+    def __init__(self, device: torch.device):
+        self.total, self.seen, self.first_bad = 0.0, 0, NEVER
+
+    def add(self, loss: torch.Tensor, count: float, number: int) -> bool:
+        value = loss.item()
+        self.total += value * count
+        self.seen += count
+        if math.isfinite(value):
+            return False
+        self.first_bad = min(self.first_bad, number)
+        return dist.world() == 1
+
+    def running(self, number: int) -> str | None:
+        return f"{self.total / self.seen:.4f}"
+
+
+def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_dir: Path, what: str = "step") -> None:
+    """Raise Diverged when the epoch's summed train loss is NaN or infinite, naming the epoch and the first
+    bad step, before anything of the epoch is written."""
+    if math.isfinite(loss_sum):
+        return
+    where = f"epoch {epoch}" + (f", {what} {int(first_bad)} of {steps}" if first_bad < NEVER else "")
+    kept = (f"{run_dir / 'last.pt'} (epoch {epoch - 1}) and best.pt are kept" if (run_dir / "last.pt").is_file()
+            else "no checkpoint was written")
+    raise Diverged(f"train loss is NaN or infinite at {where}: run stopped; {kept}. Lower optim.lr "
+                   f"(or set optim.grad_clip) and train again")
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx):
+    """(mean loss, accuracy, predicted class per question, per-answer-type accuracy)."""
+    model.eval()
+    preds = torch.zeros(len(split), dtype=torch.long)
+    score = torch.zeros(len(split))
+    loss_sum = 0.0
+    rows = torch.arange(len(split), device=split.img_row.device)
+    for idx, img, q in batches(split, image, question, rows, batch_size):
+        with ctx:
+            logits = model(img, q)
+        loss_sum += batch_loss(logits, split, idx, K).item() * len(idx)
+        p = logits.argmax(1)
+        hit = (split.target_idx[idx] == p[:, None]).float() * split.target_val[idx]
+        score[idx.cpu()] = hit.sum(1).cpu()
+        preds[idx.cpu()] = p.cpu()
+    per_type = {}
+    types = np.array(split.answer_type, dtype=object)
+    for t in sorted(set(split.answer_type)):
+        per_type[t] = round(float(score[torch.from_numpy(types == t)].mean()), 4)
+    return loss_sum / max(1, len(split)), float(score.mean()) if len(split) else 0.0, preds, per_type
+
+
+@dataclass
+class History:
+    """The epochs of a run so far, the best one, and early stopping's count of epochs without progress."""
+    epochs: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0})
+    bad_epochs: int = 0
+    last: int = 0                    # the last finished epoch
+
+    def record(self, epoch: int, train_loss: float, val: tuple, lrs: dict, t0: float,
+               extra: dict) -> tuple[dict, bool]:
+        """Append the epoch's metrics row (learning rates before "seconds", `extra` after it) and print the
+        epoch line; (the row, whether the epoch is the best so far)."""
+        val_loss, val_acc, per_type = val
+        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+               "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type, **lrs,
+               "seconds": round(time.time() - t0, 3), **extra}
+        self.epochs.append(row)
+        improved = round(val_acc, 6) > self.best["val_accuracy"]
+        if improved:
+            self.best, self.bad_epochs = {"epoch": epoch, "val_accuracy": round(val_acc, 6)}, 0
+        else:
+            self.bad_epochs += 1
+        self.last = epoch
+        print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+              f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
+        return row, improved
