@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fine-tuning figures of the README on one GPU: finetune vs train seconds per epoch (bench/finetune.py),
+# Fine-tuning figures of docs/benchmarks.md on one GPU: finetune vs train seconds per epoch (bench/finetune.py),
 # and batch 2 x --accumulate 32 against batch 64 (same data, seed and question order), per-epoch losses.
 # Usage: bash bench/gpu-finetune.sh [LOGDIR]
 set -u

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA figures of the README, in one go, on a machine with one GPU and PyTorch installed
+# The CUDA figures of docs/benchmarks.md, in one go, on a machine with one GPU and PyTorch installed
 # (no network needed: random-init encoders, bag-of-words text; easy_vqa on PYTHONPATH if not installed).
 # Usage: bash bench/gpu.sh [LOGDIR]
 set -u

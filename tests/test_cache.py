@@ -303,7 +303,7 @@ def test_plain_h5py_pyarrow_read_of_grid_and_token_entries(cli, tmp_path, tiny_b
             "--set", "text.weights=auto", "--set", "text.tokens=true", "--set", "text.max_length=12", "--shard-size", 5, "--workers", 0)
     assert r.code == 0, r
 
-    # --- only json, h5py, pyarrow and numpy from here: the documented layout (README, "The cache")
+    # --- only json, h5py, pyarrow and numpy from here: the documented layout (docs/cache-format.md)
     import h5py
     import pyarrow.parquet as pq
     found = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/*/manifest.json")}
