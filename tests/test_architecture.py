@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqa_cache"
 LAYERS = [
     {"__main__"},
     {"cli"},                                # click commands and printing
-    {"finetune", "sweep", "predict"},       # built on stage two
+    {"report"},                             # a page about a run, through predict and runs
+    {"finetune", "sweep", "predict", "runs"},   # built on stage two; runs: a table of run directories
     {"extract", "train"},                   # stage one, stage two
     {"cache"},                              # the contract between the stages
     {"metrics"},

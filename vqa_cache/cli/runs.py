@@ -1,9 +1,12 @@
-"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file)."""
+"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file), runs (a
+table of run directories) and report (an HTML page about a run)."""
 from __future__ import annotations
 
 import json
 
 import click
+
+from ..errors import BadInput
 
 
 @click.command()
@@ -54,3 +57,39 @@ def eval_(questions, annotations, predictions, protocol, as_json):
     click.echo(f"overall accuracy: {result['overall']:.2f}% (protocol {protocol})")
     for name, acc in sorted(result["perAnswerType"].items()):
         click.echo(f"  {name:<10} {acc:.2f}%")
+
+
+@click.command("runs")
+@click.argument("directory", required=False, default="runs", type=click.Path())
+@click.option("--sort", default="acc", show_default=True,
+              help="Column to sort by: acc or an answer type (best first), date (newest first), name, mode, head, "
+                   "encoders, cache keys, epochs, s/epoch, params.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (full cache keys and numbers).")
+def runs(directory, sort, as_json, as_csv):
+    """A table of the run directories under DIRECTORY (default runs/; a sweep's trials/ too)."""
+    from .. import runs as table
+
+    if as_json and as_csv:
+        raise BadInput("--json and --csv: give one of them")
+    rows = table.table(directory, sort)
+    if as_json:
+        click.echo(table.as_json(rows))
+    elif as_csv:
+        click.echo(table.as_csv(rows), nl=False)
+    else:
+        click.echo(table.as_text(rows) if rows else f"no runs in {directory}")
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file to write (default RUN/report.html).")
+@click.pass_obj
+def report(obj, run_dir, out):
+    """One self-contained HTML page about a `train` run: curves, accuracy per type, confusion, a gallery."""
+    from ..report import write_report
+
+    res = write_report(run_dir, obj.root, out=out)
+    click.echo(f"report of {res['questions']} validation questions (accuracy {res['accuracy']:.4f}; "
+               f"{res['wrong']} wrong and {res['right']} right shown) in {res['out']} "
+               f"({res['bytes'] / 1024:.0f} KiB)")

@@ -17,10 +17,10 @@ import numpy as np
 import optuna
 import pyarrow as pa
 import torch
-from tqdm import tqdm
 
 from .. import data, heads, recipes
 from ..errors import BadInput, Diverged
+from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
 from ..train import train
 from ..train.features import Features, load_features
@@ -95,8 +95,8 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.jobs))
     objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for)
     lock = threading.Lock()
-    bar = tqdm(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
-               file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
+                       file=sys.stderr, dynamic_ncols=True)
     best_now = best_value(study)
     if best_now is not None:
         bar.set_postfix_str(f"best {best_now:.4f}")
