@@ -6,8 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLI    := $(BIN)/vqa-cache
 
-EXTRACT_RECIPE ?= extract/easyvqa.toml
-TRAIN_RECIPE   ?= train/easyvqa-concat.toml
+EXTRACT_RECIPE ?= extract/resnet50-tinybert-concat.toml
+TRAIN_RECIPE   ?= train/resnet50-tinybert-concat.toml
 FINETUNE_RECIPE ?= train/easyvqa-finetune.toml
 SWEEP_RECIPE   ?= train/easyvqa-sweep.toml
 TRIALS ?= 50

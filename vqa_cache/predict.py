@@ -13,10 +13,11 @@ import torch
 from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
+from .cache.shards import head_ids
 from .device import amp, autocast, pick_device
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles
-from .encoders.text import BagOfWords, HFEncoder
+from .encoders.text import load_text_encoder
 from .encoders.weights import reproduce_text
 from .errors import BadInput
 from .train.batches import batches
@@ -25,9 +26,6 @@ from .train.features import load_features
 from .train.run_dir import read_run_config, write_predictions
 from .train.splits import Split, make_split, with_features
 from .train.steps import evaluate
-
-HEAD_KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
-
 
 def load_run(run_dir) -> tuple:
     """(recipe, config, checkpoint, model on the CPU in eval mode, vocabulary) of a `train` run."""
@@ -42,10 +40,10 @@ def load_run(run_dir) -> tuple:
     path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
     ckpt = load_checkpoint(path)
     h = ckpt["head"]
-    if not isinstance(ckpt.get("cache_keys"), dict) or not all(k in h for k in HEAD_KEYS):
+    if not isinstance(ckpt.get("cache_keys"), dict) or not all(k in h for k in heads.registry.KEYS):
         raise BadInput(f"{path}: not a checkpoint of `vqa-cache train` (no cache keys or head settings)")
     try:
-        model = heads.build(h["name"], h["image_dim"], h["question_dim"], h["num_answers"], h["hidden"], h["dropout"])
+        model = heads.from_config(h)
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise BadInput(f"{path}: its weights do not fit its head {h} ({type(e).__name__})") from None
@@ -134,11 +132,11 @@ def top_answers(p: Prepared, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- ask
 
-def _text_encoder(spec: dict, device):
+def _text_encoder(spec: dict, words: list | None, device):
+    """The question entry's text encoder, as its spec records it (and a bag-of-words word vocabulary)."""
     choice = reproduce_text(spec)
-    if choice.kind == "bow":
-        return BagOfWords()
-    return HFEncoder(choice, spec["pooling"], spec["max_length"], bool(spec.get("tokens")), str(device))
+    return load_text_encoder(choice, spec.get("pooling"), spec.get("max_length", 32), bool(spec.get("tokens")),
+                             str(device), bool(spec.get("ids")), words)
 
 
 def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
@@ -170,13 +168,16 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
     encoder = ImageEncoder(choice, (need["image"],)).to(device)
     with torch.inference_mode(), autocast(device):
         img = encoder(pixels[None].to(device))[need["image"]]
-    text = _text_encoder(qspec, device).encode([question])
+    if need["question"] == "ids" and qspec.get("encoder") == "bow" and not config.get("words"):
+        raise BadInput(f"{Path(run_dir) / 'config.json'}: no `words` (the word vocabulary of its question ids)")
+    text = _text_encoder(qspec, config.get("words"), device).encode([question])
+    img = img.to(torch.float16).float().cpu()    # exactly what the cache holds: float16, read back as float32
+    if need["question"] == "ids":                # as the cache loader gives them
+        return img, torch.from_numpy(head_ids(text["ids"], text["length"])), model, vocab
     if need["question"] == "tokens":
         q = text["tokens"].reshape(1, len(text["mask"][0]), -1) * text["mask"][:, :, None]
     else:
         q = text["pooled"]
-    # exactly what the cache holds: float16, read back as float32
-    img = img.to(torch.float16).float().cpu()
     q = torch.from_numpy(np.asarray(q, dtype=np.float16).astype(np.float32))
     return img, q, model, vocab
 

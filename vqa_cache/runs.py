@@ -106,8 +106,7 @@ def parameters(config: dict) -> int | None:
     h = config.get("head") or {}
     try:
         with torch.device("meta"):
-            model = heads.build(h["name"], h["image_dim"], h["question_dim"], h["num_answers"], h["hidden"],
-                                h["dropout"])
+            model = heads.from_config(h)
     except (KeyError, TypeError, ValueError, BadInput):
         return None
     trained = (config.get("encoders") or {}).get("trainable_encoder_params") or 0

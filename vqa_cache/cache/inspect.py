@@ -78,7 +78,7 @@ def check_shard(entry: Entry, record: dict, spec: dict, position: int) -> tuple[
         elif entry.kind == "image":
             ids = check_image_shard(path, spec.get("outputs", ["pooled"]))
         else:
-            ids = check_question_shard(path, bool(spec.get("tokens")))
+            ids = check_question_shard(path, bool(spec.get("tokens")), bool(spec.get("ids")), spec.get("vocab_size"))
     except (OSError, KeyError, ValueError) as e:
         return [], f"unreadable ({type(e).__name__}: {' '.join(str(e).split())})"
     if len(ids) != record["rows"]:

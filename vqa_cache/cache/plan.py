@@ -15,6 +15,7 @@ import pyarrow as pa
 from .. import data
 from ..digest import fingerprint
 from ..encoders.families import key_fields, resolve_image
+from ..encoders.text import POOLINGS, default_pooling, load_tokenizer, word_vocabulary
 from ..encoders.weights import Choice, resolve_text
 from ..errors import BadInput
 from ..recipes import ExtractRecipe
@@ -36,6 +37,7 @@ class Plan:
     text_choice: Choice
     image_spec: dict
     question_spec: dict
+    words: list | None = None       # bag-of-words with ids: the word vocabulary of the training questions
 
     @property
     def image_key(self) -> str:
@@ -58,8 +60,8 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
     which re-resolves the weights stage one chose and must not fetch others."""
     if recipe.image.features not in OUTPUTS:
         raise BadInput(f"--features {recipe.image.features!r}: expected pooled, grid or pooled+grid")
-    if recipe.text.pooling not in ("mean", "cls"):
-        raise BadInput(f"text pooling {recipe.text.pooling!r}: expected mean or cls")
+    if recipe.text.pooling not in ("auto",) + POOLINGS:
+        raise BadInput(f"text pooling {recipe.text.pooling!r}: expected auto, {', '.join(POOLINGS)}")
     # a weights file is read and checked first, before the dataset is read or any fallback warning printed
     weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
     image = recipe.image
@@ -72,8 +74,9 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
     image_choice = image_choice or resolve_image(image.encoder, image.weights, image.size,
                                                  allow_download=allow_download)
     text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
+    words = training_words(samples) if recipe.text.ids and text_choice.kind == "bow" else None
     return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts, image_choice, text_choice,
-                image_spec(recipe, image_choice, image_ids), question_spec(recipe, text_choice, texts))
+                image_spec(recipe, image_choice, image_ids), question_spec(recipe, text_choice, texts, words), words)
 
 
 def image_spec(recipe: ExtractRecipe, choice: Choice, image_ids: list[str]) -> dict:
@@ -84,13 +87,29 @@ def image_spec(recipe: ExtractRecipe, choice: Choice, image_ids: list[str]) -> d
             "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16"}
 
 
-def question_spec(recipe: ExtractRecipe, choice: Choice, texts: list[str]) -> dict:
+def training_words(samples: pa.Table) -> list[str]:
+    """The word vocabulary of bag-of-words ids: the words of the training split's questions."""
+    train, _ = data.train_val_splits(samples)
+    keep = [s == train for s in samples.column("split").to_pylist()]
+    return word_vocabulary(sorted(set(samples.filter(pa.array(keep)).column("question").to_pylist())))
+
+
+def question_spec(recipe: ExtractRecipe, choice: Choice, texts: list[str], words: list[str] | None = None) -> dict:
     """What shapes the question features: the texts, and the text encoder with its settings (bag-of-words
-    has none)."""
+    has none; `auto` pooling as resolved). Token ids add `ids`, their width and the vocabulary size (the
+    rows a learned embedding needs; with bag-of-words, the fingerprint of its word vocabulary too); without
+    them the spec is what it always was."""
+    text = recipe.text
     spec = {"questions": fingerprint(texts), "weights": choice.identity, "dtype": "float16"}
     if choice.kind != "bow":
-        spec.update(encoder=choice.encoder, pooling=recipe.text.pooling, max_length=recipe.text.max_length,
-                    tokens=recipe.text.tokens)
+        pooling = default_pooling(choice.source) if text.pooling == "auto" else text.pooling
+        spec.update(encoder=choice.encoder, pooling=pooling, max_length=text.max_length, tokens=text.tokens)
     else:
         spec.update(encoder="bow")
+    if text.ids:
+        spec.update(ids=True, max_length=text.max_length)
+        if words is not None:
+            spec.update(words=fingerprint(words), vocab_size=len(words) + 1)     # + the unknown word
+        else:
+            spec.update(vocab_size=len(load_tokenizer(choice.source)))
     return spec

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
-from .shards import IMAGE_DATASETS, QUESTION_COLUMNS, read_image_shard, read_question_shard, read_shard_ids
+from .shards import (IMAGE_DATASETS, QUESTION_COLUMNS, head_ids, read_image_shard, read_question_shard,
+                     read_shard_ids)
 from .store import Entry, first_damage, ids_mismatch
 
 
@@ -60,11 +61,15 @@ def check_features_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
 
 
 def read_features(entry: Entry, manifest: dict, output: str) -> tuple[list[str], np.ndarray]:
-    """All ids (image ids or question texts, in row order) and the float32 features of one output:
-    images pooled [N, D] or grid [N, h*w, D]; questions pooled [M, D] or token states [M, L, D] with
-    the padding positions zeroed (the mask)."""
+    """All ids (image ids or question texts, in row order) and the features of one output: images pooled
+    [N, D] or grid [N, h*w, D]; questions pooled [M, D] or token states [M, L, D] with the padding positions
+    zeroed (the mask), float32; or question token ids [M, L] int64, each id + 1 and 0 after its length."""
     if entry.kind == "image":
         ids, arr = load_rows(entry, manifest, IMAGE_DATASETS[output])
+    elif output == "ids":
+        ids, arr = load_rows(entry, manifest, "ids")
+        _, length = load_rows(entry, manifest, "length")
+        return ids, head_ids(arr, length)
     elif output == "tokens":
         ids, arr = load_rows(entry, manifest, "tokens")
         _, mask = load_rows(entry, manifest, "mask")

@@ -3,7 +3,8 @@
 image-NNNNN.h5          dataset `ids` [N] utf-8 strings, `features` float16 [N, D] (pooled)
                         and/or `grid` float16 [N, H*W, D], row-chunked (about 1 MiB per chunk)
 question-NNNNN.parquet  columns question: string, embedding: fixed_size_list<float16>[D],
-                        and with token states: tokens: fixed_size_list<float16>[L*D], mask: fixed_size_list<uint8>[L]
+                        and with token states: tokens: fixed_size_list<float16>[L*D], mask: fixed_size_list<uint8>[L],
+                        and with token ids: ids: fixed_size_list<int32>[L] (zero after the end), length: int32
 index.parquet           (image entries) columns image_id: string, shard: string, row: int32
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pyarrow.parquet as pq
 from ..digest import write_file
 
 IMAGE_DATASETS = {"pooled": "features", "grid": "grid"}         # image output -> HDF5 dataset
-QUESTION_COLUMNS = {"pooled": "embedding", "tokens": "tokens"}  # question output -> column (tokens: + mask)
+QUESTION_COLUMNS = {"pooled": "embedding", "tokens": "tokens", "ids": "ids"}  # question output -> column
+# (tokens: + mask; ids: + length)
 
 
 def shard_file(kind: str, number: int) -> str:
@@ -42,13 +44,24 @@ def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray])
 
 
 def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndarray]) -> str:
-    """Write a Parquet shard of the texts and their {"pooled", and "tokens", "mask"} arrays; return its sha256."""
+    """Write a Parquet shard of the texts and their {"pooled"; "tokens", "mask"; "ids", "length"} arrays;
+    return its sha256."""
     columns = {"question": pa.array(texts, pa.string()),
                QUESTION_COLUMNS["pooled"]: fixed_list(arrays["pooled"], np.float16)}
     if "tokens" in arrays:
         columns["tokens"] = fixed_list(arrays["tokens"], np.float16)
         columns["mask"] = fixed_list(arrays["mask"], np.uint8)
+    if "ids" in arrays:
+        columns["ids"] = fixed_list(arrays["ids"], np.int32)
+        columns["length"] = pa.array(arrays["length"].astype(np.int32), pa.int32())
     return write_table(path, pa.table(columns))
+
+
+def head_ids(ids: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Stored token ids [M, L] and lengths [M] -> what a head reads: int64 [M, L], each id + 1, 0 after the
+    length (so that 0 is the padding row of its embedding table)."""
+    real = np.arange(ids.shape[1])[None, :] < length[:, None]
+    return np.where(real, ids.astype(np.int64) + 1, 0)
 
 
 def fixed_list(arr: np.ndarray, dtype) -> pa.Array:
@@ -78,8 +91,11 @@ def read_image_shard(path: Path, dataset: str = "features") -> tuple[list[str], 
 
 
 def read_question_shard(path: Path, column: str = "embedding") -> tuple[list[str], np.ndarray]:
+    """The texts and one column: a list column as [rows, width], `length` as [rows]."""
     table = pq.read_table(path, columns=["question", column])
     col = table.column(column).combine_chunks()
+    if not pa.types.is_fixed_size_list(col.type):
+        return table.column("question").to_pylist(), col.to_numpy(zero_copy_only=False)
     values = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
     return table.column("question").to_pylist(), values
 
@@ -99,18 +115,28 @@ def check_image_shard(path: Path, outputs) -> list[str]:
     return ids
 
 
-def check_question_shard(path: Path, tokens: bool) -> list[str]:
-    """Open a shard with pyarrow and check its columns (types, finite); return its texts."""
+def check_question_shard(path: Path, tokens: bool, ids: bool = False, vocab_size: int | None = None) -> list[str]:
+    """Open a shard with pyarrow and check its columns (types, finite; ids within the vocabulary and zero
+    after each length); return its texts."""
     table = pq.read_table(path)
-    need = ["question", "embedding"] + (["tokens", "mask"] if tokens else [])
+    need = ["question", "embedding"] + (["tokens", "mask"] if tokens else []) + (["ids", "length"] if ids else [])
     for name in need:
         if name not in table.column_names:
             raise ValueError(f"no column {name!r}")
     for name in need[1:]:
         col = table.column(name).combine_chunks()
+        if name in ("mask", "ids", "length"):
+            continue
         values = col.values.to_numpy(zero_copy_only=False)
-        if name != "mask" and (values.dtype != np.float16 or not np.isfinite(values).all()):
+        if values.dtype != np.float16 or not np.isfinite(values).all():
             raise ValueError(f"column {name!r} is not finite float16")
+    if ids:
+        _, tokens_ids = read_question_shard(path, "ids")
+        _, length = read_question_shard(path, "length")
+        real = np.arange(tokens_ids.shape[1])[None, :] < length[:, None]
+        if (length < 0).any() or (length > tokens_ids.shape[1]).any() or (tokens_ids[~real] != 0).any() or \
+                (tokens_ids < 0).any() or (vocab_size is not None and (tokens_ids >= vocab_size).any()):
+            raise ValueError(f"columns ids / length are not token ids below {vocab_size} with zeros after each length")
     return table.column("question").to_pylist()
 
 

@@ -90,12 +90,6 @@ def key_fields(choice: Choice) -> dict:
     return {"encoder": choice.encoder, "weights": choice.identity, **choice.preprocess.spec()}
 
 
-def torchvision_cnn(choice: Choice) -> bool:
-    """Is the encoder a torchvision CNN (what finetune knows how to train)?"""
-    fam, model = split_name(choice.encoder)
-    return fam is torchvision_models and torchvision_models.architecture(model) not in torchvision_models.TRANSFORMERS
-
-
 def build_trunk(choice: Choice) -> tuple[nn.Module, int]:
     """The family's model as a feature extractor, and its pooled width."""
     fam, _ = split_name(choice.encoder)

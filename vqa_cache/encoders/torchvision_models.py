@@ -43,7 +43,6 @@ def architecture(name: str) -> str:
     return torchvision.models.get_model_builder(name).__module__.rsplit(".", 1)[-1]
 
 
-TRANSFORMERS = ("vision_transformer", "swin_transformer", "maxvit")
 FIXED_SIZE = ("vision_transformer", "maxvit")    # position embeddings / attention partitions fix the input size
 BUILDER_SIZE = 224                               # the input size their builders make without weights
 

@@ -199,7 +199,9 @@ def find_text_model(name: str, allow_download: bool) -> tuple[Choice | None, str
 def resolve_text(name: str, policy: str, *, allow_download: bool = True) -> Choice:
     """Decide which text encoder really runs: a Hugging Face model directory, or bag-of-words.
     `auto` falls back (loudly; quietly when stage two re-resolves with allow_download=False) to the
-    first of TEXT_FALLBACKS that is installed, then to bag-of-words."""
+    first of TEXT_FALLBACKS that is installed, then to bag-of-words. `hf:ID_OR_DIR` is the same model as
+    ID_OR_DIR (a CLIP / SigLIP checkpoint named as its image tower is: its text tower runs)."""
+    name = text_name(name)
     if name == "bow" or policy == "random":
         return Choice("bow", BOW_IDENTITY, encoder="bow", note="bag-of-words" + (" (weights random)" if name != "bow" else ""))
     if policy not in ("auto", "pretrained"):
@@ -229,6 +231,15 @@ def resolve_text(name: str, policy: str, *, allow_download: bool = True) -> Choi
         warn(f"{missing}, and no packaged text model is installed; using the built-in BAG-OF-WORDS text encoder. "
              f"Pass --text-encoder DIR with a local Hugging Face model directory to use a real one.")
     return Choice("bow", BOW_IDENTITY, encoder="bow", note=f"FALLBACK: {missing}: bag-of-words")
+
+
+def text_name(name: str) -> str:
+    """A text encoder's name without the `hf:` prefix that image encoders need (keys are the same either way)."""
+    if name.startswith("hf:"):
+        name = name[len("hf:"):]
+        if not name:
+            raise BadInput("text encoder 'hf:': no model id or directory after hf:")
+    return name
 
 
 def check_model_dir(path: Path, what: str) -> None:

@@ -38,10 +38,13 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
 
 def build_text_encoder(plan: Plan, device: torch.device):
     text = plan.recipe.text
-    return load_text_encoder(plan.text_choice, text.pooling, text.max_length, text.tokens, str(device))
+    return load_text_encoder(plan.text_choice, plan.question_spec.get("pooling"), text.max_length, text.tokens,
+                             str(device), text.ids, plan.words)
+
+
+DTYPES = {"mask": np.uint8, "ids": np.int32, "length": np.int32}     # the rest: float16 features
 
 
 def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
-    """The encoder's batches -> one shard's arrays: float16 features, a uint8 mask."""
-    return {k: np.concatenate([p[k] for p in parts]).astype(np.uint8 if k == "mask" else np.float16)
-            for k in parts[0]}
+    """The encoder's batches -> one shard's arrays: float16 features, a uint8 mask, int32 ids and lengths."""
+    return {k: np.concatenate([p[k] for p in parts]).astype(DTYPES.get(k, np.float16)) for k in parts[0]}

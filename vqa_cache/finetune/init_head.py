@@ -73,6 +73,11 @@ def run_encoders(run_dir) -> dict:
     return out
 
 
+def init_head_standardizes(run_dir) -> bool:
+    """Whether RUN's head standardizes its image input (heads/norm.py; runs before it existed did not)."""
+    return bool(read_run_config(run_dir).get("head", {}).get("standardize", False))
+
+
 def init_head(model: nn.Module, run_dir: str, vocab, head_config: dict, plan, recipe: FinetuneRecipe) -> str:
     """Load a cached run's head into the model; its vocabulary and head shape must match this run's. Returns
     what config.json records of it: RUN, with a note when it was trained on features of other settings."""

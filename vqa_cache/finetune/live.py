@@ -6,14 +6,16 @@ import torch
 from torch import nn
 
 from ..encoders.image import ImageEncoder
-from ..encoders.text import BagOfWords, quiet_loading
+from ..errors import BadInput
+from ..encoders.text import BagOfWords, load_text_model, pool
 from ..recipes import FinetuneSettings
-from .scope import image_units, parse_scope, scoped_modules, set_trainable, text_layers
+from .scope import image_lora_match, image_units, parse_scope, scoped_modules, set_trainable, text_layers
 
 
 class LiveImage(nn.Module):
-    """uint8 [B, 3, S, S] -> pooled [B, D] or grid [B, h*w, D], exactly as ImageEncoder (extract) does;
-    the frozen bottom of the trunk runs without autograd, trained stages optionally checkpointed."""
+    """uint8 [B, 3, S, S] -> pooled [B, D] or grid [B, h*w, D], exactly as ImageEncoder (extract) does. A CNN's
+    frozen bottom runs without autograd, its trained stages optionally checkpointed; any other trunk (a ViT,
+    a CLIP / SigLIP tower, a timm model) runs whole, with autograd when any of it trains."""
 
     def __init__(self, choice, output: str, settings: FinetuneSettings):
         super().__init__()
@@ -21,12 +23,18 @@ class LiveImage(nn.Module):
         self.output, self.checkpointing = output, settings.checkpointing
         kind, n = parse_scope(settings.train_image or settings.train_encoders, "train_image")
         self.scope = f"{kind}:{n}" if kind == "top" else kind
+        body, convolutional = self.enc.body, self.enc.convolutional
         pairs = [("enc.body." + p if p else "enc.body", m)
-                 for p, m in scoped_modules(self.enc.body, image_units(self.enc.body), kind, n)]
+                 for p, m in scoped_modules(body, image_units(body, convolutional), kind, n)]
         if settings.lora_r > 0 and not settings.lora_image:
             pairs = []
-        self.lora = set_trainable(self, pairs, settings,
-                                  lambda nm, m: isinstance(m, nn.Conv2d), "image")
+        self.lora = set_trainable(self, pairs, settings, image_lora_match(body), "image")
+        if self.checkpointing and not convolutional and any(p.requires_grad for p in self.parameters()):
+            model = getattr(body, "model", None)
+            if not hasattr(model, "gradient_checkpointing_enable"):
+                raise BadInput(f"finetune.checkpointing: not available for image encoder {choice.encoder} "
+                               f"(Hugging Face models that support gradient checkpointing and torchvision CNNs)")
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.dim = self.enc.dim
         self.batch_images = None     # under DDP: distinct images in the global batch (set by the loop)
 
@@ -47,6 +55,11 @@ class LiveImage(nn.Module):
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         enc = self.enc
         x = (images.float() - enc.mean) / enc.std
+        if not enc.convolutional:
+            trains = any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled()
+            with torch.set_grad_enabled(trains):
+                pooled, grid = enc.body(x)
+            return pooled.float() if self.output == "pooled" else grid
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         grad = False
@@ -71,13 +84,7 @@ class LiveText(nn.Module):
 
     def __init__(self, choice, texts: list[str], pooling: str, max_length: int, settings: FinetuneSettings):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer     # (lazy: a heavy import, for a live text encoder only)
-
-        tok = AutoTokenizer.from_pretrained(choice.source, trust_remote_code=False)
-        with quiet_loading():
-            self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False)
-        self.model.eval()
-        self.dim = self.model.config.hidden_size
+        tok, self.model, self.dim = load_text_model(choice.source)
         self.pooling = pooling
         tokens = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         self.register_buffer("ids", tokens["input_ids"], persistent=False)
@@ -105,10 +112,7 @@ class LiveText(nn.Module):
         trains = any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled()
         with torch.set_grad_enabled(trains):
             states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        if self.pooling == "cls":
-            return states[:, 0].float()
-        return ((states * weights).sum(1) / weights.sum(1).clamp(min=1)).float()
+        return pool(states, mask, self.pooling).float()
 
 
 class FixedText(nn.Module):

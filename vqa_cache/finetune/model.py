@@ -9,13 +9,14 @@ from torch import nn
 from .. import distributed as dist
 from .. import heads
 from ..cache.plan import make_plan
-from ..encoders.families import torchvision_cnn
+from ..encoders.base import Preprocess
 from ..encoders.image import ImageFiles, collate
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import FinetuneRecipe
 from ..train.splits import build_splits
 from .augment import augment_images
+from .init_head import init_head_standardizes
 from .live import FixedText, LiveImage, LiveText
 from .scope import freeze_modes
 
@@ -62,9 +63,11 @@ class FinetuneModel(nn.Module):
         return self.head(img, q)
 
 
-def decode_images(paths: list[str], size: int, workers: int, skip_bad: bool, limit_gb: float,
+def decode_images(paths: list[str], prep: Preprocess, workers: int, skip_bad: bool, limit_gb: float,
                   max_pixels: int):
-    """All images as uint8 [N, 3, S, S], decoded once (DataLoader workers); plus the indices that failed."""
+    """All images as uint8 [N, 3, S, S], decoded once (DataLoader workers) as the encoder's Preprocess says
+    (extract's decoding); plus the indices that failed."""
+    size = prep.size
     need = len(paths) * 3 * size * size
     if need > limit_gb * 2**30:
         raise BadInput(f"finetune holds the decoded images in memory: {len(paths)} images at {size}px need "
@@ -72,7 +75,7 @@ def decode_images(paths: list[str], size: int, workers: int, skip_bad: bool, lim
                        f"(--limit, --set features.dataset.image_fraction=...)")
     out = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     bad = []
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, size, max_pixels), batch_size=256, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, prep, max_pixels), batch_size=256, num_workers=workers,
                                          collate_fn=collate)
     for idx, batch, failed in progress(loader, desc="decoding images", unit="batch", leave=False, file=sys.stderr):
         if len(idx):
@@ -95,11 +98,7 @@ def build(recipe: FinetuneRecipe, device: torch.device):
         raise BadInput(f"finetune.accumulate {settings.accumulate}: expected >= 1")
     with dist.main_first():             # under torchrun rank 0 downloads and parses first, the others read that
         plan = make_plan(features, allow_download=True)
-    if not torchvision_cnn(plan.image_choice):
-        why = f" ({plan.image_choice.note})" if plan.image_choice.note.startswith("FALLBACK") else ""
-        raise BadInput(f"finetune trains torchvision CNN trunks; image encoder {plan.image_choice.encoder}{why} is "
-                       f"not one (extract and train on its cached features instead)")
-    images, bad = decode_images(plan.image_paths, features.image.size, settings.workers, features.skip_bad,
+    images, bad = decode_images(plan.image_paths, plan.image_choice.preprocess, settings.workers, features.skip_bad,
                                 settings.preload_gb, features.image.max_pixels)
     bad_set = set(bad)
     ok_ids = [i for k, i in enumerate(plan.image_ids) if k not in bad_set]
@@ -114,18 +113,30 @@ def build(recipe: FinetuneRecipe, device: torch.device):
     if plan.text_choice.kind == "bow":
         text_enc = FixedText(plan.texts)
     else:
-        text_enc = LiveText(plan.text_choice, plan.texts, features.text.pooling, features.text.max_length, settings)
+        text_enc = LiveText(plan.text_choice, plan.texts, plan.question_spec["pooling"], features.text.max_length,
+                            settings)
     torch.manual_seed(recipe.seed)
-    head = heads.build(recipe.head.name, image_enc.dim, text_enc.dim, len(vocab), recipe.head.hidden,
-                       recipe.head.dropout)
+    config = head_config(recipe, image_enc.dim, text_enc.dim, len(vocab))
+    head = heads.from_config(config)
     if device.type == "cuda" and images.numel() < 4 * 2**30:
         images = images.to(device)
     elif device.type == "cuda":
         images = images.pin_memory()
     model = FinetuneModel(images, plan.texts, image_enc, text_enc, head, settings.augment, recipe.seed).to(device)
+    model.head_config = config          # what checkpoints record of the head
     for split in splits.values():
         split.to(device)
     return plan, splits, vocab, split_names, dropped, model
+
+
+def head_config(recipe: FinetuneRecipe, image_dim: int, question_dim: int, num_answers: int) -> dict:
+    """The head's config. Its image input is layer-normalized (statistics of features that change as the
+    encoders train would not hold), except with --init-head from a run that standardized: that head keeps
+    its statistics (those of the frozen features it was trained on)."""
+    h = recipe.head
+    standardize = bool(recipe.finetune.init_head) and init_head_standardizes(recipe.finetune.init_head)
+    return heads.head_config(h.name, image_dim, question_dim, num_answers, h.hidden, h.dropout, h.layers, h.embed,
+                             standardize)
 
 
 def encoder_state(model: FinetuneModel) -> dict:

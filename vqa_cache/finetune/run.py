@@ -51,9 +51,7 @@ class FinetuneFit(Fit):
         self.settings, optim = recipe.finetune, recipe.optim
         device = dist.device(pick_device(recipe.device).type)
         self.plan, splits, vocab, split_names, dropped, model = build(recipe, device)
-        head_config = {"name": recipe.head.name, "image_dim": model.image_enc.dim,
-                       "question_dim": model.text_enc.dim, "num_answers": len(vocab), "hidden": recipe.head.hidden,
-                       "dropout": recipe.head.dropout}
+        head_config = model.head_config
         encoder_params = model.encoder_parameters()
         groups = [{"params": list(model.head.parameters()), "lr": optim.lr, "name": "head"}]
         if encoder_params:

@@ -1,7 +1,8 @@
 """What trains in finetune: `train_encoders` = none | top:N | all picks the parts of each encoder (the N last
-top-level trunk stages with parameters, for ResNet layer4, layer3, ...; the N last transformer layers of
-the text encoder); `lora_r` > 0 puts peft LoRA adapters there instead (text: query/value; image: every
-Conv2d). Frozen BatchNorm layers, and modules with nothing trainable, stay in eval mode."""
+top-level stages with parameters of a CNN trunk, for ResNet layer4, layer3, ...; the N last transformer
+layers of a ViT-like image tower or of the text encoder); `lora_r` > 0 puts peft LoRA adapters there instead
+(text: query/value; image: query/value of the attention, or in a CNN every ungrouped Conv2d: image_lora_match).
+Frozen BatchNorm layers, and modules with nothing trainable, stay in eval mode."""
 from __future__ import annotations
 
 import re
@@ -24,9 +25,37 @@ def parse_scope(text: str, what: str) -> tuple[str, int]:
     raise BadInput(f"{what} {text!r}: expected none, top:N (N >= 1) or all")
 
 
-def image_units(body: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The trunk's top-level children that have parameters (ResNet: conv1, bn1, layer1..layer4)."""
-    return [(n, m) for n, m in body.named_children() if any(True for _ in m.parameters())]
+ATTENTION_TARGETS = ("query", "value", "q_proj", "v_proj")   # separate query / value projections (HF ViT, CLIP, SigLIP)
+
+
+def image_units(body: nn.Module, convolutional: bool) -> list[tuple[str, nn.Module]]:
+    """What top:N counts in an image trunk: a CNN's top-level children that have parameters (ResNet: conv1,
+    bn1, layer1..layer4); another trunk's layers (the longest run of blocks of one class: a ViT's encoder
+    layers, an EfficientNet's stages)."""
+    if convolutional:
+        return [(n, m) for n, m in body.named_children() if any(True for _ in m.parameters())]
+    best = ("", [])
+    for name, m in body.named_modules():
+        kids = list(m.children())
+        if isinstance(m, (nn.ModuleList, nn.Sequential)) and kids and len({type(k) for k in kids}) == 1 \
+                and len(kids) > len(best[1]):
+            best = (name, kids)
+    return [(f"{best[0]}.{i}", m) for i, m in enumerate(best[1])]
+
+
+def image_lora_match(body: nn.Module):
+    """Which modules of an image trunk get LoRA adapters, match(name, module): the attention's query and value
+    projections where they are separate Linear layers (ATTENTION_TARGETS); where they are packed in one,
+    that one (torchvision ViT's nn.MultiheadAttention, with peft's LoRA for it; timm's and Swin's `qkv`);
+    in a CNN every ungrouped Conv2d (peft's LoRA takes no grouped or depthwise convolution)."""
+    linear = {n.rsplit(".", 1)[-1] for n, m in body.named_modules() if isinstance(m, nn.Linear)}
+    if linear & set(ATTENTION_TARGETS):
+        return lambda name, m: isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in ATTENTION_TARGETS
+    if any(isinstance(m, nn.MultiheadAttention) for m in body.modules()):
+        return lambda name, m: isinstance(m, nn.MultiheadAttention)
+    if "qkv" in linear:
+        return lambda name, m: isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] == "qkv"
+    return lambda name, m: isinstance(m, nn.Conv2d) and m.groups == 1
 
 
 def text_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:

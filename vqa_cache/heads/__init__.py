@@ -5,9 +5,12 @@ Every head takes `(image, question)` feature tensors and returns logits [B, K]; 
 
     image  pooled [B, Di]      grid   [B, h*w, Di]
     question pooled [B, Dq]    tokens [B, L, Dq], padding positions all zero
+             ids [B, L] long: token id + 1, 0 = padding (Dq: the number of embedding rows)
 
-A new head is one small file here with `@register` (registry.py) and `name`/`needs` class attributes,
-imported below.
+A new head is one small file here with `@register` (registry.py) and `name`, `needs` and `defaults`
+(its own width, and depth where it has one) class attributes, imported below. The image input is
+standardized per dimension (norm.py; the statistics come from the training split) or layer-normalized.
 """
-from . import attention, bilinear, coattention, concat, hadamard  # noqa: F401  (each registers its head)
-from .registry import HEADS, build, needs, register  # noqa: F401
+from . import attention, bilinear, butd, coattention, concat, hadamard, lstm  # noqa: F401  (each registers its head)
+from .norm import set_statistics  # noqa: F401
+from .registry import HEADS, build, from_config, head_config, needs, register  # noqa: F401

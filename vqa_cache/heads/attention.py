@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from .norm import image_norm
 from .registry import register
 
 
@@ -15,11 +16,12 @@ class Attention(nn.Module):
     """
     name = "attention"
     needs = {"image": "grid", "question": "pooled"}
+    defaults = {"hidden": 1024}
 
     def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 1024,
-                 dropout: float = 0.3, glimpses: int = 2):
+                 dropout: float = 0.3, glimpses: int = 2, standardize: bool = False):
         super().__init__()
-        self.norm_i, self.norm_q = nn.LayerNorm(image_dim), nn.LayerNorm(question_dim)
+        self.norm_i, self.norm_q = image_norm(image_dim, standardize), nn.LayerNorm(question_dim)
         self.att_v = nn.Sequential(nn.Linear(image_dim, hidden), nn.ReLU())
         self.att_q = nn.Sequential(nn.Linear(question_dim, hidden), nn.ReLU())
         self.att = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, glimpses))

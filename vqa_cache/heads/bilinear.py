@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import image_norm
 from .registry import register
 
 
@@ -16,12 +17,13 @@ class Bilinear(nn.Module):
     """
     name = "bilinear"
     needs = {"image": "pooled", "question": "pooled"}
+    defaults = {"hidden": 1024}
 
     def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 1024,
-                 dropout: float = 0.3, factors: int = 4):
+                 dropout: float = 0.3, factors: int = 4, standardize: bool = False):
         super().__init__()
         self.hidden, self.factors = hidden, factors
-        self.image = nn.Sequential(nn.LayerNorm(image_dim), nn.Dropout(dropout), nn.Linear(image_dim, hidden * factors))
+        self.image = nn.Sequential(image_norm(image_dim, standardize), nn.Dropout(dropout), nn.Linear(image_dim, hidden * factors))
         self.question = nn.Sequential(nn.LayerNorm(question_dim), nn.Dropout(dropout),
                                       nn.Linear(question_dim, hidden * factors))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(),

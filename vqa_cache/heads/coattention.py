@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from .norm import image_norm
 from .registry import register
 
 
@@ -42,12 +43,14 @@ class CoAttention(nn.Module):
     """
     name = "coattention"
     needs = {"image": "grid", "question": "tokens"}
+    defaults = {"hidden": 256, "layers": 2}
 
-    def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 1024,
-                 dropout: float = 0.1, layers: int = 2, dim: int | None = None, heads: int = 8):
+    def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 256,
+                 dropout: float = 0.1, layers: int = 2, dim: int | None = None, heads: int = 8,
+                 standardize: bool = False):
         super().__init__()
         dim = dim or max(heads, hidden // 2 // heads * heads)
-        self.proj_i = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, dim))
+        self.proj_i = nn.Sequential(image_norm(image_dim, standardize), nn.Linear(image_dim, dim))
         self.proj_q = nn.Sequential(nn.LayerNorm(question_dim), nn.Linear(question_dim, dim))
         self.cells = 64                                       # learned positions for up to 64 grid cells
         self.pos_i = nn.Parameter(torch.zeros(1, self.cells, dim))
@@ -67,6 +70,8 @@ class CoAttention(nn.Module):
 
     def forward(self, image: torch.Tensor, question: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         pad = (mask == 0) if mask is not None else (question == 0).all(-1)        # [B, L] True = padding
+        length = int((~pad).any(0).nonzero().max()) + 1 if (~pad).any() else 1
+        question, pad = question[:, :length], pad[:, :length]                       # trimmed: the longest question
         pad = pad & ~pad.all(-1, keepdim=True)                                      # an empty question attends to all
         q = self.proj_q(question)                                                   # [B, L, dim]
         v = self.proj_i(image)                                                      # [B, N, dim]

@@ -12,7 +12,8 @@ from .settings import OptimSettings
 # Every float must be finite (no inf, no nan).
 _AT_LEAST = {"ImageSettings.size": 16, "ImageSettings.batch_size": 1, "ImageSettings.workers": 0,
              "ImageSettings.max_pixels": 0, "TextSettings.max_length": 1, "TextSettings.batch_size": 1,
-             "ExtractRecipe.shard_size": 1, "DatasetSettings.limit": 0, "HeadSettings.hidden": 1,
+             "ExtractRecipe.shard_size": 1, "DatasetSettings.limit": 0, "HeadSettings.hidden": 0,
+             "HeadSettings.layers": 0, "HeadSettings.embed": 0,
              "OptimSettings.epochs": 1, "OptimSettings.batch_size": 1, "OptimSettings.weight_decay": 0,
              "OptimSettings.warmup_epochs": 0, "OptimSettings.min_lr": 0, "OptimSettings.grad_clip": 0,
              "OptimSettings.patience": 0, "AnswerSettings.top_k": 1, "AnswerSettings.min_count": 1}

@@ -31,10 +31,11 @@ class ImageSettings:
 
 @dataclass(frozen=True)
 class TextSettings:
-    encoder: str = "tinybert"        # Hugging Face id or local directory (aliases tinybert, minilm), or "bow"
+    encoder: str = "tinybert"        # Hugging Face id or local directory, hf:ID_OR_DIR (aliases tinybert, minilm), or "bow"
     weights: str = "auto"            # auto | pretrained | random (random = bag-of-words)
-    pooling: str = "mean"            # mean | cls
+    pooling: str = "auto"            # auto | mean | cls | last (auto: last for decoder-only and CLIP-like towers, else mean)
     tokens: bool = False             # also store per-token states and masks
+    ids: bool = False                # also store token ids and lengths (bag-of-words: a word vocabulary of the train split)
     max_length: int = 32
     batch_size: int = 256
 
@@ -52,8 +53,12 @@ class ExtractRecipe:
 @dataclass(frozen=True)
 class HeadSettings:
     name: str = "concat"
-    hidden: int = 1024
+    hidden: int = 0                  # width; 0 = the head's own default (heads/: each head's `defaults`)
+    layers: int = 0                  # depth, for heads that have one (coattention, lstm, butd); 0 = the head's default
     dropout: float = 0.3
+    standardize: bool = True         # image features standardized per dimension (train-split mean and std) instead of LayerNorm
+    embed: int = 0                   # learned question embeddings (lstm, butd): width; 0 = the head's default
+    init_embeddings: bool = False    # ... started from the text model's input embedding matrix (its width)
 
 
 @dataclass(frozen=True)

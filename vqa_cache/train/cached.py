@@ -10,11 +10,14 @@ from .. import distributed as dist
 from .. import heads
 from ..cache.reader import ImageStream
 from ..device import pick_device
+from ..encoders.text import input_embeddings
+from ..errors import BadInput
 from ..recipes import TrainRecipe
-from .features import Features, load_features
+from .features import Features, input_dims, load_features
 from .loop import Fit, run_fit
 from .run_dir import run_config, run_directory
-from .splits import build_splits
+from .splits import Split, build_splits
+from .statistics import image_statistics
 
 
 def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool = False,
@@ -45,14 +48,13 @@ class CachedFit(Fit):
             image = image.to(device)
         for split in splits.values():
             split.to(device)
-        torch.manual_seed(recipe.seed)
-        head = heads.build(recipe.head.name, image.shape[-1], question.shape[-1], len(vocab),
-                           recipe.head.hidden, recipe.head.dropout).to(device)
-        head_config = {"name": recipe.head.name, "image_dim": image.shape[-1], "question_dim": question.shape[-1],
-                       "num_answers": len(vocab), "hidden": recipe.head.hidden, "dropout": recipe.head.dropout}
+        head, head_config = build_head(recipe, features, len(vocab), splits["train"])
+        head = head.to(device)
         config = run_config(recipe, keys, split_names, vocab, splits, dropped, head_config, device)
         config.update(cache_dir=str(root), cache_specs={"image": plan.image_spec, "question": plan.question_spec},
                       stream=self.streaming)
+        if plan.words is not None:          # bag-of-words ids: `ask` numbers a new question's words with them
+            config["words"] = plan.words
         super().__init__(recipe, run_dir, device, splits, vocab, head, head, image, question, keys, head_config,
                          [{"params": list(head.parameters())}], config)
 
@@ -62,3 +64,29 @@ class CachedFit(Fit):
                 f"answers (coverage {self.config['vocabulary']['coverage']:.2%}), {len(self.rows)} train / "
                 f"{len(self.splits['val'])} val questions, device {self.device}"
                 f"{', streaming image features from the shards' if self.streaming else ''}")
+
+
+def build_head(recipe: TrainRecipe, features: Features, num_answers: int, train: Split) -> tuple[torch.nn.Module, dict]:
+    """The recipe's head on these features (seeded), and its config: the head's defaults filled in, image
+    statistics of the training split when it standardizes, embeddings from the text model when asked."""
+    plan, tensors, _ = features
+    settings = recipe.head
+    image_dim, question_dim = input_dims(plan, tensors, settings.name)
+    matrix, embed = None, settings.embed
+    if settings.init_embeddings:
+        if heads.needs(settings.name)["question"] != "ids":
+            raise BadInput(f"head.init_embeddings: head {settings.name!r} reads no token ids (lstm and butd do)")
+        matrix = input_embeddings(plan.text_choice)
+        if embed and embed != matrix.shape[1]:
+            raise BadInput(f"head.embed = {embed} with head.init_embeddings: the text model's embeddings are "
+                           f"{matrix.shape[1]} wide (leave head.embed at 0)")
+        embed = matrix.shape[1]
+    config = heads.head_config(settings.name, image_dim, question_dim, num_answers, settings.hidden,
+                               settings.dropout, settings.layers, embed, settings.standardize)
+    torch.manual_seed(recipe.seed)
+    head = heads.from_config(config)
+    if matrix is not None:
+        head.question.load_embeddings(matrix)
+    if settings.standardize:
+        heads.set_statistics(head, *image_statistics(tensors["image"][1], train.img_row))
+    return head, config

@@ -22,7 +22,7 @@ from ..recipes import TrainRecipe
 class Features(NamedTuple):
     """A run's cached inputs. tensors[kind] = (ids in row order, features): image features pooled
     [N, Di] or grid [N, h*w, Di] float32 on the CPU, or an ImageStream; question features pooled [M, Dq]
-    or token states [M, L, Dq] with padding positions zeroed."""
+    or token states [M, L, Dq] with padding positions zeroed, or token ids [M, L] (id + 1, 0 = padding)."""
     plan: Plan
     tensors: dict
     cache_keys: dict
@@ -49,6 +49,15 @@ def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str, stream: boo
     return Features(plan, tensors, plan.cache_keys)
 
 
+def input_dims(plan: Plan, tensors: dict, head: str) -> tuple[int, int]:
+    """(image_dim, question_dim) of a head on these features: the features' widths, or for token ids the
+    number of embedding rows (the vocabulary size + 1 for padding)."""
+    question_dim = tensors["question"][1].shape[-1]
+    if heads.needs(head)["question"] == "ids":
+        question_dim = plan.question_spec["vocab_size"] + 1
+    return tensors["image"][1].shape[-1], question_dim
+
+
 def check_outputs(head: str, need: dict, image_spec: dict, question_spec: dict) -> None:
     """The cache holds what the head reads (heads.needs); else BadInput saying how to extract it."""
     missing, fix = [], []
@@ -60,6 +69,9 @@ def check_outputs(head: str, need: dict, image_spec: dict, question_spec: dict) 
         missing.append(f"question token states (this cache has pooled "
                        f"{'bag-of-words vectors' if bow else 'vectors only'})")
         fix.append(("a Hugging Face --text-encoder and " if bow else "") + "--set text.tokens=true")
+    if need["question"] == "ids" and not question_spec.get("ids"):
+        missing.append("question token ids (this cache has no ids)")
+        fix.append("--set text.ids=true")
     if missing:
         raise BadInput(f"head {head!r} needs {' and '.join(missing)}: extract with {' and '.join(fix)}")
 

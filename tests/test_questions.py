@@ -1,0 +1,212 @@
+"""Question encoders: any Hugging Face text model (a decoder-only GPT-2, a CLIP text tower named like its image
+tower), question token ids (a tokenizer's, or bag-of-words word ids), the heads that learn on them (lstm,
+butd), embeddings from the text model, and the image standardization of the heads. Tiny models are built
+in conftest.py."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import FAST, run_cli
+
+LIMIT = ["--limit", 120]
+
+
+def question_entry(cache, key=None) -> tuple[dict, "pq.Table"]:
+    """(manifest, first shard) of the cache's question entry (the one named `key`, or the only one)."""
+    entries = [d for d in (cache / "question").iterdir() if key is None or d.name == key]
+    assert len(entries) == 1, entries
+    manifest = json.loads((entries[0] / "manifest.json").read_text())
+    return manifest, pq.read_table(entries[0] / manifest["shards"][0]["file"])
+
+
+def question_key(out: str) -> str:
+    return out.split("questions ")[-1].split()[0]
+
+
+@pytest.fixture(scope="module")
+def gpt2_cache(tmp_path_factory, tiny_gpt2_dir):
+    """easy-VQA (120 questions per split), ResNet18 random at 32 px, GPT-2 with token states and ids."""
+    root = tmp_path_factory.mktemp("gpt2")
+    run_cli("--cache-dir", root, "extract", *LIMIT, *FAST, "--text-encoder", tiny_gpt2_dir,
+            "--set", "text.tokens=true", "--set", "text.ids=true")
+    return root
+
+
+def gpt2_args(tiny_gpt2_dir):
+    return [*LIMIT, *FAST, "--text-encoder", tiny_gpt2_dir, "--set", "features.text.tokens=true",
+            "--set", "features.text.ids=true"]
+
+
+def test_gpt2_pools_its_last_real_token_and_trains(cli, gpt2_cache, tiny_gpt2_dir, tmp_path):
+    """A GPT-2 directory (no pad token) as --text-encoder: pooled is the state of each question's last real
+    token, padded batches or not; token states and ids are stored; a head trains on it."""
+    from transformers import AutoTokenizer, GPT2Model
+    manifest, shard = question_entry(gpt2_cache)
+    spec = manifest["spec"]
+    assert spec["pooling"] == "last" and spec["tokens"] and spec["ids"] and spec["vocab_size"] == 300
+    tokenizer, model = AutoTokenizer.from_pretrained(tiny_gpt2_dir), GPT2Model.from_pretrained(tiny_gpt2_dir).eval()
+    texts = shard.column("question").to_pylist()
+    for row in (0, len(texts) - 1):             # the shortest text (padded in its batch) and the longest
+        ids = tokenizer(texts[row])["input_ids"]
+        with torch.no_grad():
+            states = model(torch.tensor([ids])).last_hidden_state[0]
+        got = np.asarray(shard.column("embedding")[row].as_py(), dtype=np.float32)
+        np.testing.assert_allclose(got, states[-1].numpy(), rtol=1e-2, atol=1e-2)
+        assert shard.column("ids")[row].as_py()[:len(ids)] == ids and shard.column("length")[row].as_py() == len(ids)
+        assert set(shard.column("ids")[row].as_py()[len(ids):]) <= {0}
+    r = cli("--cache-dir", gpt2_cache, "train", *gpt2_args(tiny_gpt2_dir), "--epochs", 1, "--out", tmp_path / "run")
+    assert r.code == 0 and "unexpected" not in r.err, r
+
+
+def test_embeddings_start_from_the_text_models_input_embeddings(gpt2_cache, tiny_gpt2_dir):
+    """head.init_embeddings: the lstm head's embedding rows 1.. are GPT-2's token embeddings (row 0: padding),
+    its width theirs."""
+    from transformers import GPT2Model
+    from vqa_cache import recipes
+    from vqa_cache.train.cached import build_head
+    from vqa_cache.train.features import load_features
+    from vqa_cache.train.splits import build_splits
+    data = {"features": {"dataset": {"limit": 120}, "image": {"encoder": "resnet18", "size": 32, "weights": "random"},
+                         "text": {"encoder": str(tiny_gpt2_dir), "tokens": True, "ids": True}},
+            "head": {"name": "lstm", "init_embeddings": True}}
+    recipe = recipes.build(recipes.TrainRecipe, data)
+    features = load_features(recipe, gpt2_cache, "x")
+    splits, vocab, _, _ = build_splits(features.plan, features.tensors, recipe)
+    head, config = build_head(recipe, features, len(vocab), splits["train"])
+    wte = GPT2Model.from_pretrained(tiny_gpt2_dir).get_input_embeddings().weight
+    assert config["question_dim"] == 301 and config["embed"] == 32
+    assert torch.equal(head.question.embedding.weight[1:], wte) and not head.question.embedding.weight[0].any()
+
+
+def test_clip_text_tower_by_the_image_towers_id(cli, tmp_path, tiny_clip_dir, tiny_gpt2_dir):
+    """--text-encoder hf:DIR of a CLIP checkpoint runs its text tower, pooled like CLIP (its end-of-text
+    token); token states too; the GPT-2 entries of the same texts (last or mean pooled) have other keys;
+    coattention trains on CLIP's grid and token states."""
+    from transformers import AutoTokenizer, CLIPModel
+    cache = tmp_path / "cache"
+    clip = ["--image-encoder", f"hf:{tiny_clip_dir}", "--features", "grid", "--text-encoder", f"hf:{tiny_clip_dir}"]
+    r = cli("--cache-dir", cache, "extract", *LIMIT, *clip, "--set", "text.tokens=true")
+    assert r.code == 0, r
+    manifest, shard = question_entry(cache, question_key(r.out))
+    assert manifest["spec"]["encoder"] == str(tiny_clip_dir) and manifest["spec"]["pooling"] == "last"
+    assert manifest["dim"] == 32 and "tokens" in shard.column_names
+    tokenizer, model = AutoTokenizer.from_pretrained(tiny_clip_dir), CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    text = shard.column("question")[0].as_py()
+    with torch.no_grad():
+        expected = model.text_model(**tokenizer([text], return_tensors="pt")).pooler_output[0]
+    got = np.asarray(shard.column("embedding")[0].as_py(), dtype=np.float32)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-2, atol=1e-2)
+    keys = {question_key(r.out)}
+    for pooling in ("auto", "mean"):
+        g = cli("--cache-dir", cache, "extract", *LIMIT, *FAST, "--text-encoder", tiny_gpt2_dir,
+                "--set", f"text.pooling={pooling}")
+        assert g.code == 0, g
+        keys.add(question_key(g.out))
+    assert len(keys) == 3
+    t = cli("--cache-dir", cache, "train", *LIMIT, *clip, "--set", "features.text.tokens=true", "--head", "coattention",
+            "--epochs", 1, "--out", tmp_path / "co")
+    assert t.code == 0, t
+
+
+@pytest.fixture(scope="module")
+def words_cache(tmp_path_factory):
+    """easy-VQA (300 questions per split), ResNet18 random at 32 px, pooled + grid; bag-of-words with word ids."""
+    root = tmp_path_factory.mktemp("words")
+    run_cli("--cache-dir", root, "extract", "--limit", 300, *FAST, "--features", "pooled+grid", "--set", "text.ids=true")
+    return root
+
+
+WORDS = ["--limit", 300, *FAST, "--features", "pooled+grid", "--set", "features.text.ids=true"]
+
+
+def test_word_ids_come_from_the_training_questions(words_cache):
+    """Bag-of-words ids number the words of the training split's questions (most frequent first); a word seen
+    only in validation questions is 0, the unknown word."""
+    from vqa_cache.cache.plan import make_plan
+    from vqa_cache.encoders.text import word_vocabulary, words_of
+    from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
+    plan = make_plan(ExtractRecipe(DatasetSettings(limit=300), ImageSettings(encoder="resnet18", weights="random",
+                                                                             size=32, features="pooled+grid"),
+                                   TextSettings(weights="random", ids=True)))
+    rows = plan.samples.to_pylist()
+    train = sorted({r["question"] for r in rows if r["split"] == "train"})
+    assert plan.words == word_vocabulary(train) and plan.question_spec["vocab_size"] == len(plan.words) + 1
+    manifest, shard = question_entry(words_cache)
+    assert manifest["spec"]["words"] == plan.question_spec["words"]
+    index = {w: i + 1 for i, w in enumerate(plan.words)}
+    for text, ids, length in zip(*(shard.column(c).to_pylist() for c in ("question", "ids", "length"))):
+        words = words_of(text)
+        assert length == len(words) and ids[:length] == [index.get(w, 0) for w in words] and not any(ids[length:])
+
+
+@pytest.mark.parametrize("head", ["lstm", "butd"])
+def test_learned_question_heads_on_word_ids_train_predict_and_answer(cli, words_cache, tmp_path, head):
+    import easy_vqa
+    run = tmp_path / head
+    r = cli("--cache-dir", words_cache, "train", *WORDS, "--head", head, "--epochs", 2, "--lr", 3e-3, "--out", run)
+    assert r.code == 0, r
+    config = json.loads((run / "config.json").read_text())
+    assert config["head"]["question_dim"] == len(config["words"]) + 2 and config["head"]["layers"] == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    r = cli("--cache-dir", words_cache, "predict", "--run", run, "--out", tmp_path / "p.json")
+    assert r.code == 0 and f"accuracy {metrics['best']['val_accuracy']:.4f}" in r.out, r
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads((run / "predictions.json").read_text())
+    r = cli("ask", "--run", run, "--image", easy_vqa.get_test_image_paths()[0], "--question", "Is there a zebra here?")
+    assert r.code == 0 and len(r.out.strip().splitlines()) == 5, r
+
+
+def test_image_statistics_are_the_training_images_and_kept_in_the_checkpoint(cli, words_cache, tmp_path):
+    """Standardization (the default): the head's mean and std are those of the training split's images (each
+    once), the same read whole or streamed from the shards, and best.pt holds them; head.standardize=false
+    is the LayerNorm of before."""
+    from vqa_cache import recipes
+    from vqa_cache.cache.reader import ImageStream
+    from vqa_cache.train.features import load_features
+    from vqa_cache.train.splits import build_splits
+    from vqa_cache.train.statistics import image_statistics
+    run = tmp_path / "std"
+    r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--out", run)
+    assert r.code == 0, r
+    config = json.loads((run / "config.json").read_text())
+    recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
+    features = load_features(recipe, words_cache, "x")
+    splits, _, _, _ = build_splits(features.plan, features.tensors, recipe)
+    image = features.tensors["image"][1].numpy().astype(np.float64)
+    train_images = image[np.unique(splits["train"].img_row.numpy())]
+    mean, std = image_statistics(features.tensors["image"][1], splits["train"].img_row)
+    np.testing.assert_allclose(mean.numpy(), train_images.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std.numpy(), train_images.std(0), rtol=1e-4, atol=1e-6)
+    streamed = load_features(recipe, words_cache, "x", stream=True).tensors["image"][1]
+    assert isinstance(streamed, ImageStream)
+    for a, b in zip(image_statistics(streamed, splits["train"].img_row), (mean, std)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    state = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert config["head"]["standardize"] is True
+    assert torch.equal(state["norm_i.mean"], mean)
+    floor = float(std.median()) * 1e-2
+    assert torch.equal(state["norm_i.std"], std.clamp(min=floor))
+    r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--set", "head.standardize=false",
+            "--out", tmp_path / "ln")
+    assert r.code == 0, r
+    assert "norm_i.weight" in torch.load(tmp_path / "ln" / "best.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--head", "lstm", "--set", "features.text.ids=false"],
+     "head 'lstm' needs question token ids (this cache has no ids): extract with --set text.ids=true"),
+    (["--head", "lstm", "--set", "head.init_embeddings=true"], "head.init_embeddings: bag-of-words has no embedding"),
+    (["--head", "concat", "--set", "head.layers=2"], "head.layers = 2: head 'concat' has no layers to set"),
+    (["--head", "concat", "--set", "head.init_embeddings=true"], "head.init_embeddings: head 'concat' reads no token ids"),
+])
+def test_bad_head_settings(cli, words_cache, tmp_path, args, message):
+    if "features.text.ids=false" in args:
+        run_cli("--cache-dir", words_cache, "extract", "--limit", 300, *FAST, "--features", "pooled+grid")
+    r = cli("--cache-dir", words_cache, "train", *WORDS, *args, "--epochs", 1, "--out", tmp_path / "x")
+    assert r.code == 2, r
+    assert message in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
