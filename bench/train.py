@@ -49,7 +49,9 @@ def main():
     from vqa_cache.encoders.text import load_text_encoder
     from vqa_cache.device import amp, autocast, pick_device
     from vqa_cache.extract import extract
+    from vqa_cache.cache.shards import head_ids
     from vqa_cache.train.batches import epoch_batches
+    from vqa_cache.train.cached import build_head
     from vqa_cache.train.features import load_features
     from vqa_cache.train.splits import build_splits, trainable
     from vqa_cache.train.steps import batch_loss, lr_lambda
@@ -60,12 +62,14 @@ def main():
                        "workers": a.workers},
              "text": {"encoder": a.text_encoder,
                       "weights": a.weights if a.weights in ("auto", "pretrained", "random") else "auto",
-                      "tokens": heads.needs(a.head)["question"] == "tokens"}}
+                      "tokens": heads.needs(a.head)["question"] == "tokens",
+                      "ids": heads.needs(a.head)["question"] == "ids"}}
     rec = recipes.build(recipes.TrainRecipe, {"features": feats, "head": {"name": a.head}, "device": a.device,
                                               "optim": {"batch_size": a.batch_size, "epochs": 10}})
     plan = extract(rec.features, root)
     device = pick_device(a.device)
-    plan, tensors, keys = load_features(rec, root, "bench")
+    features = load_features(rec, root, "bench")
+    plan, tensors, keys = features
     splits, vocab, _, _ = build_splits(plan, tensors, rec)
     image, question = tensors["image"][1].to(device), tensors["question"][1].to(device)
     tr = splits["train"].to(device)
@@ -74,9 +78,8 @@ def main():
     o = rec.optim
     steps = math.ceil(len(rows) / o.batch_size)
 
-    def fresh():
-        torch.manual_seed(0)
-        model = heads.build(a.head, image.shape[-1], question.shape[-1], K, rec.head.hidden, rec.head.dropout).to(device)
+    def fresh():        # the head as `train` builds it: its defaults, image statistics, seed
+        model = build_head(rec, features, K, splits["train"])[0].to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, steps))
         return model, opt, sched
@@ -135,8 +138,8 @@ def main():
     enc_i = ImageEncoder(plan.image_choice, (what["image"],)).to(device)
     if device.type == "cuda":
         enc_i = enc_i.to(memory_format=torch.channels_last)
-    enc_t = load_text_encoder(plan.text_choice, rec.features.text.pooling, rec.features.text.max_length,
-                              rec.features.text.tokens, str(device))
+    enc_t = load_text_encoder(plan.text_choice, plan.question_spec.get("pooling"), rec.features.text.max_length,
+                              rec.features.text.tokens, str(device), rec.features.text.ids, plan.words)
     paths = tr.table.column("image_path").to_pylist()
     texts = tr.table.column("question").to_pylist()
     perm = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).to(device)].cpu()
@@ -166,8 +169,9 @@ def main():
                 x = x.contiguous(memory_format=torch.channels_last)
             img = enc_i(x)[what["image"]]
         t = enc_t.encode([texts[i] for i in idx.tolist()])
-        q = torch.from_numpy(t["tokens"] * t["mask"][:, :, None] if what["question"] == "tokens" else t["pooled"])
-        img, q = img.float().clone(), q.to(device).float()
+        q = torch.from_numpy(head_ids(t["ids"], t["length"]) if what["question"] == "ids" else
+                             t["tokens"] * t["mask"][:, :, None] if what["question"] == "tokens" else t["pooled"])
+        img, q = img.float().clone(), q.to(device) if what["question"] == "ids" else q.to(device).float()
         step(model, opt, sched, img, q, idx.to(device))
     sync(device)
     timed = n - 3

@@ -276,8 +276,30 @@ def test_hf_directory_without_an_image_processor_is_bad_input(cli, tmp_path, hf_
     assert "no preprocessor_config.json" in r.err and len(r.err.strip().splitlines()) == 1
 
 
-def test_finetune_refuses_a_non_cnn_encoder(cli, tmp_path):
+def test_finetune_trains_other_families_with_lora_where_it_fits(cli, tmp_path):
+    """finetune takes any image encoder: LoRA goes into the query/value projections of an attention (packed
+    ones whole: torchvision's nn.MultiheadAttention, timm's qkv), else into a CNN's ungrouped convolutions."""
+    import timm
+    import torchvision
+    from torch import nn
+    from vqa_cache.finetune.scope import image_lora_match
+
+    def targets(body):
+        match = image_lora_match(body)
+        return {type(m).__name__ for name, m in body.named_modules() if match(name, m)}
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2,
+                                               hidden_dim=32, mlp_dim=64)
+    assert targets(vit) == {"MultiheadAttention"}
+    timm_vit = timm.create_model("test_vit", num_classes=0)
+    match = image_lora_match(timm_vit)
+    assert {n.rsplit(".", 1)[-1] for n, m in timm_vit.named_modules() if match(n, m)} == {"qkv"}
+    effnet = timm.create_model("test_efficientnet", num_classes=0)
+    match = image_lora_match(effnet)
+    chosen = [m for n, m in effnet.named_modules() if match(n, m)]
+    assert chosen and all(isinstance(m, nn.Conv2d) and m.groups == 1 for m in chosen)
+    assert any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in effnet.modules())
     r = cli("--cache-dir", tmp_path, "finetune", "--limit", 3, "--image-encoder", "timm:test_efficientnet",
-            "--weights", "random", "--text-encoder", "bow", "--out", tmp_path / "ft")
-    assert r.code == 2, r
-    assert "finetune trains torchvision CNN trunks" in r.err and len(r.err.strip().splitlines()) == 1
+            "--weights", "random", "--text-encoder", "bow", "--train-encoders", "all", "--lora-r", 4,
+            "--epochs", 1, "--out", tmp_path / "ft")
+    assert r.code == 0, r
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["encoders"]["lora_targets"] == len(chosen)
