@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLI    := $(BIN)/vqa-cache
 
-EXTRACT_RECIPE ?= extract/resnet50-tinybert-concat.toml
-TRAIN_RECIPE   ?= train/resnet50-tinybert-concat.toml
+# SETUP: a recipe pair, extract/SETUP.toml and train/SETUP.toml
+SETUP ?= resnet50-tinybert-concat
+EXTRACT_RECIPE ?= extract/$(SETUP).toml
+TRAIN_RECIPE   ?= train/$(SETUP).toml
 FINETUNE_RECIPE ?= train/easyvqa-finetune.toml
 SWEEP_RECIPE   ?= train/easyvqa-sweep.toml
 TRIALS ?= 50
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# RECIPE=... picks another recipe for the target at hand.
+# RECIPE=... picks another recipe for the target at hand; SETUP=NAME another pair (make features train SETUP=resnet50-bow-lstm).
 features: $(STAMP)
 	$(CLI) extract $(or $(RECIPE),$(EXTRACT_RECIPE)) $(ARGS)
 

@@ -38,7 +38,8 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
           f"{len(plan.texts)} unique question texts")
     image, ident = plan.image_choice, plan.text_choice.identity
     text = "bag-of-words" if plan.text_choice.kind == "bow" else \
-        f"{plan.text_choice.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident})"
+        f"{plan.text_choice.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident}, " \
+        f"{plan.question_spec['pooling']} pooling)"
     print(f"image encoder {image.encoder} ({image.identity}), text encoder {text}, device {device}")
     print(f"  image: {image.note}; input {image.preprocess.describe()}\n  text:  {plan.text_choice.note}")
     # build (and so check) the encoders before any entry is created: bad weights leave nothing behind
