@@ -3,10 +3,16 @@
 `progress(...)` takes tqdm's arguments and returns a tqdm bar. When an exception leaves the bar (out of
 its `with` block, out of the iterable it wraps, or out of a loop over it), its line is cleared instead of
 left behind, so the error that follows is one clean line. A loop left early (`break`) clears it too.
+
+Inside `silenced()` (the Python API's `verbose=False`) every bar is disabled.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from tqdm import tqdm
+
+_silenced = [0]         # how many silenced() blocks are open (in any thread: bars are process-wide output)
 
 
 class _Bar(tqdm):
@@ -33,6 +39,19 @@ class _Bar(tqdm):
         super().close()
 
 
+@contextmanager
+def silenced():
+    """No progress bars inside this block (warnings, printed by their callers, still show)."""
+    _silenced[0] += 1
+    try:
+        yield
+    finally:
+        _silenced[0] -= 1
+
+
 def progress(iterable=None, *args, **kwargs) -> tqdm:
-    """tqdm(iterable, *args, **kwargs) whose line is cleared when an exception leaves it (see above)."""
+    """tqdm(iterable, *args, **kwargs) whose line is cleared when an exception leaves it (see above);
+    disabled inside silenced()."""
+    if _silenced[0]:
+        kwargs["disable"] = True
     return _Bar(iterable, *args, **kwargs)
