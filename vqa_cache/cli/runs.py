@@ -1,9 +1,12 @@
-"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file)."""
+"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file); each
+calls the Python API (vqa_cache/api/) and prints what it returns."""
 from __future__ import annotations
 
 import json
 
 import click
+
+from .. import api
 
 
 @click.command()
@@ -14,9 +17,7 @@ import click
 @click.pass_obj
 def predict(obj, run_dir, split, out, stream):
     """Official-format predictions of a run's best model for any split of its cache."""
-    from ..predict import predict as run
-
-    res = run(run_dir, obj.root, split=split, out=out, stream=stream)
+    res = api.Run(run_dir).predict(split=split, out=out, stream=stream, cache_dir=obj.root)
     acc = "" if res["accuracy"] is None else f"; accuracy {res['accuracy']:.4f} (" + ", ".join(
         f"{k} {v:.4f}" for k, v in res["accuracy_per_type"].items()) + ")"
     click.echo(f"{res['questions']} predictions for split {res['split']} in {res['out']}{acc}")
@@ -30,9 +31,7 @@ def predict(obj, run_dir, split, out, stream):
 @click.pass_obj
 def ask(obj, run_dir, image, question, top):
     """Answer one question about one image with a trained run (encoders run live, as the cache recorded)."""
-    from ..predict import ask as run
-
-    for answer, p in run(run_dir, obj.root, image, question, top=top):
+    for answer, p in api.ask(run_dir, image, question, top=top, cache_dir=obj.root):
         click.echo(f"{p:7.2%}  {answer}")
 
 
@@ -45,9 +44,7 @@ def ask(obj, run_dir, image, question, top):
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def eval_(questions, annotations, predictions, protocol, as_json):
     """The official VQA accuracy of a predictions file."""
-    from ..metrics import evaluate_files
-
-    result = {"protocol": protocol, **evaluate_files(questions, annotations, predictions, protocol)}
+    result = api.evaluate(questions, annotations, predictions, protocol)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
