@@ -101,6 +101,22 @@ def test_predict_and_ask_give_what_the_cli_prints(run, keys, cli, tmp_path, imag
     assert r.code == 0 and r.out.splitlines() == [f"{p:7.2%}  {a}" for a, p in answers], r
 
 
+def test_runs_gives_the_table_of_the_cli_and_a_run_its_report(run, keys, cli, tmp_path, monkeypatch):
+    table = vqa_cache.runs(run.dir.parent)
+    assert list(table["name"]) == ["att"] and list(table["head"]) == ["attention"]
+    assert table["val_accuracy"][0] == run.best["val_accuracy"] and table["cache_keys.image"][0] == keys.image
+    r = cli("runs", run.dir.parent, "--json")
+    assert r.code == 0, r
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    assert vqa_cache.runs(run.dir.parent) == json.loads(r.out)
+    monkeypatch.undo()
+
+    res = run.report(out=tmp_path / "r.html", cache_dir=keys.root, verbose=False)
+    page = tmp_path / "r.html"
+    assert res["out"] == str(page) and page.stat().st_size == res["bytes"] and "<html" in page.read_text()
+    assert res["questions"] == run.config["questions"]["val"]
+
+
 def test_evaluate_takes_paths_or_loaded_json(tmp_path):
     questions = {"questions": [{"question_id": i, "image_id": 0, "question": "q?"} for i in (1, 2)]}
     annotations = {"annotations": [{"question_id": i, "answers": [{"answer": a}], "answer_type": "other",
@@ -212,17 +228,20 @@ def test_a_sweep_through_the_api(keys, tmp_path):
 
 def test_the_package_face():
     """In a fresh interpreter: `import vqa_cache` (and the CLI) load no torch; vqa_cache.train & co. stay
-    the API's functions when their subpackages are imported, which are reached by full path."""
+    the API's functions when their modules are imported, which are reached by full path."""
     code = """
 import sys
 import vqa_cache, vqa_cache.cli
 assert "torch" not in sys.modules, "import vqa_cache loaded torch"
 import vqa_cache.train.loop, vqa_cache.extract.stage, vqa_cache.finetune.run, vqa_cache.sweep.trials
+import vqa_cache.runs, vqa_cache.report
 from vqa_cache import api
 from vqa_cache.train import loop, train as stage_two
 from vqa_cache.extract.stage import extract as stage_one
-for name in ("extract", "train", "finetune", "sweep"):
+from vqa_cache.runs import table
+for name in ("extract", "train", "finetune", "sweep", "runs"):
     assert getattr(vqa_cache, name) is getattr(api, name), name
+assert table.__module__ == "vqa_cache.runs"
 assert stage_two is not vqa_cache.train and stage_two.__module__ == "vqa_cache.train.cached"
 assert stage_one.__module__ == "vqa_cache.extract.stage" and loop.run_fit
 assert sys.modules["vqa_cache.train"].train is stage_two

@@ -16,7 +16,8 @@ LAYERS = [
     {"__main__", "__init__"},               # `python -m vqa_cache`; the package's face, the API re-exported
     {"cli"},                                # click commands and printing
     {"api"},                                # the Python API: the commands as functions
-    {"finetune", "sweep", "predict"},       # built on stage two
+    {"report"},                             # a page about a run, through predict and runs
+    {"finetune", "sweep", "predict", "runs"},   # built on stage two; runs: a table of run directories
     {"extract", "train"},                   # stage one, stage two
     {"cache"},                              # the contract between the stages
     {"metrics"},

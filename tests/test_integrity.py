@@ -418,6 +418,10 @@ def test_leftovers_of_killed_writers_are_cleaned_live_ones_kept(cli, tmp_path):
 def test_progress_bar_is_cleared_when_an_error_leaves_it():
     from vqa_cache.progress import progress
 
+    class Terminal(io.StringIO):      # bars are drawn on a terminal (in a log they are lines: test_progress.py)
+        def isatty(self):
+            return True
+
     def failing():
         yield 1
         yield 2
@@ -438,11 +442,11 @@ def test_progress_bar_is_cleared_when_an_error_leaves_it():
             pass
 
     for case in (body, block, iterable):
-        out = io.StringIO()
+        out = Terminal()
         with pytest.raises(ValueError) as e:
             case()
         out.write(f"error: {e.value}\n")
         assert "bar" in out.getvalue() and screen(out.getvalue()) == [f"error: {e.value}"], out.getvalue()
-    out = io.StringIO()
+    out = Terminal()
     assert list(progress(range(3), desc="bar", file=out)) == [0, 1, 2]
     assert screen(out.getvalue())[0].startswith("bar: 100%")          # a finished bar stays

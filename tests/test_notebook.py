@@ -47,13 +47,14 @@ def test_the_quickstart_notebook_runs(tmp_path, monkeypatch):
     # stage one wrote one image and one question entry, in the cache the kernel was given
     assert len(list((tmp_path / "cache" / "image").iterdir())) == 1
     assert len(list((tmp_path / "cache" / "question").iterdir())) == 1
-    # two runs of two epochs each; the comparison shows their best accuracies
-    table = next(c for c in code if "pd.DataFrame" in c.source)
+    # two runs of two epochs each; the table of runs shows both, with their best accuracies
+    table = next(c for c in code if "vqa_cache.runs" in c.source)
     shown = table.outputs[0]["data"]["text/plain"]
     for head in ("concat", "attention"):
         metrics = json.loads((tmp_path / "runs" / f"quickstart-{head}" / "metrics.json").read_text())
         assert len(metrics["epochs"]) == 2
-        assert head in shown and f"{metrics['best']['val_accuracy']:.6g}"[:5] in shown
+        row = next(line for line in shown.splitlines() if f"quickstart-{head} " in line)
+        assert f" {head} " in row and f"{metrics['best']['val_accuracy']:.6f}"[:5] in row
     # the curves are drawn, and each head answers with three answers of its vocabulary
     assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
     asked = printed(next(c for c in code if "vqa_cache.ask" in c.source)).splitlines()

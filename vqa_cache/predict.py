@@ -3,8 +3,10 @@ image and question encoded live (`ask`) with exactly the encoders and preprocess
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -17,10 +19,11 @@ from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFile
 from .encoders.text import BagOfWords, HFEncoder
 from .encoders.weights import RANDOM_SEED, TEXT_ALIASES, Choice, directory_identity, hub_snapshot, resolve_image
 from .errors import BadInput
+from .train.batches import batches
 from .train.checkpoints import load_checkpoint
 from .train.features import load_features
 from .train.run_dir import read_run_config, write_predictions
-from .train.splits import make_split, with_features
+from .train.splits import Split, make_split, with_features
 from .train.steps import evaluate
 
 HEAD_KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
@@ -62,6 +65,32 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
 def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
     """Predictions of the run's best model for one split of its cache (default: its validation split),
     written in the official results format; accuracy too where the split has answers."""
+    p = prepare(run_dir, root, split, stream)
+    ctx, _ = amp(p.device)
+    _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
+    answered = any(len(a) for a in p.table.column("answers").to_pylist())
+    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(out, p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds])
+    return {"split": p.split, "questions": len(p.data), "out": str(out),
+            "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+
+
+class Prepared(NamedTuple):
+    """A run's best model and one split of its cache, on the run's device."""
+    config: dict            # the run's config.json
+    split: str
+    table: pa.Table         # the split's samples, those with image features
+    data: Split             # their rows into `image` / `question` and answer targets
+    image: object           # image features [N, ...] (or an ImageStream)
+    question: torch.Tensor  # question features [M, ...]
+    model: torch.nn.Module
+    vocab: Vocabulary
+    device: torch.device
+
+
+def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None = None) -> Prepared:
+    """The run's best model and the features of one split of its cache (default: its validation split)."""
     recipe, config, ckpt, model, vocab = load_run(run_dir)
     root = cache_root_for(root, config, ckpt["cache_keys"])
     plan, tensors, keys = load_features(recipe, root, f"vqa-cache extract with the features recorded in "
@@ -86,14 +115,23 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
         image = image.to(device)
     questions.to(device)
     model.to(device)
-    ctx, _ = amp(device)
-    _, acc, preds, per_type = evaluate(model, questions, image, question, 1024, len(vocab), ctx)
-    answered = any(len(a) for a in table.column("answers").to_pylist())
-    out = Path(out) if out else Path(run_dir) / f"predictions-{split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_predictions(out, table.column("question_id").to_pylist(), [vocab.answers[int(p)] for p in preds])
-    return {"split": split, "questions": len(questions), "out": str(out),
-            "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+    return Prepared(config, split, table, questions, image, question, model, vocab, device)
+
+
+@torch.no_grad()
+def top_answers(p: Prepared, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [N, k] float32, answer ids [N, k] int64): each question's k most probable answers, best first;
+    scores are the softmax over the run's answers, as `ask` gives them."""
+    ctx, _ = amp(p.device)
+    k = min(k, len(p.vocab))
+    scores, ids = np.zeros((len(p.data), k), np.float32), np.zeros((len(p.data), k), np.int64)
+    p.model.eval()
+    for idx, img, q in batches(p.data, p.image, p.question, torch.arange(len(p.data), device=p.device), 1024):
+        with ctx:
+            logits = p.model(img, q)
+        top = logits.float().softmax(-1).topk(k)
+        scores[idx.cpu().numpy()], ids[idx.cpu().numpy()] = top.values.cpu().numpy(), top.indices.cpu().numpy()
+    return scores, ids
 
 
 # ---------------------------------------------------------------- ask

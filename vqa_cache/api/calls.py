@@ -10,7 +10,7 @@ import os
 from .. import options as opts
 from ..cache import cache_root
 from ..errors import BadInput
-from .output import printing
+from .output import printing, table
 from .results import CacheKeys, Run, Sweep
 
 OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
@@ -117,6 +117,20 @@ def ask(run, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[s
     [('yellow', 0.3714), ('black', 0.2777), ('red', 0.2099)]
     """
     return Run(run).ask(image, question, top=top, cache_dir=cache_dir)
+
+
+def runs(directory="runs", sort: str = "acc"):
+    """One row per run directory at or below `directory` (train, finetune, a sweep's trials), as `vqa-cache
+    runs` lists them (docs/report.md): name, mode, head, encoders, cache keys, epochs, best validation
+    accuracy (and per answer type), seconds per epoch, parameters, date, finished. A pandas DataFrame, nested
+    records flattened (`val_accuracy_per_type.yes/no`, `cache_keys.image`), or the list of records without
+    pandas. sort: acc or an answer type (best first), date (newest first), name, mode, head, encoders, cache
+    keys, epochs, s/epoch, params.
+
+    >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
+    """
+    from ..runs import table as records
+    return table(records(os.fspath(directory), sort))
 
 
 def load_features(keys, image: str | None = None, question: str = "pooled") -> tuple:

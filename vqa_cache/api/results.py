@@ -44,6 +44,7 @@ class Run:
     >>> run.metrics[["epoch", "train_loss", "val_accuracy"]]    # one row per epoch (pandas)
     >>> run.predict(split="test")["accuracy"]           # official-format predictions of best.pt
     >>> run.ask("shape.png", "What color is the shape?")   # [(answer, probability), ...]
+    >>> run.report()["out"]                             # RUN/report.html
     >>> vqa_cache.Run("runs/attention").best            # any run directory, also one made by the CLI
     """
     dir: Path
@@ -94,6 +95,14 @@ class Run:
         with printing(verbose):
             return predict(self.dir, cache_root(cache_dir), split=split, out=os.fspath(out) if out else None,
                            stream=stream)
+
+    def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
+        """One self-contained HTML page about a `train` run (`vqa-cache report`, docs/report.md): curves,
+        accuracy per type, confusion, a gallery, written to `out` (default RUN/report.html). Returns
+        {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+        from ..report import write_report
+        with printing(verbose):
+            return write_report(self.dir, cache_root(cache_dir), out=os.fspath(out) if out else None)
 
     def ask(self, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[str, float]]:
         """The `top` most probable answers [(answer, probability)] for one image file and question, encoded

@@ -79,7 +79,7 @@ class Entry:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "timings": {}, **extra}
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.glob("*") if p.is_file())
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())   # (a dataset entry may hold images/)
 
     def lock(self, wait: bool = True) -> "Lock":
         return Lock(self.path.parent / f"{self.key}.lock", wait=wait)

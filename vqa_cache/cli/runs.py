@@ -1,5 +1,6 @@
-"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file); each
-calls the Python API (vqa_cache/api/) and prints what it returns."""
+"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file), runs (a
+table of run directories) and report (an HTML page about a run); each calls the Python API (vqa_cache/api/)
+or, for the table, the library's runs.py, and prints what it returns."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import json
 import click
 
 from .. import api
+from ..errors import BadInput
 
 
 @click.command()
@@ -51,3 +53,39 @@ def eval_(questions, annotations, predictions, protocol, as_json):
     click.echo(f"overall accuracy: {result['overall']:.2f}% (protocol {protocol})")
     for name, acc in sorted(result["perAnswerType"].items()):
         click.echo(f"  {name:<10} {acc:.2f}%")
+
+
+@click.command("runs")
+@click.argument("directory", required=False, default="runs", type=click.Path())
+@click.option("--sort", default="acc", show_default=True,
+              help="Column to sort by: acc or an answer type (best first), date (newest first), name, mode, head, "
+                   "encoders, cache keys, epochs, s/epoch, params.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (full cache keys and numbers).")
+def runs(directory, sort, as_json, as_csv):
+    """A table of the run directories under DIRECTORY (default runs/; a sweep's trials/ too)."""
+    # the records themselves, to print (the API's vqa_cache.runs gives them as a DataFrame); imported by
+    # full path, as `vqa_cache.runs` is that function
+    from ..runs import as_csv as csv_text, as_json as json_text, as_text, table
+
+    if as_json and as_csv:
+        raise BadInput("--json and --csv: give one of them")
+    rows = table(directory, sort)
+    if as_json:
+        click.echo(json_text(rows))
+    elif as_csv:
+        click.echo(csv_text(rows), nl=False)
+    else:
+        click.echo(as_text(rows) if rows else f"no runs in {directory}")
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file to write (default RUN/report.html).")
+@click.pass_obj
+def report(obj, run_dir, out):
+    """One self-contained HTML page about a `train` run: curves, accuracy per type, confusion, a gallery."""
+    res = api.Run(run_dir).report(out=out, cache_dir=obj.root)
+    click.echo(f"report of {res['questions']} validation questions (accuracy {res['accuracy']:.4f}; "
+               f"{res['wrong']} wrong and {res['right']} right shown) in {res['out']} "
+               f"({res['bytes'] / 1024:.0f} KiB)")

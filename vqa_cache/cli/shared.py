@@ -8,7 +8,7 @@ import click
 def feature_options(f):
     """Options that name a feature cache: the dataset and the encoders."""
     opts = [
-        click.option("--dataset", help="easyvqa | vqa2:DIR | vizwiz:DIR | csv:DIR"),
+        click.option("--dataset", help="easyvqa | vqa2:DIR | vizwiz:DIR | csv:DIR | hf:NAME_OR_DIR"),
         click.option("--split", multiple=True, help="Only this split (repeatable)."),
         click.option("--limit", type=int, help="At most N questions per split."),
         click.option("--image-encoder", help="torchvision model name (resnet50)."),

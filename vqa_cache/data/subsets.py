@@ -47,8 +47,8 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
 
 
 def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Table:
-    """Image paths made absolute; missing files are bad input (count, up to 10 named), or with
-    skip_missing their questions are dropped and counted."""
+    """Image paths made absolute (relative ones under `base`); missing files are bad input (count, up to 10
+    named), or with skip_missing their questions are dropped and counted."""
     missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset)]
     if missing:
         if not dataset.skip_missing:
@@ -61,7 +61,9 @@ def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Ta
         print(f"dataset {dataset.name}: --skip-missing: dropped {before - table.num_rows} question(s) "
               f"whose {len(missing)} image file(s) are missing")
         check_nonempty(table, dataset, dataset.splits or unique(table, "split"))
-    absolute = pc.binary_join_element_wise(pa.scalar(str(base)), table["image_path"], "/")
+    paths = table["image_path"]
+    joined = pc.binary_join_element_wise(pa.scalar(str(base)), paths, "/")
+    absolute = pc.if_else(pc.starts_with(paths, "/"), paths, joined)
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
 
 

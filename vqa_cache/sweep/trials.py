@@ -20,7 +20,7 @@ import torch
 
 from .. import data, heads, recipes
 from ..errors import BadInput, Diverged
-from ..progress import progress
+from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
 from ..train import train
 from ..train.features import Features, load_features
@@ -95,13 +95,13 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.jobs))
     objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for)
     lock = threading.Lock()
-    bar = progress(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
-                   file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
+                       file=sys.stderr, dynamic_ncols=True)
     best_now = best_value(study)
     if best_now is not None:
         bar.set_postfix_str(f"best {best_now:.4f}")
 
-    def on_trial(study_, frozen):
+    def progress(study_, frozen):
         with lock:
             if frozen.state.name in FINISHED:
                 bar.update(1)
@@ -113,7 +113,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
     # the trials' own output (per-epoch lines and bars) would bury the sweep's bar
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         try:
-            study.optimize(objective, n_trials=remaining, n_jobs=settings.jobs, callbacks=[on_trial, *callbacks],
+            study.optimize(objective, n_trials=remaining, n_jobs=settings.jobs, callbacks=[progress, *callbacks],
                            gc_after_trial=False)
         finally:
             bar.close()

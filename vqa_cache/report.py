@@ -1,0 +1,269 @@
+"""`vqa-cache report RUN`: one self-contained HTML page about a trained run (RUN/report.html).
+
+It runs the run's best model over its validation split the way `predict` does (predict.prepare and
+predict.top_answers: the cached features, the top 5 answers with their softmax scores) and shows:
+  - the loss and accuracy curves (metrics.json), accuracy per answer type included;
+  - the accuracy per answer type and per question type (bars; the 25 most frequent question types);
+  - the confusion among the 20 most frequent ground-truth answers (rows: the best human answer, columns:
+    the prediction; each row sums to 1, predictions outside the 20 in an "other" column);
+  - a gallery of 50 wrong predictions (VQA accuracy 0) and 20 right ones (accuracy > 0), drawn with a fixed
+    seed: the image, the question, the human answers (normalized, with counts), the top 5 with scores, the
+    question and image ids.
+Plots are matplotlib PNGs, gallery images JPEG thumbnails (at most THUMB pixels a side), all embedded as
+data: URIs; every text from the data (questions, answers, names) is HTML-escaped. No script, no external
+file: it opens in any browser, offline.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .answers import best_answer, ground_truth
+from .encoders.image import MAX_PIXELS, to_8bit_rgb
+from .errors import BadInput
+from .predict import prepare, top_answers
+from .runs import encoders
+from .train.checkpoints import cache_keys_of
+from .train.run_dir import read_run_config
+
+THUMB = 128           # gallery thumbnails: at most this many pixels a side
+WRONG, RIGHT = 50, 20
+TOP_ANSWERS, TOP_QTYPES = 20, 25
+
+
+def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
+    """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if config.get("mode") == "finetune":
+        raise BadInput(f"{run_dir}: a finetune run; the report reads runs of `vqa-cache train` (a finetune "
+                       f"run's predictions need its live encoders)")
+    metrics_path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        history = metrics["epochs"]
+    except FileNotFoundError:
+        raise BadInput(f"{metrics_path}: no such file (the run has not finished an epoch)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"{metrics_path}: not a vqa-cache metrics file ({type(e).__name__})") from None
+    p = prepare(run_dir, root)
+    scores, ids = top_answers(p, 5)
+    t = p.table.to_pydict()
+    accuracy = per_question_accuracy(p.data, ids[:, 0])
+    answered = np.array([len(a) > 0 for a in t["answers"]])
+    if not answered.any():
+        raise BadInput(f"{run_dir}: its validation split {p.split!r} has no answers to compare with")
+    answers = p.vocab.answers
+    rng = np.random.default_rng(seed)
+    wrong = pick(np.nonzero(answered & (accuracy == 0))[0], WRONG, rng)
+    right = pick(np.nonzero(answered & (accuracy > 0))[0], RIGHT, rng)
+
+    def card(i):
+        return gallery_card(t["image_path"][i], t["question"][i], t["answers"][i], accuracy[i],
+                            [(answers[int(j)], float(s)) for j, s in zip(ids[i], scores[i])],
+                            f"question {t['question_id'][i]}, image {t['image_id'][i]}")
+
+    kept = np.nonzero(answered)[0]                 # the questions with answers to compare with
+    sections = [
+        ("Curves", img(curves_png(history))),
+        ("Accuracy per answer type and question type",
+         img(bars_png(group_accuracy([t["answer_type"][i] for i in kept], accuracy[kept]),
+                      group_accuracy([t["question_type"][i] for i in kept], accuracy[kept]), TOP_QTYPES))),
+        (f"Confusion among the {TOP_ANSWERS} most frequent answers",
+         img(confusion_png([best_human(t["answers"][i]) for i in kept], [answers[int(ids[i, 0])] for i in kept]))),
+        (f"{len(wrong)} wrong predictions", f'<div class="grid">{"".join(card(i) for i in wrong)}</div>'),
+        (f"{len(right)} right predictions", f'<div class="grid">{"".join(card(i) for i in right)}</div>'),
+    ]
+    summary = run_summary(run_dir, config, metrics, p.split, len(kept), float(accuracy[kept].mean()))
+    page = PAGE.format(title=esc(f"vqa-cache report: {run_dir.name}"), summary=summary,
+                       body="".join(f"<h2>{esc(h)}</h2>\n{content}\n" for h, content in sections))
+    out = Path(out) if out else run_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return {"out": str(out), "bytes": out.stat().st_size, "questions": len(kept),
+            "accuracy": round(float(accuracy[kept].mean()), 6), "wrong": len(wrong), "right": len(right)}
+
+
+def per_question_accuracy(data, predicted: np.ndarray) -> np.ndarray:
+    """The VQA accuracy (the soft score training uses) of each question's predicted answer id."""
+    idx, val = data.target_idx.cpu().numpy(), data.target_val.cpu().numpy()
+    return (val * (idx == predicted[:, None])).sum(1)
+
+
+def pick(rows: np.ndarray, n: int, rng) -> list[int]:
+    """Up to n of `rows`, drawn without replacement, in their order."""
+    return sorted(int(i) for i in (rows if len(rows) <= n else rng.choice(rows, size=n, replace=False)))
+
+
+def best_human(raw: list[str]) -> str:
+    return best_answer(ground_truth(raw))
+
+
+def group_accuracy(groups: list[str], accuracy: np.ndarray) -> list[tuple[str, int, float]]:
+    """(group, questions, mean accuracy), most frequent groups first."""
+    counts = Counter(groups)
+    arr = np.array(groups, dtype=object)
+    return [(g, n, float(accuracy[arr == g].mean())) for g, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
+
+
+# ---------------------------------------------------------------- plots (matplotlib, no pyplot)
+
+def png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    return buf.getvalue()
+
+
+def curves_png(history: list) -> bytes:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    ep = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 3.6))
+    a, b = fig.subplots(1, 2)
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    a.plot(ep, [h["val_loss"] for h in history], label="val")
+    a.set(xlabel="epoch", ylabel="loss", title="loss")
+    a.legend()
+    b.plot(ep, [h["val_accuracy"] for h in history], label="all", color="black", linewidth=2)
+    for t in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
+        b.plot(ep, [h.get("val_accuracy_per_type", {}).get(t, np.nan) for h in history], label=t)
+    b.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
+    b.legend(fontsize=8)
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return png(fig)
+
+
+def bars_png(types: list, qtypes: list, most: int) -> bytes:
+    from matplotlib.figure import Figure
+
+    shown = qtypes[:most]
+    fig = Figure(figsize=(10, 1.2 + 0.28 * (len(types) + len(shown))))
+    a, b = fig.subplots(2, 1, height_ratios=[max(1, len(types)), max(1, len(shown))])
+    for ax, groups, title in ((a, types, "answer type"),
+                              (b, shown, f"question type ({len(shown)} most frequent of {len(qtypes)})")):
+        labels = [f"{g} ({n})" for g, n, _ in groups][::-1]
+        values = [acc for _, _, acc in groups][::-1]
+        ax.barh(range(len(values)), values, color="C0")
+        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        for y, v in enumerate(values):
+            ax.text(min(v + 0.01, 0.92), y, f"{v:.2f}", va="center", fontsize=7)
+        ax.set(xlim=(0, 1), title=f"accuracy per {title}")
+    fig.tight_layout()
+    return png(fig)
+
+
+def confusion_png(truth: list[str], predicted: list[str]) -> bytes:
+    from matplotlib.figure import Figure
+
+    top = [a for a, _ in Counter(truth).most_common(TOP_ANSWERS)]
+    pos = {a: i for i, a in enumerate(top)}
+    m = np.zeros((len(top), len(top) + 1))
+    for t, p in zip(truth, predicted):
+        if t in pos:
+            m[pos[t], pos.get(p, len(top))] += 1
+    m /= np.maximum(m.sum(1, keepdims=True), 1)
+    side = 2.5 + 0.32 * len(top)
+    fig = Figure(figsize=(side + 1.5, side))
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(top) + 1), top + ["other"], rotation=90, fontsize=8)
+    ax.set_yticks(range(len(top)), top, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="best human answer")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return png(fig)
+
+
+# ---------------------------------------------------------------- HTML
+
+def esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def img(data: bytes, mime: str = "image/png", alt: str = "") -> str:
+    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{esc(alt)}">'
+
+
+def thumbnail(path: str) -> bytes | None:
+    """A JPEG thumbnail of an image file (EXIF orientation applied, at most THUMB pixels a side), or None
+    when it cannot be read; images over the decoding limit are refused from their header, as in extract."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                return None
+            im = ImageOps.exif_transpose(im)
+            im = to_8bit_rgb(im, im.format)
+            im.thumbnail((THUMB, THUMB))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=85)
+            return buf.getvalue()
+    except Exception:       # missing, unreadable, not an image: the card says so
+        return None
+
+
+def gallery_card(path: str, question: str, raw: list[str], accuracy: float, top: list[tuple[str, float]],
+                 ids: str) -> str:
+    thumb = thumbnail(path)
+    picture = img(thumb, "image/jpeg", Path(path).name) if thumb else \
+        f'<div class="missing">image unavailable:<br>{esc(path)}</div>'
+    humans = ", ".join(f"{esc(a)}{f' &times;{n}' if n > 1 else ''}"
+                       for a, n in Counter(ground_truth(raw)).most_common())
+    rows = "".join(f"<tr><td>{s:.1%}</td><td>{esc(a)}</td></tr>" for a, s in top)
+    return (f'<div class="card {"right" if accuracy > 0 else "wrong"}">{picture}<p class="q">{esc(question)}</p>'
+            f'<p>humans: {humans}</p><p>accuracy {accuracy:.2f}</p><table>{rows}</table>'
+            f'<p class="ids">{esc(ids)}</p></div>')
+
+
+def run_summary(run_dir: Path, config: dict, metrics: dict, split: str, questions: int, accuracy: float) -> str:
+    recipe = config.get("recipe", {})
+    image, text = encoders(config)
+    best = metrics.get("best", {})
+    items = [("run", run_dir), ("dataset", recipe.get("features", {}).get("dataset", {}).get("name", "?")),
+             ("head", (config.get("head") or {}).get("name", "?")), ("encoders", f"{image} + {text}"),
+             ("cache keys", " ".join((cache_keys_of(config) or {}).values())),
+             ("answers", (config.get("vocabulary") or {}).get("size", "?")),
+             ("best epoch", f"{best.get('epoch')} of {len(metrics.get('epochs', []))}"),
+             ("validation", f"split {split}, {questions} questions, accuracy {accuracy:.4f} "
+                            f"(best.pt; the top answer's VQA accuracy)")]
+    return "<table class=\"summary\">" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items) \
+        + "</table>"
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 80em; color: #222; }}
+h2 {{ border-bottom: 1px solid #ccc; margin-top: 2em; }}
+img {{ max-width: 100%; }}
+table.summary th {{ text-align: left; padding-right: 1em; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(12em, 1fr)); gap: 0.8em; }}
+.card {{ border: 1px solid #ccc; border-radius: 4px; padding: 0.5em; font-size: 0.85em; }}
+.card.wrong {{ border-left: 4px solid #c33; }}
+.card.right {{ border-left: 4px solid #3a3; }}
+.card p {{ margin: 0.3em 0; }}
+.card .q {{ font-weight: bold; }}
+.card td {{ padding: 0 0.4em 0 0; }}
+.missing, .ids {{ color: #888; font-size: 0.8em; word-break: break-all; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+{summary}
+{body}
+</body>
+</html>
+"""

@@ -1,0 +1,249 @@
+"""`vqa-cache runs [DIR]`: one row per run directory under DIR (default runs/), to compare a sweep of ideas.
+
+A run directory is a folder with a config.json written by `train` or `finetune` (a sweep's trials/NNNN
+folders are run directories too); DIR is searched at any depth, without descending into a run. Each row
+is read from config.json (train/run_dir.read_run_config) and metrics.json only (no checkpoint is loaded);
+a run whose files cannot be read is a row saying why:
+
+    name        the directory, relative to DIR
+    mode        train | finetune
+    head        the head's name
+    encoders    image encoder, its weights identity and image size + the text encoder (bow, or a model)
+    cache keys  the image and question cache entries (finetune: the entries it would match)
+    epochs      epochs run (and the recipe's total); best_epoch
+    acc         the best validation accuracy, and the accuracy per answer type at that epoch
+    s/epoch     mean seconds per epoch
+    params      the head's parameters (+ the encoder parameters a finetune trains), counted on the meta
+                device from the head settings in config.json
+    date        when metrics.json was last written (the last epoch), local time
+    finished    predictions.json is there (a run that ended; a pruned trial or a killed run has none)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import heads
+from .errors import BadInput
+from .train.checkpoints import cache_keys_of
+from .train.run_dir import read_run_config
+
+FLIP = ("acc", "date")          # sorted best first / newest first; the other columns ascending
+COLUMNS = ("name", "mode", "head", "encoders", "cache keys", "epochs", "acc", "s/epoch", "params", "date")
+
+
+def find_runs(base: Path) -> list[Path]:
+    """Run directories (with a config.json) at or below `base`, sorted; a run's own subfolders are not searched."""
+    base = Path(base)
+    if not base.is_dir():
+        raise BadInput(f"runs: {base}: no such directory")
+    if (base / "config.json").is_file():
+        return [base]
+    found = []
+    for folder, subdirs, files in os.walk(base, followlinks=False):
+        if "config.json" in files and Path(folder) != base:
+            found.append(Path(folder))
+            subdirs[:] = []                         # a run's folders hold no runs
+        subdirs.sort()
+    return sorted(found)
+
+
+def read_metrics(path: Path) -> dict | None:
+    """metrics.json as a JSON object, None when there is none yet (no epoch finished); ValueError naming
+    what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path.name}: {type(e).__name__}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name}: not a JSON object")
+    return data
+
+
+def short_weights(identity: str) -> str:
+    """random:0, IMAGENET1K_V2, sha256:0123abcd, dir:0123abcd, hf:repo@0123abcd, bow:v1 -> short text."""
+    identity = str(identity)
+    if identity.startswith(("sha256:", "dir:")):
+        kind, _, digest = identity.partition(":")
+        return f"{kind}:{digest[:8]}"
+    if identity.startswith("hf:") and "@" in identity:
+        repo, _, rev = identity[3:].rpartition("@")
+        return f"{repo}@{rev[:8]}"
+    return identity
+
+
+def encoders(config: dict) -> tuple[str, str]:
+    """(image, text) encoder descriptions of a run."""
+    recipe = config.get("recipe", {})
+    features = recipe.get("features", {}) if isinstance(recipe.get("features"), dict) else {}
+    specs = config.get("cache_specs") or {}
+    ispec, qspec = specs.get("image") or {}, specs.get("question") or {}
+    image_rc, text_rc = features.get("image", {}), features.get("text", {})
+    enc = config.get("encoders") or {}                                  # finetune runs
+    image = ispec.get("encoder") or image_rc.get("encoder", "?")
+    weights = ispec.get("weights") or enc.get("image") or image_rc.get("weights", "?")
+    size = ispec.get("size") or image_rc.get("size")
+    text_id = qspec.get("weights") or enc.get("text") or ""
+    if qspec.get("encoder") == "bow" or str(text_id).startswith("bow:"):
+        text = "bow"
+    else:
+        name = qspec.get("encoder") or text_rc.get("encoder", "?")
+        text = f"{Path(str(name)).name} {short_weights(text_id)}".strip()
+    return f"{image} {short_weights(weights)}{f' {size}px' if size else ''}", text
+
+
+def parameters(config: dict) -> int | None:
+    """The head's parameter count from its settings (built on the meta device: nothing is allocated), plus
+    the encoder parameters a finetune run trains."""
+    h = config.get("head") or {}
+    try:
+        with torch.device("meta"):
+            model = heads.build(h["name"], h["image_dim"], h["question_dim"], h["num_answers"], h["hidden"],
+                                h["dropout"])
+    except (KeyError, TypeError, ValueError, BadInput):
+        return None
+    trained = (config.get("encoders") or {}).get("trainable_encoder_params") or 0
+    return sum(p.numel() for p in model.parameters()) + int(trained)
+
+
+def run_row(run: Path, base: Path) -> dict:
+    """One run's record (see the module docstring); `error` says what could not be read."""
+    name = str(run.relative_to(base)) if run != base else run.name
+    row = {"name": name, "path": str(run)}
+    try:
+        config = read_run_config(run)
+        metrics = read_metrics(run / "metrics.json")
+        return {**row, **fields(run, config, metrics)}
+    except BadInput as e:                                           # read_run_config: "RUN/config.json: ..."
+        return {**row, "error": str(e).removeprefix(f"{run}{os.sep}")}
+    except ValueError as e:
+        return {**row, "error": str(e)}
+    except (AttributeError, TypeError, KeyError, IndexError):       # JSON, but not what train writes
+        return {**row, "error": "config.json or metrics.json malformed"}
+
+
+def fields(run: Path, config: dict, metrics: dict | None) -> dict:
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    image, text = encoders(config)
+    keys = cache_keys_of(config) or {}
+    history = (metrics or {}).get("epochs") or []
+    best = (metrics or {}).get("best") or {}
+    at_best = next((h for h in history if h.get("epoch") == best.get("epoch")), {})
+    seconds = [h["seconds"] for h in history if isinstance(h.get("seconds"), (int, float))]
+    optim = recipe.get("optim") if isinstance(recipe.get("optim"), dict) else {}
+    return {
+        "mode": config.get("mode", "train"),
+        "head": (config.get("head") or {}).get("name") or (recipe.get("head") or {}).get("name"),
+        "image_encoder": image, "text_encoder": text,
+        "cache_keys": {k: keys.get(k) for k in ("image", "question")},
+        "epochs": history[-1]["epoch"] if history else 0, "epochs_planned": optim.get("epochs"),
+        "best_epoch": best.get("epoch"),
+        "val_accuracy": best.get("val_accuracy") if history else None,
+        "val_accuracy_per_type": at_best.get("val_accuracy_per_type") or {},
+        "seconds_per_epoch": round(sum(seconds) / len(seconds), 3) if seconds else None,
+        "parameters": parameters(config),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run / "metrics.json").stat().st_mtime))
+        if metrics is not None else None,
+        "finished": (run / "predictions.json").is_file(),
+    }
+
+
+def table(base, sort: str = "acc") -> list[dict]:
+    """The records of every run at or below `base`, sorted by `sort` (a column of `COLUMNS` or an answer
+    type: accuracies best first, the date newest first, other columns ascending; empty values last)."""
+    base = Path(base)
+    rows = [run_row(r, base) for r in find_runs(base)]
+    types = answer_types(rows)
+    if sort not in COLUMNS + tuple(types):
+        raise BadInput(f"--sort {sort!r}: expected one of {', '.join(COLUMNS + tuple(types))}")
+    flip = sort in FLIP or sort in types
+    have = [r for r in rows if sort_value(r, sort) is not None]
+    return sorted(have, key=lambda r: sort_value(r, sort), reverse=flip) + \
+        [r for r in rows if sort_value(r, sort) is None]
+
+
+def sort_value(row: dict, column: str):
+    if column in ("name", "mode", "head", "date"):
+        return row.get(column)
+    if column == "encoders":
+        return f"{row.get('image_encoder')} + {row.get('text_encoder')}" if "error" not in row else None
+    if column == "cache keys":
+        return " ".join(str(v) for v in row.get("cache_keys", {}).values()) or None
+    return {"epochs": row.get("epochs"), "acc": row.get("val_accuracy"), "s/epoch": row.get("seconds_per_epoch"),
+            "params": row.get("parameters")}.get(column, (row.get("val_accuracy_per_type") or {}).get(column))
+
+
+def answer_types(rows: list[dict]) -> list[str]:
+    return sorted({t for r in rows for t in (r.get("val_accuracy_per_type") or {})})
+
+
+def flat(row: dict, types: list[str], short: bool = True) -> dict:
+    """A record as the text table's (short) or the CSV's (full) columns."""
+    if "error" in row:              # the table says what is wrong; --json and --csv also why
+        return {"name": row["name"], "mode": f"unreadable ({row['error'].split(' (')[0] if short else row['error']})"}
+    keys = row["cache_keys"]
+    cut = (lambda k: str(k).split("-", 1)[-1][:8]) if short else str
+
+    def number(v, fmt):
+        return "" if v is None else (format(v, fmt) if short else v)
+    out = {"name": row["name"], "mode": row["mode"], "head": row["head"] or "",
+           "encoders": f"{row['image_encoder']} + {row['text_encoder']}",
+           "cache keys": " ".join(cut(keys[k]) for k in ("image", "question") if keys.get(k)),
+           "epochs": (f"{row['epochs']}/{row['epochs_planned']}" if short and row["epochs_planned"]
+                      else row["epochs"]),
+           "acc": number(row["val_accuracy"], ".4f")}
+    for t in types:
+        out[t] = number(row["val_accuracy_per_type"].get(t), ".4f")
+    out.update({"s/epoch": number(row["seconds_per_epoch"], ".2f"),
+                "params": (human_count(row["parameters"]) if short else row["parameters"])
+                if row["parameters"] is not None else "",
+                "date": (row["date"] or "")[:16].replace("T", " ") if short else row["date"] or ""})
+    if not short:
+        out.update(best_epoch=row["best_epoch"], finished=row["finished"], path=row["path"])
+    elif not row["finished"]:
+        out["name"] += " *"
+    return out
+
+
+def human_count(n: int) -> str:
+    return f"{n / 1e6:.2f}M"            # as `train` prints it
+
+
+def as_text(rows: list[dict]) -> str:
+    """An aligned text table (numbers right-aligned); runs that did not finish are marked *."""
+    types = answer_types(rows)
+    cells = [flat(r, types) for r in rows]
+    header = list(COLUMNS[:7]) + types + list(COLUMNS[7:])
+    width = {h: max([len(h)] + [len(str(c.get(h, ""))) for c in cells]) for h in header}
+    right = set(header[5:-1])           # numbers; the date (last) reads left to right
+
+    def line(values):
+        return "  ".join(str(values.get(h, "")).rjust(width[h]) if h in right else
+                         str(values.get(h, "")).ljust(width[h]) for h in header).rstrip()
+    out = [line({h: h for h in header})] + [line(c) for c in cells]
+    if any("error" not in r and not r["finished"] for r in rows):
+        out.append("* not finished (no predictions.json: still running, killed, or a pruned trial)")
+    return "\n".join(out)
+
+
+def as_csv(rows: list[dict]) -> str:
+    types = answer_types(rows)
+    cells = [flat(r, types, short=False) for r in rows]
+    header = list(COLUMNS[:7]) + types + list(COLUMNS[7:]) + ["best_epoch", "finished", "path"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(cells)
+    return buf.getvalue()
+
+
+def as_json(rows: list[dict]) -> str:
+    return json.dumps(rows, indent=1)
