@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures_data import make_csv
+
 import vqa_cache
 from vqa_cache import BadInput, CacheKeys, Run, Sweep
 from vqa_cache.progress import progress, silenced
@@ -131,7 +133,7 @@ def test_evaluate_takes_paths_or_loaded_json(tmp_path):
         vqa_cache.evaluate(tmp_path / "q.json", annotations, predictions)
 
 
-def test_verbose_false_is_quiet_but_for_warnings(keys, tmp_path, capsys, monkeypatch):
+def test_verbose_false_is_quiet_but_for_warnings(keys, tmp_path, capsys):
     capsys.readouterr()
     vqa_cache.train(head="concat", epochs=1, out=tmp_path / "loud", cache_dir=keys.root, **FEATURES)
     out, _ = capsys.readouterr()
@@ -140,11 +142,15 @@ def test_verbose_false_is_quiet_but_for_warnings(keys, tmp_path, capsys, monkeyp
                     **FEATURES)
     out, err = capsys.readouterr()
     assert out == "" and "epoch 1/1" not in err and (tmp_path / "quiet" / "best.pt").is_file()
-    # weights "auto" with nothing to be had offline falls back to random weights: the warning still shows
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-hub"))
-    again = vqa_cache.extract(cache_dir=keys.root, verbose=False, **{**FEATURES, "weights": "auto"})
+    # a warning still shows: a damaged dataset entry, parsed again
+    make_csv(tmp_path / "csv", train_images=4, test_images=2)
+    data = dict(dataset=f"csv:{tmp_path / 'csv'}", image_encoder="resnet18", image_size=32, weights="random")
+    vqa_cache.extract(cache_dir=tmp_path / "c", workers=0, verbose=False, **data)
+    next((tmp_path / "c" / "dataset").glob("*/samples.parquet")).write_bytes(b"not parquet")
+    capsys.readouterr()
+    vqa_cache.extract(cache_dir=tmp_path / "c", workers=0, verbose=False, **data)
     out, err = capsys.readouterr()
-    assert out == "" and "WARNING: pretrained resnet18 weights" in err and again.image == keys.image
+    assert out == "" and "is damaged" in err and "parsing the dataset again" in err
 
 
 def test_silenced_progress_bars_are_disabled():
