@@ -98,7 +98,7 @@ def main():
     e2e = time.perf_counter() - t
 
     # ---- forward only: the same images, decoded beforehand, same batches
-    files = ImageFiles(plan.image_paths, size)
+    files = ImageFiles(plan.image_paths, plan.image_choice.preprocess)
     decoded = collate([files[i] for i in range(len(files))])[1]
     if device.type == "cuda":
         decoded = decoded.pin_memory()

@@ -132,7 +132,7 @@ def main():
 
     # ---- (b) end to end: the same frozen encoders live, one epoch's batches (timed over a few, scaled)
     what = heads.needs(a.head)
-    enc_i = ImageEncoder(rec.features.image.encoder, plan.image_choice, (what["image"],)).to(device)
+    enc_i = ImageEncoder(plan.image_choice, (what["image"],)).to(device)
     if device.type == "cuda":
         enc_i = enc_i.to(memory_format=torch.channels_last)
     enc_t = load_text_encoder(plan.text_choice, rec.features.text.pooling, rec.features.text.max_length,
@@ -149,7 +149,7 @@ def main():
 
         def __getitem__(self, b):
             idx = batch_list[b]
-            files = ImageFiles([paths[i] for i in idx.tolist()], rec.features.image.size)
+            files = ImageFiles([paths[i] for i in idx.tolist()], plan.image_choice.preprocess)
             return idx, torch.stack([files[j][1] for j in range(len(idx))])
     loader = torch.utils.data.DataLoader(Items(), batch_size=None, num_workers=a.workers,
                                          pin_memory=device.type == "cuda")

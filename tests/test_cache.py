@@ -276,6 +276,38 @@ def test_bad_image_stops_the_run_then_skip_bad(cli, tmp_path, corrupt_dataset):
     assert f"dropping {n_questions} questions" in r.out
 
 
+def test_a_first_shard_of_skipped_images_has_the_grid_shape(cli, tmp_path, monkeypatch):
+    """Every image of the first shard unreadable (--skip-bad): its empty grid dataset still has the grid's row
+    shape [cells, D] (from the encoder, since no image was encoded yet), so the entry reads back whole."""
+    import pyarrow as pa
+    import vqa_cache.cache.plan as plan
+    from vqa_cache.cache.samples import load_samples as real
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+
+    def load(spec, **kw):
+        table = real(spec, **kw)
+        first = sorted(set(table.column("image_id").to_pylist()))[:2]
+        paths = [str(bad) if i in first else p
+                 for i, p in zip(table.column("image_id").to_pylist(), table.column("image_path").to_pylist())]
+        return table.set_column(table.schema.get_field_index("image_path"), "image_path", pa.array(paths))
+
+    monkeypatch.setattr(plan, "load_samples", load)
+    root = tmp_path / "cache"
+    opts = ["--limit", 20, *FAST, "--image-size", 64, "--features", "grid"]
+    r = cli("--cache-dir", root, "extract", *opts, "--shard-size", 2, "--workers", 0, "--skip-bad")
+    assert r.code == 0, r
+    import h5py
+    image = entry_of(root, "image")
+    assert image["shards"][0]["rows"] == 0 and len(image["skipped"]) == 2
+    with h5py.File(root / "image" / image["key"] / "image-00000.h5") as f, \
+            h5py.File(root / "image" / image["key"] / "image-00001.h5") as g:
+        assert f["grid"].shape == (0, 4, 512) and g["grid"].shape[1:] == (4, 512)
+    assert cli("--cache-dir", root, "cache", "verify", image["key"]).code == 0
+    t = cli("--cache-dir", root, "train", *opts, "--head", "attention", "--epochs", 1, "--out", tmp_path / "run")
+    assert t.code == 0, t
+
+
 # ---------------------------------------------------------------- --dry-run
 
 def test_dry_run_estimates_and_writes_nothing(cli, tmp_path):

@@ -139,11 +139,14 @@ def test_keys_change_with_what_shapes_the_bytes():
     assert make_plan(base).image_key == p0.image_key
 
 
-def test_auto_falls_back_loudly_and_fast(capsys):
+def test_auto_falls_back_loudly_and_fast(capsys, monkeypatch):
+    """The last resort of `auto` (no packaged model installed either: test_pretrained.py has the chain)."""
     import time
-    from vqa_cache.encoders.weights import resolve_image, resolve_text
+    from vqa_cache.encoders import families, weights
+    monkeypatch.setattr(families, "IMAGE_FALLBACKS", ())
+    monkeypatch.setattr(weights, "TEXT_FALLBACKS", ())
     t = time.time()
-    img, txt = resolve_image("resnet50", "auto"), resolve_text("tinybert", "auto")
+    img, txt = families.resolve_image("resnet50", "auto", 64), weights.resolve_text("tinybert", "auto")
     assert time.time() - t < 10
     err = capsys.readouterr().err
     assert img.identity == "random:0" and txt.identity == "bow:v1"

@@ -36,11 +36,16 @@ def plans(**given):
 
 @pytest.fixture
 def offline_hubs(tmp_path, monkeypatch, resnet18_file):
-    """TinyBERT is in no Hugging Face cache; torchvision's resnet18 weights are in the torch hub cache."""
+    """TinyBERT is in no Hugging Face cache; torchvision's resnet18 weights are in the torch hub cache (a stand-in:
+    the enum's URL is made to name it by its own sha256 prefix, as torchvision names its official files)."""
+    import torchvision
     monkeypatch.setattr(weights_module, "hub_snapshot", lambda repo, local_only: None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    name = f"resnet18-{weights_module.sha256_file(resnet18_file)[:8]}.pth"
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url",
+                        f"https://download.pytorch.org/models/{name}")
     (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
-    shutil.copy(resnet18_file, tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    shutil.copy(resnet18_file, tmp_path / "torch" / "hub" / "checkpoints" / name)
 
 
 @pytest.mark.parametrize("weights", ["auto", "pretrained", "random", "PATH"])
@@ -62,7 +67,9 @@ def test_weights_and_text_encoder_combinations(offline_hubs, tiny_bert_dir, resn
         assert extract.question_spec["weights"] == directory_identity(tiny_bert_dir)
         assert extract.question_spec["encoder"] == str(tiny_bert_dir)
         assert extract.text_choice.source == tiny_bert_dir.resolve()
-    else:                   # bow asked for, or TinyBERT (the recipe default) not available offline
+    elif text is None and weights != "random":    # TinyBERT (the recipe default) not to be had: the packaged MiniLM
+        assert extract.question_spec["encoder"] == "minilm" and extract.question_spec["weights"].startswith("dir:")
+    else:                   # bow asked for, or weights random
         assert extract.question_spec == {**extract.question_spec, "weights": "bow:v1", "encoder": "bow"}
     # `train` with the same options reads exactly the entries `extract` wrote
     assert (train.image_key, train.question_key) == (extract.image_key, extract.question_key)

@@ -12,3 +12,12 @@ class BadInput(ValueError):
 
 class Diverged(RuntimeError):
     """A NaN or infinite train loss: the run stopped; its checkpoints keep the last good epoch."""
+
+
+def close_matches(name: str, known, what: str) -> str:
+    """The tail of an unknown-name message: the known names closest to `name` (difflib), or how many there are."""
+    import difflib
+
+    known = list(known)
+    near = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    return f"close matches: {', '.join(near)}" if near else f"no close match among {len(known)} {what}"

@@ -14,10 +14,10 @@ from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
 from .device import amp, autocast, pick_device
-from .digest import sha256_file
-from .encoders.image import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImageFiles
+from .encoders.families import reproduce_image
+from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import BagOfWords, HFEncoder
-from .encoders.weights import RANDOM_SEED, TEXT_ALIASES, Choice, directory_identity, hub_snapshot, resolve_image
+from .encoders.weights import reproduce_text
 from .errors import BadInput
 from .train.batches import batches
 from .train.checkpoints import load_checkpoint
@@ -136,42 +136,11 @@ def top_answers(p: Prepared, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- ask
 
-def _image_choice(spec: dict, recipe):
-    """The weights Choice that reproduces the cached image features, or BadInput."""
-    ident = spec["weights"]
-    if ident.startswith("random:"):
-        if ident != f"random:{RANDOM_SEED}":
-            raise BadInput(f"image weights {ident}: this vqa-cache initializes with random:{RANDOM_SEED}")
-        return Choice("random", ident)
-    if ident.startswith("sha256:"):
-        path = Path(recipe.features.image.weights)
-        if not path.is_file() or f"sha256:{sha256_file(path)}" != ident:
-            raise BadInput(f"the run's image weights file {path} is missing or changed (the cache was made with "
-                           f"{ident}): put the same file back there")
-        return Choice("file", ident, path)
-    choice = resolve_image(spec["encoder"], "pretrained", allow_download=False)
-    if choice.identity != ident:
-        raise BadInput(f"image weights {ident} are needed; this machine has {choice.identity}")
-    return choice
-
-
-def _text_encoder(spec: dict, recipe, device):
-    ident = spec["weights"]
-    if spec.get("encoder") == "bow" or ident.startswith("bow:"):
+def _text_encoder(spec: dict, device):
+    choice = reproduce_text(spec)
+    if choice.kind == "bow":
         return BagOfWords()
-    if ident.startswith("dir:"):
-        path = Path(recipe.features.text.encoder)
-        if not path.is_dir() or directory_identity(path) != ident:
-            raise BadInput(f"the run's text encoder directory {path} is missing or changed (the cache was made "
-                           f"with {ident[:24]}...): put the same model back there")
-    elif ident.startswith("hf:"):
-        repo, _, rev = ident[3:].rpartition("@")
-        path = hub_snapshot(TEXT_ALIASES.get(repo, repo), local_only=True)
-        if path is None or path.name != rev:
-            raise BadInput(f"text encoder {ident} is not in the local Hugging Face cache")
-    else:
-        raise BadInput(f"text encoder weights {ident!r}: unknown identity")
-    return HFEncoder(Choice("hf", ident, path), spec["pooling"], spec["max_length"], bool(spec.get("tokens")), str(device))
+    return HFEncoder(choice, spec["pooling"], spec["max_length"], bool(spec.get("tokens")), str(device))
 
 
 def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
@@ -189,24 +158,21 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
          (k == "weights" or qspec.get("encoder") != "bow")]
     if missing:
         raise BadInput(f"{Path(run_dir) / 'config.json'}: cache_specs without {', '.join(missing)}")
-    if ispec.get("resize") != "bilinear-square" or list(ispec["mean"]) != list(IMAGENET_MEAN) or \
-            list(ispec["std"]) != list(IMAGENET_STD):
-        raise BadInput(f"image preprocessing {ispec.get('resize')} mean {ispec['mean']} std {ispec['std']}: "
-                       f"this vqa-cache cannot reproduce it")
+    choice = reproduce_image(ispec, recipe.features.image.weights)    # the same encoder, weights, preprocessing
     need = heads.needs(ckpt["head"]["name"])
     if not Path(image_path).is_file():
         raise BadInput(f"--image {image_path}: no such file")
-    _, pixels, err = ImageFiles([str(image_path)], ispec["size"], recipe.features.image.max_pixels,
+    _, pixels, err = ImageFiles([str(image_path)], choice.preprocess, recipe.features.image.max_pixels,
                                 exif=ispec.get("exif") == "transpose")[0]     # as the run's cache was made
     if pixels is None:
         raise BadInput(f"--image {image_path}: cannot read image ({err})")
     if not question.strip():
         raise BadInput("--question is empty")
     device = pick_device(recipe.device)
-    encoder = ImageEncoder(ispec["encoder"], _image_choice(ispec, recipe), (need["image"],)).to(device)
+    encoder = ImageEncoder(choice, (need["image"],)).to(device)
     with torch.inference_mode(), autocast(device):
         img = encoder(pixels[None].to(device))[need["image"]]
-    text = _text_encoder(qspec, recipe, device).encode([question])
+    text = _text_encoder(qspec, device).encode([question])
     if need["question"] == "tokens":
         q = text["tokens"].reshape(1, len(text["mask"][0]), -1) * text["mask"][:, :, None]
     else:

@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from .. import data
 from ..digest import fingerprint
-from ..encoders.image import IMAGENET_MEAN, IMAGENET_STD
-from ..encoders.weights import Choice, resolve_image, resolve_text
+from ..encoders.families import key_fields, resolve_image
+from ..encoders.weights import Choice, resolve_text
 from ..errors import BadInput
 from ..recipes import ExtractRecipe
 from .samples import load_samples
@@ -62,13 +62,14 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
         raise BadInput(f"text pooling {recipe.text.pooling!r}: expected mean or cls")
     # a weights file is read and checked first, before the dataset is read or any fallback warning printed
     weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
-    image_choice = resolve_image(recipe.image.encoder, recipe.image.weights) if weights_file else None
+    image = recipe.image
+    image_choice = resolve_image(image.encoder, image.weights, image.size) if weights_file else None
     if samples is None:
         samples = load_samples(recipe.dataset, root=root)
     paths = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
     image_ids = sorted(paths)
     texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
-    image_choice = image_choice or resolve_image(recipe.image.encoder, recipe.image.weights,
+    image_choice = image_choice or resolve_image(image.encoder, image.weights, image.size,
                                                  allow_download=allow_download)
     text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
     return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts, image_choice, text_choice,
@@ -76,10 +77,10 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
 
 
 def image_spec(recipe: ExtractRecipe, choice: Choice, image_ids: list[str]) -> dict:
-    """What shapes the image features: the dataset's images, the encoder and its weights, the preprocessing."""
+    """What shapes the image features: the dataset's images, the encoder as resolved (a fallback names its
+    own architecture), its weights and preprocessing (key_fields: a torchvision CNN's are what they always were)."""
     return {"dataset": data.image_identity(recipe.dataset), "images": fingerprint(image_ids),
-            "encoder": recipe.image.encoder, "weights": choice.identity, "size": recipe.image.size,
-            "resize": "bilinear-square", "exif": "transpose", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+            **key_fields(choice), "exif": "transpose",
             "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16"}
 
 
@@ -88,7 +89,7 @@ def question_spec(recipe: ExtractRecipe, choice: Choice, texts: list[str]) -> di
     has none)."""
     spec = {"questions": fingerprint(texts), "weights": choice.identity, "dtype": "float16"}
     if choice.kind != "bow":
-        spec.update(encoder=recipe.text.encoder, pooling=recipe.text.pooling, max_length=recipe.text.max_length,
+        spec.update(encoder=choice.encoder, pooling=recipe.text.pooling, max_length=recipe.text.max_length,
                     tokens=recipe.text.tokens)
     else:
         spec.update(encoder="bow")

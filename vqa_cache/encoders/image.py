@@ -1,7 +1,9 @@
-"""Frozen torchvision image backbones -> pooled [B, D] and/or grid [B, H*W, D] features.
+"""Frozen image encoders -> pooled [B, D] and/or grid [B, N, D] features, and the image decoding they share.
 
-Images are decoded (decode_image) and resized in DataLoader workers to uint8 [3, S, S]; normalization
-happens on the device (a quarter of the bytes cross the bus). `ImageEncoder.forward` takes that uint8 batch.
+Images are decoded (decode_image) and resized (and cropped) to uint8 [3, S, S] in DataLoader workers, as the
+encoder's Preprocess says; normalization happens on the device (a quarter of the bytes cross the bus).
+`ImageEncoder.forward` takes that uint8 batch. The families (torchvision, hf, timm) are in families.py,
+the Preprocess and Trunk they build in base.py.
 """
 from __future__ import annotations
 
@@ -10,60 +12,34 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import BadInput
 from ..recipes import ImageSettings
-from .weights import RANDOM_SEED, Choice, read_state_dict
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def backbone(model: nn.Module) -> tuple[nn.Module, int]:
-    """The part of a torchvision classifier that makes the last feature map, and its channels."""
-    if hasattr(model, "layer4") and hasattr(model, "fc"):          # ResNet, ResNeXt, Wide ResNet, RegNet-like
-        body = nn.Sequential(*list(model.children())[:-2])
-        return body, model.fc.in_features
-    if hasattr(model, "features"):                                  # VGG, DenseNet, EfficientNet, ConvNeXt, MobileNet
-        body = model.features
-        with torch.inference_mode():
-            dim = body(torch.zeros(1, 3, 64, 64)).shape[1]
-        return body, dim
-    raise BadInput(f"image encoder {type(model).__name__}: no convolutional trunk found "
-                   f"(supported: torchvision CNN classifiers such as resnet50, convnext_tiny, efficientnet_b0)")
-
-
-def load_model(name: str, choice: Choice) -> nn.Module:
-    """The torchvision classifier `name` with the chosen weights."""
-    import torchvision
-
-    if choice.kind == "pretrained":
-        return torchvision.models.get_model(name, weights=choice.source)
-    torch.manual_seed(RANDOM_SEED)
-    model = torchvision.models.get_model(name, weights=None)
-    if choice.kind == "file":
-        state = read_state_dict(choice.source)
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as e:   # missing / unexpected keys, wrong shapes
-            detail = " ".join(str(e).split())
-            raise BadInput(f"--weights {choice.source}: does not fit {name}: "
-                           f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from None
-    return model
+from .base import Preprocess, Trunk
+from .families import build_trunk
+from .weights import Choice
 
 
 class ImageEncoder(nn.Module):
-    """uint8 images [B, 3, S, S] -> {"pooled": [B, D], "grid": [B, h*w, D]} (one forward for both)."""
+    """uint8 images [B, 3, S, S] -> {"pooled": [B, D], "grid": [B, N, D]} (one forward for both).
 
-    def __init__(self, name: str, choice: Choice, outputs: tuple[str, ...] = ("pooled",)):
+    A convolutional trunk (torchvision CNNs; `body` makes the last feature map [B, D, h, w], `convolutional`
+    is true) is pooled by the map's mean and its grid is the map's h*w positions; any other trunk (a Trunk)
+    returns its own pooled (pre-logits) representation and grid (patch tokens)."""
+
+    def __init__(self, choice: Choice, outputs: tuple[str, ...] = ("pooled",)):
         super().__init__()
-        self.body, self.dim = backbone(load_model(name, choice))
+        self.body, self.dim = build_trunk(choice)
+        self.convolutional = not isinstance(self.body, Trunk)
         self.outputs = outputs
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+        prep = choice.preprocess
+        self.register_buffer("mean", torch.tensor(prep.mean).view(1, 3, 1, 1) * (1 / prep.rescale))
+        self.register_buffer("std", torch.tensor(prep.std).view(1, 3, 1, 1) * (1 / prep.rescale))
         self.eval()
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (images.float() - self.mean) / self.std
+        if not self.convolutional:
+            pooled, grid = self.body(x)
+            return {k: v for k, v in (("pooled", pooled), ("grid", grid)) if k in self.outputs}
         fmap = self.body(x)                                  # [B, D, h, w]
         out = {}
         if "pooled" in self.outputs:
@@ -90,10 +66,11 @@ def to_8bit_rgb(im, file_format: str | None):
     return im.convert("RGB")
 
 
-def decode_image(path: str, size: int, max_pixels: int = MAX_PIXELS, exif: bool = True) -> torch.Tensor:
-    """One image file -> uint8 [3, size, size], the one decoding `extract`, `finetune` and `ask` share:
+def decode_image(path: str, size: int | Preprocess, max_pixels: int = MAX_PIXELS, exif: bool = True) -> torch.Tensor:
+    """One image file -> uint8 [3, S, S], the one decoding `extract`, `finetune` and `ask` share:
     EXIF orientation applied (as a camera or phone meant the photo to be seen), 16-bit grayscale scaled
-    to 8 bits, RGB, bilinear resize to a square. An image of more than `max_pixels` pixels (0: PIL's limit,
+    to 8 bits, RGB, then the encoder's resize and crop (`size`: a Preprocess, or an int for torchvision's
+    bilinear resize to a size x size square). An image of more than `max_pixels` pixels (0: PIL's limit,
     Image.MAX_IMAGE_PIXELS) is refused from its header, before anything is decoded: a small PNG can
     expand to gigabytes (a decompression bomb). Raises for anything unreadable. `exif=False` ignores the
     orientation, as caches made before it was applied did (their spec has no "exif")."""
@@ -113,7 +90,8 @@ def decode_image(path: str, size: int, max_pixels: int = MAX_PIXELS, exif: bool 
                                                        f"over the limit of {limit:,}")
                 if exif:
                     ImageOps.exif_transpose(im, in_place=True)
-                im = to_8bit_rgb(im, im.format).resize((size, size), Image.BILINEAR)
+                prep = size if isinstance(size, Preprocess) else Preprocess(size)
+                im = prep.apply(to_8bit_rgb(im, im.format))
                 return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise Image.DecompressionBombError(f"{e} (image.max_pixels; --set image.max_pixels=N raises it)") from None
@@ -123,7 +101,7 @@ class ImageFiles(torch.utils.data.Dataset):
     """(index, uint8 [3, S, S], None) per image path (decode_image); an unreadable file gives
     (index, None, "ErrorType: message")."""
 
-    def __init__(self, paths: list[str], size: int, max_pixels: int = MAX_PIXELS, exif: bool = True):
+    def __init__(self, paths: list[str], size: int | Preprocess, max_pixels: int = MAX_PIXELS, exif: bool = True):
         self.paths, self.size, self.max_pixels, self.exif = paths, size, max_pixels, exif
 
     def __len__(self):

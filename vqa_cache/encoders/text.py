@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+import warnings
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,26 @@ class BagOfWords:
         return {"pooled": out / np.maximum(norms, 1e-6)}
 
 
+@contextmanager
+def quiet_loading(report: bool = True):
+    """transformers' "Loading weights" progress bar kept out of the logs while a model loads; with
+    report=False, its load report (missing / unexpected keys: the caller judges them) too."""
+    from transformers.utils import logging     # (lazy: a heavy import, for a Hugging Face model only)
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    if not report:
+        logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # HF_HUB_DISABLE_PROGRESS_BARS=1 keeps the hub's off, and says so
+                logging.enable_progress_bar()
+
+
 class HFEncoder:
     """A Hugging Face encoder: texts -> {"pooled": [B, D], "tokens": [B, L, D], "mask": [B, L]}."""
 
@@ -42,7 +64,8 @@ class HFEncoder:
         safe = True if any(Path(choice.source).glob("*.safetensors")) else None
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(choice.source, trust_remote_code=False)
-            self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False, use_safetensors=safe)
+            with quiet_loading():
+                self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False, use_safetensors=safe)
         except (OSError, ValueError, KeyError, TypeError) as e:  # missing or malformed files, unknown model type
             raise BadInput(f"--text-encoder {choice.source}: cannot load the model "
                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None

@@ -64,7 +64,7 @@ def _time_images(plan: Plan, device: torch.device, batches: int, tmp: Path) -> t
     """(rows timed, seconds, bytes of their shard) for `batches` image batches (after a warm-up one)."""
     recipe = plan.recipe
     encoder = build_image_encoder(plan, device)
-    files = ImageFiles(plan.image_paths, recipe.image.size, recipe.image.max_pixels)
+    files = ImageFiles(plan.image_paths, plan.image_choice.preprocess, recipe.image.max_pixels)
     size = min(recipe.image.batch_size, len(files))
     picks = [list(range(s, min(s + size, len(files)))) for s in _spread(max(1, len(files) - size + 1), batches + 1)]
 

@@ -22,7 +22,7 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
     """Write (or finish, or find complete) the plan's image entry; returns it."""
     entry = Entry(root, plan.image_key)
     with writing(entry, plan.image_spec, len(plan.image_ids), plan.recipe.shard_size, wait, "images",
-                 skipped=[]) as job:
+                 skipped=[], encoder=plan.image_choice.record()) as job:
         if job.complete:
             print(f"images: cached ({entry.key}, {job.manifest['rows']} images)")
             return entry
@@ -42,10 +42,10 @@ def encode_shards(plan: Plan, job: Job, encoder: ImageEncoder, device: torch.dev
     one batch late: the copy of its features to the CPU overlaps the next batch's forward."""
     recipe = plan.recipe
     loader = torch.utils.data.DataLoader(
-        ImageFiles(plan.image_paths, recipe.image.size, recipe.image.max_pixels), collate_fn=collate,
+        ImageFiles(plan.image_paths, plan.image_choice.preprocess, recipe.image.max_pixels), collate_fn=collate,
         num_workers=recipe.image.workers, batch_sampler=list(shard_batches(job.shards, recipe.image.batch_size)),
         pin_memory=device.type == "cuda", prefetch_factor=4 if recipe.image.workers else None)
-    buffer = ShardBuffer(OUTPUTS[recipe.image.features], encoder.dim)
+    buffer = ShardBuffer(OUTPUTS[recipe.image.features], lambda: row_shapes(encoder, plan, device))
     previous, shards_done = None, 0
     for idx, batch, bad in loader:
         for i, err in bad:
@@ -68,10 +68,12 @@ def encode_shards(plan: Plan, job: Job, encoder: ImageEncoder, device: torch.dev
 
 
 class ShardBuffer:
-    """The shard being filled: image ids, float16 features per output (checked finite), skipped images."""
+    """The shard being filled: image ids, float16 features per output (checked finite), skipped images.
+    `row_shapes()` gives each output's row shape ([D], or [N, D] for a grid) when a shard has no image at
+    all (every one skipped) before any batch showed them."""
 
-    def __init__(self, outputs, dim: int):
-        self.shapes = {k: (0, dim) for k in outputs}     # of an empty shard (every image of it skipped)
+    def __init__(self, outputs, row_shapes):
+        self.row_shapes, self.shapes = row_shapes, None
         self.ids, self.parts, self.skipped = [], {k: [] for k in outputs}, []
 
     def add(self, ids: list[str], host: dict[str, torch.Tensor], done) -> None:
@@ -82,13 +84,16 @@ class ShardBuffer:
             v = v.numpy()
             if not np.isfinite(v).all():
                 raise RuntimeError(f"{k} features overflow float16 for images near {ids[0]!r}")
-            self.shapes[k] = (0,) + v.shape[1:]
             self.parts[k].append(v)
+        self.shapes = self.shapes or {k: v.shape[1:] for k, v in host.items()}
         self.ids.extend(ids)
 
     def take(self) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
         """(ids, {output: features}, skipped ids) of the full shard; the buffer starts the next one."""
-        arrays = {k: np.concatenate(v) if v else np.zeros(self.shapes[k], np.float16) for k, v in self.parts.items()}
+        if self.shapes is None:        # no image encoded yet: every image of this shard was skipped
+            self.shapes = self.row_shapes()
+        arrays = {k: np.concatenate(v) if v else np.zeros((0, *self.shapes[k]), np.float16)
+                  for k, v in self.parts.items()}
         out = (self.ids, arrays, self.skipped)
         self.ids, self.parts, self.skipped = [], {k: [] for k in self.parts}, []
         return out
@@ -114,9 +119,16 @@ def shard_batches(shards, batch_size: int):
             yield list(range(b0, min(b0 + batch_size, s1)))
 
 
+def row_shapes(encoder: ImageEncoder, plan: Plan, device: torch.device) -> dict[str, tuple]:
+    """{output: the shape of one image's features}, from one blank image through the encoder."""
+    size = plan.image_choice.preprocess.size
+    out = encode_images(encoder, torch.zeros(1, 3, size, size, dtype=torch.uint8), device)
+    return {k: tuple(v.shape[1:]) for k, v in out.items()}
+
+
 def build_image_encoder(plan: Plan, device: torch.device) -> ImageEncoder:
     image = plan.recipe.image
-    encoder = ImageEncoder(image.encoder, plan.image_choice, OUTPUTS[image.features]).to(device)
+    encoder = ImageEncoder(plan.image_choice, OUTPUTS[image.features]).to(device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
     return encoder

@@ -18,7 +18,8 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
     """Write (or finish, or find complete) the plan's question entry; returns it."""
     recipe = plan.recipe
     entry = Entry(root, plan.question_key)
-    with writing(entry, plan.question_spec, len(plan.texts), recipe.shard_size, wait, "questions") as job:
+    with writing(entry, plan.question_spec, len(plan.texts), recipe.shard_size, wait, "questions",
+                 encoder=plan.text_choice.record()) as job:
         if job.complete:
             print(f"questions: cached ({entry.key}, {job.manifest['rows']} texts)")
             return entry

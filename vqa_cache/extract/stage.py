@@ -36,10 +36,11 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
                            f"--cache-dir, dataset and weights (e.g. --weights pretrained once they are downloaded)")
     print(f"dataset {recipe.dataset.name}: {plan.samples.num_rows} questions, {len(plan.image_ids)} images, "
           f"{len(plan.texts)} unique question texts")
-    ident = plan.text_choice.identity
+    image, ident = plan.image_choice, plan.text_choice.identity
     text = "bag-of-words" if plan.text_choice.kind == "bow" else \
-        f"{recipe.text.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident})"
-    print(f"image encoder {recipe.image.encoder} ({plan.image_choice.identity}), text encoder {text}, device {device}")
+        f"{plan.text_choice.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident})"
+    print(f"image encoder {image.encoder} ({image.identity}), text encoder {text}, device {device}")
+    print(f"  image: {image.note}; input {image.preprocess.describe()}\n  text:  {plan.text_choice.note}")
     # build (and so check) the encoders before any entry is created: bad weights leave nothing behind
     image_encoder = None if ready(Entry(root, plan.image_key)) else build_image_encoder(plan, device)
     text_encoder = None if ready(Entry(root, plan.question_key)) else build_text_encoder(plan, device)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..encoders.image import ImageEncoder
-from ..encoders.text import BagOfWords
+from ..encoders.text import BagOfWords, quiet_loading
 from ..recipes import FinetuneSettings
 from .scope import image_units, parse_scope, scoped_modules, set_trainable, text_layers
 
@@ -15,9 +15,9 @@ class LiveImage(nn.Module):
     """uint8 [B, 3, S, S] -> pooled [B, D] or grid [B, h*w, D], exactly as ImageEncoder (extract) does;
     the frozen bottom of the trunk runs without autograd, trained stages optionally checkpointed."""
 
-    def __init__(self, name: str, choice, output: str, settings: FinetuneSettings):
+    def __init__(self, choice, output: str, settings: FinetuneSettings):
         super().__init__()
-        self.enc = ImageEncoder(name, choice, (output,))
+        self.enc = ImageEncoder(choice, (output,))
         self.output, self.checkpointing = output, settings.checkpointing
         kind, n = parse_scope(settings.train_image or settings.train_encoders, "train_image")
         self.scope = f"{kind}:{n}" if kind == "top" else kind
@@ -74,7 +74,8 @@ class LiveText(nn.Module):
         from transformers import AutoModel, AutoTokenizer     # (lazy: a heavy import, for a live text encoder only)
 
         tok = AutoTokenizer.from_pretrained(choice.source, trust_remote_code=False)
-        self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False)
+        with quiet_loading():
+            self.model = AutoModel.from_pretrained(choice.source, trust_remote_code=False)
         self.model.eval()
         self.dim = self.model.config.hidden_size
         self.pooling = pooling

@@ -9,6 +9,7 @@ from torch import nn
 from .. import distributed as dist
 from .. import heads
 from ..cache.plan import make_plan
+from ..encoders.families import torchvision_cnn
 from ..encoders.image import ImageFiles, collate
 from ..errors import BadInput
 from ..progress import progress
@@ -94,6 +95,10 @@ def build(recipe: FinetuneRecipe, device: torch.device):
         raise BadInput(f"finetune.accumulate {settings.accumulate}: expected >= 1")
     with dist.main_first():             # under torchrun rank 0 downloads and parses first, the others read that
         plan = make_plan(features, allow_download=True)
+    if not torchvision_cnn(plan.image_choice):
+        why = f" ({plan.image_choice.note})" if plan.image_choice.note.startswith("FALLBACK") else ""
+        raise BadInput(f"finetune trains torchvision CNN trunks; image encoder {plan.image_choice.encoder}{why} is "
+                       f"not one (extract and train on its cached features instead)")
     images, bad = decode_images(plan.image_paths, features.image.size, settings.workers, features.skip_bad,
                                 settings.preload_gb, features.image.max_pixels)
     bad_set = set(bad)
@@ -105,7 +110,7 @@ def build(recipe: FinetuneRecipe, device: torch.device):
     tensors = {"image": (ok_ids, None), "question": (plan.texts, None)}
     splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
     torch.manual_seed(recipe.seed)
-    image_enc = LiveImage(features.image.encoder, plan.image_choice, need["image"], settings)
+    image_enc = LiveImage(plan.image_choice, need["image"], settings)
     if plan.text_choice.kind == "bow":
         text_enc = FixedText(plan.texts)
     else:

@@ -74,7 +74,7 @@ class FinetuneFit(Fit):
         settings, model = self.settings, self.model
         head_params = sum(p.numel() for p in model.head.parameters())
         return (f"run {self.run_dir}: finetune, head {self.recipe.head.name} ({head_params / 1e6:.2f}M params), "
-                f"image encoder {self.recipe.features.image.encoder} [{model.image_enc.scope}], text "
+                f"image encoder {self.plan.image_choice.encoder} [{model.image_enc.scope}], text "
                 f"{self.plan.text_choice.identity} [{model.text_enc.scope}], "
                 f"{'LoRA r=%d, ' % settings.lora_r if settings.lora_r else ''}"
                 f"{self.encoder_params / 1e6:.2f}M trainable encoder params, {len(self.vocab)} answers, "

@@ -20,10 +20,10 @@ class DatasetSettings:
 
 @dataclass(frozen=True)
 class ImageSettings:
-    encoder: str = "resnet50"        # any torchvision classification model
+    encoder: str = "resnet50"        # torchvision NAME (or torchvision:NAME), hf:ID_OR_DIR, timm:NAME
     weights: str = "auto"            # auto | pretrained | random | PATH to a state dict
     features: str = "pooled"         # pooled | grid | pooled+grid
-    size: int = 224                  # images are resized to size x size
+    size: int = 224                  # input size (models that fix theirs, and hf models, use their own)
     batch_size: int = 64
     workers: int = 2                 # DataLoader processes decoding images
     max_pixels: int = 40_000_000     # larger images are unreadable (skip_bad skips them); 0 = PIL's limit
@@ -31,7 +31,7 @@ class ImageSettings:
 
 @dataclass(frozen=True)
 class TextSettings:
-    encoder: str = "tinybert"        # Hugging Face id or local directory, or "bow"
+    encoder: str = "tinybert"        # Hugging Face id or local directory (aliases tinybert, minilm), or "bow"
     weights: str = "auto"            # auto | pretrained | random (random = bag-of-words)
     pooling: str = "mean"            # mean | cls
     tokens: bool = False             # also store per-token states and masks
