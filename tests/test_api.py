@@ -163,10 +163,10 @@ def test_silenced_progress_bars_are_disabled():
 
 
 @pytest.mark.parametrize("command, options, named", [
-    ("train", {"epoch": 3}, "train: unknown option 'epoch' (did you mean epochs?)"),
-    ("extract", {"imagesize": 32}, "extract: unknown option 'imagesize' (did you mean image_size?)"),
-    ("train", {"verbos": False}, "train: unknown option 'verbos' (did you mean verbose?)"),
-    ("sweep", {"head": "concat"}, "sweep: unknown option 'head' (options: dataset, split,"),
+    ("train", {"epoch": 3}, "train: unknown option 'epoch' (close matches: epochs)"),
+    ("extract", {"imagesize": 32}, "extract: unknown option 'imagesize' (close matches: image_size)"),
+    ("train", {"verbos": False}, "train: unknown option 'verbos' (close matches: verbose)"),
+    ("sweep", {"head": "concat"}, "sweep: unknown option 'head' (no close match among "),
     ("finetune", {"resume": "yes"}, "finetune: option resume = 'yes': expected bool"),
     ("train", {"split": 3}, "train: option split = 3: expected a string or a list of strings"),
     ("train", {"epochs": "3"}, "recipe key 'optim.epochs' must be int, got '3'"),

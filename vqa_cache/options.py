@@ -11,13 +11,12 @@ sets them at the top of its recipe, train-like commands under `features.`.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import shlex
 from pathlib import Path
 
 from . import recipes
-from .errors import BadInput
+from .errors import BadInput, close_matches
 
 # (name, flag, recipe key) of the options that set a recipe value. The feature options, in the order
 # `extract` commands repeat them:
@@ -68,9 +67,7 @@ def command_options(command: str, options: dict, also=()) -> dict:
     out = {}
     for name, value in options.items():
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            raise BadInput(f"{command}: unknown option {name!r} ("
-                           + (f"did you mean {' or '.join(close)}?" if close else f"options: {', '.join(known)}") + ")")
+            raise BadInput(f"{command}: unknown option {name!r} ({close_matches(name, known, 'options')})")
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
         if name in MANY and value is not None:
