@@ -22,7 +22,7 @@ class CacheKeys:
 
     >>> keys = vqa_cache.extract(dataset="easyvqa", image_encoder="resnet18", weights="random", limit=100)
     >>> keys
-    CacheKeys(image='image-5f8c3a...', question='question-0b7e1d...', root=PosixPath('/home/me/.cache/vqa-cache'))
+    CacheKeys(image='image-...', question='question-...', root=PosixPath('/home/me/.cache/vqa-cache'))
     >>> image_ids, images, texts, questions = vqa_cache.load_features(keys)
     """
     image: str
@@ -40,7 +40,7 @@ class Run:
 
     >>> run = vqa_cache.train(head="attention", features="pooled+grid", epochs=3, out="runs/attention")
     >>> run.best                                        # metrics.json "best"
-    {'epoch': 3, 'val_accuracy': 0.7412}
+    {'epoch': ..., 'val_accuracy': ...}
     >>> run.metrics[["epoch", "train_loss", "val_accuracy"]]    # one row per epoch (pandas)
     >>> run.predict(split="test")["accuracy"]           # official-format predictions of best.pt
     >>> run.ask("shape.png", "What color is the shape?")   # [(answer, probability), ...]
