@@ -120,6 +120,21 @@ def write_metrics(run_dir: Path, history: list, best: dict) -> dict:
     return metrics
 
 
+def read_metrics(run_dir) -> dict:
+    """RUN/metrics.json, checked: {"epochs": [one row per finished epoch], "best": {"epoch", "val_accuracy"}}."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise BadInput(f"{run_dir}: no metrics.json (not a run directory, or no epoch finished yet)")
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e})") from None
+    if not (isinstance(metrics, dict) and isinstance(metrics.get("epochs"), list) and
+            all(isinstance(row, dict) for row in metrics["epochs"]) and isinstance(metrics.get("best"), dict)):
+        raise BadInput(f"{path}: not the metrics of a vqa-cache run (epochs and best)")
+    return metrics
+
+
 def write_predictions(path: Path, question_ids: list[str], answers: list[str]) -> None:
     """Official results format: [{"question_id", "answer"}], integer ids where the dataset's are."""
     rows = [{"question_id": int(q) if q.isdigit() else q, "answer": a} for q, a in zip(question_ids, answers)]
