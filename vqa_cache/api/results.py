@@ -34,7 +34,19 @@ class CacheKeys:
 
 
 @dataclass(frozen=True)
-class Run:
+class Directory:
+    """A directory the API made (a run, a sweep); usable wherever a path is (os.fspath)."""
+    dir: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "dir", Path(self.dir))
+
+    def __fspath__(self) -> str:
+        return str(self.dir)
+
+
+@dataclass(frozen=True)
+class Run(Directory):
     """A run directory of `train` or `finetune` (config.json, metrics.json, best.pt, last.pt, curves.png,
     predictions.json). A Run is path-like: `Path(run)`, or `init_head=run` for finetune.
 
@@ -47,13 +59,6 @@ class Run:
     >>> run.report()["out"]                             # RUN/report.html
     >>> vqa_cache.Run("runs/attention").best            # any run directory, also one made by the CLI
     """
-    dir: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "dir", Path(self.dir))
-
-    def __fspath__(self) -> str:
-        return str(self.dir)
 
     @property
     def config(self) -> dict:
@@ -112,7 +117,7 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Sweep:
+class Sweep(Directory):
     """A sweep directory (sweep.json, study.db, trials/, trials.csv, best.toml, plots).
 
     >>> sweep = vqa_cache.sweep("train/easyvqa-sweep.toml", trials=20)
@@ -120,13 +125,6 @@ class Sweep:
     >>> sweep.result["best_params"]
     >>> run = vqa_cache.train(sweep.best_recipe)        # best.toml: the base recipe, best parameters
     """
-    dir: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "dir", Path(self.dir))
-
-    def __fspath__(self) -> str:
-        return str(self.dir)
 
     @property
     def result(self) -> dict:
