@@ -56,7 +56,7 @@ def main() -> None:
     root = Path(a.cache_dir) if a.cache_dir else work / "cache"
 
     # the cache that `train` reads: the same features as the finetune recipe
-    ft0 = finetune_recipe("train/easyvqa-finetune.toml", None, None, None, None, None, common, feature)
+    ft0 = finetune_recipe("train/easyvqa-finetune.toml", {**feature, "set": common})
     t0 = time.time()
     extract(ft0.features, root)
     extract_s = time.time() - t0
@@ -69,9 +69,9 @@ def main() -> None:
     m = train(tr, root, out=str(work / "train"))
     rows.append(("train (cache)", m))
     for scope in ("none", "top:1"):
-        r = finetune_recipe("train/easyvqa-finetune.toml", None, None, None, None, None, common + [
-            f'finetune.train_encoders="{scope}"', f"finetune.group_by_image={'true' if a.group_by_image else 'false'}"],
-            feature)
+        group = "true" if a.group_by_image else "false"
+        r = finetune_recipe("train/easyvqa-finetune.toml", {**feature, "set": common + [
+            f'finetune.train_encoders="{scope}"', f"finetune.group_by_image={group}"]})
         m = finetune(r, out=str(work / f"finetune-{scope.replace(':', '')}"))
         rows.append((f"finetune {scope}", m))
 

@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqa_cache"
 # Top to bottom. A module may import its own part (the top-level module or package under vqa_cache/ it
 # belongs to) and the parts of the layers below; never a part of its own layer or of a layer above.
 LAYERS = [
-    {"__main__"},
+    {"__main__", "__init__"},               # `python -m vqa_cache`; the package's face, the API re-exported
     {"cli"},                                # click commands and printing
+    {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
     {"finetune", "sweep", "predict", "runs"},   # built on stage two; runs: a table of run directories
     {"extract", "train"},                   # stage one, stage two
@@ -23,7 +24,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "__init__"},
+    {"digest", "device", "recipes", "distributed", "progress", "version"},
     {"errors"},
 ]
 STAGE_TWO = {"train", "finetune", "sweep", "predict"}
@@ -72,7 +73,7 @@ def layer(name: str) -> int:
 def test_the_walk_sees_relative_absolute_and_function_level_imports():
     assert "vqa_cache.train.loop" in GRAPH["vqa_cache.train.cached"]            # from .loop import ...
     assert "vqa_cache.cache.plan" in GRAPH["vqa_cache.train.features"]          # from ..cache.plan import ...
-    assert "vqa_cache.extract" in GRAPH["vqa_cache.cli.stages"]                 # inside a command function
+    assert "vqa_cache.extract.stage" in GRAPH["vqa_cache.api.calls"]            # inside a function
     assert "vqa_cache.data.csvdata" in GRAPH["vqa_cache.data.dispatch"]         # from . import csvdata
     assert "vqa_cache.cache.samples" in GRAPH["vqa_cache.cache.plan"]           # from .samples import ...
 

@@ -22,8 +22,8 @@ def recipe(*sets, text=None, limit=300):
     if text:
         feature["text_encoder"] = str(text)
         sets = ("features.text.weights=\"auto\"",) + sets
-    return finetune_recipe("train/easyvqa-finetune.toml", None, None, None, None, None,
-                           ("finetune.workers=0", "finetune.train_encoders=\"none\"") + sets, feature)
+    return finetune_recipe("train/easyvqa-finetune.toml",
+                           {**feature, "set": ("finetune.workers=0", "finetune.train_encoders=\"none\"") + sets})
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_init_head_takes_the_runs_encoders_unless_given(cli, tmp_path):
 
 
 def test_a_nan_loss_stops_finetune_keeping_the_last_good_epoch(tmp_path, monkeypatch):
-    import vqa_cache.train.loop as loop
+    from vqa_cache.train import loop
     from vqa_cache.errors import Diverged
     from vqa_cache.finetune import finetune
     from vqa_cache.finetune.model import build

@@ -210,6 +210,10 @@ def test_cache_root_that_is_a_file_is_one_line(cli, tmp_path, monkeypatch):
             assert r.err.strip().splitlines() == [
                 f"vqa-cache: error: $VQA_CACHE_HOME {home}: {a_file} is a file, not a directory "
                 f"(point it at a directory)"], r
+    monkeypatch.delenv("VQA_CACHE_HOME")
+    r = cli("--cache-dir", a_file, "cache", "ls")
+    assert r.code == 2 and r.err.strip().splitlines() == [
+        f"vqa-cache: error: --cache-dir {a_file}: {a_file} is a file, not a directory (point it at a directory)"], r
 
 
 # ---------------------------------------------------------------- 3, 5. damaged entries

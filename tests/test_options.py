@@ -17,8 +17,8 @@ from vqa_cache.errors import BadInput
 from vqa_cache.cache.plan import make_plan
 
 SMALL = ["--image-encoder", "resnet18", "--image-size", "32", "--limit", "8"]
-FEATURE_DEFAULTS = dict(dataset=None, splits=(), limit=None, image_encoder=None, text_encoder=None, weights=None,
-                        feature_kind=None, image_size=None, answer_types=(), image_fraction=None, val_fraction=None,
+FEATURE_DEFAULTS = dict(dataset=None, split=(), limit=None, image_encoder=None, text_encoder=None, weights=None,
+                        features=None, image_size=None, answer_types=(), image_fraction=None, val_fraction=None,
                         data_seed=None, skip_missing=None)
 
 
@@ -29,8 +29,8 @@ def feature(**given):
 
 def plans(**given):
     """(extract plan, train plan) of the same feature options, through the CLI's own option handling."""
-    extract = options.extract_recipe(None, None, None, None, None, None, (), feature(**given))
-    train, _ = options.train_recipe(None, None, None, None, None, None, (), feature(**given))
+    extract = options.extract_recipe(None, feature(**given))
+    train, _ = options.train_recipe(None, feature(**given))
     return make_plan(extract), make_plan(train.features, allow_download=False)
 
 
@@ -77,13 +77,12 @@ def test_weights_and_text_encoder_combinations(offline_hubs, tiny_bert_dir, resn
 
 def test_explicit_text_encoder_wins_over_random_text_weights_in_a_recipe(tiny_bert_dir):
     """The finetune recipe says text weights "random" (bag-of-words); --text-encoder DIR loads DIR."""
-    r, _ = options.train_recipe("train/easyvqa-finetune.toml", None, None, None, None, None, (),
-                                   feature(text_encoder=str(tiny_bert_dir), limit=4), cls=recipes.FinetuneRecipe)
+    r, _ = options.train_recipe("train/easyvqa-finetune.toml", feature(text_encoder=str(tiny_bert_dir), limit=4),
+                                cls=recipes.FinetuneRecipe)
     assert r.features.text.weights == "auto" and r.features.image.weights == "random"
     assert make_plan(r.features, allow_download=False).question_spec["weights"] == directory_identity(tiny_bert_dir)
     # without --text-encoder the recipe keeps its meaning
-    r, _ = options.train_recipe("train/easyvqa-finetune.toml", None, None, None, None, None, (),
-                                   feature(limit=4), cls=recipes.FinetuneRecipe)
+    r, _ = options.train_recipe("train/easyvqa-finetune.toml", feature(limit=4), cls=recipes.FinetuneRecipe)
     assert make_plan(r.features, allow_download=False).question_spec["weights"] == "bow:v1"
 
 
@@ -132,13 +131,13 @@ def test_an_option_and_a_set_that_contradict_it_are_bad_input(cli, tmp_path, tin
 
 def test_options_that_do_not_conflict(tiny_bert_dir):
     """A --set may refine what an option only implied; the same value twice is no conflict."""
-    r = options.extract_recipe(None, None, None, None, None, None, ["text.weights=auto", "image.size=32"],
-                                  feature(weights="random", image_size=32))
+    r = options.extract_recipe(None, feature(weights="random", image_size=32,
+                                             set=["text.weights=auto", "image.size=32"]))
     assert (r.image.weights, r.text.weights, r.image.size) == ("random", "auto", 32)
-    r = options.extract_recipe(None, None, None, None, None, None, ["text.weights=pretrained"],
-                                  feature(weights="random", text_encoder=str(tiny_bert_dir)))
+    r = options.extract_recipe(None, feature(weights="random", text_encoder=str(tiny_bert_dir),
+                                             set=["text.weights=pretrained"]))
     assert r.text.weights == "pretrained" and r.text.encoder == str(tiny_bert_dir)
-    r = options.extract_recipe(None, None, None, None, None, None, (), feature(weights="pretrained", text_encoder="bow"))
+    r = options.extract_recipe(None, feature(weights="pretrained", text_encoder="bow"))
     assert (r.image.weights, r.text.encoder) == ("pretrained", "bow")
 
 

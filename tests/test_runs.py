@@ -185,7 +185,7 @@ def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step(cli, cache, trained, tmp_path, monkeypatch):
     """The 3rd training step of epoch 2 gets a NaN loss: exit 1, one line naming epoch 2, step 3; the
     checkpoints and metrics of epoch 1 stay as they were."""
-    import vqa_cache.train.loop as loop
+    from vqa_cache.train import loop
     steps = -(-json.loads((trained / "config.json").read_text())["questions"]["train"] // 64)
     calls, real = [], loop.batch_loss
 

@@ -71,7 +71,8 @@ def test_table_lists_every_run_best_first_with_what_they_wrote(cli, runs):
         at_best = next(h for h in m["epochs"] if h["epoch"] == m["best"]["epoch"])
         assert rows[n]["acc"] == f"{m['best']['val_accuracy']:.4f}"
         assert rows[n]["yes/no"] == f"{at_best['val_accuracy_per_type']['yes/no']:.4f}"
-        assert rows[n]["s/epoch"] == f"{sum(h['seconds'] for h in m['epochs']) / len(m['epochs']):.2f}"
+        mean = round(sum(h["seconds"] for h in m["epochs"]) / len(m["epochs"]), 3)   # seconds_per_epoch in --json
+        assert rows[n]["s/epoch"] == f"{mean:.2f}"                                     # shown to 2 places
     assert rows["a"]["mode"] == "train" and rows["ft"]["mode"] == "finetune" and rows["b"]["head"] == "hadamard"
     assert rows["b"]["epochs"] == "3/3" and rows["a"]["encoders"] == "resnet18 random:0 32px + bow"
     config = json.loads((base / "a" / "config.json").read_text())

@@ -1,12 +1,12 @@
 """The kinds of failure the CLI tells apart (docs/architecture.md, "Errors").
 
 `BadInput` is the user's to fix: a missing file, a malformed record, an unknown name.
-The CLI prints its message on one line and exits 2. `Diverged` (a training run whose loss became NaN or
+The CLI prints its message on one line and exits 2; the Python API raises it (a ValueError). `Diverged` (a training run whose loss became NaN or
 infinite) is one line and exit 1. Anything else is our bug: exit 1 with "unexpected error".
 """
 
 
-class BadInput(Exception):
+class BadInput(ValueError):
     """Bad input or usage: one line naming the file, field or value and what was expected."""
 
 

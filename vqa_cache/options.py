@@ -1,35 +1,99 @@
-"""Command-line options -> recipe overrides and recipes, and the `extract` command that makes a cache.
+"""Command options -> recipe overrides and recipes, and the `extract` command that makes a cache.
 
-An option given on the command line is a typed override of one recipe key (never re-parsed: a path stays
-the path); `--set KEY=VALUE` items come after them and may refine what an option only implied, but not
-contradict an option given on the same command line. The feature options (--dataset, --image-encoder, ...)
-name a cache: extract sets them at the top of its recipe, train-like commands under `features.`.
+The CLI and the Python API (vqa_cache/api/) both come here, so an option means the same in both: its name
+is the CLI's flag with underscores (`--image-size` -> image_size; `--set` -> set), `command_options`
+checks the names (an unknown one is bad input naming the close ones) and makes the values uniform.
+
+An option given is a typed override of one recipe key (never re-parsed: a path stays the path); `set`
+items ("KEY=VALUE") come after them and may refine what an option only implied, but not contradict an
+option given in the same call. The feature options (dataset, image_encoder, ...) name a cache: extract
+sets them at the top of its recipe, train-like commands under `features.`.
 """
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
 from . import recipes
-from .errors import BadInput
+from .errors import BadInput, close_matches
 
-# (parameter, flag, recipe key) of the feature options, in the order `extract` commands repeat them
+# (name, flag, recipe key) of the options that set a recipe value. The feature options, in the order
+# `extract` commands repeat them:
 FEATURE_KEYS = (
-    ("dataset", "--dataset", "dataset.name"), ("splits", "--split", "dataset.splits"),
+    ("dataset", "--dataset", "dataset.name"), ("split", "--split", "dataset.splits"),
     ("limit", "--limit", "dataset.limit"), ("image_encoder", "--image-encoder", "image.encoder"),
     ("text_encoder", "--text-encoder", "text.encoder"), ("weights", "--weights", "image.weights"),
-    ("feature_kind", "--features", "image.features"), ("image_size", "--image-size", "image.size"),
+    ("features", "--features", "image.features"), ("image_size", "--image-size", "image.size"),
     ("answer_types", "--answer-types", "dataset.answer_types"),
     ("image_fraction", "--image-fraction", "dataset.image_fraction"),
     ("val_fraction", "--val-fraction", "dataset.val_fraction"), ("data_seed", "--data-seed", "dataset.seed"),
     ("skip_missing", "--skip-missing", "dataset.skip_missing"),
 )
+EXTRACT_KEYS = (("batch_size", "--batch-size", "image.batch_size"), ("workers", "--workers", "image.workers"),
+                ("device", "--device", "device"), ("shard_size", "--shard-size", "shard_size"),
+                ("skip_bad", "--skip-bad", "skip_bad"))
+TRAIN_KEYS = (("head", "--head", "head.name"), ("epochs", "--epochs", "optim.epochs"), ("lr", "--lr", "optim.lr"),
+              ("batch_size", "--batch-size", "optim.batch_size"), ("seed", "--seed", "seed"))
+FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders"),
+                 ("lora_r", "--lora-r", "finetune.lora_r"), ("encoder_lr", "--encoder-lr", "finetune.encoder_lr"),
+                 ("accumulate", "--accumulate", "finetune.accumulate"),
+                 ("checkpointing", "--checkpointing", "finetune.checkpointing"),
+                 ("init_head", "--init-head", "finetune.init_head"))
+# each command's options: (those that set a recipe value, those that say what the command does with it)
+COMMANDS = {
+    "extract": (FEATURE_KEYS + EXTRACT_KEYS, ("set", "no_wait", "dry_run")),
+    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "stream")),
+    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume")),
+    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume")),
+}
+MANY = ("split", "answer_types", "set")         # options given any number of times: a list of strings
+# the types of the options that set no recipe value (recipes.build checks the others)
+TYPES = {"trials": int, "jobs": int, "out": str, "resume": bool, "stream": bool, "no_wait": bool, "dry_run": bool}
+
+
+def option_names(command: str) -> list[str]:
+    """The options of a command (extract, train, finetune, sweep), by name."""
+    keys, others = COMMANDS[command]
+    return [name for name, _, _ in keys] + list(others)
+
+
+def command_options(command: str, options: dict, also=()) -> dict:
+    """The options of one call (the CLI's or the API's), checked and made uniform: an unknown name is
+    BadInput naming the close ones (`also`: more names the caller takes itself); an option not given
+    (None, or an empty list) is left out; a path-like value becomes its str; a MANY option is a tuple of
+    strings (one str is a tuple of one); the TYPES are checked."""
+    known = option_names(command) + list(also)
+    out = {}
+    for name, value in options.items():
+        if name not in known:
+            raise BadInput(f"{command}: unknown option {name!r} ({close_matches(name, known, 'options')})")
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if name in MANY and value is not None:
+            value = (value,) if isinstance(value, str) else value
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
+                raise BadInput(f"{command}: option {name} = {value!r}: expected a string or a list of strings")
+            value = tuple(os.fspath(v) for v in value)
+        kind = TYPES.get(name)
+        if kind and value is not None and (not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)):
+            raise BadInput(f"{command}: option {name} = {value!r}: expected {kind.__name__}")
+        if value is not None and value != ():
+            out[name] = value
+    return out
 
 
 def text_model_weights(current):
     """The text weights for an explicit `--text-encoder MODEL`: the recipe's, except that `random`
     (which means bag-of-words) gives way to `auto`: the model the user named is the one loaded."""
     return "auto" if current in (None, "random") else current
+
+
+def label(flag: str, value) -> str:
+    """How an option was given, for messages: `--epochs 3`, `--skip-bad`, `--no-checkpointing`."""
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {value}"
 
 
 def feature_settings(prefix: str = "", **feature) -> list[tuple]:
@@ -47,7 +111,7 @@ def feature_settings(prefix: str = "", **feature) -> list[tuple]:
         if isinstance(value, tuple):
             out.append((" ".join(f"{flag} {v}" for v in value), prefix + key, list(value)))
         else:
-            out.append((flag if isinstance(value, bool) else f"{flag} {value}", prefix + key, value))
+            out.append((label(flag, value), prefix + key, value))
     weights, text = feature.get("weights"), feature.get("text_encoder")
     model = text is not None and text != "bow"
     if model:
@@ -62,72 +126,63 @@ def feature_overrides(prefix: str = "", **feature) -> list[tuple]:
     return [(key, value) for _, key, value in feature_settings(prefix, **feature)]
 
 
-def given(*options) -> list[tuple]:
-    """(flag, recipe key, value) of command options -> settings for option_overrides, those given only."""
-    return [(flag if isinstance(value, bool) else f"{flag} {value}", key, value) for flag, key, value in options
-            if value is not None]
+def given(options: dict, keys) -> list[tuple]:
+    """(label, recipe key, value) settings of the options among `keys` ((name, flag, key) triples) that
+    were given."""
+    return [(label(flag, options[name]), key, options[name]) for name, flag, key in keys
+            if options.get(name) is not None]
 
 
-def option_overrides(settings: list[tuple], sets=()) -> list:
-    """Typed overrides of the options given (label, key, value), then the `--set` items, which may refine what
-    an option only implied. A `--set` that contradicts an option given on the same command line
-    (`--epochs 3 --set optim.epochs=5`, `--text-encoder DIR --set text.weights=random`) is bad input
-    naming both."""
+def option_overrides(settings: list[tuple], sets=(), extra=()) -> list:
+    """Typed overrides of the options given (label, key, value), then `extra` typed (key, value) pairs, then
+    the `set` items, which may refine what an option only implied. A `set` item that contradicts an option
+    given in the same call (`--epochs 3 --set optim.epochs=5`, `--text-encoder DIR --set
+    text.weights=random`) is bad input naming both."""
     for item in sets:
         if not isinstance(item, str):
             continue
         key, _, text = item.partition("=")
         value = recipes.parse_value(text.strip())
-        for label, k, v in settings:
-            if label is not None and k == key.strip() and (v(value) if callable(v) else v) != value:
-                raise BadInput(f"{label} conflicts with --set {item}: give one of them")
-    return [(k, v) for _, k, v in settings] + list(sets)
+        for label_, k, v in settings:
+            if label_ is not None and k == key.strip() and (v(value) if callable(v) else v) != value:
+                raise BadInput(f"{label_} conflicts with --set {item}: give one of them")
+    return [(k, v) for _, k, v in settings] + list(extra) + list(sets)
 
 
-def extract_recipe(recipe, batch_size, workers, device, shard_size, skip_bad, sets, feature: dict):
-    """The extract options -> the ExtractRecipe."""
+def extract_recipe(recipe, options: dict):
+    """The extract options (by name) -> the ExtractRecipe."""
     data = recipes.load_extract_dict(recipe)
-    settings = feature_settings("", **feature) + given(
-        ("--batch-size", "image.batch_size", batch_size), ("--workers", "image.workers", workers),
-        ("--device", "device", device), ("--shard-size", "shard_size", shard_size),
-        ("--skip-bad", "skip_bad", skip_bad))
-    recipes.apply_overrides(data, option_overrides(settings, sets))
+    settings = feature_settings("", **options) + given(options, EXTRACT_KEYS)
+    recipes.apply_overrides(data, option_overrides(settings, options.get("set", ())))
     return recipes.build(recipes.ExtractRecipe, data)
 
 
-def train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=None):
-    """The train-like options -> (recipe of `cls`, default TrainRecipe; the extract command of its cache)."""
+def train_recipe(recipe, options: dict, cls=None, extra=()):
+    """The train options (by name; with cls FinetuneRecipe, the finetune options too) -> (recipe of `cls`,
+    default TrainRecipe; the extract command of its cache). `extra`: typed (key, value) overrides applied
+    after the options, before the `set` items."""
+    cls = cls or recipes.TrainRecipe
     data = recipes.load_train_dict(recipe)
-    settings = feature_settings("features.", **feature) + given(
-        ("--head", "head.name", head), ("--epochs", "optim.epochs", epochs), ("--lr", "optim.lr", lr),
-        ("--batch-size", "optim.batch_size", batch_size), ("--seed", "seed", seed))
-    recipes.apply_overrides(data, option_overrides(settings, sets))
-    built = recipes.build(cls or recipes.TrainRecipe, data)
+    keys = TRAIN_KEYS + (FINETUNE_KEYS if issubclass(cls, recipes.FinetuneRecipe) else ())
+    settings = feature_settings("features.", **options) + given(options, keys)
+    recipes.apply_overrides(data, option_overrides(settings, options.get("set", ()), extra))
+    built = recipes.build(cls, data)
     # how to make the cache this run reads, for the error message when it is missing
     ref = recipes.read_toml(recipe).get("features") if recipe else None
-    return built, extract_command(ref, feature, sets)
+    return built, extract_command(ref, options, options.get("set", ()))
 
 
-def finetune_sets(train_encoders, lora_r, encoder_lr, accumulate, checkpointing, init_head, sets) -> list:
-    """The finetune options (then the `--set` items) -> overrides for finetune_recipe's `sets`."""
-    return option_overrides(given(
-        ("--train-encoders", "finetune.train_encoders", train_encoders), ("--lora-r", "finetune.lora_r", lora_r),
-        ("--encoder-lr", "finetune.encoder_lr", encoder_lr), ("--accumulate", "finetune.accumulate", accumulate),
-        ("--checkpointing" if checkpointing else "--no-checkpointing", "finetune.checkpointing", checkpointing),
-        ("--init-head", "finetune.init_head", init_head)), sets)
-
-
-def sweep_overrides(recipe, sets, feature: dict) -> tuple[list, str]:
+def sweep_overrides(recipe, options: dict) -> tuple[list, str]:
     """A sweep's feature options -> (typed overrides of its base recipe, the extract command of its cache).
-    A `--set` that contradicts a feature option is bad input, as for train."""
+    A `set` item that contradicts a feature option is bad input, as for train."""
     data = recipes.read_toml(recipe) if recipe else {}
     ref = data.get("features")
     if not isinstance(ref, str) and isinstance(data.get("base"), str):
         base = recipes.resolve_relative(data["base"], Path(recipe), "base", "train recipe")
         ref = recipes.read_toml(base).get("features")
-    settings = feature_settings("features.", **feature)
-    option_overrides(settings, sets)
-    return [(k, v) for _, k, v in settings], extract_command(ref, feature)
+    settings = feature_settings("features.", **options)
+    option_overrides(settings, options.get("set", ()))
+    return [(k, v) for _, k, v in settings], extract_command(ref, options)
 
 
 def extract_command(ref, feature: dict, sets=()) -> str:

@@ -45,6 +45,8 @@ def load_run(run_dir) -> tuple:
     try:
         model = heads.from_config(h)
         model.load_state_dict(ckpt["model"])
+    except BadInput:                    # (a ValueError too) an unknown head: its own message
+        raise
     except (TypeError, ValueError, RuntimeError) as e:
         raise BadInput(f"{path}: its weights do not fit its head {h} ({type(e).__name__})") from None
     model.eval()

@@ -10,10 +10,13 @@ line per 10%.
 Either way, when an exception leaves the bar (out of its `with` block, out of the iterable it wraps, or out
 of a loop over it), its line is cleared (a log gets no last line), so the error that follows is one clean
 line. A loop left early (`break`) clears it too.
+
+Inside `silenced()` (the Python API's `verbose=False`) every bar is disabled.
 """
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from tqdm import std
 from tqdm.auto import tqdm as auto_tqdm
@@ -22,6 +25,7 @@ LINE_SHARE = 0.1        # a log line per 10% of the total ...
 LINE_SECONDS = 60.0     # ... and at most one a minute (both must have passed)
 NOTEBOOK = any(c.__module__ == "tqdm.notebook" for c in auto_tqdm.__mro__)   # tqdm.auto chose widgets
 LINE_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_silenced = [0]         # how many silenced() blocks are open (in any thread: bars are process-wide output)
 
 
 class _Clearing:
@@ -100,9 +104,21 @@ def interactive(file) -> bool:
         return False
 
 
+@contextmanager
+def silenced():
+    """No progress bars inside this block (warnings, printed by their callers, still show)."""
+    _silenced[0] += 1
+    try:
+        yield
+    finally:
+        _silenced[0] -= 1
+
+
 def progress(iterable=None, *args, **kwargs) -> std.tqdm:
     """A tqdm bar on a terminal or in a notebook, plain log lines elsewhere (see above); its line is
-    cleared when an exception leaves it."""
+    cleared when an exception leaves it. Disabled inside silenced()."""
+    if _silenced[0]:
+        kwargs["disable"] = True
     file = kwargs.get("file") or sys.stderr
     cls = _Bar if interactive(file) else _Lines
     return cls(iterable, *args, **kwargs)

@@ -30,7 +30,7 @@ from .errors import BadInput
 from .predict import prepare, top_answers
 from .runs import encoders
 from .train.checkpoints import cache_keys_of
-from .train.run_dir import read_run_config
+from .train.run_dir import curves_figure, read_run_config
 
 THUMB = 128           # gallery thumbnails: at most this many pixels a side
 WRONG, RIGHT = 50, 20
@@ -121,25 +121,7 @@ def png(fig) -> bytes:
 
 
 def curves_png(history: list) -> bytes:
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 3.6))
-    a, b = fig.subplots(1, 2)
-    a.plot(ep, [h["train_loss"] for h in history], label="train")
-    a.plot(ep, [h["val_loss"] for h in history], label="val")
-    a.set(xlabel="epoch", ylabel="loss", title="loss")
-    a.legend()
-    b.plot(ep, [h["val_accuracy"] for h in history], label="all", color="black", linewidth=2)
-    for t in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
-        b.plot(ep, [h.get("val_accuracy_per_type", {}).get(t, np.nan) for h in history], label=t)
-    b.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
-    b.legend(fontsize=8)
-    for ax in (a, b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    return png(fig)
+    return png(curves_figure(history, height=3.6))
 
 
 def bars_png(types: list, qtypes: list, most: int) -> bytes:

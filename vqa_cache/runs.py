@@ -32,7 +32,7 @@ import torch
 from . import heads
 from .errors import BadInput
 from .train.checkpoints import cache_keys_of
-from .train.run_dir import read_run_config
+from .train.run_dir import read_json_object, read_run_config
 
 FLIP = ("acc", "date")          # sorted best first / newest first; the other columns ascending
 COLUMNS = ("name", "mode", "head", "encoders", "cache keys", "epochs", "acc", "s/epoch", "params", "date")
@@ -55,17 +55,9 @@ def find_runs(base: Path) -> list[Path]:
 
 
 def read_metrics(path: Path) -> dict | None:
-    """metrics.json as a JSON object, None when there is none yet (no epoch finished); ValueError naming
+    """metrics.json as a JSON object, None when there is none yet (no epoch finished); BadInput naming
     what is wrong."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path.name}: {type(e).__name__}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name}: not a JSON object")
-    return data
+    return read_json_object(path, "") if path.is_file() else None
 
 
 def short_weights(identity: str) -> str:

@@ -9,9 +9,9 @@ import socket
 import time
 from pathlib import Path
 
-from .. import __version__
 from ..digest import fingerprint, write_file
 from ..errors import BadInput
+from ..version import __version__
 
 FORMAT_VERSION = 1
 KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (samples.py)

@@ -1,6 +1,6 @@
-"""The `vqa-cache` command line: click commands and printing only. Options become recipes in options.py;
-the work is the library's (extract/, train/, finetune/, sweep/, predict.py, runs.py, report.py, metrics.py,
-cache/).
+"""The `vqa-cache` command line: click commands and printing only. A command hands its options to the Python
+API (vqa_cache/api/: options.py makes the recipe, the library does the work: extract/, train/, finetune/,
+sweep/, predict.py, runs.py, report.py, metrics.py) and prints what it returns; `cache` calls cache/.
 
 app.py: the group and main(); stages.py: extract, train, finetune, sweep; runs.py: predict, ask, eval,
 runs, report; cache.py: cache ls/info/verify/rm; shared.py: shared options and printing. A new command is

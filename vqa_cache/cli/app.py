@@ -21,7 +21,7 @@ class Ctx:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache root (else $VQA_CACHE_HOME, else ~/.cache/vqa-cache).")
+@click.option("--cache-dir", type=click.Path(), help="Feature cache root (else $VQA_CACHE_HOME, else ~/.cache/vqa-cache).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="vqa-cache")
 @click.pass_context

@@ -1,11 +1,13 @@
 """The commands that use what was made: predict and ask (a trained run), eval (a predictions file), runs (a
-table of run directories) and report (an HTML page about a run)."""
+table of run directories) and report (an HTML page about a run); each calls the Python API (vqa_cache/api/)
+or, for the table, the library's runs.py, and prints what it returns."""
 from __future__ import annotations
 
 import json
 
 import click
 
+from .. import api
 from ..errors import BadInput
 
 
@@ -17,9 +19,7 @@ from ..errors import BadInput
 @click.pass_obj
 def predict(obj, run_dir, split, out, stream):
     """Official-format predictions of a run's best model for any split of its cache."""
-    from ..predict import predict as run
-
-    res = run(run_dir, obj.root, split=split, out=out, stream=stream)
+    res = api.Run(run_dir).predict(split=split, out=out, stream=stream, cache_dir=obj.root)
     acc = "" if res["accuracy"] is None else f"; accuracy {res['accuracy']:.4f} (" + ", ".join(
         f"{k} {v:.4f}" for k, v in res["accuracy_per_type"].items()) + ")"
     click.echo(f"{res['questions']} predictions for split {res['split']} in {res['out']}{acc}")
@@ -33,9 +33,7 @@ def predict(obj, run_dir, split, out, stream):
 @click.pass_obj
 def ask(obj, run_dir, image, question, top):
     """Answer one question about one image with a trained run (encoders run live, as the cache recorded)."""
-    from ..predict import ask as run
-
-    for answer, p in run(run_dir, obj.root, image, question, top=top):
+    for answer, p in api.ask(run_dir, image, question, top=top, cache_dir=obj.root):
         click.echo(f"{p:7.2%}  {answer}")
 
 
@@ -48,9 +46,7 @@ def ask(obj, run_dir, image, question, top):
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def eval_(questions, annotations, predictions, protocol, as_json):
     """The official VQA accuracy of a predictions file."""
-    from ..metrics import evaluate_files
-
-    result = {"protocol": protocol, **evaluate_files(questions, annotations, predictions, protocol)}
+    result = api.evaluate(questions, annotations, predictions, protocol)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
@@ -68,17 +64,19 @@ def eval_(questions, annotations, predictions, protocol, as_json):
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (full cache keys and numbers).")
 def runs(directory, sort, as_json, as_csv):
     """A table of the run directories under DIRECTORY (default runs/; a sweep's trials/ too)."""
-    from .. import runs as table
+    # the records themselves, to print (the API's vqa_cache.runs gives them as a DataFrame); imported by
+    # full path, as `vqa_cache.runs` is that function
+    from ..runs import as_csv as csv_text, as_json as json_text, as_text, table
 
     if as_json and as_csv:
         raise BadInput("--json and --csv: give one of them")
-    rows = table.table(directory, sort)
+    rows = table(directory, sort)
     if as_json:
-        click.echo(table.as_json(rows))
+        click.echo(json_text(rows))
     elif as_csv:
-        click.echo(table.as_csv(rows), nl=False)
+        click.echo(csv_text(rows), nl=False)
     else:
-        click.echo(table.as_text(rows) if rows else f"no runs in {directory}")
+        click.echo(as_text(rows) if rows else f"no runs in {directory}")
 
 
 @click.command()
@@ -87,9 +85,7 @@ def runs(directory, sort, as_json, as_csv):
 @click.pass_obj
 def report(obj, run_dir, out):
     """One self-contained HTML page about a `train` run: curves, accuracy per type, confusion, a gallery."""
-    from ..report import write_report
-
-    res = write_report(run_dir, obj.root, out=out)
+    res = api.Run(run_dir).report(out=out, cache_dir=obj.root)
     click.echo(f"report of {res['questions']} validation questions (accuracy {res['accuracy']:.4f}; "
                f"{res['wrong']} wrong and {res['right']} right shown) in {res['out']} "
                f"({res['bytes'] / 1024:.0f} KiB)")

@@ -1,4 +1,5 @@
-"""Options and printing that several commands share."""
+"""Options and printing that several commands share. A click parameter is named as the API's option
+(options.py): the flag with underscores, so that a command hands its options to the API as they are."""
 from __future__ import annotations
 
 import click
@@ -8,12 +9,12 @@ def feature_options(f):
     """Options that name a feature cache: the dataset and the encoders."""
     opts = [
         click.option("--dataset", help="easyvqa | vqa2:DIR | vizwiz:DIR | csv:DIR | hf:NAME_OR_DIR"),
-        click.option("--split", "splits", multiple=True, help="Only this split (repeatable)."),
+        click.option("--split", multiple=True, help="Only this split (repeatable)."),
         click.option("--limit", type=int, help="At most N questions per split."),
         click.option("--image-encoder", help="resnet50 (torchvision), torchvision:NAME, hf:ID_OR_DIR or timm:NAME."),
         click.option("--text-encoder", help="Hugging Face id or local directory (tinybert, minilm), or bow."),
         click.option("--weights", help="auto | pretrained | random | PATH (image state dict)."),
-        click.option("--features", "feature_kind", type=click.Choice(["pooled", "grid", "pooled+grid"]), help="Image feature kind."),
+        click.option("--features", type=click.Choice(["pooled", "grid", "pooled+grid"]), help="Image feature kind."),
         click.option("--image-size", type=int, help="Images are resized to N x N."),
         click.option("--answer-types", "answer_types", multiple=True,
                      help="Keep only these answer types (yes/no, number, other); repeatable or comma-separated."),
@@ -39,7 +40,7 @@ def train_like_options(f):
         click.option("--seed", type=int),
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
+        click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
     ]
     for o in reversed(opts):
         f = o(f)

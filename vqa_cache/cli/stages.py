@@ -1,11 +1,11 @@
-"""The commands that make things: extract (stage one), train (stage two), finetune and sweep. Each turns its
-options into a recipe (options.py) and calls the library; the library is imported inside the command
-(lazy: it pulls in torch, and `vqa-cache --help` should answer at once)."""
+"""The commands that make things: extract (stage one), train (stage two), finetune and sweep. Each hands its
+options, as click parsed them, to the Python API (vqa_cache/api/, which makes the recipe in options.py and
+runs the library) and prints what it returns."""
 from __future__ import annotations
 
 import click
 
-from .. import options
+from .. import api
 from .shared import feature_options, human_bytes, human_seconds, train_like_options
 
 
@@ -19,15 +19,13 @@ from .shared import feature_options, human_bytes, human_seconds, train_like_opti
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
 @click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")
 @click.option("--dry-run", is_flag=True, help="Print rows, bytes on disk and an estimated time; write nothing.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe value.")
+@click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value.")
 @click.pass_obj
-def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_wait, dry_run, sets, **feature):
+def extract(obj, **options):
     """Stage one: encode every image and question once into the cache."""
-    from ..extract import dry_run as estimate, extract as run
-
-    r = options.extract_recipe(recipe, batch_size, workers, device, shard_size, skip_bad, sets, feature)
-    if dry_run:
-        est = estimate(r, obj.root)
+    result = api.extract(cache_dir=obj.root, **options)
+    if options["dry_run"]:
+        est = result        # the estimate: nothing was written
         click.echo(f"dry run: nothing written; times are ESTIMATES from timing a few real batches on {est['device']}")
         for e in est["entries"]:
             click.echo(f"  {e['kind'] + 's':<10} {e['key']:<26} {e['rows']:>9} rows  {human_bytes(e['bytes']):>10} on disk  "
@@ -36,8 +34,7 @@ def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_w
         total_b, total_s = sum(e["bytes"] for e in est["entries"]), sum(e["seconds"] for e in est["entries"])
         click.echo(f"  total      {human_bytes(total_b)} on disk, ~{human_seconds(total_s)} (estimate)")
         return
-    plan = run(r, obj.root, wait=not no_wait)
-    click.echo(f"cache {obj.root}\n  images    {plan.image_key}\n  questions {plan.question_key}")
+    click.echo(f"cache {result.root}\n  images    {result.image}\n  questions {result.question}")
 
 
 @click.command()
@@ -46,12 +43,9 @@ def extract(obj, recipe, batch_size, workers, device, shard_size, skip_bad, no_w
               help="Read image features from the shards in chunks instead of loading them (default: only when "
                    "they exceed the memory budget, $VQA_CACHE_MEMORY_BUDGET or half the free memory).")
 @click.pass_obj
-def train(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, stream, **feature):
+def train(obj, **options):
     """Stage two: train a fusion head on cached features."""
-    from ..train import train as run
-
-    r, extract_cmd = options.train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature)
-    run(r, obj.root, out=out, resume=resume, extract_cmd=extract_cmd, stream=stream)
+    api.train(cache_dir=obj.root, **options)
 
 
 @click.command()
@@ -62,16 +56,9 @@ def train(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, st
 @click.option("--accumulate", type=int, help="Gradient accumulation: optimizer step every N batches.")
 @click.option("--checkpointing/--no-checkpointing", default=None, help="Gradient checkpointing in the encoders.")
 @click.option("--init-head", type=click.Path(file_okay=False), help="Start the head from this cached `train` run.")
-@click.pass_obj
-def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets, train_encoders, lora_r,
-             encoder_lr, accumulate, checkpointing, init_head, **feature):
+def finetune(**options):
     """End to end: train the head with the encoders live (bypasses the cache)."""
-    from ..finetune import finetune as run
-    from ..finetune.init_head import finetune_recipe
-
-    more = options.finetune_sets(train_encoders, lora_r, encoder_lr, accumulate, checkpointing, init_head, sets)
-    r = finetune_recipe(recipe, head, epochs, lr, batch_size, seed, more, feature)
-    run(r, out=out, resume=resume)
+    api.finetune(**options)
 
 
 @click.command()
@@ -81,13 +68,9 @@ def finetune(obj, recipe, head, epochs, lr, batch_size, seed, out, resume, sets,
 @click.option("--jobs", type=int, help="Parallel trials in this process (threads sharing the loaded cache).")
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default sweeps/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out (or the latest sweeps/NAME*).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe value (sweep.* and space.* keys included).")
 @click.pass_obj
-def sweep(obj, recipe, trials, jobs, out, resume, sets, **feature):
+def sweep(obj, **options):
     """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""
-    from ..sweep import run_sweep
-
-    overrides, extract_cmd = options.sweep_overrides(recipe, sets, feature)
-    run_sweep(recipe, obj.root, trials=trials, jobs=jobs, out=out, resume=resume, overrides=sets,
-              feature_overrides=overrides, extract_cmd=extract_cmd)
+    api.sweep(cache_dir=obj.root, **options)

@@ -20,23 +20,23 @@ ENCODER_KEYS = ("image.encoder", "image.weights", "image.size", "image.features"
                 "text.encoder", "text.weights", "text.pooling", "text.max_length", "text.tokens")
 
 
-def finetune_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature) -> FinetuneRecipe:
-    """The CLI's options -> a FinetuneRecipe (the same overrides as `train`). With finetune.init_head = RUN,
-    the image and text encoders are RUN's (ENCODER_KEYS), except the keys given on the command line or
-    with --set, so that the head meets the features it was trained on; it prints what it took."""
-    built = train_recipe(recipe, head, epochs, lr, batch_size, seed, sets, feature, cls=FinetuneRecipe)[0]
+def finetune_recipe(recipe, options: dict) -> FinetuneRecipe:
+    """The finetune options (by name, options.py) -> a FinetuneRecipe (the same overrides as `train`). With
+    finetune.init_head = RUN, the image and text encoders are RUN's (ENCODER_KEYS), except the keys given
+    as options or `set` items, so that the head meets the features it was trained on; it prints what it
+    took."""
+    built = train_recipe(recipe, options, cls=FinetuneRecipe)[0]
     if not built.finetune.init_head:
         return built
-    given = [item[0] if isinstance(item, tuple) else item.partition("=")[0].strip()   # typed pairs or --set text
-             for item in feature_overrides("features.", **feature) + list(sets)]
+    given = [key for key, _ in feature_overrides("features.", **options)] + \
+        [item.partition("=")[0].strip() for item in options.get("set", ())]
 
     def explicit(key):
         return any(f"features.{key}" == g or f"features.{key}".startswith(g + ".") for g in given)
     run = run_encoders(built.finetune.init_head)
     taken = {k: v for k, v in run.items() if not explicit(k)}
-    built = train_recipe(recipe, head, epochs, lr, batch_size, seed,
-                         [(f"features.{k}", v) for k, v in taken.items()] + list(sets), feature,
-                         cls=FinetuneRecipe)[0]
+    built = train_recipe(recipe, options, cls=FinetuneRecipe,
+                         extra=[(f"features.{k}", v) for k, v in taken.items()])[0]
     if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
         kept = [f"{k}={json.dumps(feature_value(built, k))}" for k in run if k not in taken]
         print(f"--init-head {built.finetune.init_head}: encoders as that run's: "

@@ -65,18 +65,23 @@ def run_lock(run_dir: Path, resume: bool = False, take: bool = True):
             run_dir.rmdir()
 
 
+def read_json_object(path: Path, missing: str) -> dict:
+    """A run's JSON file as an object; BadInput `missing` when it is not there, or naming what is wrong."""
+    if not path.is_file():
+        raise BadInput(missing)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_run_config(run_dir) -> dict:
     """RUN/config.json, checked: a JSON object with the run's recipe and its (train, val) split names."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise BadInput(f"{run_dir}: not a run directory (no config.json)")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise BadInput(f"{path}: expected a JSON object, got {type(config).__name__}")
+    path = Path(run_dir) / "config.json"
+    config = read_json_object(path, f"{run_dir}: not a run directory (no config.json)")
     splits, specs = config.get("splits"), config.get("cache_specs", {})
     problem = ("no recipe" if not isinstance(config.get("recipe"), dict) else
                "no [train, val] splits" if not (isinstance(splits, list) and len(splits) == 2 and
@@ -120,24 +125,47 @@ def write_metrics(run_dir: Path, history: list, best: dict) -> dict:
     return metrics
 
 
+def read_metrics(run_dir) -> dict:
+    """RUN/metrics.json, checked: {"epochs": [one row per finished epoch], "best": {"epoch", "val_accuracy"}}."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json_object(path, f"{run_dir}: no metrics.json (not a run directory, or no epoch finished yet)")
+    if not (isinstance(metrics.get("epochs"), list) and
+            all(isinstance(row, dict) for row in metrics["epochs"]) and isinstance(metrics.get("best"), dict)):
+        raise BadInput(f"{path}: not the metrics of a vqa-cache run (epochs and best)")
+    return metrics
+
+
 def write_predictions(path: Path, question_ids: list[str], answers: list[str]) -> None:
     """Official results format: [{"question_id", "answer"}], integer ids where the dataset's are."""
     rows = [{"question_id": int(q) if q.isdigit() else q, "answer": a} for q, a in zip(question_ids, answers)]
     path.write_text(json.dumps(rows))
 
 
-def plot_curves(path: Path, history: list) -> None:
-    """curves.png: train and validation loss, validation accuracy, per epoch."""
-    from matplotlib.figure import Figure   # (lazy: slow to import) no pyplot: thread-safe (sweep trials run in threads)
+def curves_figure(history: list, height: float = 4.0):
+    """Train and validation loss, and validation accuracy overall and per answer type, per epoch (a
+    matplotlib Figure: no pyplot, so sweep trials can draw in threads)."""
+    import numpy as np
+    from matplotlib.figure import Figure        # (lazy: slow to import)
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(10, height))
     loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     loss_ax.legend()
-    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], color="C2")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
+    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="all", color="black", linewidth=2)
+    for kind in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
+        acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=kind)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
+    acc_ax.legend(fontsize=8)
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot_curves(path: Path, history: list) -> None:
+    """curves.png (see curves_figure)."""
+    curves_figure(history).savefig(path, dpi=100)

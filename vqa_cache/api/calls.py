@@ -1,0 +1,167 @@
+"""The commands as functions. Each takes the command's options by name (the CLI's flags with underscores,
+options.py), prints the same progress as the command (`verbose=False`: quiet, warnings aside) and returns
+what it made; bad input raises BadInput (a ValueError) with the CLI's one-line message. The library is
+imported inside each function: it pulls in torch, and `import vqa_cache` (so `vqa-cache --help`) should
+stay fast."""
+from __future__ import annotations
+
+import os
+
+from .. import options as opts
+from ..cache import cache_root
+from ..errors import BadInput
+from .output import printing, table
+from .results import CacheKeys, Run, Sweep
+
+OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
+
+
+def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> CacheKeys | dict:
+    """Stage one: encode every image and question text of a dataset once into the cache (`vqa-cache
+    extract`); returns the CacheKeys of the two entries. With dry_run=True nothing is written and the
+    estimate is returned: {"device", "entries": [{"kind", "key", "rows", "bytes", "status", "seconds",
+    "rows_to_encode"}]}.
+
+    >>> keys = vqa_cache.extract("extract/easyvqa.toml", image_encoder="resnet18", features="pooled+grid")
+    """
+    from ..extract.dry_run import dry_run
+    from ..extract.stage import extract as run
+    given = opts.command_options("extract", options, OWN)
+    root = cache_root(cache_dir)
+    with printing(verbose):
+        recipe = opts.extract_recipe(_path(recipe), given)
+        if given.get("dry_run"):
+            return dry_run(recipe, root)
+        plan = run(recipe, root, wait=not given.get("no_wait"))
+    return CacheKeys(plan.image_key, plan.question_key, root)
+
+
+def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Run:
+    """Stage two: train a fusion head on cached features (`vqa-cache train`); returns its Run. Give the
+    feature options `extract` was given (a train recipe names its extract recipe instead).
+
+    >>> run = vqa_cache.train("train/easyvqa-concat.toml", head="attention", epochs=3, features="pooled+grid",
+    ...                       set=["optim.lr=3e-4"])
+    """
+    from ..train.cached import train as run
+    from ..train.run_dir import pick_run_dir
+    given = opts.command_options("train", options, OWN)
+    root = cache_root(cache_dir)
+    with printing(verbose):
+        recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
+        run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
+        run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
+            stream=given.get("stream"))
+    return Run(run_dir)
+
+
+def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
+    """Train a head end to end through live encoders, without the cache (`vqa-cache finetune`); returns its
+    Run.
+
+    >>> run = vqa_cache.finetune("train/easyvqa-finetune.toml", train_encoders="top:1", epochs=4)
+    """
+    from ..finetune.run import finetune as run
+    from ..finetune.init_head import finetune_recipe
+    from ..train.run_dir import pick_run_dir
+    given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
+    with printing(verbose):
+        recipe = finetune_recipe(_path(recipe), given)
+        run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False))
+    return Run(run_dir)
+
+
+def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sweep:
+    """A hyperparameter search (Optuna) over a stage-two recipe on the cache (`vqa-cache sweep`); returns
+    its Sweep.
+
+    >>> sweep = vqa_cache.sweep("train/easyvqa-sweep.toml", trials=20, jobs=2)
+    """
+    from ..sweep.trials import run_sweep
+    given = opts.command_options("sweep", options, OWN)
+    root = cache_root(cache_dir)
+    with printing(verbose):
+        overrides, extract_cmd = opts.sweep_overrides(_path(recipe), given)
+        result = run_sweep(_path(recipe), root, trials=given.get("trials"), jobs=given.get("jobs"),
+                           out=given.get("out"), resume=given.get("resume", False), overrides=given.get("set", ()),
+                           feature_overrides=overrides, extract_cmd=extract_cmd)
+    return Sweep(result["dir"])
+
+
+def evaluate(questions, annotations, predictions, protocol: str = "current") -> dict:
+    """The official VQA accuracy of predictions (`vqa-cache eval`): three paths of JSON files, or the three
+    loaded (questions {"questions": [...]}, annotations {"annotations": [...]}, predictions
+    [{"question_id", "answer"}]). Returns {"protocol", "overall", "perAnswerType", "perQuestionType",
+    "perQuestion"}, percentages. protocol: "current" or "2016" (docs/training.md).
+
+    >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
+    """
+    from ..metrics import evaluate as scores, evaluate_files
+    given = (questions, annotations, predictions)
+    paths = [isinstance(x, (str, os.PathLike)) for x in given]
+    if all(paths):
+        result = evaluate_files(*given, protocol=protocol)
+    elif not any(paths):
+        result = scores(*given, protocol=protocol)
+    else:
+        raise BadInput("evaluate: give questions, annotations and predictions all as paths, or all loaded")
+    return {"protocol": protocol, **result}
+
+
+def ask(run, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[str, float]]:
+    """The `top` most probable answers [(answer, probability)] of a `train` run (a Run or its directory)
+    for one image file and question (`vqa-cache ask`): both encoded live, exactly as the run's cache was.
+
+    >>> vqa_cache.ask("runs/easyvqa-concat", "shape.png", "What color is the shape?", top=3)
+    [('yellow', 0.3714), ('black', 0.2777), ('red', 0.2099)]
+    """
+    return Run(run).ask(image, question, top=top, cache_dir=cache_dir)
+
+
+def runs(directory="runs", sort: str = "acc"):
+    """One row per run directory at or below `directory` (train, finetune, a sweep's trials), as `vqa-cache
+    runs` lists them (docs/report.md): name, mode, head, encoders, cache keys, epochs, best validation
+    accuracy (and per answer type), seconds per epoch, parameters, date, finished. A pandas DataFrame, nested
+    records flattened (`val_accuracy_per_type.yes/no`, `cache_keys.image`), or the list of records without
+    pandas. sort: acc or an answer type (best first), date (newest first), name, mode, head, encoders, cache
+    keys, epochs, s/epoch, params.
+
+    >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
+    """
+    from ..runs import table as records
+    return table(records(os.fspath(directory), sort))
+
+
+def load_features(keys, image: str | None = None, question: str = "pooled") -> tuple:
+    """(image ids, image features, question texts, question features) of two cache entries, read whole,
+    float32 tensors on the CPU, rows in the order of the ids and texts: images "pooled" [N, D] or "grid"
+    [N, h*w, D] (default: the entry's first output); questions "pooled" [M, D] or "tokens" [M, L, D] with the
+    padding zeroed. keys: CacheKeys (from extract) or a Run (its cache_keys).
+
+    >>> image_ids, images, texts, questions = vqa_cache.load_features(keys, image="grid")
+    """
+    import torch
+    from ..cache import Entry
+    from ..cache.reader import check_complete, read_features
+    keys = keys.cache_keys if isinstance(keys, Run) else keys
+    if not isinstance(keys, CacheKeys):
+        raise BadInput(f"load_features: expected CacheKeys (from extract) or a Run, got {type(keys).__name__}")
+    out = []
+    for kind, key, output in (("image", keys.image, image), ("question", keys.question, question)):
+        entry = Entry(keys.root, key)
+        manifest = check_complete(entry, "vqa_cache.extract with the options that made these keys")
+        spec = manifest.get("spec", {})
+        have = spec.get("outputs", ["pooled"]) if kind == "image" else \
+            ["pooled"] + (["tokens"] if spec.get("tokens") else [])
+        output = output or have[0]
+        if output not in have:
+            raise BadInput(f"{kind} features {key} hold {' and '.join(have)}, not {output!r}")
+        ids, arr = read_features(entry, manifest, output)
+        out += [ids, torch.from_numpy(arr)]
+    return tuple(out)
+
+
+def _path(recipe):
+    """A recipe given as a path-like -> its str (recipes are named by str everywhere below)."""
+    return os.fspath(recipe) if recipe is not None else None
