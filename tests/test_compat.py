@@ -14,8 +14,8 @@ OMP_NUM_THREADS=1, by these commands (FAST = --limit 20 --image-encoder resnet18
 checkpoint is ~100 KB at any width; a wider head only adds to it.)
 
 Recipe keys added since are listed in ADDED: a new run's config.json holds them at the values that make
-the old behaviour, and only them besides the old keys. The image standardization of the heads became the default since, so the train run here asks for
-the LayerNorm of the old runs with `--set head.standardize=false`.
+the old behaviour, and only them besides the old keys (the heads' LayerNorm on the image stays the default;
+`head.standardize = true` is the per-dimension standardization added since).
 
 The losses are compared to 1e-4 relative, not to the bit: they are float32 sums that another CPU's
 kernels may round differently in the last place, and metrics.json keeps 6 digits. Accuracies,
@@ -31,8 +31,7 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pre-redesign"
 FAST = ["--limit", 20, "--image-encoder", "resnet18", "--image-size", 32, "--weights", "random"]
-TRAIN = ["train", "train/easyvqa-concat.toml", *FAST, "--set", "head.hidden=2", "--epochs", 2, "--batch-size", 8,
-         "--set", "head.standardize=false"]
+TRAIN = ["train", "train/easyvqa-concat.toml", *FAST, "--set", "head.hidden=2", "--epochs", 2, "--batch-size", 8]
 # config.json keys added since the fixtures were made, with the values that keep the old behaviour
 ADDED = {("recipe", "features", "text", "ids"): False, ("recipe", "head", "layers"): 0, ("recipe", "head", "embed"): 0, ("recipe", "head", "standardize"): False,
          ("recipe", "head", "init_embeddings"): False, ("head", "standardize"): False}

@@ -78,19 +78,9 @@ def hf_vit_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hf_clip_dir(tmp_path_factory):
-    """A tiny CLIP checkpoint (text and vision towers) at 64 px, with a CLIPImageProcessor."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-    d = tmp_path_factory.mktemp("hf-clip")
-    torch.manual_seed(2)
-    config = CLIPConfig(text_config=dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=64, max_position_embeddings=16, bos_token_id=0,
-                                         eos_token_id=1, pad_token_id=1),
-                        vision_config=dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1,
-                                           num_attention_heads=2, intermediate_size=64), projection_dim=16)
-    CLIPModel(config).save_pretrained(d)
-    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(d)
-    return d
+def hf_clip_dir(tiny_clip_dir):
+    """A tiny CLIP checkpoint (text and vision towers) at 64 px, with a CLIPImageProcessor (conftest.py)."""
+    return tiny_clip_dir
 
 
 @pytest.fixture(scope="module")

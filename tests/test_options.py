@@ -93,7 +93,7 @@ def test_extract_loads_the_text_encoder_dir_with_weights_random_and_train_finds_
     r = cli("--cache-dir", cache, "extract", *opts)
     assert r.code == 0, r
     ident = directory_identity(tiny_bert_dir)
-    assert f"text encoder {tiny_bert_dir} ({ident[:20]}...)" in r.out, r
+    assert f"text encoder {tiny_bert_dir} ({ident[:20]}..., mean pooling)" in r.out, r
     question = json.loads(next((cache / "question").glob("*/manifest.json")).read_text())
     assert question["spec"]["weights"] == ident and question["dim"] == 32      # the tiny BERT's width
     image = json.loads(next((cache / "image").glob("*/manifest.json")).read_text())

@@ -161,16 +161,15 @@ def test_learned_question_heads_on_word_ids_train_predict_and_answer(cli, words_
 
 
 def test_image_statistics_are_the_training_images_and_kept_in_the_checkpoint(cli, words_cache, tmp_path):
-    """Standardization (the default): the head's mean and std are those of the training split's images (each
-    once), the same read whole or streamed from the shards, and best.pt holds them; head.standardize=false
-    is the LayerNorm of before."""
+    """head.standardize=true: the head's mean and std are those of the training split's images (each once),
+    the same read whole or streamed from the shards, and best.pt holds them; the default is LayerNorm."""
     from vqa_cache import recipes
     from vqa_cache.cache.reader import ImageStream
     from vqa_cache.train.features import load_features
     from vqa_cache.train.splits import build_splits
     from vqa_cache.train.statistics import image_statistics
     run = tmp_path / "std"
-    r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--out", run)
+    r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--set", "head.standardize=true", "--out", run)
     assert r.code == 0, r
     config = json.loads((run / "config.json").read_text())
     recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
@@ -190,9 +189,9 @@ def test_image_statistics_are_the_training_images_and_kept_in_the_checkpoint(cli
     assert torch.equal(state["norm_i.mean"], mean)
     floor = float(std.median()) * 1e-2
     assert torch.equal(state["norm_i.std"], std.clamp(min=floor))
-    r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--set", "head.standardize=false",
-            "--out", tmp_path / "ln")
+    r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--out", tmp_path / "ln")
     assert r.code == 0, r
+    assert json.loads((tmp_path / "ln" / "config.json").read_text())["head"]["standardize"] is False
     assert "norm_i.weight" in torch.load(tmp_path / "ln" / "best.pt", weights_only=True)["model"]
 
 

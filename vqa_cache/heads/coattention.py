@@ -37,9 +37,9 @@ class CoAttention(nn.Module):
     Padding positions of the question are all-zero vectors (the cache loader multiplies token states
     by the attention mask), so the mask is recovered from the tensor itself; a `mask` [B, L] (1 = real
     token) may also be passed. Encoder-decoder MCAN (Yu et al. 2019) with `layers` layers of width
-    `dim` (default hidden // 2, MCAN's 512 for the default hidden of 1024): the question goes through self-attention layers; the grid cells through self-attention
-    plus attention guided by the encoded question. Both are then attention-pooled, summed and
-    classified.
+    `dim` (default hidden // 2: 128 at this head's default hidden of 256, sized for a CPU; MCAN's is 512):
+    the question goes through self-attention layers; the grid cells through self-attention plus attention
+    guided by the encoded question. Both are then attention-pooled, summed and classified.
     """
     name = "coattention"
     needs = {"image": "grid", "question": "tokens"}

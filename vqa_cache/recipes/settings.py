@@ -56,7 +56,7 @@ class HeadSettings:
     hidden: int = 0                  # width; 0 = the head's own default (heads/: each head's `defaults`)
     layers: int = 0                  # depth, for heads that have one (coattention, lstm, butd); 0 = the head's default
     dropout: float = 0.3
-    standardize: bool = True         # image features standardized per dimension (train-split mean and std) instead of LayerNorm
+    standardize: bool = False        # true: image features standardized per dimension (train-split mean, std), not LayerNorm
     embed: int = 0                   # learned question embeddings (lstm, butd): width; 0 = the head's default
     init_embeddings: bool = False    # ... started from the text model's input embedding matrix (its width)
 
