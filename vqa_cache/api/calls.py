@@ -22,7 +22,8 @@ def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> 
     estimate is returned: {"device", "entries": [{"kind", "key", "rows", "bytes", "status", "seconds",
     "rows_to_encode"}]}.
 
-    >>> keys = vqa_cache.extract("extract/easyvqa.toml", image_encoder="resnet18", features="pooled+grid")
+    >>> keys = vqa_cache.extract("extract/resnet50-tinybert-concat.toml", image_encoder="resnet18",
+    ...                          features="pooled+grid")
     """
     from ..extract.dry_run import dry_run
     from ..extract.stage import extract as run
@@ -40,8 +41,8 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     """Stage two: train a fusion head on cached features (`vqa-cache train`); returns its Run. Give the
     feature options `extract` was given (a train recipe names its extract recipe instead).
 
-    >>> run = vqa_cache.train("train/easyvqa-concat.toml", head="attention", epochs=3, features="pooled+grid",
-    ...                       set=["optim.lr=3e-4"])
+    >>> run = vqa_cache.train("train/resnet50-tinybert-concat.toml", head="attention", epochs=3,
+    ...                       features="pooled+grid", set=["optim.lr=3e-4"])
     """
     from ..train.cached import train as run
     from ..train.run_dir import pick_run_dir
