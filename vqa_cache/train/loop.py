@@ -138,8 +138,11 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
     if not history.epochs:
         raise BadInput(f"{fit.run_dir}: nothing to train (already at epoch {history.last} of {optim.epochs})")
     if not main:
+        dist.barrier()      # rank 0 writes the run out; the ranks then leave the process group together
         return {"epochs": history.epochs, "best": history.best}
-    return finish_run(fit, history, started)
+    result = finish_run(fit, history, started)
+    dist.barrier()
+    return result
 
 
 def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) -> tuple[dict, bool]:
