@@ -55,3 +55,9 @@ def test_vit_bert_lora_finetunes_both_encoders_query_and_value(cli, tmp_path, ti
     # 2 layers x (query, value) x (A: r x 32, B: 32 x r) in each encoder
     assert encoders["trainable_encoder_params"] == 2 * 2 * 2 * 2 * 8 * 32
 
+
+
+def test_a_finetune_recipe_given_to_train_names_the_command(cli):
+    r = cli("train", "train/vit-bert-lora.toml")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r
+    assert "a finetune recipe" in r.err and "vqa-cache finetune train/vit-bert-lora.toml" in r.err, r

@@ -163,6 +163,8 @@ def train_recipe(recipe, options: dict, cls=None, extra=()):
     after the options, before the `set` items."""
     cls = cls or recipes.TrainRecipe
     data = recipes.load_train_dict(recipe)
+    if "finetune" in data and not issubclass(cls, recipes.FinetuneRecipe):
+        raise BadInput(f"{recipe}: a finetune recipe (it has a [finetune] table): run it with `vqa-cache finetune {recipe}`")
     keys = TRAIN_KEYS + (FINETUNE_KEYS if issubclass(cls, recipes.FinetuneRecipe) else ())
     settings = feature_settings("features.", **options) + given(options, keys)
     recipes.apply_overrides(data, option_overrides(settings, options.get("set", ()), extra))
