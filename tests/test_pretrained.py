@@ -151,3 +151,20 @@ def test_real_pretrained_features_beat_random_ones_of_the_same_architecture(cli,
     pre, rand = best["auto"], best["random"]
     assert pre["val_accuracy"] > rand["val_accuracy"] + 0.1, best
     assert pre["val_accuracy_per_type"]["other"] > rand["val_accuracy_per_type"]["other"] + 0.3, best
+
+
+def test_the_packaged_lite0_file_given_as_weights_path_gives_the_packaged_features(tmp_path):
+    """`--image-encoder timm:tf_efficientnet_lite0 --weights FILE` with the file the package ships (its
+    EfficientNet-PyTorch key names): the same features as `weights = auto` finding that package, under the
+    file's own identity."""
+    import vqa_cache
+    from vqa_cache.encoders import timm_models
+    file = timm_models.packaged_file("tf_efficientnet_lite0")
+    opts = dict(limit=12, image_encoder=LITE0, image_size=64, text_encoder="bow", verbose=False)
+    auto = vqa_cache.extract(cache_dir=tmp_path, weights="auto", **opts)
+    given = vqa_cache.extract(cache_dir=tmp_path, weights=str(file), **opts)
+    assert auto.image != given.image
+    ids_a, feats_a, _, _ = vqa_cache.load_features(auto)
+    ids_g, feats_g, _, _ = vqa_cache.load_features(given)
+    assert list(ids_a) == list(ids_g) and len(ids_a) > 0
+    assert torch.equal(feats_a, feats_g)
