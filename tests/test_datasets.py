@@ -476,3 +476,21 @@ def test_eval_predictions_nested_too_deeply_is_bad_input(cli, tmp_path):
     assert r.code == 2, r
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and f"{predictions}: JSON nested too deeply" in lines[0], r
+
+
+@pytest.mark.parametrize("layout, options, message", [
+    ("csv", {"image_dir": 3}, "csv dataset option 'image_dir' must be a non-empty string, got 3"),
+    ("csv", {"train_file": ""}, "csv dataset option 'train_file' must be a non-empty string, got ''"),
+    ("hf", {"question_column": ""}, "hf dataset option 'question_column' must be a non-empty string, got ''"),
+    ("hf", {"config": 1}, "hf dataset option 'config' must be a string, got 1"),
+])
+def test_layout_options_are_strings_empty_only_where_allowed(layout, options, message):
+    from vqa_cache.errors import BadInput
+    from vqa_cache.data import csvdata, hf
+    from vqa_cache.recipes import DatasetSettings
+    module = {"csv": csvdata, "hf": hf}[layout]
+    with pytest.raises(BadInput) as e:
+        module.options(DatasetSettings(name=f"{layout}:x", options=options))
+    assert str(e.value) == message
+    assert module.options(DatasetSettings(name=f"{layout}:x", options={"image_ext": ""} if layout == "csv"
+                                          else {"config": ""}))

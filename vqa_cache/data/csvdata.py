@@ -22,7 +22,7 @@ from ..answers import normalize_answer
 from ..errors import BadInput
 from ..recipes import DatasetSettings
 from .files import file_identity, inside, listing_fingerprint, short
-from .schema import make_table, new_rows, question_type
+from .schema import layout_options, make_table, new_rows, question_type
 
 VERSION = 1
 DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "question",
@@ -31,13 +31,7 @@ DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "q
 
 
 def options(dataset: DatasetSettings) -> dict:
-    unknown = sorted(set(dataset.options) - set(DEFAULTS))
-    if unknown:
-        raise BadInput(f"csv dataset option {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
-    opts = {**DEFAULTS, **dataset.options}
-    for k, v in opts.items():
-        if not isinstance(v, str) or (not v and k != "image_ext"):
-            raise BadInput(f"csv dataset option {k!r} must be a non-empty string, got {v!r}")
+    opts = layout_options("csv", dataset.options, DEFAULTS, lambda k: k == "image_ext")
     for k in ("image_dir", "train_file", "test_file"):
         opts[k] = inside(opts[k], f"csv dataset option {k}")
     return opts

@@ -47,7 +47,7 @@ from ..progress import progress
 from ..recipes import DatasetSettings
 from .files import short
 from .hf_columns import answer_list, answer_type, column_kinds
-from .schema import make_table, new_rows, question_type
+from .schema import layout_options, make_table, new_rows, question_type
 
 VERSION = 1
 DEFAULTS = {"image_column": "image", "question_column": "question", "answers_column": "answers",
@@ -62,15 +62,7 @@ _OPENED: dict = {}          # (NAME_OR_DIR, config, revision, stamp) -> (source,
 
 
 def options(dataset: DatasetSettings) -> dict:
-    unknown = sorted(set(dataset.options) - set(DEFAULTS))
-    if unknown:
-        raise BadInput(f"hf dataset option {unknown[0]!r} is unknown (known: {', '.join(DEFAULTS)})")
-    opts = {**DEFAULTS, **dataset.options}
-    for k, v in opts.items():
-        if not isinstance(v, str) or (not v and k.endswith("_column")):
-            raise BadInput(f"hf dataset option {k!r} must be a{' non-empty' if k.endswith('_column') else ''} "
-                           f"string, got {v!r}")
-    return opts
+    return layout_options("hf", dataset.options, DEFAULTS, lambda k: not k.endswith("_column"))
 
 
 def _datasets():
