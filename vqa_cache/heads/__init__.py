@@ -9,7 +9,7 @@ Every head takes `(image, question)` feature tensors and returns logits [B, K]; 
 
 A new head is one small file here with `@register` (registry.py) and `name`, `needs` and `defaults`
 (its own width, and depth where it has one) class attributes, imported below. The image input is
-standardized per dimension (norm.py; the statistics come from the training split) or layer-normalized.
+layer-normalized, or with head.standardize standardized per dimension (norm.py; training-split statistics).
 """
 from . import attention, bilinear, butd, coattention, concat, hadamard, lstm  # noqa: F401  (each registers its head)
 from .norm import set_statistics  # noqa: F401

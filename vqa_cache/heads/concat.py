@@ -10,7 +10,7 @@ from .registry import register
 class Concat(nn.Module):
     """image [B, Di], question [B, Dq] -> logits [B, K].
 
-    Each input is normalized first (the image standardized per dimension, or layer-normalized; the question
+    Each input is normalized first (the image layer-normalized, or standardized per dimension; the question
     layer-normalized), so frozen features of any scale (random-init backbones give large ones) train with
     the same learning rate.
     """

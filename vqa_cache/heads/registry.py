@@ -12,6 +12,7 @@ from ..errors import BadInput
 
 HEADS: dict[str, type[nn.Module]] = {}
 KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
+SETTINGS = ("layers", "embed", "standardize")     # config keys added since KEYS; a head takes those it has
 
 
 def register(cls):
@@ -42,8 +43,9 @@ def head_config(name: str, image_dim: int, question_dim: int, num_answers: int, 
         if key in defaults:
             config[key] = value or defaults[key]
         elif value:
-            raise BadInput(f"head.{key} = {value}: head {name!r} has no {key} to set "
-                           f"({'heads with a depth: coattention, lstm, butd' if key == 'layers' else 'heads with learned question embeddings: lstm, butd'})")
+            which = "with a depth" if key == "layers" else "with learned question embeddings"
+            raise BadInput(f"head.{key} = {value}: head {name!r} has no {key} to set (heads {which}: "
+                           f"{', '.join(n for n, c in HEADS.items() if key in c.defaults)})")
     config["standardize"] = standardize
     return config
 
@@ -52,7 +54,7 @@ def build(name: str, image_dim: int, question_dim: int, num_answers: int, hidden
           **settings) -> nn.Module:
     """A head from its config (head_config's keys; a checkpoint's "head"). Keys it lacks take their defaults."""
     config = head_config(name, image_dim, question_dim, num_answers, hidden, dropout)
-    config.update({k: v for k, v in settings.items() if k in ("layers", "embed", "standardize")})
+    config.update({k: v for k, v in settings.items() if k in SETTINGS})
     args = {k: v for k, v in config.items() if k not in ("name", "image_dim", "question_dim", "num_answers")}
     try:
         return HEADS[name](image_dim, question_dim, num_answers, **args)
@@ -62,4 +64,4 @@ def build(name: str, image_dim: int, question_dim: int, num_answers: int, hidden
 
 def from_config(config: dict) -> nn.Module:
     """The head a checkpoint's (or config.json's) "head" describes, built as it was."""
-    return build(**{k: v for k, v in config.items() if k in KEYS + ("layers", "embed", "standardize")})
+    return build(**{k: v for k, v in config.items() if k in KEYS + SETTINGS})
