@@ -209,3 +209,20 @@ def test_bad_head_settings(cli, words_cache, tmp_path, args, message):
     assert r.code == 2, r
     assert message in r.err and len(r.err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_question_shard_check_refuses_ids_past_a_length_or_the_vocabulary(tmp_path):
+    from vqa_cache.cache.shards import check_question_shard, write_question_shard
+    pooled = np.zeros((2, 4), np.float32)
+
+    def shard(ids, length):
+        path = tmp_path / "q.parquet"
+        write_question_shard(path, ["a b", "c"], {"pooled": pooled, "ids": np.array(ids), "length": np.array(length)})
+        return path
+
+    assert check_question_shard(shard([[3, 1, 0], [2, 0, 0]], [2, 1]), False, ids=True, vocab_size=4) == ["a b", "c"]
+    for ids, length in (([[3, 1, 0], [2, 5, 0]], [2, 1]),      # an id after its question's length
+                        ([[4, 1, 0], [2, 0, 0]], [2, 1]),      # an id outside the vocabulary of 4
+                        ([[3, 1, 0], [2, 0, 0]], [2, 4])):     # a length beyond the row
+        with pytest.raises(ValueError, match="not token ids below 4"):
+            check_question_shard(shard(ids, length), False, ids=True, vocab_size=4)

@@ -57,11 +57,15 @@ def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndar
     return write_table(path, pa.table(columns))
 
 
+def real_positions(ids: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Token ids [M, L] and lengths [M] -> bool [M, L], True at each row's first `length` positions."""
+    return np.arange(ids.shape[1])[None, :] < length[:, None]
+
+
 def head_ids(ids: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Stored token ids [M, L] and lengths [M] -> what a head reads: int64 [M, L], each id + 1, 0 after the
     length (so that 0 is the padding row of its embedding table)."""
-    real = np.arange(ids.shape[1])[None, :] < length[:, None]
-    return np.where(real, ids.astype(np.int64) + 1, 0)
+    return np.where(real_positions(ids, length), ids.astype(np.int64) + 1, 0)
 
 
 def fixed_list(arr: np.ndarray, dtype) -> pa.Array:
@@ -124,16 +128,15 @@ def check_question_shard(path: Path, tokens: bool, ids: bool = False, vocab_size
         if name not in table.column_names:
             raise ValueError(f"no column {name!r}")
     for name in need[1:]:
-        col = table.column(name).combine_chunks()
-        if name in ("mask", "ids", "length"):
+        if name in ("mask", "ids", "length"):       # integers: ids are checked below
             continue
-        values = col.values.to_numpy(zero_copy_only=False)
+        values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
         if values.dtype != np.float16 or not np.isfinite(values).all():
             raise ValueError(f"column {name!r} is not finite float16")
     if ids:
         _, tokens_ids = read_question_shard(path, "ids")
         _, length = read_question_shard(path, "length")
-        real = np.arange(tokens_ids.shape[1])[None, :] < length[:, None]
+        real = real_positions(tokens_ids, length)
         if (length < 0).any() or (length > tokens_ids.shape[1]).any() or (tokens_ids[~real] != 0).any() or \
                 (tokens_ids < 0).any() or (vocab_size is not None and (tokens_ids >= vocab_size).any()):
             raise ValueError(f"columns ids / length are not token ids below {vocab_size} with zeros after each length")
