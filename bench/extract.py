@@ -1,6 +1,6 @@
 """Stage-one benchmark: end-to-end extraction vs the encoder alone, on the same images.
 
-    end to end    = vqa_cache.extract.images.extract_images on N image files: DataLoader workers decode and
+    end to end    = vqa_cache.extraction.images.extract_images on N image files: DataLoader workers decode and
                     resize, the encoder runs (autocast + channels_last on CUDA), features go to float16
                     HDF5 shards written by a background thread, checksums, manifest, index
     forward only  = the same encoder on the same images already decoded into memory as uint8 tensors
@@ -56,7 +56,7 @@ def main():
     from vqa_cache.encoders.image import ImageFiles, collate
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.device import pick_device
-    from vqa_cache.extract.images import build_image_encoder, encode_images, extract_images
+    from vqa_cache.extraction.images import build_image_encoder, encode_images, extract_images
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
 
     if a.threads:

@@ -39,11 +39,11 @@ def main() -> None:
     import torch
 
     from vqa_cache import recipes
-    from vqa_cache.extract import extract
-    from vqa_cache.finetune import finetune
-    from vqa_cache.finetune.init_head import finetune_recipe
+    from vqa_cache.extraction import extract
+    from vqa_cache.finetuning import finetune
+    from vqa_cache.finetuning.init_head import finetune_recipe
     from vqa_cache.options import feature_overrides
-    from vqa_cache.train import train
+    from vqa_cache.training import train
 
     if a.threads:
         torch.set_num_threads(a.threads)

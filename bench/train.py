@@ -48,13 +48,13 @@ def main():
     from vqa_cache.encoders.image import ImageEncoder, ImageFiles
     from vqa_cache.encoders.text import load_text_encoder
     from vqa_cache.device import amp, autocast, pick_device
-    from vqa_cache.extract import extract
+    from vqa_cache.extraction import extract
     from vqa_cache.cache.shards import head_ids
-    from vqa_cache.train.batches import epoch_batches
-    from vqa_cache.train.cached import build_head
-    from vqa_cache.train.features import load_features
-    from vqa_cache.train.splits import build_splits, trainable
-    from vqa_cache.train.steps import batch_loss, lr_lambda
+    from vqa_cache.training.batches import epoch_batches
+    from vqa_cache.training.cached import build_head
+    from vqa_cache.training.features import load_features
+    from vqa_cache.training.splits import build_splits, trainable
+    from vqa_cache.training.steps import batch_loss, lr_lambda
 
     root = cache_root(a.cache_dir)
     feats = {"dataset": {"limit": a.limit}, "device": a.device,

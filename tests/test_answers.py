@@ -269,7 +269,7 @@ def test_training_targets_are_the_current_metric():
     import pyarrow as pa
 
     from vqa_cache.metrics import vqa_accuracy
-    from vqa_cache.train.splits import Split
+    from vqa_cache.training.splits import Split
 
     answers = [["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, ["Yes"] * 10, ["yes"] * 10,
                ["  blue\n"] * 4 + ["green"] * 6, ["Two", "2", "3"], ["circle"], []]

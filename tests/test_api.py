@@ -1,7 +1,8 @@
 """The Python API (docs/api.md): the commands as functions with the CLI's options, returning CacheKeys, Run and
 Sweep; the CLI is a thin layer over it (same option names, same keys, same answers, same error line);
 verbose=False is quiet but for warnings; unknown option names are BadInput naming the close ones; and
-`vqa_cache.train` stays the function when the subpackage `vqa_cache.train` is imported."""
+the stage packages (training, extraction, finetuning, search) have names of their own, so every
+`vqa_cache.<package>` imports as a module and the API's functions are never shadowed."""
 from __future__ import annotations
 
 import json
@@ -233,24 +234,28 @@ def test_a_sweep_through_the_api(keys, tmp_path):
 
 
 def test_the_package_face():
-    """In a fresh interpreter: `import vqa_cache` (and the CLI) load no torch; vqa_cache.train & co. stay
-    the API's functions when their modules are imported, which are reached by full path."""
+    """In a fresh interpreter: `import vqa_cache` (and the CLI) load no torch; vqa_cache.train & co. are the
+    API's functions, and every subpackage and its submodules import as modules under names of their own."""
     code = """
-import sys
+import sys, importlib, pkgutil, types
 import vqa_cache, vqa_cache.cli
 assert "torch" not in sys.modules, "import vqa_cache loaded torch"
-import vqa_cache.train.loop, vqa_cache.extract.stage, vqa_cache.finetune.run, vqa_cache.sweep.trials
-import vqa_cache.runs, vqa_cache.report
+assert type(vqa_cache) is types.ModuleType, "no custom module class"
 from vqa_cache import api
-from vqa_cache.train import loop, train as stage_two
-from vqa_cache.extract.stage import extract as stage_one
-from vqa_cache.runs import table
 for name in ("extract", "train", "finetune", "sweep", "runs"):
     assert getattr(vqa_cache, name) is getattr(api, name), name
-assert table.__module__ == "vqa_cache.runs"
-assert stage_two is not vqa_cache.train and stage_two.__module__ == "vqa_cache.train.cached"
-assert stage_one.__module__ == "vqa_cache.extract.stage" and loop.run_fit
-assert sys.modules["vqa_cache.train"].train is stage_two
+import vqa_cache.training.loop as loop
+from vqa_cache.training import train as stage_two
+from vqa_cache.extraction.stage import extract as stage_one
+from vqa_cache.run_table import table
+assert loop.run_fit and table.__module__ == "vqa_cache.run_table"
+assert stage_two.__module__ == "vqa_cache.training.cached" and stage_one.__module__ == "vqa_cache.extraction.stage"
+for info in pkgutil.walk_packages(vqa_cache.__path__, "vqa_cache."):
+    if info.name.endswith("__main__"):
+        continue
+    assert isinstance(importlib.import_module(info.name), types.ModuleType), info.name
+for name in ("extract", "train", "finetune", "sweep", "runs"):
+    assert getattr(vqa_cache, name) is getattr(api, name), name + " shadowed after the imports"
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})

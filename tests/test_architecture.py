@@ -17,8 +17,8 @@ LAYERS = [
     {"cli"},                                # click commands and printing
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
-    {"finetune", "sweep", "predict", "runs"},   # built on stage two; runs: a table of run directories
-    {"extract", "train"},                   # stage one, stage two
+    {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
+    {"extraction", "training"},             # stage one, stage two
     {"cache"},                              # the contract between the stages
     {"metrics"},
     {"data", "encoders", "heads"},
@@ -27,7 +27,7 @@ LAYERS = [
     {"digest", "device", "recipes", "distributed", "progress", "version"},
     {"errors"},
 ]
-STAGE_TWO = {"train", "finetune", "sweep", "predict"}
+STAGE_TWO = {"training", "finetuning", "search", "predict"}
 MAX_LINES = 320           # "about 300": a module that grows past it is split
 
 
@@ -62,7 +62,7 @@ GRAPH = {name: imports_of(name) for name in MODULES}
 
 
 def part(name: str) -> str:
-    """The top-level module or package a module belongs to: vqa_cache.train.loop -> train."""
+    """The top-level module or package a module belongs to: vqa_cache.training.loop -> train."""
     return name.split(".")[1] if "." in name else "__init__"
 
 
@@ -71,9 +71,9 @@ def layer(name: str) -> int:
 
 
 def test_the_walk_sees_relative_absolute_and_function_level_imports():
-    assert "vqa_cache.train.loop" in GRAPH["vqa_cache.train.cached"]            # from .loop import ...
-    assert "vqa_cache.cache.plan" in GRAPH["vqa_cache.train.features"]          # from ..cache.plan import ...
-    assert "vqa_cache.extract.stage" in GRAPH["vqa_cache.api.calls"]            # inside a function
+    assert "vqa_cache.training.loop" in GRAPH["vqa_cache.training.cached"]            # from .loop import ...
+    assert "vqa_cache.cache.plan" in GRAPH["vqa_cache.training.features"]          # from ..cache.plan import ...
+    assert "vqa_cache.extraction.stage" in GRAPH["vqa_cache.api.calls"]            # inside a function
     assert "vqa_cache.data.csvdata" in GRAPH["vqa_cache.data.dispatch"]         # from . import csvdata
     assert "vqa_cache.cache.samples" in GRAPH["vqa_cache.cache.plan"]           # from .samples import ...
 
@@ -97,7 +97,7 @@ def test_no_import_circles():
 
 
 def test_stage_two_never_imports_stage_one():
-    wrong = [(a, b) for a in MODULES for b in GRAPH[a] if part(a) in STAGE_TWO and part(b) == "extract"]
+    wrong = [(a, b) for a in MODULES for b in GRAPH[a] if part(a) in STAGE_TWO and part(b) == "extraction"]
     assert wrong == []
 
 

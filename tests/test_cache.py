@@ -317,7 +317,7 @@ def test_dry_run_estimates_and_writes_nothing(cli, tmp_path):
     assert "ESTIMATE" in r.out and "21 rows" in r.out and "on disk" in r.out and "for 21 rows (new)" in r.out
     assert not list(tmp_path.rglob("*.h5")) and not list(tmp_path.rglob("manifest.json"))
 
-    from vqa_cache.extract import dry_run
+    from vqa_cache.extraction import dry_run
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
     est = dry_run(ExtractRecipe(DatasetSettings(limit=100), ImageSettings(encoder="resnet18", weights="random", size=64,
                                                                  features="pooled+grid", batch_size=4),

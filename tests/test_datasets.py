@@ -74,7 +74,7 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
 def test_vqa2_trains_with_soft_score_bce(tmp_path):
     """10 human answers -> the multi-answer (soft-score BCE) targets; 1 answer (csv) -> cross-entropy."""
     from vqa_cache.answers import build_vocabulary
-    from vqa_cache.train.splits import Split
+    from vqa_cache.training.splits import Split
 
     make_vqa2(tmp_path / "v")
     make_csv(tmp_path / "c")

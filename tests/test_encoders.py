@@ -272,7 +272,7 @@ def test_finetune_trains_other_families_with_lora_where_it_fits(cli, tmp_path):
     import timm
     import torchvision
     from torch import nn
-    from vqa_cache.finetune.scope import image_lora_match
+    from vqa_cache.finetuning.scope import image_lora_match
 
     def targets(body):
         match = image_lora_match(body)

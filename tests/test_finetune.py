@@ -17,7 +17,7 @@ def extract(root, *args):
 
 
 def recipe(*sets, text=None, limit=300):
-    from vqa_cache.finetune.init_head import finetune_recipe
+    from vqa_cache.finetuning.init_head import finetune_recipe
     feature = {"limit": limit, "image_encoder": "resnet18", "image_size": 32, "weights": "random"}
     if text:
         feature["text_encoder"] = str(text)
@@ -37,7 +37,7 @@ def bert_cache(tmp_path_factory, tiny_bert_dir):
 def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
     from vqa_cache.cache import Entry
     from vqa_cache.cache.reader import load_rows
-    from vqa_cache.finetune.model import build
+    from vqa_cache.finetuning.model import build
 
     r = recipe(text=tiny_bert_dir)
     plan, splits, vocab, _, _, model = build(r, torch.device("cpu"))
@@ -61,7 +61,7 @@ def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
 
 
 def test_what_trains_and_batchnorm(tiny_bert_dir):
-    from vqa_cache.finetune.model import build
+    from vqa_cache.finetuning.model import build
 
     _, _, _, _, _, m = build(recipe('finetune.train_encoders="top:1"', text=tiny_bert_dir), torch.device("cpu"))
     img = {n for n, p in m.image_enc.named_parameters() if p.requires_grad}
@@ -84,7 +84,7 @@ def test_what_trains_and_batchnorm(tiny_bert_dir):
 
 
 def test_each_image_encoded_once_per_batch():
-    from vqa_cache.finetune.model import build
+    from vqa_cache.finetuning.model import build
     _, splits, _, _, _, m = build(recipe(), torch.device("cpu"))
     s = splits["train"]
     idx = torch.arange(64)
@@ -95,7 +95,7 @@ def test_each_image_encoded_once_per_batch():
 
 
 def test_augmentation_keeps_answers_true():
-    from vqa_cache.finetune.augment import augment_images
+    from vqa_cache.finetuning.augment import augment_images
     from vqa_cache.recipes import AugmentSettings
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     spec = AugmentSettings(enabled=True, hflip=1.0, vflip=1.0, brightness=0.5, contrast=0.5)
@@ -118,7 +118,7 @@ def test_accumulation_sums_the_big_batch_gradient(monkeypatch, tmp_path):
     over sums of up to a few thousand terms that leaves differences of ~1e-6 of a tensor's largest gradient
     (measured: <= 1e-6 with 1 or 2 threads); the tolerance is 1e-5 of it. Weights after the steps are not
     compared: Adam divides by sqrt(v) and amplifies the rounding of tiny gradients."""
-    from vqa_cache.finetune import finetune
+    from vqa_cache.finetuning import finetune
 
     class Recorder(torch.optim.AdamW):
         log: list = []
@@ -211,11 +211,11 @@ def test_init_head_takes_the_runs_encoders_unless_given(cli, tmp_path):
 
 
 def test_a_nan_loss_stops_finetune_keeping_the_last_good_epoch(tmp_path, monkeypatch):
-    from vqa_cache.train import loop
+    from vqa_cache.training import loop
     from vqa_cache.errors import Diverged
-    from vqa_cache.finetune import finetune
-    from vqa_cache.finetune.model import build
-    from vqa_cache.train.splits import trainable
+    from vqa_cache.finetuning import finetune
+    from vqa_cache.finetuning.model import build
+    from vqa_cache.training.splits import trainable
     calls, real = [], loop.batch_loss
 
     def poisoned(logits, split, idx, K):

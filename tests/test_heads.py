@@ -121,7 +121,7 @@ def test_ask_encodes_exactly_like_the_cache(cli, grid_cache, tiny_bert_dir, tmp_
     import easy_vqa
     from vqa_cache import recipes
     from vqa_cache.predict import live_features
-    from vqa_cache.train.features import load_features
+    from vqa_cache.training.features import load_features
     run = tmp_path / "co"
     r = cli("--cache-dir", grid_cache, "train", *grid_args(tiny_bert_dir), "--head", "coattention", "--epochs", 1,
             "--set", "head.hidden=32", "--out", run)

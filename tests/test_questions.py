@@ -68,9 +68,9 @@ def test_embeddings_start_from_the_text_models_input_embeddings(gpt2_cache, tiny
     its width theirs."""
     from transformers import GPT2Model
     from vqa_cache import recipes
-    from vqa_cache.train.cached import build_head
-    from vqa_cache.train.features import load_features
-    from vqa_cache.train.splits import build_splits
+    from vqa_cache.training.cached import build_head
+    from vqa_cache.training.features import load_features
+    from vqa_cache.training.splits import build_splits
     data = {"features": {"dataset": {"limit": 120}, "image": {"encoder": "resnet18", "size": 32, "weights": "random"},
                          "text": {"encoder": str(tiny_gpt2_dir), "tokens": True, "ids": True}},
             "head": {"name": "lstm", "init_embeddings": True}}
@@ -165,9 +165,9 @@ def test_image_statistics_are_the_training_images_and_kept_in_the_checkpoint(cli
     the same read whole or streamed from the shards, and best.pt holds them; the default is LayerNorm."""
     from vqa_cache import recipes
     from vqa_cache.cache.reader import ImageStream
-    from vqa_cache.train.features import load_features
-    from vqa_cache.train.splits import build_splits
-    from vqa_cache.train.statistics import image_statistics
+    from vqa_cache.training.features import load_features
+    from vqa_cache.training.splits import build_splits
+    from vqa_cache.training.statistics import image_statistics
     run = tmp_path / "std"
     r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--set", "head.standardize=true", "--out", run)
     assert r.code == 0, r

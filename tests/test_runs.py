@@ -146,7 +146,7 @@ def test_a_locked_run_directory_is_refused(cli, cache, trained, tmp_path, comman
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from vqa_cache.train.run_dir import run_lock
+from vqa_cache.training.run_dir import run_lock
 with run_lock(Path(sys.argv[1])):
     child = os.fork()                    # like a DataLoader worker: it must not keep the lock
     if child == 0:
@@ -159,7 +159,7 @@ with run_lock(Path(sys.argv[1])):
 
 def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
     from vqa_cache.errors import BadInput
-    from vqa_cache.train.run_dir import run_lock
+    from vqa_cache.training.run_dir import run_lock
     run = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -185,7 +185,7 @@ def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step(cli, cache, trained, tmp_path, monkeypatch):
     """The 3rd training step of epoch 2 gets a NaN loss: exit 1, one line naming epoch 2, step 3; the
     checkpoints and metrics of epoch 1 stay as they were."""
-    from vqa_cache.train import loop
+    from vqa_cache.training import loop
     steps = -(-json.loads((trained / "config.json").read_text())["questions"]["train"] // 64)
     calls, real = [], loop.batch_loss
 

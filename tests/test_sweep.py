@@ -131,7 +131,7 @@ def test_sweep_bad_input(cli, cache, tmp_path, args, message):
 
 def test_space_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-    from vqa_cache.sweep.space import distributions, make_recipe
+    from vqa_cache.search.space import distributions, make_recipe
 
     d = distributions({"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "head.hidden": {"low": 64, "high": 256, "step": 64},
                        "optim.betas": {"choices": [[0.9, 0.999], [0.9, 0.98]]}, "optim.betas.1": {"low": 0.9, "high": 0.99}})
@@ -151,7 +151,7 @@ def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, 
     """A trial whose loss becomes NaN (training raises Diverged) is recorded as pruned with the reason;
     the other trials still run and best.toml is written."""
     from vqa_cache.errors import Diverged
-    from vqa_cache.train import loop
+    from vqa_cache.training import loop
 
     real = loop.check_finite
 

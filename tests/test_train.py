@@ -76,7 +76,7 @@ def test_train_bad_input(cli, cache, tmp_path, args, message):
 
 def test_cosine_schedule_with_warmup():
     from vqa_cache.recipes import OptimSettings
-    from vqa_cache.train.steps import lr_lambda
+    from vqa_cache.training.steps import lr_lambda
     f = lr_lambda(OptimSettings(epochs=10, lr=1e-3, min_lr=1e-5, warmup_epochs=1), steps_per_epoch=10)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(99) == pytest.approx(0.01, abs=1e-3)
@@ -105,8 +105,8 @@ def without_seconds(metrics):
 
 
 def test_killed_after_epoch_2_of_5_and_resumed_ends_like_an_uninterrupted_run(cli, cache, tmp_path):
-    from vqa_cache.train import train
-    from vqa_cache.train.features import load_features
+    from vqa_cache.training import train
+    from vqa_cache.training.features import load_features
     recipe = small_recipe()
     features = load_features(recipe, cache, "x")
     full = train(recipe, cache, out=str(tmp_path / "full"), features=features)
@@ -133,7 +133,7 @@ def test_killed_after_epoch_2_of_5_and_resumed_ends_like_an_uninterrupted_run(cl
 
 
 def test_checkpoint_refuses_another_cache(cli, cache, tmp_path):
-    from vqa_cache.train import train
+    from vqa_cache.training import train
     run = tmp_path / "run"
     train(small_recipe(epochs=1), cache, out=str(run))
     for name in ("last.pt", "best.pt"):
@@ -152,9 +152,9 @@ def test_streaming_yields_every_question_once_with_its_features(cache, monkeypat
     with exactly the image features the in-memory tensor has; memory holds a few chunks only."""
     from vqa_cache.cache import Entry
     from vqa_cache.cache.reader import ImageStream
-    from vqa_cache.train.batches import stream_batches
-    from vqa_cache.train.features import load_features
-    from vqa_cache.train.splits import build_splits, trainable
+    from vqa_cache.training.batches import stream_batches
+    from vqa_cache.training.features import load_features
+    from vqa_cache.training.splits import build_splits, trainable
     recipe = small_recipe()
     plan, tensors, keys = load_features(recipe, cache, "x", stream=False)
     stream = ImageStream(Entry(cache, keys["image"]), Entry(cache, keys["image"]).manifest(), "features",

@@ -20,12 +20,12 @@ from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
 from .encoders.weights import reproduce_text
 from .errors import BadInput
-from .train.batches import batches
-from .train.checkpoints import load_checkpoint
-from .train.features import load_features
-from .train.run_dir import read_run_config, write_predictions
-from .train.splits import Split, make_split, with_features
-from .train.steps import evaluate
+from .training.batches import batches
+from .training.checkpoints import load_checkpoint
+from .training.features import load_features
+from .training.run_dir import read_run_config, write_predictions
+from .training.splits import Split, make_split, with_features
+from .training.steps import evaluate
 
 def load_run(run_dir) -> tuple:
     """(recipe, config, checkpoint, model on the CPU in eval mode, vocabulary) of a `train` run."""

@@ -28,9 +28,9 @@ from .answers import best_answer, ground_truth
 from .encoders.image import MAX_PIXELS, to_8bit_rgb
 from .errors import BadInput
 from .predict import prepare, top_answers
-from .runs import encoders
-from .train.checkpoints import cache_keys_of
-from .train.run_dir import curves_figure, read_run_config
+from .run_table import encoders
+from .training.checkpoints import cache_keys_of
+from .training.run_dir import curves_figure, read_run_config
 
 THUMB = 128           # gallery thumbnails: at most this many pixels a side
 WRONG, RIGHT = 50, 20

@@ -25,8 +25,8 @@ def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> 
     >>> keys = vqa_cache.extract("extract/resnet50-tinybert-concat.toml", image_encoder="resnet18",
     ...                          features="pooled+grid")
     """
-    from ..extract.dry_run import dry_run
-    from ..extract.stage import extract as run
+    from ..extraction.dry_run import dry_run
+    from ..extraction.stage import extract as run
     given = opts.command_options("extract", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
@@ -44,8 +44,8 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     >>> run = vqa_cache.train("train/resnet50-tinybert-concat.toml", head="attention", epochs=3,
     ...                       features="pooled+grid", set=["optim.lr=3e-4"])
     """
-    from ..train.cached import train as run
-    from ..train.run_dir import pick_run_dir
+    from ..training.cached import train as run
+    from ..training.run_dir import pick_run_dir
     given = opts.command_options("train", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
@@ -62,9 +62,9 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
 
     >>> run = vqa_cache.finetune("train/easyvqa-finetune.toml", train_encoders="top:1", epochs=4)
     """
-    from ..finetune.run import finetune as run
-    from ..finetune.init_head import finetune_recipe
-    from ..train.run_dir import pick_run_dir
+    from ..finetuning.run import finetune as run
+    from ..finetuning.init_head import finetune_recipe
+    from ..training.run_dir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
     with printing(verbose):
         recipe = finetune_recipe(_path(recipe), given)
@@ -79,7 +79,7 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
 
     >>> sweep = vqa_cache.sweep("train/easyvqa-sweep.toml", trials=20, jobs=2)
     """
-    from ..sweep.trials import run_sweep
+    from ..search.trials import run_sweep
     given = opts.command_options("sweep", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
@@ -130,7 +130,7 @@ def runs(directory="runs", sort: str = "acc"):
 
     >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
     """
-    from ..runs import table as records
+    from ..run_table import table as records
     return table(records(os.fspath(directory), sort))
 
 

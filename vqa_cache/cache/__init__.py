@@ -7,6 +7,6 @@ and Parquet (questions) shards.
 
 plan.py: a recipe -> samples and keys; store.py: entries, manifests, the lock; shards.py: the file
 formats and the index; samples.py: the dataset entry; reader.py: reading entries back (stage two);
-inspect.py: `cache info / verify / rm`. Stage one (vqa_cache/extract/) writes entries.
+inspect.py: `cache info / verify / rm`. Stage one (vqa_cache/extraction/) writes entries.
 """
 from .store import Entry, cache_root, entry_key, find_entry, list_entries  # noqa: F401

@@ -1,8 +1,8 @@
 """The cache plan: an extract recipe -> the samples, the unique images and question texts, the encoders'
 real weights, and the two entry specs whose hashes are the cache keys (store.entry_key).
 
-A spec holds everything that shapes an entry's bytes. Stage one (vqa_cache/extract/) writes the entries
-of a plan; stage two (vqa_cache/train/) and finetune rebuild the same plan, without downloading anything,
+A spec holds everything that shapes an entry's bytes. Stage one (vqa_cache/extraction/) writes the entries
+of a plan; stage two (vqa_cache/training/) and finetune rebuild the same plan, without downloading anything,
 to find the entries they read.
 """
 from __future__ import annotations

@@ -64,9 +64,8 @@ def eval_(questions, annotations, predictions, protocol, as_json):
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (full cache keys and numbers).")
 def runs(directory, sort, as_json, as_csv):
     """A table of the run directories under DIRECTORY (default runs/; a sweep's trials/ too)."""
-    # the records themselves, to print (the API's vqa_cache.runs gives them as a DataFrame); imported by
-    # full path, as `vqa_cache.runs` is that function
-    from ..runs import as_csv as csv_text, as_json as json_text, as_text, table
+    # the records themselves, to print (the API's vqa_cache.runs gives them as a DataFrame)
+    from ..run_table import as_csv as csv_text, as_json as json_text, as_text, table
 
     if as_json and as_csv:
         raise BadInput("--json and --csv: give one of them")

@@ -107,7 +107,7 @@ class AugmentSettings:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """`vqa-cache finetune`: the encoders live in the graph (see vqa_cache/finetune/)."""
+    """`vqa-cache finetune`: the encoders live in the graph (see vqa_cache/finetuning/)."""
     train_encoders: str = "none"     # none | top:N | all  (last N trunk stages / text layers)
     train_image: str = ""            # per-encoder override of train_encoders ("" = same)
     train_text: str = ""
@@ -134,7 +134,7 @@ class FinetuneRecipe(TrainRecipe):
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """The [sweep] table of a sweep recipe: how to search (vqa_cache/sweep/)."""
+    """The [sweep] table of a sweep recipe: how to search (vqa_cache/search/)."""
     trials: int = 50                 # finished (complete or pruned) trials the study should hold
     epochs: int = 0                  # epochs per trial (0: the recipe's optim.epochs)
     train_fraction: float = 1.0      # trials train on this share of the training questions (validation: all)

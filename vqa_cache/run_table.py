@@ -31,8 +31,8 @@ import torch
 
 from . import heads
 from .errors import BadInput
-from .train.checkpoints import cache_keys_of
-from .train.run_dir import read_json_object, read_run_config
+from .training.checkpoints import cache_keys_of
+from .training.run_dir import read_json_object, read_run_config
 
 FLIP = ("acc", "date")          # sorted best first / newest first; the other columns ascending
 COLUMNS = ("name", "mode", "head", "encoders", "cache keys", "epochs", "acc", "s/epoch", "params", "date")

@@ -1,4 +1,4 @@
-"""The one fit loop. Cached training (train/cached.py) and fine-tuning (vqa_cache/finetune/) both run it:
+"""The one fit loop. Cached training (train/cached.py) and fine-tuning (vqa_cache/finetuning/) both run it:
 each makes a Fit (its model, data and optimizer; the hooks below say what differs) and calls run_fit.
 
 An epoch: the epoch's batches (epoch_batches), in groups of `accumulate` batches; for each batch, under

@@ -12,8 +12,8 @@ from torch import nn
 from ..errors import BadInput
 from ..options import feature_overrides, train_recipe
 from ..recipes import FinetuneRecipe
-from ..train.checkpoints import cache_keys_of, load_checkpoint
-from ..train.run_dir import read_run_config
+from ..training.checkpoints import cache_keys_of, load_checkpoint
+from ..training.run_dir import read_run_config
 
 # what `--init-head RUN` takes from RUN's recipe (features.*), unless given on the command line or with --set
 ENCODER_KEYS = ("image.encoder", "image.weights", "image.size", "image.features",

@@ -1,5 +1,5 @@
 """`vqa-cache finetune`: the heads of stage two trained end to end through live encoders (no cache), by the
-same fit loop as `train` (vqa_cache/train/loop.py): the same samples, answer vocabulary, heads, loss,
+same fit loop as `train` (vqa_cache/training/loop.py): the same samples, answer vocabulary, heads, loss,
 schedule, early stopping and run directory. What differs (FinetuneFit):
 
 - images are decoded once into one uint8 tensor [N_img, 3, S, S] (the same resize as `extract`), and
@@ -23,10 +23,10 @@ import torch
 from .. import distributed as dist
 from ..device import pick_device
 from ..recipes import FinetuneRecipe
-from ..train.batches import Rows
-from ..train.loop import Fit, run_fit
-from ..train.run_dir import run_config, run_directory, write_config
-from ..train.steps import HostTally, evaluate
+from ..training.batches import Rows
+from ..training.loop import Fit, run_fit
+from ..training.run_dir import run_config, run_directory, write_config
+from ..training.steps import HostTally, evaluate
 from .ddp import wrap_ddp
 from .init_head import init_head
 from .model import build, encoder_state, load_encoder_state

@@ -22,9 +22,9 @@ from .. import data, heads, recipes
 from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
-from ..train import train
-from ..train.features import Features, load_features
-from ..train.run_dir import pick_run_dir
+from ..training import train
+from ..training.features import Features, load_features
+from ..training.run_dir import pick_run_dir
 from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
 from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest

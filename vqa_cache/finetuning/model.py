@@ -14,7 +14,7 @@ from ..encoders.image import ImageFiles, collate
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import FinetuneRecipe
-from ..train.splits import build_splits
+from ..training.splits import build_splits
 from .augment import augment_images
 from .init_head import init_head_standardizes
 from .live import FixedText, LiveImage, LiveText
