@@ -18,7 +18,7 @@ from .device import amp, autocast, pick_device
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
-from .encoders.weights import reproduce_text
+from .encoders.text_family import reproduce_text
 from .errors import BadInput
 from .training.batches import batches
 from .training.checkpoints import load_checkpoint
