@@ -28,7 +28,7 @@ def half_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device | str):
     """Autocast to half_dtype() on a GPU, nothing on the CPU (inference: stage one, ask)."""
     if torch.device(device).type != "cuda":
         return nullcontext()

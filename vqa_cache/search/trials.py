@@ -60,7 +60,7 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
 
 def sweep_dir(name: str, settings: SweepSettings, out: str | None, resume: bool) -> Path:
     """--out, else sweeps/NAME (-2, -3 ...), as a run directory is picked; a sweep is resumed, or new."""
-    directory = pick_run_dir(SimpleNamespace(out=settings.out, name=name), out, resume)
+    directory = pick_run_dir(SimpleNamespace(out=settings.out, name=name), out, resume)  # type: ignore[arg-type]
     if resume and not (directory / "study.db").is_file():
         raise BadInput(f"--resume: {directory} holds no sweep (no study.db)")
     if not resume and (directory / "study.db").exists():

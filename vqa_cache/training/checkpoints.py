@@ -71,7 +71,7 @@ def _numpy_rng_globals() -> list:
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:     # numpy < 2
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     return [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
             np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
@@ -80,7 +80,7 @@ def rng_state() -> dict:
     """Every RNG's state as tensors and plain Python values (a checkpoint loads with weights_only=True);
     numpy's: (kind, keys as an int64 tensor, pos, has_gauss, cached_gaussian)."""
     kind, keys, *rest = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],  # type: ignore[attr-defined]
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
