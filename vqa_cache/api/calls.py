@@ -94,7 +94,8 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
     """The official VQA accuracy of predictions (`vqa-cache eval`): three paths of JSON files, or the three
     loaded (questions {"questions": [...]}, annotations {"annotations": [...]}, predictions
     [{"question_id", "answer"}]). Returns {"protocol", "overall", "perAnswerType", "perQuestionType",
-    "perQuestion"}, percentages. protocol: "current" or "2016" (docs/training.md).
+    "perQuestion"} in percent, and "perAnswer" (precision, recall, F1 of each answer) and "macroF1" as
+    fractions. protocol: "current" or "2016" (docs/training.md).
 
     >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
     """
