@@ -52,7 +52,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"))
+            stream=given.get("stream"), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -69,7 +69,7 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     with printing(verbose):
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"))
     return Run(run_dir)
 
 

@@ -32,12 +32,12 @@ from .init_head import init_head
 from .model import build, encoder_state, load_encoder_state
 
 
-def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False) -> dict:
+def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, extend: str | None = None) -> dict:
     """Fine-tune end to end; returns the metrics dict. Under torchrun: as `train` (run_fit), with the
     accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself."""
     with run_directory(recipe, out, resume) as run_dir:
         started = time.time()
-        return run_fit(FinetuneFit(recipe, run_dir), resume, started=started)
+        return run_fit(FinetuneFit(recipe, run_dir), resume, started=started, extend=extend)
 
 
 class FinetuneFit(Fit):
