@@ -24,7 +24,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version", "threads"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text"},
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}
