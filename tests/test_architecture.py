@@ -25,7 +25,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text"},
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}

@@ -29,6 +29,7 @@ from .encoders.base import Preprocess
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles, decode_image
 from .errors import BadInput
+from .plot_text import plain
 from .predict import live_features
 from .training.run_dir import read_run_config
 
@@ -181,7 +182,7 @@ def overlay_figure(image: np.ndarray, attention, title: str = "", size: float = 
     ax.imshow(att, cmap="jet", alpha=0.5, interpolation="bilinear", extent=(0, w, h, 0), vmin=0, vmax=att.max() or 1)
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(plain(title), fontsize=9)      # a question or answer with `$` is not mathtext
     return fig
 
 

@@ -40,11 +40,20 @@ def train_like_options(f):
         click.option("--seed", type=int),
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
+        click.option("--extend", type=click.Choice(["tail", "cycle"]),
+                     help="With --resume and more --epochs than the run planned: continue the schedule's tail at "
+                          "its final lr (tail, the default) or run a new cosine cycle from lr to min_lr (cycle)."),
         click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
+        threads_option,
     ]
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+threads_option = click.option(
+    "--threads", type=int, help="torch CPU threads (default: the CPUs this process may use, by affinity and "
+                                "cgroup quota, less its worker processes).")
 
 
 def human_bytes(n: float) -> str:
