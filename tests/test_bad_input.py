@@ -31,3 +31,28 @@ from vqa_cache.errors import BadInput
 def test_api_arguments_of_the_wrong_type_are_bad_input(call, message):
     with pytest.raises(BadInput, match=re.escape(message)):
         call()
+
+
+# ---------------------------------------------------------------- output paths under a regular file
+
+def test_output_paths_under_a_regular_file(cli, tmp_path):
+    """`train --out FILE/run`, `sweep --out FILE/s`, `report --out FILE/r.html`, `predict --out FILE/p.json`
+    and `report --out DIR` are one line and exit 2 before any work, and FILE is left as it was."""
+    from vqa_cache.digest import check_out_path
+
+    blocker = tmp_path / "FILE"
+    blocker.write_text("keep me")
+    r = cli("--cache-dir", tmp_path / "cache", "train", "--out", blocker / "run", "--epochs", 1,
+            "--image-encoder", "resnet18", "--weights", "random", "--text-encoder", "bow")
+    assert r.code == 2 and f"--out {blocker / 'run'}: {blocker} is not a directory" in r.err, r
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli("--cache-dir", tmp_path / "cache", "sweep", "train/easyvqa-sweep.toml", "--out", blocker / "s")
+    assert r.code == 2 and f"{blocker} is not a directory" in r.err, r
+    for command, run in (("report", [tmp_path]), ("predict", ["--run", tmp_path])):
+        r = cli("--cache-dir", tmp_path / "cache", command, *run, "--out", blocker / "r.html")
+        assert r.code == 2 and f"{command} --out {blocker / 'r.html'}: {blocker} is not a directory" in r.err, r
+    with pytest.raises(BadInput, match="is a directory, expected a file"):
+        check_out_path(tmp_path, "report --out", directory=False)
+    assert check_out_path(blocker, "report --out", directory=False) == blocker     # a file to replace
+    assert check_out_path(tmp_path / "new" / "deeper", "--out", directory=True)
+    assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
