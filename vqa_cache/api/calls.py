@@ -56,7 +56,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"), threads=given.get("threads"))
+            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -75,7 +75,7 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
         threads.set_threads(given.get("threads"))       # (its decoding workers run before training, not beside it)
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -102,7 +102,8 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
     """The official VQA accuracy of predictions (`vqa-cache eval`): three paths of JSON files, or the three
     loaded (questions {"questions": [...]}, annotations {"annotations": [...]}, predictions
     [{"question_id", "answer"}]). Returns {"protocol", "overall", "perAnswerType", "perQuestionType",
-    "perQuestion"}, percentages. protocol: "current" or "2016" (docs/training.md).
+    "perQuestion"} in percent, and "perAnswer" (precision, recall, F1 of each answer) and "macroF1" as
+    fractions. protocol: "current" or "2016" (docs/training.md).
 
     >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
     """

@@ -106,8 +106,9 @@ class Run(Directory):
 
     def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
         """One self-contained HTML page about a `train` run (`vqa-cache report`, docs/report.md): curves,
-        accuracy per type, confusion, a gallery, written to `out` (default RUN/report.html). Returns
-        {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+        accuracy per type, confusion, per-answer precision/recall/F1, a gallery (with attention maps for heads
+        that attend over grid cells), written to `out` (default RUN/report.html). Returns {"out", "bytes",
+        "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
         from ..report import write_report
         out = path_arg("report", "out", out, optional=True)
         with printing(verbose):
@@ -119,6 +120,18 @@ class Run(Directory):
         from ..predict import ask
         image, question = path_arg("ask", "image", image), text_arg("ask", "question", question)
         return ask(self.dir, cache_root(cache_dir), image, question, top=count_arg("ask", "top", top))
+
+    def explain(self, image, question: str, top: int = 5, cache_dir=None, out=None) -> dict:
+        """The answers with a map of where the run looked: {"answers": [{"answer", "score"}], "attention":
+        rows x columns summing to 1 or None, "method": "attention" | "grad-cam" | None, "grid"} (`ask --json`;
+        docs/training.md#explain). `out`: also draw the map over the image into this PNG (`ask --explain`)."""
+        from ..explain import check_writable, explain, save_explanation
+        if out is not None:
+            check_writable(os.fspath(out))
+        result = explain(self.dir, cache_root(cache_dir), os.fspath(image), question, top=top)
+        if out is not None:
+            save_explanation(os.fspath(out), self.dir, os.fspath(image), question, result)
+        return result
 
 
 @dataclass(frozen=True)

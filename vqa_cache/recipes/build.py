@@ -16,7 +16,8 @@ _AT_LEAST = {"ImageSettings.size": 16, "ImageSettings.batch_size": 1, "ImageSett
              "HeadSettings.layers": 0, "HeadSettings.embed": 0,
              "OptimSettings.epochs": 1, "OptimSettings.batch_size": 1, "OptimSettings.weight_decay": 0,
              "OptimSettings.warmup_epochs": 0, "OptimSettings.min_lr": 0, "OptimSettings.grad_clip": 0,
-             "OptimSettings.patience": 0, "AnswerSettings.top_k": 1, "AnswerSettings.min_count": 1}
+             "OptimSettings.patience": 0,
+             "OptimSettings.horizon_epochs": 0, "OptimSettings.step_epochs": 1, "AnswerSettings.top_k": 1, "AnswerSettings.min_count": 1}
 # Upper bounds: no number is unbounded (1e308 warm-up epochs overflowed the schedule). A number without a
 # bound of its own here gets CEILING.
 CEILING = 10 ** 9
@@ -40,6 +41,15 @@ _SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
 _LR = (lambda v: 0 < v <= 10, "in (0, 10]")        # a learning rate
 _WITHIN = {"OptimSettings.lr": _LR, "FinetuneSettings.encoder_lr": _LR,
            "OptimSettings.eps": (lambda v: 0 < v < 1, "in (0, 1)"),
+           "OptimSettings.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+           "OptimSettings.gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+           "OptimSettings.pct_start": (lambda v: 0 < v < 1, "in (0, 1)"),
+           "ExtractRecipe.precision": (lambda v: v in ("auto", "fp32", "fp16", "bf16"), "one of auto, fp32, fp16, bf16"),
+           "TrainRecipe.precision": (lambda v: v in ("auto", "fp32", "fp16", "bf16"), "one of auto, fp32, fp16, bf16"),
+           "FinetuneRecipe.precision": (lambda v: v in ("auto", "fp32", "fp16", "bf16"), "one of auto, fp32, fp16, bf16"),
+           "OptimSettings.name": (lambda v: v in ("adamw", "adam", "sgd"), "one of adamw, adam, sgd"),
+           "OptimSettings.schedule": (lambda v: v in ("cosine", "onecycle", "constant", "step"),
+                                      "one of cosine, onecycle, constant, step"),
            "HeadSettings.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
            "FinetuneSettings.lora_alpha": (lambda v: 0 < v <= 1e6, "in (0, 1e6]"),
            "FinetuneSettings.lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -71,9 +81,12 @@ def check_range(cls, name: str, value, key: str) -> None:
 
 
 def check_together(obj, where: str) -> None:
-    """Ranges that tie two keys: the schedule decays from optim.lr down to optim.min_lr."""
+    """Ranges that tie two keys: the schedule decays from optim.lr down to optim.min_lr; nesterov needs
+    SGD's momentum."""
     if isinstance(obj, OptimSettings) and obj.min_lr > obj.lr:
         raise BadInput(f"recipe key {where + 'min_lr'!r} must be <= {where + 'lr'} ({obj.lr!r}), got {obj.min_lr!r}")
+    if isinstance(obj, OptimSettings) and obj.nesterov and (obj.name != "sgd" or obj.momentum <= 0):
+        raise BadInput(f"recipe key {where + 'nesterov'!r} needs {where}name = \"sgd\" and {where}momentum > 0")
 
 
 def build(cls, data: dict, where: str = ""):
