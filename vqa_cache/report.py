@@ -28,6 +28,7 @@ import numpy as np
 
 from .answers import best_answer, ground_truth
 from .encoders.image import MAX_PIXELS, to_8bit_rgb
+from .digest import check_out_path
 from .errors import BadInput
 from .explain import cached_maps, display_image, overlay_png
 from .metrics import per_answer
@@ -44,6 +45,8 @@ TOP_ANSWERS, TOP_QTYPES = 20, 25
 
 def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    if out:
+        check_out_path(out, "report --out", directory=False)
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if config.get("mode") == "finetune":
