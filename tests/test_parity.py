@@ -41,3 +41,45 @@ def test_train_accuracy_per_epoch_in_metrics_and_curves(cli, cache, tmp_path):
     from vqa_cache.training.run_dir import curves_figure
     labels = [line.get_label() for line in curves_figure(rows).axes[1].get_lines()]
     assert "train" in labels and "val (all)" in labels
+
+
+def test_split_first_then_the_val_fraction_hold_out(tmp_path):
+    from fixtures_data import make_vqa2
+    from vqa_cache.data import load_samples
+    from vqa_cache.recipes import DatasetSettings
+    d = tmp_path / "vqa"
+    make_vqa2(d)
+    table = load_samples(DatasetSettings(name=f"vqa2:{d}", splits=("train",), val_fraction=0.5))
+    by_split = {}
+    for split, image in zip(table.column("split").to_pylist(), table.column("image_id").to_pylist()):
+        by_split.setdefault(split, set()).add(image)
+    assert set(by_split) == {"train", "val"}                   # val held out of train, val2014 left out
+    assert len(by_split["val"]) == 3 and not by_split["val"] & by_split["train"]
+    whole = load_samples(DatasetSettings(name=f"vqa2:{d}"))
+    val2014 = {i for s, i in zip(whole.column("split").to_pylist(), whole.column("image_id").to_pylist()) if s == "val"}
+    assert not by_split["val"] & val2014
+    # with the dataset's own val split selected, nothing is held out
+    both = load_samples(DatasetSettings(name=f"vqa2:{d}", splits=("train", "val"), val_fraction=0.5))
+    assert {i for s, i in zip(both.column("split").to_pylist(), both.column("image_id").to_pylist())
+            if s == "val"} == val2014
+
+
+def test_the_recipes_hold_out_command_runs_for_train_and_finetune(cli, tmp_path):
+    """`finetune train/vit-bert-lora.toml --dataset vqa2:DIR --split train --val-fraction 0.2` (the recipe's
+    own documented command, on tiny encoders) and the same for train."""
+    from fixtures_data import make_vqa2
+    d = tmp_path / "vqa"
+    make_vqa2(d, images=(("train2014", 40), ("val2014", 2)))     # the recipe samples a quarter of the images
+    tiny = ["--image-encoder", "resnet18", "--image-size", "32", "--weights", "random", "--text-encoder", "bow"]
+    ds = ["--dataset", f"vqa2:{d}", "--split", "train", "--val-fraction", "0.2"]
+    r = cli("finetune", "train/vit-bert-lora.toml", *ds, *tiny, "--epochs", 1, "--set", "finetune.workers=0",
+            "--out", tmp_path / "ft")
+    assert r.code == 0, r
+    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert config["splits"] == ["train", "val"] and config["questions"]["val"] > 0
+    cache = tmp_path / "cache"
+    r = cli("--cache-dir", cache, "extract", *ds, *tiny)
+    assert r.code == 0, r
+    r = cli("--cache-dir", cache, "train", *ds, *tiny, "--epochs", 1, "--out", tmp_path / "tr")
+    assert r.code == 0, r
+    assert json.loads((tmp_path / "tr" / "config.json").read_text())["questions"]["val"] == 24   # 8 of 40 images

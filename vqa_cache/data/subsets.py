@@ -1,6 +1,6 @@
 """What a dataset settings section selects from the samples table: the splits, answer types, a share of the
 images and a per-split limit (select), a validation split held out of train where there is none
-(hold_out_val), and the image files that must be there (check_images)."""
+(hold_out_val, applied after the split selection), and the image files that must be there (check_images)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,17 +76,22 @@ def image_file(base: Path, rel: str, dataset: DatasetSettings) -> bool:
 
 
 def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
-    """Apply splits, answer types, image fraction and per-split limit, in that order."""
+    """Apply splits, the validation hold-out (hold_out_val: after --split, so `--split train` of a dataset
+    with a val split holds val out of train), answer types, image fraction and per-split limit, in that
+    order."""
     if dataset.splits:
         known = set(table.column("split").to_pylist())
         for s in dataset.splits:
             if s not in known:
                 raise BadInput(f"dataset {dataset.name}: no split {s!r} (has: {', '.join(sorted(known))})")
         table = table.filter(pc.is_in(table["split"], pa.array(list(dataset.splits))))
-    # the splits that must not end up empty: those asked for, else every answered one
+    held = "val" not in unique(table, "split")
+    table = hold_out_val(table, dataset)
+    held = held and "val" in unique(table, "split")
+    # the splits that must not end up empty: those asked for (and a held-out val), else every answered one
     # (an unanswered test split has no answer types, so --answer-types empties it on purpose)
-    must_keep = list(dataset.splits) or [s for s in unique(table, "split")
-                                         if not dataset.answer_types or answered(table, s)]
+    must_keep = list(dataset.splits) + (["val"] if held else []) if dataset.splits else \
+        [s for s in unique(table, "split") if not dataset.answer_types or answered(table, s)]
     if dataset.answer_types:
         present = sorted(set(table.column("answer_type").to_pylist()) - {""})
         table = table.filter(pc.is_in(table["answer_type"], pa.array(list(dataset.answer_types))))
