@@ -83,3 +83,38 @@ def test_the_recipes_hold_out_command_runs_for_train_and_finetune(cli, tmp_path)
     r = cli("--cache-dir", cache, "train", *ds, *tiny, "--epochs", 1, "--out", tmp_path / "tr")
     assert r.code == 0, r
     assert json.loads((tmp_path / "tr" / "config.json").read_text())["questions"]["val"] == 24   # 8 of 40 images
+
+
+def test_dacon_csv_submission_in_test_then_sample_submission_order(cli, tmp_path):
+    import csv
+    from fixtures_data import make_csv
+    d = tmp_path / "dacon"
+    rows = make_csv(d, train_images=8, test_images=3)
+    test_ids = [r["ID"] for r in rows["test"]]
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    # the GPT-2 seed's yes/no study: --answer-types must not silently drop test.csv
+    ds = ["--dataset", f"csv:{d}", "--answer-types", "yes/no", "--val-fraction", "0.25", *FAST]
+    r = cli("--cache-dir", cache, "extract", *ds)
+    assert r.code == 0, r
+    assert f"'test' ({len(test_ids)} questions) has no answers, so no answer types: kept whole for prediction" in r.out
+    r = cli("--cache-dir", cache, "train", *ds, "--epochs", 1, "--set", "head.hidden=16", "--out", run)
+    assert r.code == 0, r
+    sub = tmp_path / "sub.csv"
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--split", "test", "--format", "csv", "--out", sub)
+    assert r.code == 0, r
+    got = list(csv.reader(sub.open()))
+    assert got[0] == ["ID", "answer"] and [g[0] for g in got[1:]] == test_ids
+    assert {g[1] for g in got[1:]} <= {"yes", "no"}
+    # sample_submission.csv present: its order and its header
+    order = test_ids[::-1]
+    (d / "sample_submission.csv").write_text("ID,answer\n" + "".join(f"{i},0\n" for i in order))
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--split", "test", "--format", "csv", "--out", sub)
+    assert r.code == 0, r
+    assert [g[0] for g in list(csv.reader(sub.open()))[1:]] == order
+    # an ID the predictions lack: one line, exit 2, the old file untouched
+    before = sub.read_text()
+    (d / "sample_submission.csv").write_text("ID,answer\nNOT_AN_ID,0\n" + "".join(f"{i},0\n" for i in order))
+    r = cli("--cache-dir", cache, "predict", "--run", run, "--split", "test", "--format", "csv", "--out", sub)
+    assert r.code == 2 and "1 of the 10 IDs of sample_submission.csv have no prediction (first: 'NOT_AN_ID')" \
+        in r.err and len(r.err.strip().splitlines()) == 1, r
+    assert sub.read_text() == before
