@@ -110,6 +110,9 @@ class Fit:
         """The trained weights of a checkpoint (best.pt at the end, last.pt to resume)."""
         self.head.load_state_dict(ckpt["model"])
 
+    def epoch_extra(self) -> dict:          # more of an epoch's metrics row (finetune: the augmentation tally)
+        return {}
+
     def checkpoint_extra(self) -> dict:
         return {}
 
@@ -166,6 +169,7 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
     check_finite(loss_sum, dist.all_reduce(float(first_bad), "min"), epoch, fit.batches_per_epoch, fit.run_dir,
                  fit.unit)
     extra = {"train_seconds": round(time.time() - t0, 3)} if fit.record_train_seconds else {}
+    extra.update(fit.epoch_extra())
     val = None
     if dist.is_main():
         val_loss, val_acc, _, per_type = evaluate(fit.model, fit.splits["val"], fit.image, fit.question,
