@@ -19,6 +19,7 @@ LAYERS = [
     {"report"},                             # a page about a run, through predict and runs
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
+    {"rundir"},                             # the run contract: every file of a run directory (takes cache's Lock)
     {"cache"},                              # the contract between the stages
     {"metrics"},
     {"data", "encoders", "heads"},

@@ -45,7 +45,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     ...                       features="pooled+grid", set=["optim.lr=3e-4"])
     """
     from ..training.cached import train as run
-    from ..training.run_dir import pick_run_dir
+    from ..rundir import pick_run_dir
     given = opts.command_options("train", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
@@ -64,7 +64,7 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     """
     from ..finetuning.run import finetune as run
     from ..finetuning.init_head import finetune_recipe
-    from ..training.run_dir import pick_run_dir
+    from ..rundir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
     with printing(verbose):
         recipe = finetune_recipe(_path(recipe), given)

@@ -25,7 +25,7 @@ from ..device import pick_device
 from ..recipes import FinetuneRecipe
 from ..training.batches import Rows
 from ..training.loop import Fit, run_fit
-from ..training.run_dir import run_config, run_directory, write_config
+from ..rundir import run_config, run_directory, write_config
 from ..training.steps import HostTally, evaluate
 from .ddp import wrap_ddp
 from .init_head import init_head
