@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..digest import check_out_path
 from ..errors import BadInput
 
 CONFIG = "config.json"              # the run's recipe, cache keys and specs, splits, vocabulary, head
@@ -29,8 +30,8 @@ def pick_dir(base: Path, out: str | None, resume: bool, what: str = "run") -> Pa
     """--out as given; else `base` (e.g. runs/NAME), or base-2, -3 ... if taken (resume: the latest of them).
     Runs (train, finetune, a sweep's trials) and sweeps are picked alike."""
     if out:
-        return Path(out)
-    base = Path(base)
+        return check_out_path(out, "--out", directory=True)
+    base = check_out_path(Path(base), f"{what} directory", directory=True)
     taken = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
     existing = [p for p in taken if p.exists()]
     if resume:
