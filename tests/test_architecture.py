@@ -24,7 +24,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "tracking"},   # tracking: --log
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}

@@ -43,11 +43,11 @@ FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders
 # each command's options: (those that set a recipe value, those that say what the command does with it)
 COMMANDS = {
     "extract": (FEATURE_KEYS + EXTRACT_KEYS, ("set", "no_wait", "dry_run")),
-    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "stream")),
-    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume")),
-    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume")),
+    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "stream", "log")),
+    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "log")),
+    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume", "log")),
 }
-MANY = ("split", "answer_types", "set")         # options given any number of times: a list of strings
+MANY = ("split", "answer_types", "set", "log")         # options given any number of times: a list of strings
 # the types of the options that set no recipe value (recipes.build checks the others)
 TYPES = {"trials": int, "jobs": int, "out": str, "resume": bool, "stream": bool, "no_wait": bool, "dry_run": bool}
 

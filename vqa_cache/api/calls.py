@@ -10,6 +10,7 @@ import os
 from .. import options as opts
 from ..cache import cache_root
 from ..errors import BadInput
+from ..tracking import check_names
 from .output import printing, table
 from .results import CacheKeys, Run, Sweep
 
@@ -47,12 +48,13 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     from ..training.cached import train as run
     from ..training.run_dir import pick_run_dir
     given = opts.command_options("train", options, OWN)
+    log = check_names(given.get("log"))
     root = cache_root(cache_dir)
     with printing(verbose):
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"))
+            stream=given.get("stream"), log=log)
     return Run(run_dir)
 
 
@@ -66,10 +68,11 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     from ..finetuning.init_head import finetune_recipe
     from ..training.run_dir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
+    log = check_names(given.get("log"))
     with printing(verbose):
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), log=log)
     return Run(run_dir)
 
 
@@ -81,12 +84,13 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
     """
     from ..search.trials import run_sweep
     given = opts.command_options("sweep", options, OWN)
+    log = check_names(given.get("log"))
     root = cache_root(cache_dir)
     with printing(verbose):
         overrides, extract_cmd = opts.sweep_overrides(_path(recipe), given)
         result = run_sweep(_path(recipe), root, trials=given.get("trials"), jobs=given.get("jobs"),
                            out=given.get("out"), resume=given.get("resume", False), overrides=given.get("set", ()),
-                           feature_overrides=overrides, extract_cmd=extract_cmd)
+                           feature_overrides=overrides, extract_cmd=extract_cmd, log=log)
     return Sweep(result["dir"])
 
 

@@ -41,10 +41,18 @@ def train_like_options(f):
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
         click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
+        log_option,
     ]
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+log_option = click.option(
+    "--log", multiple=True, type=click.Choice(["tensorboard", "mlflow", "wandb"]),
+    help="Track the run live in TensorBoard (event files in the run directory), MLflow ($MLFLOW_TRACKING_URI, "
+         "else ./mlruns) or W&B (offline unless $WANDB_MODE=online); repeatable. Each needs its extra: "
+         "pip install 'vqa-cache[tensorboard]' (or [mlflow], [wandb]).")
 
 
 def human_bytes(n: float) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from .shared import feature_options, human_bytes, human_seconds, train_like_options
+from .shared import feature_options, human_bytes, human_seconds, log_option, train_like_options
 
 
 @click.command()
@@ -70,6 +70,7 @@ def finetune(**options):
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out (or the latest sweeps/NAME*).")
 @click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe value (sweep.* and space.* keys included).")
+@log_option
 @click.pass_obj
 def sweep(obj, **options):
     """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""

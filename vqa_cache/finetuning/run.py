@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
+from .. import tracking
 from ..device import pick_device
 from ..recipes import FinetuneRecipe
 from ..training.batches import Rows
@@ -32,12 +33,15 @@ from .init_head import init_head
 from .model import build, encoder_state, load_encoder_state
 
 
-def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False) -> dict:
+def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, log=()) -> dict:
     """Fine-tune end to end; returns the metrics dict. Under torchrun: as `train` (run_fit), with the
-    accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself."""
-    with run_directory(recipe, out, resume) as run_dir:
+    accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself.
+    log: tracker names (tensorboard, mlflow, wandb; vqa_cache/tracking/)."""
+    with run_directory(recipe, out, resume) as run_dir, tracking.session(log) as callbacks:
         started = time.time()
-        return run_fit(FinetuneFit(recipe, run_dir), resume, started=started)
+        fit = FinetuneFit(recipe, run_dir)
+        fit.callbacks = callbacks
+        return run_fit(fit, resume, started=started)
 
 
 class FinetuneFit(Fit):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
-from .. import heads
+from .. import heads, tracking
 from ..cache.reader import ImageStream
 from ..device import pick_device
 from ..encoders.text import input_embeddings
@@ -22,16 +22,18 @@ from .statistics import image_statistics
 
 def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool = False,
           extract_cmd: str = "vqa-cache extract", features: Features | None = None, stream: bool | None = None,
-          on_epoch=None) -> dict:
+          on_epoch=None, log=(), label: str | None = None) -> dict:
     """Train one head; returns the metrics dict {"epochs", "best"}.
 
     features: from load_features, so that a sweep loads the cache once and shares it (else loaded here;
     `extract_cmd` is the command a missing cache is made with). stream: True reads image features from the
-    shards in chunks; None decides by the memory budget. on_epoch: see run_fit. Under torchrun:
+    shards in chunks; None decides by the memory budget. on_epoch: see run_fit. log: tracker names
+    (tensorboard, mlflow, wandb; tracking/), label: the run's name there (default its directory's). Under torchrun:
     DistributedDataParallel, as run_fit says; rank 0 alone writes the run directory."""
-    with run_directory(recipe, out, resume) as run_dir:
+    with run_directory(recipe, out, resume) as run_dir, tracking.session(log, label) as callbacks:
         started = time.time()
         fit = CachedFit(recipe, root, run_dir, features or load_features(recipe, root, extract_cmd, stream))
+        fit.callbacks = callbacks
         return run_fit(fit, resume, on_epoch, started)
 
 

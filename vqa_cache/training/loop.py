@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .. import distributed as dist
+from .. import tracking
 from ..answers import Vocabulary
 from ..device import amp
 from ..errors import BadInput
@@ -50,6 +51,7 @@ class Fit:
     tally = DeviceTally          # how an epoch's losses are summed (steps.py)
     lr_names = ("lr",)           # the learning rate of each parameter group, in the metrics rows
     record_train_seconds = False
+    callbacks = tracking.NONE    # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
 
     def __init__(self, recipe: TrainRecipe, run_dir: Path, device: torch.device, splits: dict, vocab: Vocabulary,
                  model: torch.nn.Module, head: torch.nn.Module, image, question, cache_keys: dict, head_config: dict,
@@ -124,6 +126,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         model = fit.wrap_ddp()
     if main:
         write_config(fit.run_dir, fit.config)
+        fit.callbacks.start(fit.run_dir, fit.config)
     print(fit.describe())
     fit.before_epochs(resume)
     optim = fit.recipe.optim
@@ -133,6 +136,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         row, improved = fit_epoch(fit, model, history, epoch)
         if main:
             save_epoch(fit.run_dir, checkpoint(fit, history), improved, history.epochs, history.best)
+            fit.callbacks.epoch(row)
         if on_epoch is not None:
             on_epoch(epoch, row)
     if not history.epochs:
@@ -175,18 +179,27 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
                    leave=False, file=sys.stderr, disable=not dist.is_main())
     fit.optimizer.zero_grad(set_to_none=True)
     number = 0
+    steps = [] if fit.callbacks.wants_steps and dist.is_main() else None    # each step's loss, kept on the device
     for group in accumulation_groups(bar, fit.accumulate):
         questions = sum(len(idx) for idx, _, _ in group)
+        step_loss, step_count = 0.0, 0
         for k, (idx, image, question) in enumerate(group):
             number += 1
             loss, count = fit_batch(fit, model, idx, image, question, len(idx) / questions, k == len(group) - 1)
             if tally.add(loss, count, number):
                 bar.close()
                 return tally.totals()
+            if steps is not None:
+                step_loss, step_count = step_loss + loss.float() * count, step_count + count
             running = tally.running(number)
             if running is not None and dist.is_main():
                 bar.set_postfix(loss=running)
+        if steps is not None:
+            steps.append(step_loss / step_count)
     bar.close()
+    if steps:                                   # one host sync an epoch
+        per_epoch = math.ceil(fit.batches_per_epoch / fit.accumulate)
+        fit.callbacks.steps((epoch - 1) * per_epoch + 1, torch.stack(steps).tolist())
     return tally.totals()
 
 
@@ -277,6 +290,7 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     write_predictions(run_dir / "predictions.json", val.table.column("question_id").to_pylist(),
                       [fit.vocab.answers[int(p)] for p in preds])
     metrics = write_metrics(run_dir, history.epochs, history.best)
+    fit.callbacks.end(metrics)
     plot_curves(run_dir / "curves.png", history.epochs)
     best, first = history.best, history.epochs[0]["epoch"]
     per_type = history.epochs[best["epoch"] - first]["val_accuracy_per_type"] if first <= best["epoch"] else {}
