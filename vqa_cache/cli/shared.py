@@ -33,11 +33,13 @@ def train_like_options(f):
     opts = [
         click.argument("recipe", required=False, type=click.Path()),
         feature_options,
-        click.option("--head", help="Fusion head (concat, hadamard, ...)."),
-        click.option("--epochs", type=int),
-        click.option("--lr", type=float),
-        click.option("--batch-size", type=int),
-        click.option("--seed", type=int),
+        click.option("--head", help="Fusion head: concat, hadamard, bilinear (pooled image, question vector), "
+                                    "attention (grid, vector), coattention (grid, token states), lstm (pooled, "
+                                    "token ids), butd (grid, token ids). Recipe key head.name."),
+        click.option("--epochs", type=int, help="Epochs to train (optim.epochs; the cosine schedule spans them)."),
+        click.option("--lr", type=float, help="Peak learning rate of AdamW (optim.lr; finetune: the head's)."),
+        click.option("--batch-size", type=int, help="Questions per batch (optim.batch_size; finetune: per micro-batch, --accumulate of them a step)."),
+        click.option("--seed", type=int, help="Seed of the head's initialization and the batch order (seed)."),
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
         click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),

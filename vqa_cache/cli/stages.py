@@ -14,7 +14,8 @@ from .shared import feature_options, human_bytes, human_seconds, log_option, tra
 @feature_options
 @click.option("--batch-size", type=int, help="Images per encoder batch.")
 @click.option("--workers", type=int, help="DataLoader processes decoding images.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the encoders run (auto: cuda when there is one).")
 @click.option("--shard-size", type=int, help="Rows per shard file.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
 @click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")
