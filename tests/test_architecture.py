@@ -24,7 +24,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version", "tracking"},   # tracking: --log
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text", "tracking"},
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}

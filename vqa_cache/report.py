@@ -27,6 +27,7 @@ import numpy as np
 from .answers import best_answer, ground_truth
 from .encoders.image import MAX_PIXELS, to_8bit_rgb
 from .errors import BadInput
+from .plot_text import plain
 from .predict import prepare, top_answers
 from .run_table import encoders
 from .training.checkpoints import cache_keys_of
@@ -132,7 +133,7 @@ def bars_png(types: list, qtypes: list, most: int) -> bytes:
     a, b = fig.subplots(2, 1, height_ratios=[max(1, len(types)), max(1, len(shown))])
     for ax, groups, title in ((a, types, "answer type"),
                               (b, shown, f"question type ({len(shown)} most frequent of {len(qtypes)})")):
-        labels = [f"{g} ({n})" for g, n, _ in groups][::-1]
+        labels = [plain(f"{g} ({n})") for g, n, _ in groups][::-1]
         values = [acc for _, _, acc in groups][::-1]
         ax.barh(range(len(values)), values, color="C0")
         ax.set_yticks(range(len(values)), labels, fontsize=8)
@@ -157,8 +158,8 @@ def confusion_png(truth: list[str], predicted: list[str]) -> bytes:
     fig = Figure(figsize=(side + 1.5, side))
     ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(top) + 1), top + ["other"], rotation=90, fontsize=8)
-    ax.set_yticks(range(len(top)), top, fontsize=8)
+    ax.set_xticks(range(len(top) + 1), [plain(a) for a in top] + ["other"], rotation=90, fontsize=8)
+    ax.set_yticks(range(len(top)), [plain(a) for a in top], fontsize=8)
     ax.set(xlabel="predicted", ylabel="best human answer")
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()

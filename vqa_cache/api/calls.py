@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from .. import options as opts
+from .. import threads
 from ..cache import cache_root
 from ..errors import BadInput
 from ..tracking import check_names
@@ -26,12 +27,14 @@ def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> 
     >>> keys = vqa_cache.extract("extract/resnet50-tinybert-concat.toml", image_encoder="resnet18",
     ...                          features="pooled+grid")
     """
+    threads.prefer_passive_wait()
     from ..extraction.dry_run import dry_run
     from ..extraction.stage import extract as run
     given = opts.command_options("extract", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
         recipe = opts.extract_recipe(_path(recipe), given)
+        threads.set_threads(given.get("threads"), workers=recipe.image.workers)
         if given.get("dry_run"):
             return dry_run(recipe, root)
         plan = run(recipe, root, wait=not given.get("no_wait"))
@@ -45,6 +48,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     >>> run = vqa_cache.train("train/resnet50-tinybert-concat.toml", head="attention", epochs=3,
     ...                       features="pooled+grid", set=["optim.lr=3e-4"])
     """
+    threads.prefer_passive_wait()
     from ..training.cached import train as run
     from ..training.run_dir import pick_run_dir
     given = opts.command_options("train", options, OWN)
@@ -54,7 +58,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"), log=log)
+            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"), log=log)
     return Run(run_dir)
 
 
@@ -64,15 +68,17 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
 
     >>> run = vqa_cache.finetune("train/easyvqa-finetune.toml", train_encoders="top:1", epochs=4)
     """
+    threads.prefer_passive_wait()
     from ..finetuning.run import finetune as run
     from ..finetuning.init_head import finetune_recipe
     from ..training.run_dir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
     log = check_names(given.get("log"))
     with printing(verbose):
+        threads.set_threads(given.get("threads"))       # (its decoding workers run before training, not beside it)
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False), log=log)
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"), log=log)
     return Run(run_dir)
 
 
@@ -82,6 +88,7 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
 
     >>> sweep = vqa_cache.sweep("train/easyvqa-sweep.toml", trials=20, jobs=2)
     """
+    threads.prefer_passive_wait()
     from ..search.trials import run_sweep
     given = opts.command_options("sweep", options, OWN)
     log = check_names(given.get("log"))
@@ -90,7 +97,8 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
         overrides, extract_cmd = opts.sweep_overrides(_path(recipe), given)
         result = run_sweep(_path(recipe), root, trials=given.get("trials"), jobs=given.get("jobs"),
                            out=given.get("out"), resume=given.get("resume", False), overrides=given.get("set", ()),
-                           feature_overrides=overrides, extract_cmd=extract_cmd, log=log)
+                           feature_overrides=overrides, extract_cmd=extract_cmd,
+                           threads=given.get("threads"), log=log)
     return Sweep(result["dir"])
 
 

@@ -42,7 +42,11 @@ def train_like_options(f):
         click.option("--seed", type=int, help="Seed of the head's initialization and the batch order (seed)."),
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
+        click.option("--extend", type=click.Choice(["tail", "cycle"]),
+                     help="With --resume and more --epochs than the run planned: continue the schedule's tail at "
+                          "its final lr (tail, the default) or run a new cosine cycle from lr to min_lr (cycle)."),
         click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
+        threads_option,
         log_option,
     ]
     for o in reversed(opts):
@@ -50,6 +54,9 @@ def train_like_options(f):
     return f
 
 
+threads_option = click.option(
+    "--threads", type=int, help="torch CPU threads (default: the CPUs this process may use, by affinity and "
+                                "cgroup quota, less its worker processes).")
 log_option = click.option(
     "--log", multiple=True, type=click.Choice(["tensorboard", "mlflow", "wandb"]),
     help="Track the run live in TensorBoard (event files in the run directory), MLflow ($MLFLOW_TRACKING_URI, "

@@ -23,6 +23,7 @@ import torch
 from .. import distributed as dist
 from .. import tracking
 from ..device import pick_device
+from ..threads import describe
 from ..recipes import FinetuneRecipe
 from ..training.batches import Rows
 from ..training.loop import Fit, run_fit
@@ -33,7 +34,8 @@ from .init_head import init_head
 from .model import build, encoder_state, load_encoder_state
 
 
-def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, log=()) -> dict:
+def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, extend: str | None = None,
+             log=()) -> dict:
     """Fine-tune end to end; returns the metrics dict. Under torchrun: as `train` (run_fit), with the
     accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself.
     log: tracker names (tensorboard, mlflow, wandb; vqa_cache/tracking/)."""
@@ -41,7 +43,7 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
         started = time.time()
         fit = FinetuneFit(recipe, run_dir)
         fit.callbacks = callbacks
-        return run_fit(fit, resume, started=started)
+        return run_fit(fit, resume, started=started, extend=extend)
 
 
 class FinetuneFit(Fit):
@@ -81,7 +83,7 @@ class FinetuneFit(Fit):
                 f"{'LoRA r=%d, ' % settings.lora_r if settings.lora_r else ''}"
                 f"{self.encoder_params / 1e6:.2f}M trainable encoder params, {len(self.vocab)} answers, "
                 f"{len(self.rows)} train / {len(self.splits['val'])} val questions, batch "
-                f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}")
+                f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, {describe()}")
 
     def start(self) -> None:
         if self.settings.init_head:

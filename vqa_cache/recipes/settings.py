@@ -69,8 +69,16 @@ class OptimSettings:
     weight_decay: float = 1e-4
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
-    warmup_epochs: float = 1.0       # linear warm-up, then cosine decay to min_lr
-    min_lr: float = 1e-5
+    name: str = "adamw"              # adamw | adam | sgd (training/schedule.py)
+    momentum: float = 0.9            # sgd only
+    nesterov: bool = False           # sgd only
+    schedule: str = "cosine"         # cosine | onecycle | constant | step
+    warmup_epochs: float = 1.0       # linear warm-up (cosine, constant, step), then the schedule
+    min_lr: float = 1e-5             # cosine: the lr at the horizon and after it
+    horizon_epochs: float = 0.0      # cosine, onecycle: epochs to the schedule's end (T_max); 0 = epochs
+    pct_start: float = 0.3           # onecycle: share of the horizon rising to lr (from lr / 25)
+    step_epochs: int = 10            # step: lr *= gamma every step_epochs epochs
+    gamma: float = 0.1               # step
     grad_clip: float = 1.0
     patience: int = 5                # early stopping on validation accuracy (0 = off)
 

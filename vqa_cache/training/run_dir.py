@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import distributed as dist
 from ..cache.store import Lock
 from ..errors import BadInput
+from ..plot_text import plain
 from ..recipes import TrainRecipe, to_dict
 from .checkpoints import save_checkpoint
 
@@ -157,7 +158,7 @@ def curves_figure(history: list, height: float = 4.0):
     loss_ax.legend()
     acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="all", color="black", linewidth=2)
     for kind in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
-        acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=kind)
+        acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=plain(kind))
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
     acc_ax.legend(fontsize=8)
     for ax in (loss_ax, acc_ax):
