@@ -39,7 +39,8 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
     """Fine-tune end to end; returns the metrics dict. Under torchrun: as `train` (run_fit), with the
     accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself.
     log: tracker names (tensorboard, mlflow, wandb; vqa_cache/tracking/)."""
-    with run_directory(recipe, out, resume) as run_dir, tracking.session(log) as callbacks:
+    with run_directory(recipe, out, resume) as run_dir, \
+            tracking.session(log if dist.is_main() else ()) as callbacks:            # (rank 0 logs)
         started = time.time()
         fit = FinetuneFit(recipe, run_dir)
         fit.callbacks = callbacks

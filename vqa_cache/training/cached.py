@@ -33,7 +33,8 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
     sets its own). log: tracker names (tensorboard, mlflow, wandb; tracking/), label: the run's name there
     (default its directory's). Under torchrun: DistributedDataParallel, as run_fit says; rank 0 alone writes
     the run directory."""
-    with run_directory(recipe, out, resume) as run_dir, tracking.session(log, label) as callbacks:
+    with run_directory(recipe, out, resume) as run_dir, \
+            tracking.session(log if dist.is_main() else (), label) as callbacks:     # (rank 0 logs)
         started = time.time()
         if features is None:
             features = load_features(recipe, root, extract_cmd, stream)

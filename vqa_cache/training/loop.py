@@ -36,7 +36,7 @@ from .checkpoints import check_cache_keys, load_checkpoint, rng_state, set_rng_s
 from .run_dir import plot_curves, save_epoch, write_config, write_metrics, write_predictions
 from .splits import trainable
 from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
-from .steps import DeviceTally, History, batch_loss, check_finite, evaluate, rank_part
+from .steps import DeviceTally, StepLosses, History, batch_loss, check_finite, evaluate, rank_part
 
 
 class Fit:
@@ -192,27 +192,22 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
                    leave=False, file=sys.stderr, disable=not dist.is_main())
     fit.optimizer.zero_grad(set_to_none=True)
     number = 0
-    steps = [] if fit.callbacks.wants_steps and dist.is_main() else None    # each step's loss, kept on the device
+    steps = StepLosses(fit.callbacks, (epoch - 1) * math.ceil(fit.batches_per_epoch / fit.accumulate) + 1)
     for group in accumulation_groups(bar, fit.accumulate):
         questions = sum(len(idx) for idx, _, _ in group)
-        step_loss, step_count = 0.0, 0
         for k, (idx, image, question) in enumerate(group):
             number += 1
             loss, count = fit_batch(fit, model, idx, image, question, len(idx) / questions, k == len(group) - 1)
             if tally.add(loss, count, number):
                 bar.close()
                 return tally.totals()
-            if steps is not None:
-                step_loss, step_count = step_loss + loss.float() * count, step_count + count
+            steps.add(loss, count)
             running = tally.running(number)
             if running is not None and dist.is_main():
                 bar.set_postfix(loss=running)
-        if steps is not None:
-            steps.append(step_loss / step_count)
+        steps.end_step()
     bar.close()
-    if steps:                                   # one host sync an epoch
-        per_epoch = math.ceil(fit.batches_per_epoch / fit.accumulate)
-        fit.callbacks.steps((epoch - 1) * per_epoch + 1, torch.stack(steps).tolist())
+    steps.flush()
     return tally.totals()
 
 
