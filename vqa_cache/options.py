@@ -31,10 +31,11 @@ FEATURE_KEYS = (
     ("skip_missing", "--skip-missing", "dataset.skip_missing"),
 )
 EXTRACT_KEYS = (("batch_size", "--batch-size", "image.batch_size"), ("workers", "--workers", "image.workers"),
-                ("device", "--device", "device"), ("shard_size", "--shard-size", "shard_size"),
+                ("device", "--device", "device"), ("precision", "--precision", "precision"), ("shard_size", "--shard-size", "shard_size"),
                 ("skip_bad", "--skip-bad", "skip_bad"))
 TRAIN_KEYS = (("head", "--head", "head.name"), ("epochs", "--epochs", "optim.epochs"), ("lr", "--lr", "optim.lr"),
-              ("batch_size", "--batch-size", "optim.batch_size"), ("seed", "--seed", "seed"))
+              ("batch_size", "--batch-size", "optim.batch_size"), ("seed", "--seed", "seed"),
+              ("precision", "--precision", "precision"))
 FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders"),
                  ("lora_r", "--lora-r", "finetune.lora_r"), ("encoder_lr", "--encoder-lr", "finetune.encoder_lr"),
                  ("accumulate", "--accumulate", "finetune.accumulate"),

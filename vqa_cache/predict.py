@@ -15,6 +15,7 @@ from .answers import Vocabulary
 from .cache import Entry
 from .cache.shards import head_ids
 from .device import amp, autocast, pick_device
+from .digest import check_out_path
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
@@ -63,6 +64,8 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
 def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
     """Predictions of the run's best model for one split of its cache (default: its validation split),
     written in the official results format; accuracy too where the split has answers."""
+    if out:
+        check_out_path(out, "predict --out", directory=False)
     p = prepare(run_dir, root, split, stream)
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)

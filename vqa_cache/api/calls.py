@@ -12,7 +12,7 @@ from .. import threads
 from ..cache import cache_root
 from ..errors import BadInput
 from ..tracking import check_names
-from .output import printing, table
+from .output import path_arg, printing, table
 from .results import CacheKeys, Run, Sweep
 
 OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
@@ -106,11 +106,14 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
     """The official VQA accuracy of predictions (`vqa-cache eval`): three paths of JSON files, or the three
     loaded (questions {"questions": [...]}, annotations {"annotations": [...]}, predictions
     [{"question_id", "answer"}]). Returns {"protocol", "overall", "perAnswerType", "perQuestionType",
-    "perQuestion"}, percentages. protocol: "current" or "2016" (docs/training.md).
+    "perQuestion"} in percent, and "perAnswer" (precision, recall, F1 of each answer) and "macroF1" as
+    fractions. protocol: "current" or "2016" (docs/training.md).
 
     >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
     """
+    from ..answers import check_protocol
     from ..metrics import evaluate as scores, evaluate_files
+    check_protocol(protocol)
     given = (questions, annotations, predictions)
     paths = [isinstance(x, (str, os.PathLike)) for x in given]
     if all(paths):
@@ -143,7 +146,7 @@ def runs(directory="runs", sort: str = "acc"):
     >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
     """
     from ..run_table import table as records
-    return table(records(os.fspath(directory), sort))
+    return table(records(path_arg("runs", "directory", directory), sort))
 
 
 def load_features(keys, image: str | None = None, question: str = "pooled") -> tuple:
@@ -176,5 +179,6 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> t
 
 
 def _path(recipe):
-    """A recipe given as a path-like -> its str (recipes are named by str everywhere below)."""
-    return os.fspath(recipe) if recipe is not None else None
+    """A recipe given as a path-like -> its str (recipes are named by str everywhere below); another type
+    is BadInput."""
+    return path_arg("recipe", "recipe", recipe, optional=True)

@@ -28,6 +28,12 @@ def feature_options(f):
     return f
 
 
+precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    help="auto (default: AMP on CUDA, bfloat16 where the GPU has it, else float16; fp32 on the CPU), fp32, "
+         "fp16 (CUDA only) or bf16 (CUDA or CPU autocast).")
+
+
 def train_like_options(f):
     """The options of train and finetune: a train recipe, the feature options, and the usual overrides."""
     opts = [
@@ -37,9 +43,11 @@ def train_like_options(f):
                                     "attention (grid, vector), coattention (grid, token states), lstm (pooled, "
                                     "token ids), butd (grid, token ids). Recipe key head.name."),
         click.option("--epochs", type=int, help="Epochs to train (optim.epochs; the cosine schedule spans them)."),
-        click.option("--lr", type=float, help="Peak learning rate of AdamW (optim.lr; finetune: the head's)."),
-        click.option("--batch-size", type=int, help="Questions per batch (optim.batch_size; finetune: per micro-batch, --accumulate of them a step)."),
+        click.option("--lr", type=float, help="Peak learning rate (optim.lr; finetune: the head's)."),
+        click.option("--batch-size", type=int,
+                     help="Questions per batch (optim.batch_size; finetune: per micro-batch, --accumulate a step)."),
         click.option("--seed", type=int, help="Seed of the head's initialization and the batch order (seed)."),
+        precision_option,
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
         click.option("--extend", type=click.Choice(["tail", "cycle"]),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import click
 
 from .. import api
-from .shared import feature_options, human_bytes, human_seconds, log_option, threads_option, train_like_options
+from .shared import (feature_options, human_bytes, human_seconds, log_option, precision_option, threads_option,
+                     train_like_options)
 
 
 @click.command()
@@ -16,6 +17,7 @@ from .shared import feature_options, human_bytes, human_seconds, log_option, thr
 @click.option("--workers", type=int, help="DataLoader processes decoding images.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the encoders run (auto: cuda when there is one).")
+@precision_option
 @click.option("--shard-size", type=int, help="Rows per shard file.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
 @click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")

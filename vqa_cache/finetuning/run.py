@@ -84,7 +84,7 @@ class FinetuneFit(Fit):
                 f"{'LoRA r=%d, ' % settings.lora_r if settings.lora_r else ''}"
                 f"{self.encoder_params / 1e6:.2f}M trainable encoder params, {len(self.vocab)} answers, "
                 f"{len(self.rows)} train / {len(self.splits['val'])} val questions, batch "
-                f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, {describe()}")
+                f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, precision {self.precision}, {describe()}")
 
     def start(self) -> None:
         if self.settings.init_head:

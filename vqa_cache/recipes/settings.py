@@ -46,6 +46,7 @@ class ExtractRecipe:
     image: ImageSettings = field(default_factory=ImageSettings)
     text: TextSettings = field(default_factory=TextSettings)
     device: str = "auto"             # auto | cpu | cuda
+    precision: str = "auto"          # auto | fp32 | fp16 | bf16 (auto: AMP on CUDA, fp32 on the CPU; device.py)
     shard_size: int = 4096           # rows per shard file
     skip_bad: bool = False           # skip unreadable images (recorded in the manifest)
 
@@ -99,6 +100,7 @@ class TrainRecipe:
     name: str = "run"                # run directory name under out/
     out: str = "runs"
     device: str = "auto"
+    precision: str = "auto"          # auto | fp32 | fp16 | bf16 (device.py)
 
 
 @dataclass(frozen=True)

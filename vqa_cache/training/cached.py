@@ -72,7 +72,7 @@ class CachedFit(Fit):
         params = sum(p.numel() for p in self.head.parameters())
         return (f"run {self.run_dir}: head {self.recipe.head.name} ({params / 1e6:.2f}M params), {len(self.vocab)} "
                 f"answers (coverage {self.config['vocabulary']['coverage']:.2%}), {len(self.rows)} train / "
-                f"{len(self.splits['val'])} val questions, device {self.device}"
+                f"{len(self.splits['val'])} val questions, device {self.device}, precision {self.precision}"
                 f"{', ' + cpu_threads.describe() if self.device.type == 'cpu' else ''}"
                 f"{', streaming image features from the shards' if self.streaming else ''}")
 

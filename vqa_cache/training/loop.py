@@ -27,7 +27,7 @@ import torch
 from .. import distributed as dist
 from .. import tracking
 from ..answers import Vocabulary
-from ..device import amp
+from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import TrainRecipe, to_dict
@@ -72,11 +72,13 @@ class Fit:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)
         self.set_plan(new_plan(optim, self.steps_per_epoch))
         self.used_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.ctx, self.scaler = amp(device)
+        self.precision = resolve_precision(recipe.precision, device)
+        self.ctx, self.scaler = amp(device, self.precision)
+        self.config["precision"] = self.precision
 
     def set_plan(self, plan: dict) -> None:
         """The schedule plan (schedule.py), its LambdaLR, and config.json's record of it."""
-        self.plan = plan
+        self.schedule_plan = plan
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.recipe.optim, plan))
         self.config["schedule"] = plan
 
@@ -177,7 +179,7 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
     groups = fit.optimizer.param_groups
     used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
-    lrs["lr_phase"] = phase(fit.plan, epoch)
+    lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
     return history.record(epoch, loss_sum / seen, val, lrs, t0, extra)
 
 
@@ -263,7 +265,7 @@ def checkpoint(fit: Fit, history: History) -> dict:
             "cache_keys": fit.cache_keys, "recipe": to_dict(fit.recipe), "optimizer": fit.optimizer.state_dict(),
             "scheduler": fit.scheduler.state_dict(), "epoch": history.last, "history": history.epochs,
             "best": history.best, "bad_epochs": history.bad_epochs, "rng": rng_state(),
-            "scaler": fit.scaler.state_dict() if fit.scaler else None, "schedule": fit.plan,
+            "scaler": fit.scaler.state_dict() if fit.scaler else None, "schedule": fit.schedule_plan,
             **fit.checkpoint_extra()}
 
 

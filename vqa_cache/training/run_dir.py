@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import distributed as dist
 from ..cache.store import Lock
+from ..digest import check_out_path
 from ..errors import BadInput
 from ..plot_text import plain
 from ..recipes import TrainRecipe, to_dict
@@ -17,8 +18,8 @@ from .checkpoints import save_checkpoint
 def pick_run_dir(recipe: TrainRecipe, out: str | None, resume: bool) -> Path:
     """--out as given; else runs/NAME, or runs/NAME-2, -3 ... if taken (resume: the latest of them)."""
     if out:
-        return Path(out)
-    base = Path(recipe.out) / recipe.name
+        return check_out_path(out, "--out", directory=True)
+    base = check_out_path(Path(recipe.out) / recipe.name, "run directory", directory=True)
     taken = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
     existing = [p for p in taken if p.exists()]
     if resume:
