@@ -172,6 +172,7 @@ def test_sweep_logs_each_trial_as_its_own_run(work, monkeypatch):
     root, base, _ = work
     uri = (base / "sweep-mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")      # MLflow 3 asks for it for a file: URI given
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "sweep-test")
     run_cli("--cache-dir", root, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK_SWEEP, "--trials", 2,
             "--out", base / "sw", "--log", "mlflow")

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import distributed as dist
-from .. import tracking
+from .. import distributed as dist, tracking
 from ..answers import Vocabulary
 from ..device import amp, resolve_precision
 from ..errors import BadInput
@@ -203,11 +202,10 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
             if tally.add(loss, count, number):
                 bar.close()
                 return tally.totals()
-            steps.add(loss, count)
+            steps.add(loss, count, k == len(group) - 1)
             running = tally.running(number)
             if running is not None and dist.is_main():
                 bar.set_postfix(loss=running)
-        steps.end_step()
     bar.close()
     steps.flush()
     return tally.totals()

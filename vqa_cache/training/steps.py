@@ -125,14 +125,13 @@ class StepLosses:
         self.callbacks, self.first, self.wanted = callbacks, first, callbacks.wants_steps
         self.values, self.total, self.count = [], 0.0, 0
 
-    def add(self, loss: torch.Tensor, count: float) -> None:
+    def add(self, loss: torch.Tensor, count: float, last: bool) -> None:
+        """A batch's loss over its `count` questions; `last`: the step's last batch (accumulation)."""
         if self.wanted:
             self.total, self.count = self.total + loss.float() * count, self.count + count
-
-    def end_step(self) -> None:
-        if self.wanted:
-            self.values.append(self.total / self.count)
-            self.total, self.count = 0.0, 0
+            if last:
+                self.values.append(self.total / self.count)
+                self.total, self.count = 0.0, 0
 
     def flush(self) -> None:
         if self.values:
