@@ -21,7 +21,7 @@ LAYERS = [
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"cache"},                              # the contract between the stages
-    {"metrics"},
+    {"metrics", "submission"},             # submission: predictions as a competition's CSV
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
