@@ -30,7 +30,7 @@ from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import TrainRecipe, to_dict
-from .batches import epoch_batches
+from .batches import accumulation_groups, epoch_batches
 from .checkpoints import check_cache_keys, load_checkpoint, rng_state, set_rng_state
 from .run_dir import plot_curves, save_epoch, write_config, write_metrics, write_predictions
 from .splits import trainable
@@ -215,18 +215,6 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
     bar.close()
     steps.flush()
     return tally.totals()
-
-
-def accumulation_groups(batches, accumulate: int):
-    """Lists of `accumulate` consecutive batches (the last one maybe fewer): one optimizer step each."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == accumulate:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, question, weight: float,
