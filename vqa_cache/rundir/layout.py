@@ -16,9 +16,9 @@ LOCK = ".lock"                      # while a process writes the run
 FILES = (CONFIG, METRICS, BEST, LAST, CURVES, PREDICTIONS)
 
 
-def predictions_of(split: str) -> str:
-    """`vqa-cache predict`'s default file for a split: predictions-SPLIT.json."""
-    return f"predictions-{split}.json"
+def predictions_of(split: str, fmt: str = "json") -> str:
+    """`vqa-cache predict`'s default file for a split: predictions-SPLIT.json (a DACON CSV: .csv)."""
+    return f"predictions-{split}.{fmt}"
 
 
 def is_run(folder: Path) -> bool:
