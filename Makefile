@@ -45,9 +45,10 @@ sweep: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
-# The inner loop: every test but those marked slow (a subprocess, torchrun, a notebook kernel).
+# The inner loop: every test but those marked slow (a subprocess, torchrun, a notebook kernel, a long training),
+# on two processes (pytest-xdist; a file's tests stay on one, sharing its fixtures).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q tests
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile -q tests
 
 # ruff (pyproject.toml [tool.ruff]) and mypy ([tool.mypy]); CI (.ci/run) runs it before the tests.
 lint: $(STAMP)
