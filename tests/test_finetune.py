@@ -17,7 +17,7 @@ def extract(root, *args):
 
 
 def recipe(*sets, text=None, limit=300):
-    from vqa_cache.finetuning.init_head import finetune_recipe
+    from vqa_cache.finetuning.recipe import finetune_recipe
     feature = {"limit": limit, "image_encoder": "resnet18", "image_size": 32, "weights": "random"}
     if text:
         feature["text_encoder"] = str(text)

@@ -2,6 +2,8 @@
 with their answer targets (class ids and soft scores in the vocabulary of the training split)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,9 +66,16 @@ def with_features(table: pa.Table, image_ids: list[str]) -> tuple[pa.Table, int]
     return (table, 0) if keep.all() else (table.filter(keep), int((~keep).sum()))
 
 
-def build_splits(plan, tensors: dict, recipe: TrainRecipe):
-    """(splits {"train", "val"}, the answer vocabulary of the training split, (train name, val name),
-    how many questions were dropped for want of image features)."""
+class Splits(NamedTuple):
+    """A run's splits {"train", "val"}, the answer vocabulary of the training split, (train name, val name),
+    and how many questions were dropped for want of image features."""
+    splits: dict
+    vocab: Vocabulary
+    names: tuple[str, str]
+    dropped: int
+
+
+def build_splits(plan, tensors: dict, recipe: TrainRecipe) -> Splits:
     table, dropped = with_features(plan.samples, tensors["image"][0])
     if dropped:
         print(f"dropping {dropped} questions whose images were skipped as unreadable at extraction")
@@ -75,7 +84,7 @@ def build_splits(plan, tensors: dict, recipe: TrainRecipe):
     vocab = build_vocabulary(parts[train_name].column("answers").to_pylist(), top_k=recipe.answers.top_k,
                              min_count=recipe.answers.min_count)
     splits = {role: make_split(parts[name], tensors, vocab) for role, name in (("train", train_name), ("val", val_name))}
-    return splits, vocab, (train_name, val_name), dropped
+    return Splits(splits, vocab, (train_name, val_name), dropped)
 
 
 def trainable(split: Split, num_answers: int) -> torch.Tensor:
