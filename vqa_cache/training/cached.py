@@ -86,10 +86,11 @@ def build_head(recipe: TrainRecipe, features: Features, num_answers: int, train:
     statistics of the training split when it standardizes, embeddings from the text model when asked."""
     plan, tensors = features.plan, features.tensors
     settings = recipe.head
-    image_dim, question_dim = input_dims(plan, tensors, settings.name)
+    need = heads.needs(settings.name)           # the head looked up once: what it reads
+    image_dim, question_dim = input_dims(plan, tensors, need)
     matrix, embed = None, settings.embed
     if settings.init_embeddings:
-        if heads.needs(settings.name)["question"] != "ids":
+        if need["question"] != "ids":
             raise BadInput(f"head.init_embeddings: head {settings.name!r} reads no token ids (lstm and butd do)")
         matrix = input_embeddings(plan.text_choice)
         if embed and embed != matrix.shape[1]:
