@@ -10,7 +10,8 @@ The Python API (docs/api.md): the commands as functions, their options the CLI's
 
 Bad input raises vqa_cache.BadInput (a ValueError) with the command line's one-line message.
 """
-from .api import CacheKeys, Run, Sweep, ask, evaluate, extract, finetune, load_features, runs, sweep, train
+from .api import (CacheKeys, Run, Sweep, ask, cache_info, cache_ls, cache_rm, cache_verify, evaluate, extract,
+                  finetune, load_features, runs, sweep, train)
 from .errors import BadInput, Diverged
 from .version import __version__
 
@@ -22,6 +23,10 @@ __all__ = [
            "Sweep",
            "__version__",
            "ask",
+           "cache_info",
+           "cache_ls",
+           "cache_rm",
+           "cache_verify",
            "evaluate",
            "extract",
            "finetune",
