@@ -17,6 +17,7 @@ LAYERS = [
     {"cli"},                                # click commands and printing
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
+    {"model"},                              # a trained model ready to answer: load, export, a finetune run live
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"cache"},                              # the contract between the stages

@@ -27,7 +27,8 @@ import numpy as np
 from .answers import best_answer, ground_truth
 from .encoders.image import MAX_PIXELS, to_8bit_rgb
 from .errors import BadInput
-from .predict import prepare, top_answers
+from .model import prepare
+from .predict import top_answers
 from .run_table import encoders
 from .training.checkpoints import cache_keys_of
 from .training.run_dir import curves_figure, read_run_config
@@ -38,12 +39,9 @@ TOP_ANSWERS, TOP_QTYPES = 20, 25
 
 
 def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
-    """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    """Write the report of a train or finetune run (a finetune run's split encoded live); returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if config.get("mode") == "finetune":
-        raise BadInput(f"{run_dir}: a finetune run; the report reads runs of `vqa-cache train` (a finetune "
-                       f"run's predictions need its live encoders)")
     metrics_path = run_dir / "metrics.json"
     try:
         metrics = json.loads(metrics_path.read_text())

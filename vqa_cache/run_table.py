@@ -48,10 +48,20 @@ def find_runs(base: Path) -> list[Path]:
     found = []
     for folder, subdirs, files in os.walk(base, followlinks=False):
         if "config.json" in files and Path(folder) != base:
-            found.append(Path(folder))
-            subdirs[:] = []                         # a run's folders hold no runs
+            if not exported_model(Path(folder)):
+                found.append(Path(folder))
+            subdirs[:] = []                         # a run's (or a model directory's) folders hold no runs
         subdirs.sort()
     return sorted(found)
+
+
+def exported_model(folder: Path) -> bool:
+    """A model directory `vqa-cache export` wrote (vqa_cache/model/export.py): its config.json says
+    library_name vqa-cache. Not a run."""
+    try:
+        return '"library_name": "vqa-cache"' in (folder / "config.json").read_text()[:200]
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def read_metrics(path: Path) -> dict | None:

@@ -95,14 +95,15 @@ class Run(Directory):
         """Official-format predictions of the best model for one split of the run's cache (default: its
         validation split), written to `out` (default RUN/predictions-SPLIT.json): {"split", "questions",
         "out", "accuracy", "accuracy_per_type"} (accuracy None where the split has no answers). The cache is
-        `cache_dir` when it holds the run's entries, else the one the run was trained on."""
-        from ..predict import predict
+        `cache_dir` when it holds the run's entries, else the one the run was trained on. A finetune run
+        has no cache: its split is encoded live through its own trained encoders."""
+        from ..model import predict
         with printing(verbose):
             return predict(self.dir, cache_root(cache_dir), split=split, out=os.fspath(out) if out else None,
                            stream=stream)
 
     def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
-        """One self-contained HTML page about a `train` run (`vqa-cache report`, docs/report.md): curves,
+        """One self-contained HTML page about a run (`vqa-cache report`, docs/report.md): curves,
         accuracy per type, confusion, a gallery, written to `out` (default RUN/report.html). Returns
         {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
         from ..report import write_report
@@ -110,10 +111,15 @@ class Run(Directory):
             return write_report(self.dir, cache_root(cache_dir), out=os.fspath(out) if out else None)
 
     def ask(self, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[str, float]]:
-        """The `top` most probable answers [(answer, probability)] for one image file and question, encoded
-        live exactly as the run's cache was."""
-        from ..predict import ask
-        return ask(self.dir, cache_root(cache_dir), os.fspath(image), question, top=top)
+        """The `top` most probable answers [(answer, probability)] for one image and question, encoded live
+        exactly as the run's cache was (a finetune run: through its trained encoders). Loads the model
+        each call: keep `run.model()` to ask many."""
+        return self.model(cache_dir).ask(image, question, top=top)
+
+    def model(self, cache_dir=None):
+        """The run's Model (vqa_cache.load): .ask, .predict, its encoders and head, ready to answer."""
+        from ..model import load
+        return load(self.dir, cache_root(cache_dir))
 
 
 @dataclass(frozen=True)

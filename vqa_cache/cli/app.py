@@ -7,7 +7,7 @@ import click
 
 from ..errors import BadInput, Diverged
 from .cache import cache
-from .runs import ask, eval_, predict, report, runs
+from .runs import ask, eval_, export, predict, report, runs
 from .stages import extract, finetune, sweep, train
 
 
@@ -30,7 +30,7 @@ def cli(ctx, cache_dir, debug):
     ctx.obj = Ctx(cache_dir, debug)
 
 
-for command in (extract, train, finetune, sweep, predict, ask, eval_, runs, report, cache):
+for command in (extract, train, finetune, sweep, predict, ask, export, eval_, runs, report, cache):
     cli.add_command(command)
 
 
