@@ -167,7 +167,7 @@ def test_silenced_progress_bars_are_disabled():
     ("train", {"epoch": 3}, "train: unknown option 'epoch' (close matches: epochs)"),
     ("extract", {"imagesize": 32}, "extract: unknown option 'imagesize' (close matches: image_size)"),
     ("train", {"verbos": False}, "train: unknown option 'verbos' (close matches: verbose)"),
-    ("sweep", {"head": "concat"}, "sweep: unknown option 'head' (no close match among "),
+    ("sweep", {"epochs": 3}, "sweep: unknown option 'epochs' (no close match among "),
     ("finetune", {"resume": "yes"}, "finetune: option resume = 'yes': expected bool"),
     ("train", {"split": 3}, "train: option split = 3: expected a string or a list of strings"),
     ("train", {"epochs": "3"}, "recipe key 'optim.epochs' must be int, got '3'"),

@@ -18,6 +18,7 @@ LAYERS = [
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
     {"model"},                              # a trained model ready to answer: load, export, a finetune run live
+    {"explain"},                            # where a model looked (ask --json/--explain, the report)
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"cache"},                              # the contract between the stages
@@ -25,7 +26,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text"},
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}

@@ -61,6 +61,9 @@ def test_export_a_finetune_run_and_ask_it_without_the_run(cli, ft_run, tmp_path,
 
     run_answers = asked(cli, "ask", "--run", ft_run)
     expected = vqa_cache.load(ft_run).predict(*pairs())
+    image, question = images(1)[0], QUESTIONS[0]
+    explained = vqa_cache.load(ft_run).explain(image, question, top=3)
+    assert explained["method"] == "grad-cam"          # a pooled head on a CNN: Grad-CAM on the trained trunk
     out = tmp_path / "model"
     r = cli("export", ft_run, out)
     assert r.code == 0, r
@@ -83,10 +86,18 @@ def test_export_a_finetune_run_and_ask_it_without_the_run(cli, ft_run, tmp_path,
     try:
         assert asked(cli, "ask", "--model", out) == run_answers
         got = vqa_cache.load(out).predict(*pairs())
+        r = cli("ask", "--model", out, "--image", image, "--question", question, "--top", 3, "--json",
+                "--explain", tmp_path / "where.png")
+        assert r.code == 0 and (tmp_path / "where.png").stat().st_size > 0, r
     finally:
         shutil.move(moved, ft_run)
     assert [a for a, _ in got] == [a for a, _ in expected]
     assert max(abs(s - t) for (_, s), (_, t) in zip(got, expected)) < 1e-5
+    again = json.loads(r.out)
+    assert [a["answer"] for a in again["answers"]] == [a["answer"] for a in explained["answers"]]
+    assert again["method"] == "grad-cam" and again["grid"] == explained["grid"]
+    import numpy as np
+    assert np.allclose(again["attention"], explained["attention"], atol=1e-5)
 
 
 @pytest.mark.parametrize("head", ["concat", "lstm"])

@@ -14,7 +14,9 @@ import torch
 from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
+from .cache.samples import submission_ids
 from .device import amp, pick_device
+from .digest import check_out_path
 from .errors import BadInput
 from .training.batches import batches
 from .training.checkpoints import cache_keys_of, load_checkpoint
@@ -62,9 +64,16 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
     return Path(config.get("cache_dir", root))
 
 
-def write_predictions_of(p: "Prepared", run_dir, out=None) -> dict:
-    """Predictions of a prepared model for its split, written in the official results format (default
-    RUN/predictions-SPLIT.json); accuracy too where the split has answers."""
+def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
+            prepared_by=None) -> dict:
+    """Predictions of the run's best model for one split (default: its validation split), written in the
+    official results format (default RUN/predictions-SPLIT.json); accuracy too where the split has answers.
+    `prepared_by(run_dir, root, split, stream)` makes the Prepared: by default `prepare` (a train run's
+    cache); vqa_cache.model passes its own, which also encodes a finetune run's split live."""
+    if out:
+        check_out_path(out, "predict --out", directory=False)
+    p = (prepared_by or prepare)(run_dir, root, split, stream)
+    check_submission(p, root)
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
     answered = any(len(a) for a in p.table.column("answers").to_pylist())
@@ -73,6 +82,26 @@ def write_predictions_of(p: "Prepared", run_dir, out=None) -> dict:
     write_predictions(out, p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds])
     return {"split": p.split, "questions": len(p.data), "out": str(out),
             "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+
+
+def check_submission(p: Prepared, root: Path) -> None:
+    """A leaderboard's test split (VQA v2 test2015, VizWiz test) must get a prediction for every question
+    of the dataset's split: BadInput naming how many would be missing, before anything is written."""
+    cls = recipes.FinetuneRecipe if is_finetune(p.config) else recipes.TrainRecipe
+    dataset = recipes.build(cls, p.config["recipe"]).features.dataset
+    expected = submission_ids(dataset, p.split, cache_root_for(root, p.config, cache_keys_of(p.config) or {}))
+    if expected is None:
+        return
+    ids, board = expected
+    have = set(p.table.column("question_id").to_pylist())
+    missing = [q for q in ids if q not in have]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise BadInput(f"--split {p.split}: {len(missing)} of the {len(ids)} questions of {dataset.name} split "
+                       f"{p.split} would have no prediction (e.g. {shown}), and {board} needs them all: they were "
+                       f"left out of the run's cache (--limit, --image-fraction, --answer-types, --skip-missing) "
+                       f"or their images were unreadable at extraction; extract and train on a cache with the "
+                       f"whole split")
 
 
 class Prepared(NamedTuple):

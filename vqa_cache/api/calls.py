@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 from .. import options as opts
+from .. import threads
 from ..cache import cache_root
 from ..errors import BadInput
-from .output import printing, table
+from .output import count_arg, path_arg, printing, table, text_arg
 from .results import CacheKeys, Run, Sweep
 
 OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
@@ -26,12 +27,14 @@ def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> 
     >>> keys = vqa_cache.extract("extract/resnet50-tinybert-concat.toml", image_encoder="resnet18",
     ...                          features="pooled+grid")
     """
+    threads.prefer_passive_wait()
     from ..extraction.dry_run import dry_run
     from ..extraction.stage import extract as run
     given = opts.command_options("extract", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
         recipe = opts.extract_recipe(_path(recipe), given)
+        threads.set_threads(given.get("threads"), workers=recipe.image.workers)
         if given.get("dry_run"):
             return dry_run(recipe, root)
         plan = run(recipe, root, wait=not given.get("no_wait"))
@@ -45,6 +48,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     >>> run = vqa_cache.train("train/resnet50-tinybert-concat.toml", head="attention", epochs=3,
     ...                       features="pooled+grid", set=["optim.lr=3e-4"])
     """
+    threads.prefer_passive_wait()
     from ..training.cached import train as run
     from ..training.run_dir import pick_run_dir
     given = opts.command_options("train", options, OWN)
@@ -53,7 +57,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"))
+            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -63,14 +67,16 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
 
     >>> run = vqa_cache.finetune("train/easyvqa-finetune.toml", train_encoders="top:1", epochs=4)
     """
+    threads.prefer_passive_wait()
     from ..finetuning.run import finetune as run
     from ..finetuning.init_head import finetune_recipe
     from ..training.run_dir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
     with printing(verbose):
+        threads.set_threads(given.get("threads"))       # (its decoding workers run before training, not beside it)
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -80,6 +86,7 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
 
     >>> sweep = vqa_cache.sweep("train/easyvqa-sweep.toml", trials=20, jobs=2)
     """
+    threads.prefer_passive_wait()
     from ..search.trials import run_sweep
     given = opts.command_options("sweep", options, OWN)
     root = cache_root(cache_dir)
@@ -87,7 +94,8 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
         overrides, extract_cmd = opts.sweep_overrides(_path(recipe), given)
         result = run_sweep(_path(recipe), root, trials=given.get("trials"), jobs=given.get("jobs"),
                            out=given.get("out"), resume=given.get("resume", False), overrides=given.get("set", ()),
-                           feature_overrides=overrides, extract_cmd=extract_cmd)
+                           feature_overrides=overrides, extract_cmd=extract_cmd,
+                           threads=given.get("threads"))
     return Sweep(result["dir"])
 
 
@@ -95,11 +103,14 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
     """The official VQA accuracy of predictions (`vqa-cache eval`): three paths of JSON files, or the three
     loaded (questions {"questions": [...]}, annotations {"annotations": [...]}, predictions
     [{"question_id", "answer"}]). Returns {"protocol", "overall", "perAnswerType", "perQuestionType",
-    "perQuestion"}, percentages. protocol: "current" or "2016" (docs/training.md).
+    "perQuestion"} in percent, and "perAnswer" (precision, recall, F1 of each answer) and "macroF1" as
+    fractions. protocol: "current" or "2016" (docs/training.md).
 
     >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
     """
+    from ..answers import check_protocol
     from ..metrics import evaluate as scores, evaluate_files
+    check_protocol(protocol)
     given = (questions, annotations, predictions)
     paths = [isinstance(x, (str, os.PathLike)) for x in given]
     if all(paths):
@@ -119,7 +130,11 @@ def ask(run, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[s
     >>> vqa_cache.ask("runs/easyvqa-concat", "shape.png", "What color is the shape?", top=3)
     [('yellow', 0.3714), ('black', 0.2777), ('red', 0.2099)]
     """
-    return load(run, cache_dir=cache_dir).ask(image, question, top=top)
+    if not isinstance(image, (str, os.PathLike)) and type(image).__module__.split(".")[0] not in ("PIL", "numpy"):
+        raise BadInput(f"ask: image = {image!r}: expected a path (str or os.PathLike), a PIL image or a uint8 "
+                       f"array, got {type(image).__name__}")
+    question, top = text_arg("ask", "question", question), count_arg("ask", "top", top)
+    return load(Run(run).dir, cache_dir=cache_dir).ask(image, question, top=top)
 
 
 def load(path, cache_dir=None, device: str = "auto"):
@@ -133,7 +148,7 @@ def load(path, cache_dir=None, device: str = "auto"):
     >>> model.ask("shape.png", "What color is the shape?", top=3)
     """
     from ..model import load as load_model
-    return load_model(os.fspath(path), cache_root(cache_dir), device)
+    return load_model(path_arg("load", "path", path), cache_root(cache_dir), text_arg("load", "device", device))
 
 
 def export(run, out, cache_dir=None) -> Path:
@@ -144,8 +159,9 @@ def export(run, out, cache_dir=None) -> Path:
     >>> vqa_cache.export("runs/concat", "models/concat")
     """
     from ..model import export as write, load as load_model
-    model = load_model(os.fspath(run), cache_root(cache_dir), "cpu")
-    return write(model, os.fspath(out), f"vqa-cache export {os.fspath(run)} {os.fspath(out)}")
+    run, out = path_arg("export", "run", run), path_arg("export", "out", out)
+    model = load_model(run, cache_root(cache_dir), "cpu")
+    return write(model, out, f"vqa-cache export {run} {out}")
 
 
 def runs(directory="runs", sort: str = "acc"):
@@ -159,7 +175,7 @@ def runs(directory="runs", sort: str = "acc"):
     >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
     """
     from ..run_table import table as records
-    return table(records(os.fspath(directory), sort))
+    return table(records(path_arg("runs", "directory", directory), sort))
 
 
 def load_features(keys, image: str | None = None, question: str = "pooled") -> tuple:
@@ -192,5 +208,6 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> t
 
 
 def _path(recipe):
-    """A recipe given as a path-like -> its str (recipes are named by str everywhere below)."""
-    return os.fspath(recipe) if recipe is not None else None
+    """A recipe given as a path-like -> its str (recipes are named by str everywhere below); another type
+    is BadInput."""
+    return path_arg("recipe", "recipe", recipe, optional=True)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
+from ..threads import usable_cpus
 from .shards import (IMAGE_DATASETS, QUESTION_COLUMNS, head_ids, read_image_shard, read_question_shard,
                      read_shard_ids)
 from .store import Entry, first_damage, ids_mismatch
@@ -122,7 +123,7 @@ class ImageStream:
                  group: int = 4):
         self.entry, self.files = entry, [entry.path / s["file"] for s in manifest["shards"]]
         self.dataset, self.ids, self.chunks, self.group = dataset, [], [], group
-        self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        self.workers = min(2, usable_cpus()) if workers is None else workers
         row_shape = None
         for f, path in enumerate(self.files):
             try:

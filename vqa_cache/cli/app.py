@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from .. import threads
 from ..errors import BadInput, Diverged
 from .cache import cache
 from .runs import ask, eval_, export, predict, report, runs
@@ -35,6 +36,7 @@ for command in (extract, train, finetune, sweep, predict, ask, export, eval_, ru
 
 
 def main():
+    threads.prefer_passive_wait()       # before torch loads: waiting OpenMP threads sleep, not spin
     debug = "--debug" in sys.argv[1:]
     try:
         rv = cli.main(standalone_mode=False)

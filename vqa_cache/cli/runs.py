@@ -34,15 +34,31 @@ def predict(obj, run_dir, split, out, stream):
 @click.option("--image", required=True, type=click.Path(dir_okay=False), help="Image file.")
 @click.option("--question", required=True, help="Question text.")
 @click.option("--top", default=5, show_default=True, help="How many answers to print.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"answers": [{"answer", "score"}], "attention", "method", "grid"} as JSON.')
+@click.option("--explain", "explain_png", type=click.Path(),
+              help="Draw where the run looked (attention map, or Grad-CAM for pooled heads) over the image "
+                   "into this PNG.")
 @click.pass_obj
-def ask(obj, run_dir, model_dir, image, question, top):
+def ask(obj, run_dir, model_dir, image, question, top, as_json, explain_png):
     """Answer one question about one image with a run or an exported model (encoders run live, as the
     run's cache recorded; a finetune run's are its trained ones)."""
     if (run_dir is None) == (model_dir is None):
         raise BadInput("ask: give --run RUN or --model DIR (one of them)")
     model = api.load(run_dir or model_dir, cache_dir=obj.root)
-    for answer, p in model.ask(image, question, top=top):
-        click.echo(f"{p:7.2%}  {answer}")
+    if not as_json and not explain_png:
+        for answer, p in model.ask(image, question, top=top):
+            click.echo(f"{p:7.2%}  {answer}")
+        return
+    result = model.explain(image, question, top=top, out=explain_png)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for a in result["answers"]:
+            click.echo(f"{a['score']:7.2%}  {a['answer']}")
+    if explain_png:
+        click.echo(f"{result['method']} map {result['grid'][0]}x{result['grid'][1]} over the image in {explain_png}",
+                   err=as_json)
 
 
 @click.command()
@@ -74,6 +90,8 @@ def eval_(questions, annotations, predictions, protocol, as_json):
     click.echo(f"overall accuracy: {result['overall']:.2f}% (protocol {protocol})")
     for name, acc in sorted(result["perAnswerType"].items()):
         click.echo(f"  {name:<10} {acc:.2f}%")
+    click.echo(f"macro F1 over {len(result['perAnswer'])} answers: {result['macroF1']:.4f} "
+               f"(per answer: --json)")
 
 
 @click.command("runs")

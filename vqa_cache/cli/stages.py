@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from .shared import feature_options, human_bytes, human_seconds, train_like_options
+from .shared import feature_options, human_bytes, human_seconds, precision_option, threads_option, train_like_options
 
 
 @click.command()
@@ -15,11 +15,13 @@ from .shared import feature_options, human_bytes, human_seconds, train_like_opti
 @click.option("--batch-size", type=int, help="Images per encoder batch.")
 @click.option("--workers", type=int, help="DataLoader processes decoding images.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@precision_option
 @click.option("--shard-size", type=int, help="Rows per shard file.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
 @click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")
 @click.option("--dry-run", is_flag=True, help="Print rows, bytes on disk and an estimated time; write nothing.")
 @click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value.")
+@threads_option
 @click.pass_obj
 def extract(obj, **options):
     """Stage one: encode every image and question once into the cache."""
@@ -70,6 +72,7 @@ def finetune(**options):
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out (or the latest sweeps/NAME*).")
 @click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe value (sweep.* and space.* keys included).")
+@threads_option
 @click.pass_obj
 def sweep(obj, **options):
     """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""

@@ -14,6 +14,7 @@ from ..device import autocast
 from ..encoders.base import Preprocess
 from ..encoders.image import ImageEncoder, decode_image, to_8bit_rgb
 from ..errors import BadInput
+from ..explain import check_writable, explain, save_explanation
 
 
 class Model:
@@ -25,6 +26,7 @@ class Model:
     [('yellow', 0.98), ('green', 0.01), ('red', 0.004)]
     >>> model.predict(["a.png", "b.png"], ["What shape is it?", "Is it red?"])   # the best answer of each pair
     [('circle', 0.99), ('no', 0.97)]
+    >>> model.explain("shape.png", "What color is the shape?", out="where.png")   # answers and a map over the image
 
     `info` is what `vqa-cache export` writes to config.json: the head and its config, the answers, the
     encoders' identities and preprocessing, where the model came from. Images are file paths, PIL images or
@@ -70,7 +72,7 @@ class Model:
         im = self.preprocess.apply(to_8bit_rgb(image, image.format))
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 
-    @torch.inference_mode()
+    @torch.no_grad()        # (not inference_mode: explain's Grad-CAM takes gradients through the head)
     def features(self, images: list, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, question features) of paired images and questions: what the head reads."""
         if len(images) != len(questions):
@@ -98,7 +100,7 @@ class Model:
         """Float16 and back where the head was trained on the cache's float16 features."""
         return x.to(torch.float16).float() if self.float16 else x.float()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def scores(self, images: list, questions: list[str]) -> torch.Tensor:
         """[N, answers] softmax scores of paired images and questions."""
         img, q = self.features(images, questions)
@@ -106,10 +108,21 @@ class Model:
 
     def ask(self, image, question: str, top: int = 5) -> list[tuple[str, float]]:
         """The `top` most probable answers [(answer, score)] to one question about one image, best first."""
-        if top < 1:
-            raise BadInput(f"--top {top}: expected a number of answers >= 1")
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise BadInput(f"--top {top!r}: expected a number of answers >= 1")
         p, i = self.scores([image], [question])[0].topk(min(top, len(self.vocab)))
         return [(self.vocab.answers[int(j)], float(v)) for v, j in zip(p, i)]
+
+    def explain(self, image, question: str, top: int = 5, out=None) -> dict:
+        """The answers with a map of where the model looked: {"answers": [{"answer", "score"}], "attention":
+        rows x columns summing to 1 or None, "method": "attention" | "grad-cam" | None, "grid": [rows,
+        columns] or None} (vqa_cache/explain.py). `out`: also draw the map over the image into this PNG."""
+        if out is not None:
+            check_writable(os.fspath(out))
+        result = explain(self, image, question, top)
+        if out is not None:
+            save_explanation(os.fspath(out), self, image, question, result)
+        return result
 
     def predict(self, images: list, questions: list[str], batch_size: int = 32) -> list[tuple[str, float]]:
         """The best answer and its score for each (image, question) pair."""

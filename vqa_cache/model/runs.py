@@ -22,8 +22,7 @@ from ..encoders.weights import Choice, reproduce_text, resolve_text
 from ..errors import BadInput
 from ..finetuning.live import FixedText, LiveImage, LiveText
 from ..finetuning.model import load_encoder_state
-from ..predict import Prepared, cache_root_for, is_finetune, load_run, prepare as prepare_cached
-from ..predict import write_predictions_of
+from ..predict import Prepared, cache_root_for, is_finetune, load_run, predict as predict_run, prepare as prepare_cached
 from ..training.splits import make_split, with_features
 from .core import Model
 
@@ -205,5 +204,5 @@ def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None =
 
 def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
     """Official-format predictions of a train or finetune run's best model for one split (default: its
-    validation split), and their accuracy where the split has answers (predict.write_predictions_of)."""
-    return write_predictions_of(prepare(run_dir, root, split, stream), run_dir, out)
+    validation split), and their accuracy where the split has answers (predict.predict)."""
+    return predict_run(run_dir, root, split, out, stream, prepared_by=prepare)

@@ -22,6 +22,7 @@ from .. import data, heads, recipes
 from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
+from ..threads import describe, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
 from ..training.run_dir import pick_run_dir
@@ -32,10 +33,11 @@ from .space import check_settings, check_space, distributions, load_sweep, make_
 
 def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jobs: int | None = None,
               out: str | None = None, resume: bool = False, overrides=(), feature_overrides=(),
-              extract_cmd: str = "vqa-cache extract", callbacks=()) -> dict:
+              extract_cmd: str = "vqa-cache extract", callbacks=(), threads: int | None = None) -> dict:
     """Run (or continue) a sweep; returns the summary written to sweep.json["result"].
 
-    callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep."""
+    callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep. threads: torch
+    threads in all (shared by the parallel trials); default: the usable CPUs (vqa_cache/threads.py)."""
     base, settings, space = load_sweep(recipe_path, overrides, feature_overrides)
     if trials is not None:
         settings = dataclasses.replace(settings, trials=trials)
@@ -54,7 +56,7 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
           f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
           f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
     if remaining:
-        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks)
+        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads)
     return finish_sweep(study, dists, base, settings, directory)
 
 
@@ -84,15 +86,17 @@ def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSe
 
 
 def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path,
-               extract_cmd: str, callbacks) -> None:
+               extract_cmd: str, callbacks, threads: int | None = None) -> None:
     """Optimize for `remaining` trials, with a progress bar of the sweep (the trials' own output hidden)."""
     t0 = time.time()
     features_for = features_loader(root, extract_cmd, settings)
     features_for(make_recipe(base, {})[0])
     print(f"cache loaded once in {time.time() - t0:.1f}s; trials write to {directory / 'trials'}/")
-    threads = torch.get_num_threads()
-    if settings.jobs > 1:     # one intra-op pool shared by the trials' threads: split the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.jobs))
+    before = torch.get_num_threads()
+    # one intra-op pool shared by the trials' threads: the usable CPUs (or --threads), split between the jobs
+    total = threads or usable_cpus()
+    set_threads(max(1, total // settings.jobs) if settings.jobs > 1 else total)
+    print(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
     objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for)
     lock = threading.Lock()
     bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
@@ -117,7 +121,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
                            gc_after_trial=False)
         finally:
             bar.close()
-            torch.set_num_threads(threads)
+            torch.set_num_threads(before)
     print(f"{remaining} trials in {time.time() - t0:.0f}s")
 
 
