@@ -14,7 +14,7 @@ import torch
 from .. import heads
 from ..cache import Entry
 from ..cache.plan import make_plan
-from ..device import pick_device
+from ..device import autocast, pick_device
 from ..encoders.families import reproduce_image, resolve_image
 from ..encoders.image import ImageEncoder, ImageFiles, collate
 from ..encoders.text import BagOfWords, HFEncoder, default_pooling, load_text_encoder, load_tokenizer
@@ -175,14 +175,18 @@ def prepare_finetune(run_dir, split: str | None = None) -> Prepared:
                                                     recipe.features.image.max_pixels),
                                          batch_size=size, num_workers=recipe.finetune.workers, collate_fn=collate)
     found, parts = [], []
-    with torch.inference_mode():
+    # as the run's evaluation encoded them: its precision's autocast, a CNN channels-last on a GPU (LiveImage)
+    with torch.inference_mode(), autocast(model.device, config.get("precision")):
         for idx, batch, failed in loader:
             for i, err in failed:
                 if not recipe.features.skip_bad:
                     raise BadInput(f"{paths[ids[i]]}: cannot read image ({err}); --set features.skip_bad=true skips it")
             if len(idx):
                 found += [ids[int(i)] for i in idx]
-                parts.append(model._cast(model.image_encoder(batch.to(model.device))[model.image_output].float()))
+                batch = batch.to(model.device)
+                if batch.is_cuda and model.image_encoder.convolutional:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                parts.append(model._cast(model.image_encoder(batch)[model.image_output].float()))
         texts = sorted(set(table.column("question").to_pylist()))
         question = torch.cat([model.encode_questions(texts[s:s + size]) for s in range(0, len(texts), size)])
     image = torch.cat(parts) if parts else torch.empty(0)
