@@ -12,6 +12,7 @@ from .. import distributed as dist
 from ..cache import Entry
 from ..cache.plan import Plan, make_plan
 from ..cache.store import clean_stale
+from ..cache.targets import cached_answer_table
 from ..device import pick_device
 from ..threads import describe
 from ..errors import BadInput
@@ -48,4 +49,6 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
     text_encoder = None if ready(Entry(root, plan.question_key)) else build_text_encoder(plan, device)
     extract_images(plan, root, device, wait, image_encoder)
     extract_questions(plan, root, device, wait, text_encoder)
+    if dist.is_main():      # the questions' ground truth and soft scores, once, for every run on this cache
+        cached_answer_table(root, plan.samples.column("answers"))
     return plan
