@@ -17,6 +17,7 @@ LAYERS = [
     {"cli"},                                # click commands and printing
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
+    {"explain"},                            # where a run looked (ask --json/--explain, the report), through predict
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"cache"},                              # the contract between the stages
@@ -24,7 +25,7 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version", "threads"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text"},
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}

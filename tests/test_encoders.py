@@ -263,7 +263,39 @@ def test_hf_directory_without_an_image_processor_is_bad_input(cli, tmp_path, hf_
     (d / "preprocessor_config.json").unlink()
     r = cli("--cache-dir", tmp_path / "cache", "extract", "--limit", 3, "--image-encoder", f"hf:{d}")
     assert r.code == 2, r
-    assert "no preprocessor_config.json" in r.err and len(r.err.strip().splitlines()) == 1
+    assert "no image processor config (preprocessor_config.json or processor_config.json" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+
+
+def test_hf_image_processor_in_either_layout(cli, tmp_path, hf_clip_dir):
+    """A CLIP saved with CLIPProcessor.save_pretrained under transformers 5 has processor_config.json with the
+    image processor nested in it and no preprocessor_config.json; one saved as transformers 4 did has
+    preprocessor_config.json. Both load (AutoImageProcessor / AutoProcessor read the files) and give the same
+    input; the nested layout extracts end to end."""
+    import json
+    import shutil
+    from transformers import CLIPImageProcessor, CLIPProcessor, PreTrainedTokenizerFast
+    from vqa_cache.encoders.hf_vision import preprocess
+
+    nested, flat = tmp_path / "nested", tmp_path / "flat"
+    for d in (nested, flat):
+        shutil.copytree(hf_clip_dir, d)
+        (d / "preprocessor_config.json").unlink()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor.from_pretrained(hf_clip_dir),
+                              tokenizer=PreTrainedTokenizerFast.from_pretrained(hf_clip_dir))
+    processor.save_pretrained(nested)
+    if (nested / "preprocessor_config.json").is_file():      # transformers 4 writes the flat layout: nest it
+        inner = json.loads((nested / "preprocessor_config.json").read_text())
+        (nested / "preprocessor_config.json").unlink()
+        (nested / "processor_config.json").write_text(json.dumps({"image_processor": inner,
+                                                                  "processor_class": "CLIPProcessor"}))
+    assert "image_processor" in json.loads((nested / "processor_config.json").read_text())
+    shutil.copy(hf_clip_dir / "preprocessor_config.json", flat / "preprocessor_config.json")
+    assert preprocess(nested, "nested") == preprocess(flat, "flat") == preprocess(hf_clip_dir, "clip")
+    assert preprocess(nested, "nested").size == 64
+    r = cli("--cache-dir", tmp_path / "cache", "extract", "--limit", 3, "--image-encoder", f"hf:{nested}",
+            "--text-encoder", "bow", "--workers", 0)
+    assert r.code == 0, r
 
 
 def test_finetune_trains_other_families_with_lora_where_it_fits(cli, tmp_path):

@@ -176,7 +176,7 @@ def test_evaluate_hand_computed():
     assert result["overall"] == round(100 * (0.0 + 0.3 + 0.0 + 0.6) / 4, 2) == 22.5
     assert result["perAnswerType"] == {"yes/no": 0.0, "number": 30.0, "other": 30.0}
     assert result["perQuestionType"] == {"is the": 30.0, "how many": 30.0, "what color": 0.0}
-    assert set(result) == {"overall", "perAnswerType", "perQuestionType", "perQuestion"}
+    assert set(result) == {"overall", "perAnswerType", "perQuestionType", "perQuestion", "perAnswer", "macroF1"}
 
     old = evaluate(*_files(SPECS), protocol="2016")
     assert old["perQuestion"] == {1: 100.0, 2: 30.0, 3: 0.0, 4: 60.0}

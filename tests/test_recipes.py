@@ -50,10 +50,43 @@ def test_overrides_are_typed_and_nested():
     ("finetune.encoder_lr=0", r"'finetune.encoder_lr' must be in \(0, 10\]"),
     ("finetune.encoder_lr=11", r"'finetune.encoder_lr' must be in \(0, 10\]"),
     ("features.image.size=4", "'features.image.size' must be >= 16"),
+    ("optim.warmup_epochs=1e308", "'optim.warmup_epochs' must be <= 1000000, got 1e"),
+    ("optim.epochs=9000000000000000000", "'optim.epochs' must be <= 1000000"),
+    ("finetune.lora_r=-1", "'finetune.lora_r' must be >= 0, got -1"),
+    ("finetune.lora_dropout=1", r"'finetune.lora_dropout' must be in \[0, 1\)"),
+    ("finetune.augment.hflip=2", r"'finetune.augment.hflip' must be in \[0, 1\]"),
+    ("seed=-1", "'seed' must be >= 0"),
+    ("finetune.preload_gb=1e308", "'finetune.preload_gb' must be <= "),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(BadInput, match=message):
         recipes.build(recipes.FinetuneRecipe, recipes.apply_overrides({}, [override]))
+
+
+def numeric_fields(cls, where=""):
+    import dataclasses
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        if dataclasses.is_dataclass(default):
+            yield from numeric_fields(type(default), f"{where}{f.name}.")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            yield f"{where}{f.name}", default
+
+
+@pytest.mark.parametrize("cls", [recipes.FinetuneRecipe, recipes.SweepSettings])
+def test_every_numeric_key_has_an_upper_bound(cls):
+    """No number is unbounded (issue 23.5: optim.warmup_epochs = 1e308 overflowed): each key, set huge, is
+    one BadInput naming it, for the keys of today and any added later."""
+    for key, default in numeric_fields(cls):
+        huge = 1e308 if isinstance(default, float) else 2 ** 62
+        with pytest.raises(BadInput, match=f"recipe key '{key}' must be"):
+            recipes.build(cls, recipes.apply_overrides({}, [f"{key}={huge!r}"]))
+
+
+def test_lora_r_below_zero_is_refused_on_the_command_line(cli, tmp_path):
+    r = cli("--cache-dir", tmp_path, "finetune", "--lora-r", -1, "--epochs", 1)
+    assert r.code == 2 and "'finetune.lora_r' must be >= 0, got -1" in r.err, r
+    assert len(r.err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
 def test_edges_of_the_optimizer_ranges_are_accepted():

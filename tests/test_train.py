@@ -74,15 +74,6 @@ def test_train_bad_input(cli, cache, tmp_path, args, message):
     assert message in r.err and len(r.err.strip().splitlines()) == 1
 
 
-def test_cosine_schedule_with_warmup():
-    from vqa_cache.recipes import OptimSettings
-    from vqa_cache.training.steps import lr_lambda
-    f = lr_lambda(OptimSettings(epochs=10, lr=1e-3, min_lr=1e-5, warmup_epochs=1), steps_per_epoch=10)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
-    assert f(10) == pytest.approx(1.0) and f(99) == pytest.approx(0.01, abs=1e-3)
-    assert all(f(i) >= f(i + 1) for i in range(10, 99))
-
-
 def test_grid_and_token_heads_on_a_pooled_bow_cache_name_the_extract_options(cli, cache, tmp_path):
     r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--head", "coattention", "--out", tmp_path / "x")
     assert r.code == 2, r

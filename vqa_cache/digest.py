@@ -30,6 +30,20 @@ def sha256_file(path: Path, memo: bool = True) -> str:
     return _SHA_MEMO[key]
 
 
+def check_out_path(path, what: str, directory: bool) -> Path:
+    """An output path (`directory`: a run or sweep directory, else a file) that can be made: its nearest
+    existing ancestor must be a directory (an existing file may be replaced, not an existing directory by a
+    file). `--out FILE/run` under a regular file is BadInput at once, not an OSError after the work."""
+    path = Path(path)
+    for p in [path, *path.parents]:
+        if os.path.lexists(p):
+            if p.is_dir() == (p != path or directory) or (p == path and not directory and p.is_file()):
+                return path
+            kind = "a directory" if p.is_dir() else "not a directory"
+            raise BadInput(f"{what} {path}: {p} is {kind}" + (", expected a file" if p.is_dir() else ""))
+    return path
+
+
 def fingerprint(values) -> str:
     """sha256 of a list of strings (order matters: sort first where it should not)."""
     h = hashlib.sha256()

@@ -29,13 +29,20 @@ would be left out together; VQA v2 answers always carry distinct ids).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
-from .answers import check_protocol, ground_truth, leave_one_out_accuracy, normalize_answer, prediction_as_compared
+from .answers import (
+    best_answer,
+    check_protocol,
+    ground_truth,
+    leave_one_out_accuracy,
+    normalize_answer,
+    prediction_as_compared,
+)
 from .data.files import read_json, records
 from .errors import BadInput
 
-__all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy"]
+__all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy", "per_answer"]
 
 ROUND_DIGITS = 2  # the official default n=2
 
@@ -100,8 +107,11 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], 
                        f"(e.g. {_few(unknown)}): the files are from different splits?")
     predicted = _predicted(predictions, p_name, annotated)
     overall, per_answer_type, per_question_type, per_question = [], defaultdict(list), defaultdict(list), {}
+    truth, compared = [], []
     for qid, (human, answer_type, question_type) in annotated.items():
         acc = vqa_accuracy(predicted[qid], human, protocol)
+        truth.append(best_answer(ground_truth(human, protocol)))
+        compared.append(prediction_as_compared(predicted[qid], human, protocol))
         overall.append(acc)
         per_answer_type[answer_type].append(acc)
         per_question_type[question_type].append(acc)
@@ -111,7 +121,36 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], 
         "perAnswerType": {k: _percent(v) for k, v in per_answer_type.items()},
         "perQuestionType": {k: _percent(v) for k, v in per_question_type.items()},
         "perQuestion": per_question,
+        **per_answer(truth, compared),
     }
+
+
+def per_answer(truth: list[str], predicted: list[str]) -> dict:
+    """Precision, recall and F1 of each answer, and their macro average, treating VQA as single-label
+    classification: a question's label is its most common ground-truth answer (``best_answer`` of
+    ``ground_truth``: ties go a-z), compared with the prediction as the metric compares it.
+
+    For each answer in the union of labels and predictions (as scikit-learn's default ``labels``):
+    precision = TP / predicted as it, recall = TP / labelled as it, F1 = 2PR / (P + R), each 0 where
+    its denominator is 0 (sklearn's ``zero_division=0``); ``macroF1`` is the unweighted mean of the F1s
+    (``f1_score(average="macro")``). Returns ``{"perAnswer": {answer: {"precision", "recall", "f1",
+    "support", "predicted"}}, "macroF1"}``: fractions 0..1 rounded to 4 places, answers most frequent
+    label first (ties a-z); support = questions labelled with the answer, predicted = predicted as it.
+    """
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} labels")
+    support, guessed = Counter(truth), Counter(predicted)
+    hits = Counter(t for t, p in zip(truth, predicted) if t == p)
+    table = {}
+    for answer in sorted(set(support) | set(guessed), key=lambda a: (-support[a], -guessed[a], a)):
+        tp = hits[answer]
+        precision = tp / guessed[answer] if guessed[answer] else 0.0
+        recall = tp / support[answer] if support[answer] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        table[answer] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+                         "support": support[answer], "predicted": guessed[answer], "_f1": f1}
+    macro = sum(row.pop("_f1") for row in table.values()) / len(table) if table else 0.0
+    return {"perAnswer": table, "macroF1": round(macro, 4)}
 
 
 def _annotated(annotations, a_name: str) -> dict:
@@ -167,7 +206,8 @@ def evaluate(questions: dict, annotations: dict, predictions: list, protocol: st
     ``{"annotations": [{"question_id", "answers": [{"answer", ...}], "answer_type",
     "question_type", ...}]}``; ``predictions``: ``[{"question_id", "answer"}]`` covering
     exactly the annotated question ids. Returns percentages rounded to 2 places:
-    ``{"overall", "perAnswerType", "perQuestionType", "perQuestion": {qid: acc}}``.
+    ``{"overall", "perAnswerType", "perQuestionType", "perQuestion": {qid: acc}, "perAnswer": {answer:
+    {"precision", "recall", "f1", "support", "predicted"}}, "macroF1"}`` (the last two: ``per_answer``).
     ``protocol``: "current" (default) or "2016", see the module docstring.
     Raises BadInput with one line for malformed or mismatched input.
     """

@@ -31,10 +31,11 @@ FEATURE_KEYS = (
     ("skip_missing", "--skip-missing", "dataset.skip_missing"),
 )
 EXTRACT_KEYS = (("batch_size", "--batch-size", "image.batch_size"), ("workers", "--workers", "image.workers"),
-                ("device", "--device", "device"), ("shard_size", "--shard-size", "shard_size"),
+                ("device", "--device", "device"), ("precision", "--precision", "precision"), ("shard_size", "--shard-size", "shard_size"),
                 ("skip_bad", "--skip-bad", "skip_bad"))
 TRAIN_KEYS = (("head", "--head", "head.name"), ("epochs", "--epochs", "optim.epochs"), ("lr", "--lr", "optim.lr"),
-              ("batch_size", "--batch-size", "optim.batch_size"), ("seed", "--seed", "seed"))
+              ("batch_size", "--batch-size", "optim.batch_size"), ("seed", "--seed", "seed"),
+              ("precision", "--precision", "precision"))
 FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders"),
                  ("lora_r", "--lora-r", "finetune.lora_r"), ("encoder_lr", "--encoder-lr", "finetune.encoder_lr"),
                  ("accumulate", "--accumulate", "finetune.accumulate"),
@@ -43,13 +44,13 @@ FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders
 # each command's options: (those that set a recipe value, those that say what the command does with it)
 COMMANDS = {
     "extract": (FEATURE_KEYS + EXTRACT_KEYS, ("set", "no_wait", "dry_run", "threads")),
-    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "stream", "threads")),
-    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "threads")),
+    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "extend", "stream", "threads")),
+    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "extend", "threads")),
     "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume", "threads")),
 }
 MANY = ("split", "answer_types", "set")         # options given any number of times: a list of strings
 # the types of the options that set no recipe value (recipes.build checks the others)
-TYPES = {"trials": int, "jobs": int, "threads": int, "out": str, "resume": bool, "stream": bool, "no_wait": bool, "dry_run": bool}
+TYPES = {"extend": str, "trials": int, "jobs": int, "threads": int, "out": str, "resume": bool, "stream": bool, "no_wait": bool, "dry_run": bool}
 
 
 def option_names(command: str) -> list[str]:

@@ -13,15 +13,17 @@ import torch
 from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
+from .cache.samples import submission_ids
 from .cache.shards import head_ids
 from .device import amp, autocast, pick_device
+from .digest import check_out_path
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
 from .encoders.weights import reproduce_text
 from .errors import BadInput
 from .training.batches import batches
-from .training.checkpoints import load_checkpoint
+from .training.checkpoints import cache_keys_of, load_checkpoint
 from .training.features import load_features
 from .training.run_dir import read_run_config, write_predictions
 from .training.splits import Split, make_split, with_features
@@ -63,7 +65,10 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
 def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
     """Predictions of the run's best model for one split of its cache (default: its validation split),
     written in the official results format; accuracy too where the split has answers."""
+    if out:
+        check_out_path(out, "predict --out", directory=False)
     p = prepare(run_dir, root, split, stream)
+    check_submission(p, root)
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
     answered = any(len(a) for a in p.table.column("answers").to_pylist())
@@ -72,6 +77,25 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
     write_predictions(out, p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds])
     return {"split": p.split, "questions": len(p.data), "out": str(out),
             "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+
+
+def check_submission(p: Prepared, root: Path) -> None:
+    """A leaderboard's test split (VQA v2 test2015, VizWiz test) must get a prediction for every question
+    of the dataset's split: BadInput naming how many would be missing, before anything is written."""
+    dataset = recipes.build(recipes.TrainRecipe, p.config["recipe"]).features.dataset
+    expected = submission_ids(dataset, p.split, cache_root_for(root, p.config, cache_keys_of(p.config) or {}))
+    if expected is None:
+        return
+    ids, board = expected
+    have = set(p.table.column("question_id").to_pylist())
+    missing = [q for q in ids if q not in have]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise BadInput(f"--split {p.split}: {len(missing)} of the {len(ids)} questions of {dataset.name} split "
+                       f"{p.split} would have no prediction (e.g. {shown}), and {board} needs them all: they were "
+                       f"left out of the run's cache (--limit, --image-fraction, --answer-types, --skip-missing) "
+                       f"or their images were unreadable at extraction; extract and train on a cache with the "
+                       f"whole split")
 
 
 class Prepared(NamedTuple):

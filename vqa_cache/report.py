@@ -6,9 +6,11 @@ predict.top_answers: the cached features, the top 5 answers with their softmax s
   - the accuracy per answer type and per question type (bars; the 25 most frequent question types);
   - the confusion among the 20 most frequent ground-truth answers (rows: the best human answer, columns:
     the prediction; each row sums to 1, predictions outside the 20 in an "other" column);
+  - precision, recall and F1 per answer (metrics.per_answer: the best human answer as the label) and macro-F1;
   - a gallery of 50 wrong predictions (VQA accuracy 0) and 20 right ones (accuracy > 0), drawn with a fixed
     seed: the image, the question, the human answers (normalized, with counts), the top 5 with scores, the
-    question and image ids.
+    question and image ids; for heads that attend over grid cells, the image with the head's attention map
+    over it (explain.py), as the encoder saw it.
 Plots are matplotlib PNGs, gallery images JPEG thumbnails (at most THUMB pixels a side), all embedded as
 data: URIs; every text from the data (questions, answers, names) is HTML-escaped. No script, no external
 file: it opens in any browser, offline.
@@ -26,7 +28,11 @@ import numpy as np
 
 from .answers import best_answer, ground_truth
 from .encoders.image import MAX_PIXELS, to_8bit_rgb
+from .digest import check_out_path
 from .errors import BadInput
+from .explain import cached_maps, display_image, overlay_png
+from .metrics import per_answer
+from .plot_text import plain
 from .predict import prepare, top_answers
 from .run_table import encoders
 from .training.checkpoints import cache_keys_of
@@ -39,6 +45,8 @@ TOP_ANSWERS, TOP_QTYPES = 20, 25
 
 def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    if out:
+        check_out_path(out, "report --out", directory=False)
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if config.get("mode") == "finetune":
@@ -64,12 +72,17 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     wrong = pick(np.nonzero(answered & (accuracy == 0))[0], WRONG, rng)
     right = pick(np.nonzero(answered & (accuracy > 0))[0], RIGHT, rng)
 
+    maps = cached_maps(p, wrong + right)          # {} unless the head attends over grid cells
+    spec = (config.get("cache_specs") or {}).get("image") or {}
+
     def card(i):
         return gallery_card(t["image_path"][i], t["question"][i], t["answers"][i], accuracy[i],
                             [(answers[int(j)], float(s)) for j, s in zip(ids[i], scores[i])],
-                            f"question {t['question_id'][i]}, image {t['image_id'][i]}")
+                            f"question {t['question_id'][i]}, image {t['image_id'][i]}",
+                            attention_thumbnail(t["image_path"][i], spec, maps.get(i)))
 
     kept = np.nonzero(answered)[0]                 # the questions with answers to compare with
+    scored = per_answer([best_human(t["answers"][i]) for i in kept], [answers[int(ids[i, 0])] for i in kept])
     sections = [
         ("Curves", img(curves_png(history))),
         ("Accuracy per answer type and question type",
@@ -77,6 +90,7 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
                       group_accuracy([t["question_type"][i] for i in kept], accuracy[kept]), TOP_QTYPES))),
         (f"Confusion among the {TOP_ANSWERS} most frequent answers",
          img(confusion_png([best_human(t["answers"][i]) for i in kept], [answers[int(ids[i, 0])] for i in kept]))),
+        ("Precision, recall and F1 per answer", per_answer_table(scored)),
         (f"{len(wrong)} wrong predictions", f'<div class="grid">{"".join(card(i) for i in wrong)}</div>'),
         (f"{len(right)} right predictions", f'<div class="grid">{"".join(card(i) for i in right)}</div>'),
     ]
@@ -87,7 +101,8 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return {"out": str(out), "bytes": out.stat().st_size, "questions": len(kept),
-            "accuracy": round(float(accuracy[kept].mean()), 6), "wrong": len(wrong), "right": len(right)}
+            "accuracy": round(float(accuracy[kept].mean()), 6), "wrong": len(wrong), "right": len(right),
+            "macro_f1": scored["macroF1"], "attention_maps": len(maps)}
 
 
 def per_question_accuracy(data, predicted: np.ndarray) -> np.ndarray:
@@ -132,7 +147,7 @@ def bars_png(types: list, qtypes: list, most: int) -> bytes:
     a, b = fig.subplots(2, 1, height_ratios=[max(1, len(types)), max(1, len(shown))])
     for ax, groups, title in ((a, types, "answer type"),
                               (b, shown, f"question type ({len(shown)} most frequent of {len(qtypes)})")):
-        labels = [f"{g} ({n})" for g, n, _ in groups][::-1]
+        labels = [plain(f"{g} ({n})") for g, n, _ in groups][::-1]
         values = [acc for _, _, acc in groups][::-1]
         ax.barh(range(len(values)), values, color="C0")
         ax.set_yticks(range(len(values)), labels, fontsize=8)
@@ -157,8 +172,8 @@ def confusion_png(truth: list[str], predicted: list[str]) -> bytes:
     fig = Figure(figsize=(side + 1.5, side))
     ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(top) + 1), top + ["other"], rotation=90, fontsize=8)
-    ax.set_yticks(range(len(top)), top, fontsize=8)
+    ax.set_xticks(range(len(top) + 1), [plain(a) for a in top] + ["other"], rotation=90, fontsize=8)
+    ax.set_yticks(range(len(top)), [plain(a) for a in top], fontsize=8)
     ax.set(xlabel="predicted", ylabel="best human answer")
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
@@ -194,11 +209,34 @@ def thumbnail(path: str) -> bytes | None:
         return None
 
 
+def attention_thumbnail(path: str, spec: dict, attention) -> bytes | None:
+    """A PNG of the image as the encoder saw it with the head's attention map over it, THUMB pixels a side;
+    None without a map or when the image cannot be read."""
+    if attention is None:
+        return None
+    try:
+        return overlay_png(display_image(path, spec), attention, size=THUMB / 72)
+    except Exception:       # missing, unreadable: the card shows the thumbnail or says so
+        return None
+
+
+def per_answer_table(scored: dict, most: int = TOP_ANSWERS) -> str:
+    rows = list(scored["perAnswer"].items())
+    cells = "".join(f"<tr><td>{esc(a)}</td><td>{r['support']}</td><td>{r['predicted']}</td><td>{r['precision']:.4f}"
+                    f"</td><td>{r['recall']:.4f}</td><td>{r['f1']:.4f}</td></tr>" for a, r in rows[:most])
+    return (f"<p>macro-F1 {scored['macroF1']:.4f} over {len(rows)} answers (labels: each question's most common "
+            f"human answer; the {min(most, len(rows))} most frequent shown)</p><table class=\"scores\"><tr>"
+            f"<th>answer</th><th>questions</th><th>predicted</th><th>precision</th><th>recall</th><th>F1</th></tr>"
+            f"{cells}</table>")
+
+
 def gallery_card(path: str, question: str, raw: list[str], accuracy: float, top: list[tuple[str, float]],
-                 ids: str) -> str:
+                 ids: str, attention_png: bytes | None = None) -> str:
     thumb = thumbnail(path)
     picture = img(thumb, "image/jpeg", Path(path).name) if thumb else \
         f'<div class="missing">image unavailable:<br>{esc(path)}</div>'
+    if attention_png:
+        picture += img(attention_png, "image/png", "attention map")
     humans = ", ".join(f"{esc(a)}{f' &times;{n}' if n > 1 else ''}"
                        for a, n in Counter(ground_truth(raw)).most_common())
     rows = "".join(f"<tr><td>{s:.1%}</td><td>{esc(a)}</td></tr>" for a, s in top)
@@ -232,6 +270,7 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 80em; color: #222; }}
 h2 {{ border-bottom: 1px solid #ccc; margin-top: 2em; }}
 img {{ max-width: 100%; }}
 table.summary th {{ text-align: left; padding-right: 1em; }}
+table.scores td, table.scores th {{ padding: 0 0.8em 0 0; text-align: right; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(12em, 1fr)); gap: 0.8em; }}
 .card {{ border: 1px solid #ccc; border-radius: 4px; padding: 0.5em; font-size: 0.85em; }}
 .card.wrong {{ border-left: 4px solid #c33; }}

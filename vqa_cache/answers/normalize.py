@@ -236,9 +236,10 @@ def normalize_answer(text: str) -> str:
 
 
 def check_protocol(protocol: str) -> str:
-    """``protocol`` when it is one of ``PROTOCOLS``; ValueError otherwise."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    """``protocol`` when it is one of ``PROTOCOLS``; BadInput (a ValueError) otherwise."""
+    from ..errors import BadInput
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        raise BadInput(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     return protocol
 
 

@@ -11,7 +11,7 @@ from .. import options as opts
 from .. import threads
 from ..cache import cache_root
 from ..errors import BadInput
-from .output import printing, table
+from .output import path_arg, printing, table
 from .results import CacheKeys, Run, Sweep
 
 OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
@@ -56,7 +56,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"), threads=given.get("threads"))
+            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -75,7 +75,7 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
         threads.set_threads(given.get("threads"))       # (its decoding workers run before training, not beside it)
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"))
     return Run(run_dir)
 
 
@@ -102,11 +102,14 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
     """The official VQA accuracy of predictions (`vqa-cache eval`): three paths of JSON files, or the three
     loaded (questions {"questions": [...]}, annotations {"annotations": [...]}, predictions
     [{"question_id", "answer"}]). Returns {"protocol", "overall", "perAnswerType", "perQuestionType",
-    "perQuestion"}, percentages. protocol: "current" or "2016" (docs/training.md).
+    "perQuestion"} in percent, and "perAnswer" (precision, recall, F1 of each answer) and "macroF1" as
+    fractions. protocol: "current" or "2016" (docs/training.md).
 
     >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
     """
+    from ..answers import check_protocol
     from ..metrics import evaluate as scores, evaluate_files
+    check_protocol(protocol)
     given = (questions, annotations, predictions)
     paths = [isinstance(x, (str, os.PathLike)) for x in given]
     if all(paths):
@@ -139,7 +142,7 @@ def runs(directory="runs", sort: str = "acc"):
     >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
     """
     from ..run_table import table as records
-    return table(records(os.fspath(directory), sort))
+    return table(records(path_arg("runs", "directory", directory), sort))
 
 
 def load_features(keys, image: str | None = None, question: str = "pooled") -> tuple:
@@ -172,5 +175,6 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> t
 
 
 def _path(recipe):
-    """A recipe given as a path-like -> its str (recipes are named by str everywhere below)."""
-    return os.fspath(recipe) if recipe is not None else None
+    """A recipe given as a path-like -> its str (recipes are named by str everywhere below); another type
+    is BadInput."""
+    return path_arg("recipe", "recipe", recipe, optional=True)

@@ -5,7 +5,34 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ..errors import BadInput
 from ..progress import silenced
+
+
+def path_arg(call: str, name: str, value, optional: bool = False):
+    """An API argument that names a file or directory: a str or path-like (None when `optional`), as a str;
+    anything else is BadInput naming the call and argument (not a TypeError from deep inside)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise BadInput(f"{call}: {name} = {value!r}: expected a path (str or os.PathLike)"
+                   f"{' or None' if optional else ''}, got {type(value).__name__}")
+
+
+def count_arg(call: str, name: str, value, least: int = 1) -> int:
+    """An API argument that is a whole number >= `least` (not a bool, not a str)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInput(f"{call}: {name} = {value!r}: expected an integer, got {type(value).__name__}")
+    if value < least:
+        raise BadInput(f"{call}: {name} = {value!r}: expected at least {least}")
+    return value
+
+
+def text_arg(call: str, name: str, value) -> str:
+    if not isinstance(value, str):
+        raise BadInput(f"{call}: {name} = {value!r}: expected a str, got {type(value).__name__}")
+    return value
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..cache import cache_root
 from ..errors import BadInput
-from .output import csv_table, printing, table
+from .output import count_arg, csv_table, path_arg, printing, table, text_arg
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Directory:
     dir: Path
 
     def __post_init__(self):
-        object.__setattr__(self, "dir", Path(self.dir))
+        object.__setattr__(self, "dir", Path(path_arg(type(self).__name__, "dir", self.dir)))
 
     def __fspath__(self) -> str:
         return str(self.dir)
@@ -97,23 +97,41 @@ class Run(Directory):
         "out", "accuracy", "accuracy_per_type"} (accuracy None where the split has no answers). The cache is
         `cache_dir` when it holds the run's entries, else the one the run was trained on."""
         from ..predict import predict
+        out = path_arg("predict", "out", out, optional=True)
+        if split is not None:
+            text_arg("predict", "split", split)
         with printing(verbose):
-            return predict(self.dir, cache_root(cache_dir), split=split, out=os.fspath(out) if out else None,
+            return predict(self.dir, cache_root(cache_dir), split=split, out=out,
                            stream=stream)
 
     def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
         """One self-contained HTML page about a `train` run (`vqa-cache report`, docs/report.md): curves,
-        accuracy per type, confusion, a gallery, written to `out` (default RUN/report.html). Returns
-        {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+        accuracy per type, confusion, per-answer precision/recall/F1, a gallery (with attention maps for heads
+        that attend over grid cells), written to `out` (default RUN/report.html). Returns {"out", "bytes",
+        "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
         from ..report import write_report
+        out = path_arg("report", "out", out, optional=True)
         with printing(verbose):
-            return write_report(self.dir, cache_root(cache_dir), out=os.fspath(out) if out else None)
+            return write_report(self.dir, cache_root(cache_dir), out=out)
 
     def ask(self, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[str, float]]:
         """The `top` most probable answers [(answer, probability)] for one image file and question, encoded
         live exactly as the run's cache was."""
         from ..predict import ask
-        return ask(self.dir, cache_root(cache_dir), os.fspath(image), question, top=top)
+        image, question = path_arg("ask", "image", image), text_arg("ask", "question", question)
+        return ask(self.dir, cache_root(cache_dir), image, question, top=count_arg("ask", "top", top))
+
+    def explain(self, image, question: str, top: int = 5, cache_dir=None, out=None) -> dict:
+        """The answers with a map of where the run looked: {"answers": [{"answer", "score"}], "attention":
+        rows x columns summing to 1 or None, "method": "attention" | "grad-cam" | None, "grid"} (`ask --json`;
+        docs/training.md#explain). `out`: also draw the map over the image into this PNG (`ask --explain`)."""
+        from ..explain import check_writable, explain, save_explanation
+        if out is not None:
+            check_writable(os.fspath(out))
+        result = explain(self.dir, cache_root(cache_dir), os.fspath(image), question, top=top)
+        if out is not None:
+            save_explanation(os.fspath(out), self.dir, os.fspath(image), question, result)
+        return result
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,27 @@ def predict(obj, run_dir, split, out, stream):
 @click.option("--image", required=True, type=click.Path(dir_okay=False), help="Image file.")
 @click.option("--question", required=True, help="Question text.")
 @click.option("--top", default=5, show_default=True, help="How many answers to print.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"answers": [{"answer", "score"}], "attention", "method", "grid"} as JSON.')
+@click.option("--explain", "explain_png", type=click.Path(),
+              help="Draw where the run looked (attention map, or Grad-CAM for pooled heads) over the image "
+                   "into this PNG.")
 @click.pass_obj
-def ask(obj, run_dir, image, question, top):
+def ask(obj, run_dir, image, question, top, as_json, explain_png):
     """Answer one question about one image with a trained run (encoders run live, as the cache recorded)."""
-    for answer, p in api.ask(run_dir, image, question, top=top, cache_dir=obj.root):
-        click.echo(f"{p:7.2%}  {answer}")
+    if not as_json and not explain_png:
+        for answer, p in api.ask(run_dir, image, question, top=top, cache_dir=obj.root):
+            click.echo(f"{p:7.2%}  {answer}")
+        return
+    result = api.Run(run_dir).explain(image, question, top=top, cache_dir=obj.root, out=explain_png)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for a in result["answers"]:
+            click.echo(f"{a['score']:7.2%}  {a['answer']}")
+    if explain_png:
+        click.echo(f"{result['method']} map {result['grid'][0]}x{result['grid'][1]} over the image in {explain_png}",
+                   err=as_json)
 
 
 @click.command("eval")
@@ -53,6 +69,8 @@ def eval_(questions, annotations, predictions, protocol, as_json):
     click.echo(f"overall accuracy: {result['overall']:.2f}% (protocol {protocol})")
     for name, acc in sorted(result["perAnswerType"].items()):
         click.echo(f"  {name:<10} {acc:.2f}%")
+    click.echo(f"macro F1 over {len(result['perAnswer'])} answers: {result['macroF1']:.4f} "
+               f"(per answer: --json)")
 
 
 @click.command("runs")

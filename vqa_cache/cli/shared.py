@@ -28,6 +28,12 @@ def feature_options(f):
     return f
 
 
+precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    help="auto (default: AMP on CUDA, bfloat16 where the GPU has it, else float16; fp32 on the CPU), fp32, "
+         "fp16 (CUDA only) or bf16 (CUDA or CPU autocast).")
+
+
 def train_like_options(f):
     """The options of train and finetune: a train recipe, the feature options, and the usual overrides."""
     opts = [
@@ -38,8 +44,12 @@ def train_like_options(f):
         click.option("--lr", type=float),
         click.option("--batch-size", type=int),
         click.option("--seed", type=int),
+        precision_option,
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
+        click.option("--extend", type=click.Choice(["tail", "cycle"]),
+                     help="With --resume and more --epochs than the run planned: continue the schedule's tail at "
+                          "its final lr (tail, the default) or run a new cosine cycle from lr to min_lr (cycle)."),
         click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
         threads_option,
     ]

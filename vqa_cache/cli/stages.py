@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from .shared import feature_options, human_bytes, human_seconds, threads_option, train_like_options
+from .shared import feature_options, human_bytes, human_seconds, precision_option, threads_option, train_like_options
 
 
 @click.command()
@@ -15,6 +15,7 @@ from .shared import feature_options, human_bytes, human_seconds, threads_option,
 @click.option("--batch-size", type=int, help="Images per encoder batch.")
 @click.option("--workers", type=int, help="DataLoader processes decoding images.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@precision_option
 @click.option("--shard-size", type=int, help="Rows per shard file.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
 @click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process writes the entry.")

@@ -4,7 +4,7 @@ checkpoint, through AutoModel.
 Pooled: the model's pooler output when the checkpoint defines one (CLIP's post-LayerNorm class token,
 SigLIP's attention pooling, a ViT pooler that was trained), else the class token, else the mean of the grid.
 Grid: the patch tokens, without the class, distillation or register tokens before them (or a CNN's map).
-Input: its image processor config (preprocessor_config.json): size, resize and crop, resample, rescale,
+Input: its image processor config (preprocessor_config.json, or processor_config.json's nested one): size, resize and crop, resample, rescale,
 mean and std. Like text models, a directory must hold safetensors and no custom code (check_model_dir).
 """
 from __future__ import annotations
@@ -54,21 +54,37 @@ def _get(size, key):
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
 
 
+def image_processor(path: Path, what: str):
+    """The model's image processor through transformers' own readers, which know both layouts:
+    preprocessor_config.json (transformers 4), and processor_config.json with the image processor nested
+    in it (what ProcessorMixin.save_pretrained writes under transformers 5)."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    if not any((path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        raise BadInput(f"{what}: no image processor config (preprocessor_config.json or processor_config.json, "
+                       f"which give its input size, resize, mean and std)")
+    errors = []
+    for reader in (AutoImageProcessor, AutoProcessor):
+        try:
+            with quiet_loading(report=False):
+                proc = reader.from_pretrained(str(path), trust_remote_code=False)
+        except Exception as e:     # OSError, ValueError, KeyError, TypeError, ...: whatever the version raises
+            errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
+            continue
+        proc = getattr(proc, "image_processor", proc)
+        if hasattr(proc, "image_mean"):
+            return proc
+        errors.append(f"{type(proc).__name__} has no image mean and std")
+    raise BadInput(f"{what}: cannot load its image processor ({'; '.join(errors)})")
+
+
 def preprocess(path: Path, name: str) -> Preprocess:
     """The image processor config as a Preprocess: square resize ({height, width}), or the shorter side
     ({shortest_edge}, ConvNeXt's crop_pct) then a centre crop; resample, rescale factor, mean and std."""
     from PIL import Image
-    from transformers import AutoImageProcessor
 
     what = f"image encoder hf:{name}"
-    if not (path / "preprocessor_config.json").is_file():
-        raise BadInput(f"{what}: no preprocessor_config.json (the image processor config that gives its input "
-                       f"size, resize, mean and std)")
-    try:
-        proc = AutoImageProcessor.from_pretrained(str(path), trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BadInput(f"{what}: cannot load its image processor ({type(e).__name__}: "
-                       f"{' '.join(str(e).split())[:200]})") from None
+    proc = image_processor(path, what)
     size, crop = getattr(proc, "size", None) or {}, getattr(proc, "crop_size", None) or {}
     height, width, shortest = _get(size, "height"), _get(size, "width"), _get(size, "shortest_edge")
     do_crop = getattr(proc, "do_center_crop", False)

@@ -248,14 +248,15 @@ def check_model_dir(path: Path, what: str) -> None:
     alone is refused). `what` names it in messages (`--text-encoder DIR`, `image encoder hf:DIR`)."""
     if not (path / "config.json").is_file():
         raise BadInput(f"{what}: no config.json in that directory")
-    for file in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
+    for file in ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json"):
         if not (path / file).is_file():
             continue
         try:
             config = json.loads((path / file).read_text())
         except (OSError, ValueError) as e:
             raise BadInput(f"{what}: {file} is not readable JSON ({e})") from None
-        if isinstance(config, dict) and "auto_map" in config:
+        nested = [v for v in config.values() if isinstance(v, dict)] if isinstance(config, dict) else []
+        if any("auto_map" in c for c in [config, *nested] if isinstance(c, dict)):
             raise BadInput(f"{what}: {file} has an auto_map, so the model needs its own code "
                            f"(trust_remote_code); vqa-cache never runs code from a model directory")
     if not any(path.glob("*.safetensors")):

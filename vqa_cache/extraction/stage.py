@@ -13,7 +13,7 @@ from ..cache import Entry
 from ..cache.plan import Plan, make_plan
 from ..cache.store import clean_stale
 from ..cache.targets import cached_answer_table
-from ..device import pick_device
+from ..device import pick_device, precision_scope, resolve_precision
 from ..threads import describe
 from ..errors import BadInput
 from ..recipes import ExtractRecipe
@@ -42,13 +42,16 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
     text = "bag-of-words" if plan.text_choice.kind == "bow" else \
         f"{plan.text_choice.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident}, " \
         f"{plan.question_spec['pooling']} pooling)"
-    print(f"image encoder {image.encoder} ({image.identity}), text encoder {text}, device {device}, {describe()}")
+    precision = resolve_precision(recipe.precision, device)
+    print(f"image encoder {image.encoder} ({image.identity}), text encoder {text}, device {device}, "
+          f"precision {precision}, {describe()}")
     print(f"  image: {image.note}; input {image.preprocess.describe()}\n  text:  {plan.text_choice.note}")
     # build (and so check) the encoders before any entry is created: bad weights leave nothing behind
     image_encoder = None if ready(Entry(root, plan.image_key)) else build_image_encoder(plan, device)
     text_encoder = None if ready(Entry(root, plan.question_key)) else build_text_encoder(plan, device)
-    extract_images(plan, root, device, wait, image_encoder)
-    extract_questions(plan, root, device, wait, text_encoder)
+    with precision_scope(precision):
+        extract_images(plan, root, device, wait, image_encoder)
+        extract_questions(plan, root, device, wait, text_encoder)
     if dist.is_main():      # the questions' ground truth and soft scores, once, for every run on this cache
         cached_answer_table(root, plan.samples.column("answers"))
     return plan

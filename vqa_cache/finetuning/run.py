@@ -33,12 +33,12 @@ from .init_head import init_head
 from .model import build, encoder_state, load_encoder_state
 
 
-def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False) -> dict:
+def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, extend: str | None = None) -> dict:
     """Fine-tune end to end; returns the metrics dict. Under torchrun: as `train` (run_fit), with the
     accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself."""
     with run_directory(recipe, out, resume) as run_dir:
         started = time.time()
-        return run_fit(FinetuneFit(recipe, run_dir), resume, started=started)
+        return run_fit(FinetuneFit(recipe, run_dir), resume, started=started, extend=extend)
 
 
 class FinetuneFit(Fit):
@@ -78,7 +78,7 @@ class FinetuneFit(Fit):
                 f"{'LoRA r=%d, ' % settings.lora_r if settings.lora_r else ''}"
                 f"{self.encoder_params / 1e6:.2f}M trainable encoder params, {len(self.vocab)} answers, "
                 f"{len(self.rows)} train / {len(self.splits['val'])} val questions, batch "
-                f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, {describe()}")
+                f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, precision {self.precision}, {describe()}")
 
     def start(self) -> None:
         if self.settings.init_head:

@@ -12,11 +12,14 @@ class Attention(nn.Module):
 
     Anderson et al. 2018: a_n = softmax_n(w^T (relu(W_v v_n) * relu(W_q q))) [B, N];
     v = sum_n a_n v_n [B, Di]; joint = relu(U_v v) * relu(U_q q) [B, H] -> MLP -> [B, K].
-    `glimpses` attention maps are computed and their attended vectors concatenated.
+    `glimpses` attention maps are computed and their attended vectors concatenated. With `keep_attention`
+    set, forward also keeps the map over the cells, averaged over the glimpses, in `last_attention` [B, N]
+    (detached float32; vqa_cache/explain.py), and returns the same logits.
     """
     name = "attention"
     needs = {"image": "grid", "question": "pooled"}
     defaults = {"hidden": 1024}
+    keep_attention, last_attention = False, None       # explain.py sets the flag and reads the map
 
     def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 1024,
                  dropout: float = 0.3, glimpses: int = 2, standardize: bool = False):
@@ -34,5 +37,7 @@ class Attention(nn.Module):
         v, q = self.norm_i(image), self.norm_q(question)                          # [B, N, Di], [B, Dq]
         logits = self.att(self.att_v(v) * self.att_q(q).unsqueeze(1))             # [B, N, G]
         weights = logits.float().softmax(dim=1).to(v.dtype)                       # [B, N, G]
+        if self.keep_attention:
+            self.last_attention = weights.detach().float().mean(-1)               # [B, N]
         attended = torch.einsum("bng,bnd->bgd", weights, v).flatten(1)            # [B, G*Di]
         return self.classifier(self.out_v(attended) * self.out_q(q))

@@ -22,6 +22,8 @@ class GatedTanh(nn.Module):
 class TopDownAttention(nn.Module):
     """grid [B, N, Di], question [B, Dq] -> attended image [B, Di]: a_n = softmax_n(w^T f([v_n; q])), sum_n a_n v_n."""
 
+    keep_attention, last_attention = False, None
+
     def __init__(self, image_dim: int, question_dim: int, hidden: int, dropout: float):
         super().__init__()
         self.joint = GatedTanh(image_dim + question_dim, hidden)
@@ -30,6 +32,8 @@ class TopDownAttention(nn.Module):
     def forward(self, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         joint = self.joint(torch.cat([v, q.unsqueeze(1).expand(-1, v.shape[1], -1)], dim=-1))   # [B, N, H]
         weights = self.score(joint).float().softmax(dim=1).to(v.dtype)                          # [B, N, 1]
+        if self.keep_attention:
+            self.last_attention = weights.detach().float()[..., 0]                               # [B, N]
         return (weights * v).sum(1)                                                              # [B, Di]
 
 
@@ -39,11 +43,13 @@ class BUTD(nn.Module):
 
     q = GRU(Embedding(ids)) [B, H] (final state; `layers` deep); v = TopDownAttention(grid, q) [B, Di];
     h = GatedTanh(q) * GatedTanh(v) [B, H]; logits = Linear(GatedTanh(h)) [B, K] (the gated classifier).
-    question_dim is the number of embedding rows (vocabulary size + 1).
+    question_dim is the number of embedding rows (vocabulary size + 1). With `keep_attention` set, forward
+    also keeps the top-down attention over the cells in `last_attention` [B, N] (vqa_cache/explain.py).
     """
     name = "butd"
     needs = {"image": "grid", "question": "ids"}
     defaults = {"hidden": 256, "layers": 1, "embed": 128}
+    keep_attention, last_attention = False, None
 
     def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 256, dropout: float = 0.3,
                  layers: int = 1, embed: int = 128, standardize: bool = False):
@@ -58,5 +64,8 @@ class BUTD(nn.Module):
     def forward(self, image: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
         v = self.norm_i(image)                                                   # [B, N, Di]
         q = self.question(question)                                              # [B, H]
+        self.attention.keep_attention = self.keep_attention
         attended = self.attention(v, q)                                          # [B, Di]
+        if self.keep_attention:
+            self.last_attention = self.attention.last_attention
         return self.classifier(self.q_net(q) * self.v_net(attended))

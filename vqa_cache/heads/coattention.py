@@ -39,11 +39,14 @@ class CoAttention(nn.Module):
     token) may also be passed. Encoder-decoder MCAN (Yu et al. 2019) with `layers` layers of width
     `dim` (default hidden // 2: 128 at this head's default hidden of 256, sized for a CPU; MCAN's is 512):
     the question goes through self-attention layers; the grid cells through self-attention plus attention
-    guided by the encoded question. Both are then attention-pooled, summed and classified.
+    guided by the encoded question. Both are then attention-pooled, summed and classified. With
+    `keep_attention` set, forward also keeps the grid's attention pooling (the weight of each cell in the
+    pooled image vector) in `last_attention` [B, N] (vqa_cache/explain.py).
     """
     name = "coattention"
     needs = {"image": "grid", "question": "tokens"}
     defaults = {"hidden": 256, "layers": 2}
+    keep_attention, last_attention = False, None
 
     def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 256,
                  dropout: float = 0.1, layers: int = 2, dim: int | None = None, heads: int = 8,
@@ -61,12 +64,14 @@ class CoAttention(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
                                         nn.Linear(hidden, num_answers))
 
-    @staticmethod
-    def _pool(x, score, pad):
+    def _pool(self, x, score, pad, keep: bool = False):
         s = score(x).squeeze(-1).float()
         if pad is not None:
             s = s.masked_fill(pad, float("-inf"))
-        return torch.einsum("bn,bnd->bd", s.softmax(-1).to(x.dtype), x)
+        weights = s.softmax(-1)
+        if keep:
+            self.last_attention = weights.detach()                                  # [B, N]
+        return torch.einsum("bn,bnd->bd", weights.to(x.dtype), x)
 
     def forward(self, image: torch.Tensor, question: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         pad = (mask == 0) if mask is not None else (question == 0).all(-1)        # [B, L] True = padding
@@ -82,4 +87,4 @@ class CoAttention(nn.Module):
             q = block(q, pad)
         for block in self.dec:
             v = block(v, None, q, pad)
-        return self.classifier(self.norm(self._pool(q, self.pool_q, pad) + self._pool(v, self.pool_i, None)))
+        return self.classifier(self.norm(self._pool(q, self.pool_q, pad) + self._pool(v, self.pool_i, None, self.keep_attention)))

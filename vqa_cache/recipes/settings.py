@@ -46,6 +46,7 @@ class ExtractRecipe:
     image: ImageSettings = field(default_factory=ImageSettings)
     text: TextSettings = field(default_factory=TextSettings)
     device: str = "auto"             # auto | cpu | cuda
+    precision: str = "auto"          # auto | fp32 | fp16 | bf16 (auto: AMP on CUDA, fp32 on the CPU; device.py)
     shard_size: int = 4096           # rows per shard file
     skip_bad: bool = False           # skip unreadable images (recorded in the manifest)
 
@@ -69,8 +70,16 @@ class OptimSettings:
     weight_decay: float = 1e-4
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
-    warmup_epochs: float = 1.0       # linear warm-up, then cosine decay to min_lr
-    min_lr: float = 1e-5
+    name: str = "adamw"              # adamw | adam | sgd (training/schedule.py)
+    momentum: float = 0.9            # sgd only
+    nesterov: bool = False           # sgd only
+    schedule: str = "cosine"         # cosine | onecycle | constant | step
+    warmup_epochs: float = 1.0       # linear warm-up (cosine, constant, step), then the schedule
+    min_lr: float = 1e-5             # cosine: the lr at the horizon and after it
+    horizon_epochs: float = 0.0      # cosine, onecycle: epochs to the schedule's end (T_max); 0 = epochs
+    pct_start: float = 0.3           # onecycle: share of the horizon rising to lr (from lr / 25)
+    step_epochs: int = 10            # step: lr *= gamma every step_epochs epochs
+    gamma: float = 0.1               # step
     grad_clip: float = 1.0
     patience: int = 5                # early stopping on validation accuracy (0 = off)
 
@@ -91,6 +100,7 @@ class TrainRecipe:
     name: str = "run"                # run directory name under out/
     out: str = "runs"
     device: str = "auto"
+    precision: str = "auto"          # auto | fp32 | fp16 | bf16 (device.py)
 
 
 @dataclass(frozen=True)

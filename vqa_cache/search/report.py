@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution
 
 from .. import recipes
 from ..recipes import SweepSettings
+from ..plot_text import plain
 from .space import external, make_recipe
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -149,7 +150,7 @@ def plot_importance(study, directory: Path) -> None:
     fig = Figure(figsize=(7, 0.5 * len(importance) + 1.5))
     ax = fig.subplots()
     names = list(importance)[::-1]
-    ax.barh(names, [importance[n] for n in names], color="C0")
+    ax.barh([plain(n) for n in names], [importance[n] for n in names], color="C0")
     ax.set(xlabel=f"importance ({type(evaluator).__name__}, normalized)",
            title=f"parameter importances ({sum(t.state.name == 'COMPLETE' for t in trials)} completed trials)")
     fig.tight_layout()
@@ -175,11 +176,11 @@ def plot_params(study, dists: dict, directory: Path) -> None:
                 xs = [list(dist.choices).index(x) for x in xs]
             ax.scatter(xs, ys, s=18, alpha=0.8, **style)
         if isinstance(dist, CategoricalDistribution):
-            ax.set_xticks(range(len(dist.choices)), [str(external(c)) for c in dist.choices])
+            ax.set_xticks(range(len(dist.choices)), [plain(external(c)) for c in dist.choices])
         elif dist.log:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel=key, ylabel="val accuracy")
+        ax.set(xlabel=plain(key), ylabel="val accuracy")
     for ax in axes[len(dists):]:
         ax.set_visible(False)
     axes[0].legend(loc="lower right", fontsize=8)

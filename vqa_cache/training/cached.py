@@ -22,12 +22,12 @@ from .statistics import image_statistics
 
 def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool = False,
           extract_cmd: str = "vqa-cache extract", features: Features | None = None, stream: bool | None = None,
-          on_epoch=None, threads: int | None = None) -> dict:
+          on_epoch=None, threads: int | None = None, extend: str | None = None) -> dict:
     """Train one head; returns the metrics dict {"epochs", "best"}.
 
     features: from load_features, so that a sweep loads the cache once and shares it (else loaded here;
     `extract_cmd` is the command a missing cache is made with). stream: True reads image features from the
-    shards in chunks; None decides by the memory budget. on_epoch: see run_fit. threads: torch's threads
+    shards in chunks; None decides by the memory budget. on_epoch, extend: see run_fit. threads: torch's threads
     (None: the usable CPUs less the streaming readers), set only when the features are loaded here (a sweep
     sets its own). Under torchrun: DistributedDataParallel, as run_fit says; rank 0 alone writes the run
     directory."""
@@ -38,7 +38,7 @@ def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool 
             image = features.tensors["image"][1]
             cpu_threads.set_threads(threads, workers=image.workers if isinstance(image, ImageStream) else 0)
         fit = CachedFit(recipe, root, run_dir, features)
-        return run_fit(fit, resume, on_epoch, started)
+        return run_fit(fit, resume, on_epoch, started, extend)
 
 
 class CachedFit(Fit):
@@ -68,7 +68,7 @@ class CachedFit(Fit):
         params = sum(p.numel() for p in self.head.parameters())
         return (f"run {self.run_dir}: head {self.recipe.head.name} ({params / 1e6:.2f}M params), {len(self.vocab)} "
                 f"answers (coverage {self.config['vocabulary']['coverage']:.2%}), {len(self.rows)} train / "
-                f"{len(self.splits['val'])} val questions, device {self.device}"
+                f"{len(self.splits['val'])} val questions, device {self.device}, precision {self.precision}"
                 f"{', ' + cpu_threads.describe() if self.device.type == 'cpu' else ''}"
                 f"{', streaming image features from the shards' if self.streaming else ''}")
 

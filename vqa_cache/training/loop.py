@@ -26,7 +26,7 @@ import torch
 
 from .. import distributed as dist
 from ..answers import Vocabulary
-from ..device import amp
+from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import TrainRecipe, to_dict
@@ -34,7 +34,8 @@ from .batches import epoch_batches
 from .checkpoints import check_cache_keys, load_checkpoint, rng_state, set_rng_state
 from .run_dir import plot_curves, save_epoch, write_config, write_metrics, write_predictions
 from .splits import trainable
-from .steps import DeviceTally, History, batch_loss, check_finite, evaluate, lr_lambda, rank_part
+from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
+from .steps import DeviceTally, History, batch_loss, check_finite, evaluate, rank_part
 
 
 class Fit:
@@ -64,12 +65,20 @@ class Fit:
             raise BadInput("no training question has an answer in the vocabulary")
         optim = recipe.optim
         self.params = [p for group in param_groups for p in group["params"]]
-        self.optimizer = torch.optim.AdamW(param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                           weight_decay=optim.weight_decay)
+        self.optimizer = make_optimizer(param_groups, optim)
         self.batches_per_epoch = math.ceil(len(self.rows) / optim.batch_size)
-        steps = math.ceil(self.batches_per_epoch / accumulate)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(optim, steps))
-        self.ctx, self.scaler = amp(device)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)
+        self.set_plan(new_plan(optim, self.steps_per_epoch))
+        self.used_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.precision = resolve_precision(recipe.precision, device)
+        self.ctx, self.scaler = amp(device, self.precision)
+        self.config["precision"] = self.precision
+
+    def set_plan(self, plan: dict) -> None:
+        """The schedule plan (schedule.py), its LambdaLR, and config.json's record of it."""
+        self.schedule_plan = plan
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.recipe.optim, plan))
+        self.config["schedule"] = plan
 
     # ------------------------------------------------------------ hooks
 
@@ -108,12 +117,16 @@ class Fit:
         """What else a resumed run takes from last.pt."""
 
 
-def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None = None) -> dict:
+def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None = None,
+            extend: str | None = None) -> dict:
     """Train `fit` for the recipe's epochs (from last.pt with `resume`); returns {"epochs", "best"}.
+    extend: with `resume` past the run's planned epochs, "tail" (the default) or "cycle" (schedule.py).
     on_epoch(epoch, row): called after each epoch's checkpoints and metrics are written (an exception it
     raises ends the run there, exactly like a kill: `--resume` continues from last.pt)."""
     started = started or time.time()
-    history = resume_history(fit) if resume else History()
+    if extend is not None and not resume:
+        raise BadInput(f"--extend {extend}: only with --resume (it extends a run's schedule)")
+    history = resume_history(fit, extend) if resume else History()
     if not resume:
         fit.start()
     main, model = dist.is_main(), fit.model
@@ -160,7 +173,9 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
         val = (val_loss, val_acc, per_type)
     val = dist.broadcast(val)                                   # rank 0's
     groups = fit.optimizer.param_groups
-    lrs = {name: groups[i]["lr"] if i < len(groups) else 0.0 for i, name in enumerate(fit.lr_names)}
+    used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
+    lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
+    lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
     return history.record(epoch, loss_sum / seen, val, lrs, t0, extra)
 
 
@@ -224,6 +239,7 @@ def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, questi
 def optimizer_step(fit: Fit) -> None:
     if fit.scaler:
         fit.scaler.unscale_(fit.optimizer)
+    fit.used_lrs = [group["lr"] for group in fit.optimizer.param_groups]
     if fit.recipe.optim.grad_clip:
         torch.nn.utils.clip_grad_norm_(fit.params, fit.recipe.optim.grad_clip)
     if fit.scaler:
@@ -241,11 +257,13 @@ def checkpoint(fit: Fit, history: History) -> dict:
             "cache_keys": fit.cache_keys, "recipe": to_dict(fit.recipe), "optimizer": fit.optimizer.state_dict(),
             "scheduler": fit.scheduler.state_dict(), "epoch": history.last, "history": history.epochs,
             "best": history.best, "bad_epochs": history.bad_epochs, "rng": rng_state(),
-            "scaler": fit.scaler.state_dict() if fit.scaler else None, **fit.checkpoint_extra()}
+            "scaler": fit.scaler.state_dict() if fit.scaler else None, "schedule": fit.schedule_plan,
+            **fit.checkpoint_extra()}
 
 
-def resume_history(fit: Fit) -> History:
-    """Continue from RUN/last.pt: the same kind of run, on the same cache, with the same vocabulary and head."""
+def resume_history(fit: Fit, extend: str | None = None) -> History:
+    """Continue from RUN/last.pt: the same kind of run, on the same cache, with the same vocabulary and head;
+    its schedule plan, extended when the recipe's epochs go past it (schedule.resumed_plan)."""
     path = fit.run_dir / "last.pt"
     ckpt = load_checkpoint(path, resume=True)
     if ckpt.get("mode") != fit.mode:
@@ -259,12 +277,18 @@ def resume_history(fit: Fit) -> History:
         raise BadInput(f"{path}: head {ckpt['head']} differs from this recipe's {fit.head_config}")
     fit.load_weights(ckpt, path)
     fit.optimizer.load_state_dict(ckpt["optimizer"])
+    plan, extension = resumed_plan(ckpt.get("schedule"), ckpt["recipe"]["optim"], fit.recipe.optim,
+                                   fit.steps_per_epoch, extend)
+    fit.set_plan(plan)
     fit.scheduler.load_state_dict(ckpt["scheduler"])
+    factor = fit.scheduler.lr_lambdas[0](fit.scheduler.last_epoch)      # the next step's lr, under the plan
+    for group, base in zip(fit.optimizer.param_groups, fit.scheduler.base_lrs):
+        group["lr"] = base * factor
     if fit.scaler and ckpt.get("scaler"):
         fit.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     fit.restore(ckpt)
-    print(f"resuming {fit.run_dir} after epoch {ckpt['epoch']}")
+    print(f"resuming {fit.run_dir} after epoch {ckpt['epoch']}" + (f"; {extension}" if extension else ""))
     return History(ckpt["history"], ckpt["best"], ckpt["bad_epochs"], ckpt["epoch"])
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .. import distributed as dist
 from ..cache.store import Lock
+from ..digest import check_out_path
 from ..errors import BadInput
+from ..plot_text import plain
 from ..recipes import TrainRecipe, to_dict
 from .checkpoints import save_checkpoint
 
@@ -16,8 +18,8 @@ from .checkpoints import save_checkpoint
 def pick_run_dir(recipe: TrainRecipe, out: str | None, resume: bool) -> Path:
     """--out as given; else runs/NAME, or runs/NAME-2, -3 ... if taken (resume: the latest of them)."""
     if out:
-        return Path(out)
-    base = Path(recipe.out) / recipe.name
+        return check_out_path(out, "--out", directory=True)
+    base = check_out_path(Path(recipe.out) / recipe.name, "run directory", directory=True)
     taken = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
     existing = [p for p in taken if p.exists()]
     if resume:
@@ -156,7 +158,7 @@ def curves_figure(history: list, height: float = 4.0):
     loss_ax.legend()
     acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="all", color="black", linewidth=2)
     for kind in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
-        acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=kind)
+        acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=plain(kind))
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
     acc_ax.legend(fontsize=8)
     for ax in (loss_ax, acc_ax):

@@ -1,4 +1,4 @@
-"""The pieces of a training step and of an epoch: the schedule, the loss, a rank's part of a batch under
+"""The pieces of a training step and of an epoch: the loss, a rank's part of a batch under
 torchrun, the loss tally of an epoch (NaN and infinite losses included), evaluate(), and the History of
 the epochs (best epoch, early stopping)."""
 from __future__ import annotations
@@ -14,23 +14,8 @@ import torch.nn.functional as F
 
 from .. import distributed as dist
 from ..errors import Diverged
-from ..recipes import OptimSettings
 from .batches import batches
 from .splits import Split
-
-
-def lr_lambda(optim: OptimSettings, steps_per_epoch: int):
-    """Linear warm-up for warmup_epochs, then cosine decay from lr to min_lr at the last epoch."""
-    warm = max(0, int(optim.warmup_epochs * steps_per_epoch))
-    total = max(1, optim.epochs * steps_per_epoch)
-    floor = optim.min_lr / optim.lr if optim.lr else 0.0
-
-    def f(step):
-        if step < warm:
-            return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, total - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-    return f
 
 
 def batch_loss(logits, split: Split, idx, K: int):
