@@ -1,7 +1,8 @@
 """Cost at VQA v2 shape (issue 22): a generated VQA v2-shaped dataset of N images (bench/vqa2_shape.py)
 through extract, train in memory, train --stream under VQA_CACHE_MEMORY_BUDGET, predict and eval, each a
 child process timed (wall) with its peak RSS (os.wait4's ru_maxrss: the largest process of the step, its
-DataLoader workers included), all side by side in one run. Printed per size:
+DataLoader workers included; this parent imports no torch, so that what a child inherits when forked stays
+small), all side by side in one run. Printed per size:
 
   - each step's time and peak RSS, and a plain `python -c "import torch, numpy, h5py, pyarrow"` timed in
     the same run (the interpreter's own import time);
@@ -42,7 +43,7 @@ def child(argv: list, log: Path, env: dict | None = None) -> tuple[float, float]
     """Run argv; (wall seconds, peak RSS in MiB). Its output goes to `log`; a failure ends the benchmark."""
     with open(log, "w") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        proc = subprocess.Popen(list(map(str, argv)), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
@@ -112,13 +113,26 @@ def train_steps_only(run: Path, steps: int = 30) -> float:
     return per_step * math.ceil(config["questions"]["train"] / batch)
 
 
-def one_size(n: int, work: Path, a, data_dir: Path) -> dict:
-    from vqa2_shape import make_dataset
-    d, cache = data_dir / f"vqa2-{n}", work / f"cache-{n}"
-    if not (d / "v2_mscoco_val2014_annotations.json").is_file():
+def helper(what: str, *args) -> None:
+    """The parts that import torch or build big objects run in a child process of their own (this one):
+    a child's peak RSS counts what it inherited when forked, so the parent stays small."""
+    if what == "gen":
+        from vqa2_shape import make_dataset
+        d, n, seed = Path(args[0]), int(args[1]), int(args[2])
         shutil.rmtree(d, ignore_errors=True)
-        info = make_dataset(d, n, seed=a.seed)
+        info = make_dataset(d, n, seed=seed)
         (d / "info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "files"}))
+    elif what == "limits":
+        forward, stage = image_forward_only(Path(args[0]), args[1])
+        Path(args[3]).write_text(json.dumps({"image_forward": forward, "image_stage": stage,
+                                             "steps_only_epoch": train_steps_only(Path(args[2]))}))
+
+
+def one_size(n: int, work: Path, a, data_dir: Path) -> dict:
+    d, cache = data_dir / f"vqa2-{n}", work / f"cache-{n}"
+    me = [sys.executable, str(Path(__file__).resolve()), "--helper"]
+    if not (d / "info.json").is_file():
+        child([*me, "gen", d, n, a.seed], work / "gen.log")
     info = json.loads((d / "info.json").read_text())
     ds = ["--dataset", f"vqa2:{d}"]
     train_args = [*ds, *FAST, "--epochs", a.epochs, "--head", "concat", "--set", "optim.patience=0"]
@@ -137,8 +151,8 @@ def one_size(n: int, work: Path, a, data_dir: Path) -> dict:
              "annotations": d / "v2_mscoco_val2014_annotations.json"}
     r["eval"] = child(cli(cache, "eval", "--questions", files["questions"], "--annotations", files["annotations"],
                           "--predictions", preds), work / f"eval-{n}.log")
-    r["image_forward"], r["image_stage"] = image_forward_only(cache, f"vqa2:{d}")
-    r["steps_only_epoch"] = train_steps_only(mem)
+    child([*me, "limits", cache, f"vqa2:{d}", mem, work / "limits.json"], work / f"limits-{n}.log")
+    r.update(json.loads((work / "limits.json").read_text()))
     return r
 
 
@@ -207,7 +221,10 @@ def main():
     p.add_argument("--threads-check", action="store_true")
     p.add_argument("--busy", type=int, default=2, help="busy processes during --threads-check")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--helper", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.helper:
+        return helper(*a.helper)
     sizes = sorted(int(s) for s in a.sizes.split(","))
     work = Path(tempfile.mkdtemp(prefix="vqa-cache-scale-"))
     data_dir = Path(a.data_dir) if a.data_dir else work
