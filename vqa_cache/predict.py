@@ -22,6 +22,7 @@ from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
 from .encoders.weights import reproduce_text
 from .errors import BadInput
+from .submission import write_submission
 from .training.batches import batches
 from .training.checkpoints import cache_keys_of, load_checkpoint
 from .training.features import load_features
@@ -62,9 +63,13 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
     return Path(config.get("cache_dir", root))
 
 
-def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
+def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
+            fmt: str = "json") -> dict:
     """Predictions of the run's best model for one split of its cache (default: its validation split),
-    written in the official results format; accuracy too where the split has answers."""
+    written in the official results format (fmt "json"), or as a CSV submission (fmt "csv": submission.py);
+    accuracy too where the split has answers."""
+    if fmt not in ("json", "csv"):
+        raise BadInput(f"--format {fmt!r}: expected json or csv")
     if out:
         check_out_path(out, "predict --out", directory=False)
     p = prepare(run_dir, root, split, stream)
@@ -72,9 +77,13 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
     answered = any(len(a) for a in p.table.column("answers").to_pylist())
-    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.json"
+    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_predictions(out, p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds])
+    ids, answers = p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds]
+    if fmt == "csv":
+        write_submission(out, p.config["recipe"]["features"]["dataset"], p.split, ids, answers)
+    else:
+        write_predictions(out, ids, answers)
     return {"split": p.split, "questions": len(p.data), "out": str(out),
             "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
 
