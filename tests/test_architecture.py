@@ -20,6 +20,7 @@ LAYERS = [
     {"explain"},                            # where a run looked (ask --json/--explain, the report), through predict
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
+    {"rundir"},                             # the run contract: every file of a run directory (takes cache's Lock)
     {"cache"},                              # the contract between the stages
     {"metrics", "submission"},             # submission: predictions as a competition's CSV
     {"data", "encoders", "heads"},

@@ -31,7 +31,7 @@ from .encoders.image import ImageEncoder, ImageFiles, decode_image
 from .errors import BadInput
 from .plot_text import plain
 from .predict import live_features
-from .training.run_dir import read_run_config
+from .rundir import read_run_config
 
 
 def attends(model) -> bool:

@@ -27,7 +27,7 @@ from ..threads import describe
 from ..recipes import FinetuneRecipe
 from ..training.batches import Rows
 from ..training.loop import Fit, run_fit
-from ..training.run_dir import run_config, run_directory, write_config
+from ..rundir import run_config, run_directory, write_config
 from ..training.steps import HostTally, evaluate
 from .augment import augment_line, describe_augment, new_counts
 from .ddp import wrap_ddp
