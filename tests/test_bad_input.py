@@ -8,6 +8,7 @@ import re
 import pytest
 
 import vqa_cache
+from conftest import FAST
 from vqa_cache.errors import BadInput
 
 
@@ -56,3 +57,59 @@ def test_output_paths_under_a_regular_file(cli, tmp_path):
     assert check_out_path(blocker, "report --out", directory=False) == blocker     # a file to replace
     assert check_out_path(tmp_path / "new" / "deeper", "--out", directory=True)
     assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+# ---------------------------------------------------------------- hf: datasets
+
+def _hf_paths(d, names_for):
+    """A save_to_disk dataset at `d` whose image column holds paths: names_for(i, image file) -> the path."""
+    from datasets import Dataset
+    from fixtures_hf import easyvqa_splits
+
+    splits = easyvqa_splits({"train": 4})
+    (d / "img").mkdir(parents=True)
+    names = []
+    for img, i in zip(splits["train"]["image"], splits["train"]["image_id"]):
+        (d / "img" / f"{i}.png").write_bytes(img["bytes"])
+        names.append(names_for(i, d / "img" / f"{i}.png"))
+    Dataset.from_dict({"image": names, "question": splits["train"]["question"],
+                       "answers": [[x["answer"] for x in a] for a in splits["train"]["answers"]]}).save_to_disk(str(d))
+
+
+@pytest.mark.parametrize("form", ["absolute", "climbing"])
+def test_hf_image_paths_outside_the_dataset_are_refused_unless_allowed(cli, tmp_path, form):
+    """As a CSV dataset's: an absolute or ../ image path is one line naming the option that allows it."""
+    d = tmp_path / "data" / "d"
+    if form == "absolute":
+        _hf_paths(d, lambda i, f: str(f))
+    else:
+        _hf_paths(d, lambda i, f: f"../d/img/{i}.png")
+    args = ["--cache-dir", tmp_path / "cache", "extract", "--dataset", f"hf:{d}", *FAST, "--text-encoder", "bow",
+            "--workers", 0]
+    r = cli(*args)
+    assert r.code == 2 and "is outside the dataset directory" in r.err, r
+    assert "--set dataset.options.image_paths=anywhere" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("manifest.json"))
+    r = cli(*args, "--set", "dataset.options.image_paths=anywhere")
+    assert r.code == 0, r
+    r = cli(*args, "--set", "dataset.options.image_paths=everywhere")
+    assert r.code == 2 and "image_paths 'everywhere': expected one of inside, anywhere" in r.err, r
+
+
+def test_hf_zero_row_split_and_loading_script_are_bad_input(cli, tmp_path):
+    from datasets import DatasetDict
+    from fixtures_hf import dataset_dict, easyvqa_splits, features
+
+    full = dataset_dict(easyvqa_splits({"train": 4, "validation": 2}), features())
+    empty = tmp_path / "empty"
+    DatasetDict({"train": full["train"], "validation": full["validation"].select([])}).save_to_disk(str(empty))
+    script = tmp_path / "script"
+    script.mkdir()
+    (script / "script.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w')\n")
+    (script / "train.csv").write_text("image,question,answers\na.png,what?,yes\n")
+    for d, message in ((empty, "split 'validation' has no rows"), (script, "holds a loading script (script.py)")):
+        r = cli("--cache-dir", tmp_path / "cache", "extract", "--dataset", f"hf:{d}", *FAST, "--text-encoder",
+                "bow", "--workers", 0)
+        assert r.code == 2 and message in r.err, r
+        assert len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "RAN").exists() and not list((tmp_path / "cache").rglob("manifest.json"))
