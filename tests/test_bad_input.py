@@ -113,3 +113,29 @@ def test_hf_zero_row_split_and_loading_script_are_bad_input(cli, tmp_path):
         assert r.code == 2 and message in r.err, r
         assert len(r.err.strip().splitlines()) == 1
     assert not (tmp_path / "RAN").exists() and not list((tmp_path / "cache").rglob("manifest.json"))
+
+
+# ---------------------------------------------------------------- hf: models
+
+def test_hf_model_with_a_mis_shaped_tensor_is_one_line(cli, tmp_path, tiny_vit_dir, tiny_bert_dir):
+    """A safetensors tensor whose shape config.json contradicts (transformers: a RuntimeError about
+    ignore_mismatched_sizes) names the tensor, for an image (hf:DIR) and a text (--text-encoder DIR) model."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for source, flag in ((tiny_vit_dir, "--image-encoder"), (tiny_bert_dir, "--text-encoder")):
+        d = tmp_path / source.name
+        shutil.copytree(source, d)
+        tensors = load_file(d / "model.safetensors")
+        key = next(k for k in tensors if k.endswith("query.weight"))
+        tensors[key] = torch.zeros(5, 7)
+        save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+        args = [flag, f"hf:{d}", "--text-encoder", "bow"] if flag == "--image-encoder" else [flag, d]
+        if flag == "--text-encoder":
+            args += ["--image-encoder", "resnet18", "--image-size", "32", "--weights", "random"]
+        r = cli("--cache-dir", tmp_path / "cache", "extract", "--limit", 6, *args, "--workers", 0)
+        assert r.code == 2 and "cannot load the model" in r.err and "[5, 7] in the checkpoint" in r.err, r
+        assert len(r.err.strip().splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("manifest.json"))

@@ -20,6 +20,7 @@ import torch
 
 from ..device import autocast
 from ..errors import BadInput
+from .shapes import load_failure
 from .weights import Choice
 
 BOW_DIM = 1024
@@ -137,9 +138,9 @@ def load_text_model(source, what: str = "--text-encoder"):
         tokenizer = load_tokenizer(source)
         with quiet_loading():
             model = AutoModel.from_pretrained(str(source), trust_remote_code=False, use_safetensors=safe)
-    except (OSError, ValueError, KeyError, TypeError) as e:  # missing or malformed files, unknown model type
-        raise BadInput(f"{what} {source}: cannot load the model "
-                       f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:   # missing or malformed files,
+        raise BadInput(f"{what} {source}: cannot load the model "            # unknown type, mis-shaped tensors
+                       f"({load_failure(e, source)})") from None
     tower = text_tower(model).eval()
     config = getattr(tower, "config", None) or model.config.text_config
     return tokenizer, tower, config.hidden_size
