@@ -139,3 +139,51 @@ def test_hf_model_with_a_mis_shaped_tensor_is_one_line(cli, tmp_path, tiny_vit_d
         assert r.code == 2 and "cannot load the model" in r.err and "[5, 7] in the checkpoint" in r.err, r
         assert len(r.err.strip().splitlines()) == 1
     assert not list((tmp_path / "cache").rglob("manifest.json"))
+
+
+# ---------------------------------------------------------------- found while encoding
+
+def _no_unfinished_entry(root):
+    import json
+    manifests = [json.loads(p.read_text()) for p in root.rglob("manifest.json")]
+    return all(m.get("complete") for m in manifests)
+
+
+def test_features_that_overflow_float16_remove_the_entry(cli, tmp_path, resnet18_file):
+    """Weights scaled x1e30: the features overflow float16 at the first batch; one line, exit 2, and no
+    INCOMPLETE entry is left (a second run says the same, it does not resume a dead entry)."""
+    import torch
+
+    state = torch.load(resnet18_file)
+    scaled = tmp_path / "scaled.pt"
+    torch.save({k: v * 1e30 if v.is_floating_point() else v for k, v in state.items()}, scaled)
+    root = tmp_path / "cache"
+    for _ in range(2):
+        r = cli("--cache-dir", root, "extract", "--limit", 12, "--image-encoder", "resnet18", "--image-size", 32,
+                "--weights", scaled, "--text-encoder", "bow", "--workers", 0)
+        assert r.code == 2 and "pooled image features overflow float16" in r.err, r
+        assert "unfinished cache entry image-" in r.err and len(r.err.strip().splitlines()) == 1
+        assert _no_unfinished_entry(root) and not list((root / "image").glob("image-*/"))
+
+
+def test_a_tokenizer_that_gives_no_tokens_removes_the_entry(cli, tmp_path):
+    """A GPT-2 tokenizer built from vocab_file + merges_file is empty under transformers 5: every question is
+    no tokens (a reshape error, exit 1, before). One line, exit 2, no INCOMPLETE question entry."""
+    import json
+
+    import torch
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    d = tmp_path / "gpt"
+    empty = Tokenizer(models.BPE(vocab={}, merges=[]))       # what such a tokenizer amounts to: nothing known
+    PreTrainedTokenizerFast(tokenizer_object=empty, eos_token="<|endoftext|>").save_pretrained(d)
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=8, n_embd=16, n_layer=1, n_head=2, n_positions=40)).save_pretrained(d)
+    assert json.loads((d / "config.json").read_text())["model_type"] == "gpt2"
+    root = tmp_path / "cache"
+    r = cli("--cache-dir", root, "extract", "--limit", 12, *FAST, "--text-encoder", d, "--workers", 0)
+    assert r.code == 2 and "its tokenizer gives no tokens for" in r.err, r
+    assert "unfinished cache entry question-" in r.err          # (the finished images' bar stays above it)
+    assert [line for line in r.err.splitlines() if "error" in line] == [r.err.strip().splitlines()[-1]]
+    assert _no_unfinished_entry(root) and not list((root / "question").glob("question-*/"))

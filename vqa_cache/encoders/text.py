@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..device import autocast
-from ..errors import BadInput
+from ..errors import BadInput, Unencodable
 from .shapes import load_failure
 from .weights import Choice
 
@@ -184,6 +184,7 @@ class HFEncoder:
     def __init__(self, choice: Choice, pooling: str = "mean", max_length: int = 32, tokens: bool = False,
                  device: str = "cpu", ids: bool = False):
         self.tokenizer, model, self.dim = load_text_model(choice.source)
+        self.source = choice.source
         self.model = model.to(device)
         self.pooling, self.max_length, self.tokens, self.ids, self.device = pooling, max_length, tokens, ids, device
 
@@ -192,6 +193,12 @@ class HFEncoder:
         fixed = self.tokens or self.ids      # stored columns have one width: max_length
         batch = self.tokenizer(texts, padding="max_length" if fixed else True, truncation=True,
                                max_length=self.max_length, return_tensors="pt").to(self.device)
+        empty = (batch["attention_mask"].sum(1) == 0).nonzero().flatten().tolist() \
+            if batch["attention_mask"].numel() else list(range(len(texts)))
+        if empty:
+            raise Unencodable(f"text encoder {self.source}: its tokenizer gives no tokens for "
+                              f"{texts[empty[0]][:60]!r} (an empty vocabulary? A GPT-2 style tokenizer made from "
+                              f"vocab_file + merges_file is empty under transformers 5: save it with tokenizer.json)")
         with autocast(self.device):
             states = self.model(input_ids=batch["input_ids"],
                                 attention_mask=batch["attention_mask"]).last_hidden_state.float()
