@@ -3,7 +3,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# EXTRAS: the package's optional extras installed into .venv (dev: what the tests need; CI adds all: the
+# trackers and the demo, whose tests otherwise skip naming their extra). Each set of extras has its own stamp.
+EXTRAS ?= dev
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 CLI    := $(BIN)/vqa-cache
 
 # SETUP: a recipe pair, extract/SETUP.toml and train/SETUP.toml
@@ -22,7 +26,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 # RECIPE=... picks another recipe for the target at hand; SETUP=NAME another pair (make features train SETUP=resnet50-bow-lstm).

@@ -21,11 +21,11 @@ LAYERS = [
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"cache"},                              # the contract between the stages
-    {"metrics"},
+    {"metrics", "submission"},             # submission: predictions as a competition's CSV
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text", "tracking"},
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}

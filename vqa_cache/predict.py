@@ -13,6 +13,7 @@ import torch
 from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
+from .cache.samples import submission_ids
 from .cache.shards import head_ids
 from .device import amp, autocast, pick_device
 from .digest import check_out_path
@@ -21,8 +22,9 @@ from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
 from .encoders.weights import reproduce_text
 from .errors import BadInput
+from .submission import write_submission
 from .training.batches import batches
-from .training.checkpoints import load_checkpoint
+from .training.checkpoints import cache_keys_of, load_checkpoint
 from .training.features import load_features
 from .training.run_dir import read_run_config, write_predictions
 from .training.splits import Split, make_split, with_features
@@ -61,20 +63,48 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
     return Path(config.get("cache_dir", root))
 
 
-def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
+def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
+            fmt: str = "json") -> dict:
     """Predictions of the run's best model for one split of its cache (default: its validation split),
-    written in the official results format; accuracy too where the split has answers."""
+    written in the official results format (fmt "json"), or as a CSV submission (fmt "csv": submission.py);
+    accuracy too where the split has answers."""
+    if fmt not in ("json", "csv"):
+        raise BadInput(f"--format {fmt!r}: expected json or csv")
     if out:
         check_out_path(out, "predict --out", directory=False)
     p = prepare(run_dir, root, split, stream)
+    check_submission(p, root)
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
     answered = any(len(a) for a in p.table.column("answers").to_pylist())
-    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.json"
+    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_predictions(out, p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds])
+    ids, answers = p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds]
+    if fmt == "csv":
+        write_submission(out, p.config["recipe"]["features"]["dataset"], p.split, ids, answers)
+    else:
+        write_predictions(out, ids, answers)
     return {"split": p.split, "questions": len(p.data), "out": str(out),
             "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+
+
+def check_submission(p: Prepared, root: Path) -> None:
+    """A leaderboard's test split (VQA v2 test2015, VizWiz test) must get a prediction for every question
+    of the dataset's split: BadInput naming how many would be missing, before anything is written."""
+    dataset = recipes.build(recipes.TrainRecipe, p.config["recipe"]).features.dataset
+    expected = submission_ids(dataset, p.split, cache_root_for(root, p.config, cache_keys_of(p.config) or {}))
+    if expected is None:
+        return
+    ids, board = expected
+    have = set(p.table.column("question_id").to_pylist())
+    missing = [q for q in ids if q not in have]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise BadInput(f"--split {p.split}: {len(missing)} of the {len(ids)} questions of {dataset.name} split "
+                       f"{p.split} would have no prediction (e.g. {shown}), and {board} needs them all: they were "
+                       f"left out of the run's cache (--limit, --image-fraction, --answer-types, --skip-missing) "
+                       f"or their images were unreadable at extraction; extract and train on a cache with the "
+                       f"whole split")
 
 
 class Prepared(NamedTuple):

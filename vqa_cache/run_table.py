@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -60,20 +61,30 @@ def read_metrics(path: Path) -> dict | None:
     return read_json_object(path, "") if path.is_file() else None
 
 
-def short_weights(identity: str) -> str:
-    """random:0, IMAGENET1K_V2, sha256:0123abcd, dir:0123abcd, hf:repo@0123abcd, bow:v1 -> short text."""
+HEX = 12             # hex digits of a digest the table shows (--wide: all)
+WIDTH = 160          # the text table fits this many columns (or the terminal, when wider); --wide: no limit
+
+
+def short_weights(identity: str, wide: bool = False) -> str:
+    """A weights identity, its digests cut to HEX hex digits: sha256:0123..., dir:0123..., hf:repo@rev ->
+    repo@0123..., package:NAME@sha256:0123... -> package:0123... (NAME is the encoder's); random:0,
+    IMAGENET1K_V2, bow:v1 as they are. wide: the identity whole."""
     identity = str(identity)
+    if wide:
+        return identity
     if identity.startswith(("sha256:", "dir:")):
         kind, _, digest = identity.partition(":")
-        return f"{kind}:{digest[:8]}"
+        return f"{kind}:{digest[:HEX]}"
     if identity.startswith("hf:") and "@" in identity:
         repo, _, rev = identity[3:].rpartition("@")
-        return f"{repo}@{rev[:8]}"
+        return f"{repo}@{rev[:HEX]}"
+    if identity.startswith("package:") and "@sha256:" in identity:
+        return f"package:{identity.rpartition('@sha256:')[2][:HEX]}"
     return identity
 
 
-def encoders(config: dict) -> tuple[str, str]:
-    """(image, text) encoder descriptions of a run."""
+def encoders(config: dict, wide: bool = False) -> tuple[str, str]:
+    """(image, text) encoder descriptions of a run, weights identities cut short unless `wide`."""
     recipe = config.get("recipe", {})
     features = recipe.get("features", {}) if isinstance(recipe.get("features"), dict) else {}
     specs = config.get("cache_specs") or {}
@@ -88,8 +99,8 @@ def encoders(config: dict) -> tuple[str, str]:
         text = "bow"
     else:
         name = qspec.get("encoder") or text_rc.get("encoder", "?")
-        text = f"{Path(str(name)).name} {short_weights(text_id)}".strip()
-    return f"{image} {short_weights(weights)}{f' {size}px' if size else ''}", text
+        text = f"{Path(str(name)).name} {short_weights(text_id, wide)}".strip()
+    return f"{image} {short_weights(weights, wide)}{f' {size}px' if size else ''}", text
 
 
 def parameters(config: dict) -> int | None:
@@ -123,7 +134,7 @@ def run_row(run: Path, base: Path) -> dict:
 
 def fields(run: Path, config: dict, metrics: dict | None) -> dict:
     recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
-    image, text = encoders(config)
+    image, text = encoders(config, wide=True)        # whole (--json, --csv); the text table cuts them short
     keys = cache_keys_of(config) or {}
     history = (metrics or {}).get("epochs") or []
     best = (metrics or {}).get("best") or {}
@@ -176,17 +187,21 @@ def answer_types(rows: list[dict]) -> list[str]:
     return sorted({t for r in rows for t in (r.get("val_accuracy_per_type") or {})})
 
 
-def flat(row: dict, types: list[str], short: bool = True) -> dict:
-    """A record as the text table's (short) or the CSV's (full) columns."""
+def flat(row: dict, types: list[str], short: bool = True, wide: bool = False) -> dict:
+    """A record as the text table's (short: weights identities and cache keys cut, unless `wide`) or the CSV's
+    (full) columns."""
     if "error" in row:              # the table says what is wrong; --json and --csv also why
         return {"name": row["name"], "mode": f"unreadable ({row['error'].split(' (')[0] if short else row['error']})"}
     keys = row["cache_keys"]
-    cut = (lambda k: str(k).split("-", 1)[-1][:8]) if short else str
+    cut = (lambda k: str(k).split("-", 1)[-1][:8]) if short and not wide else str
+
+    def ids(text):
+        return text if wide or not short else " ".join(short_weights(word) for word in str(text).split(" "))
 
     def number(v, fmt):
         return "" if v is None else (format(v, fmt) if short else v)
     out = {"name": row["name"], "mode": row["mode"], "head": row["head"] or "",
-           "encoders": f"{row['image_encoder']} + {row['text_encoder']}",
+           "encoders": f"{ids(row['image_encoder'])} + {ids(row['text_encoder'])}",
            "cache keys": " ".join(cut(keys[k]) for k in ("image", "question") if keys.get(k)),
            "epochs": (f"{row['epochs']}/{row['epochs_planned']}" if short and row["epochs_planned"]
                       else row["epochs"]),
@@ -208,21 +223,51 @@ def human_count(n: int) -> str:
     return f"{n / 1e6:.2f}M"            # as `train` prints it
 
 
-def as_text(rows: list[dict]) -> str:
-    """An aligned text table (numbers right-aligned); runs that did not finish are marked *."""
+def as_text(rows: list[dict], wide: bool = False, columns: int | None = None) -> str:
+    """An aligned text table (numbers right-aligned); runs that did not finish are marked *. It fits `columns`
+    (default: WIDTH, or the terminal when wider): when the encoders do not fit in line, the column names each
+    distinct pair by a number, [1], [2] ..., spelled out under the table; a name still too long is cut in
+    the middle ("..."). `wide`: weights identities and cache keys whole, in line, nothing cut."""
     types = answer_types(rows)
-    cells = [flat(r, types) for r in rows]
+    cells = [flat(r, types, wide=wide) for r in rows]
     header = list(COLUMNS[:7]) + types + list(COLUMNS[7:])
-    width = {h: max([len(h)] + [len(str(c.get(h, ""))) for c in cells]) for h in header}
+    columns = columns or max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+    width = widths(header, cells)
+    legend = []
+    if not wide and line_width(width) > columns:
+        legend = sorted({c["encoders"] for c in cells if "encoders" in c})
+        for c in cells:
+            if "encoders" in c:
+                c["encoders"] = f"[{legend.index(c['encoders']) + 1}]"
+        width = widths(header, cells)
+        over = line_width(width) - columns
+        width["name"] = max(16, width["name"] - max(0, over))
     right = set(header[5:-1])           # numbers; the date (last) reads left to right
 
     def line(values):
-        return "  ".join(str(values.get(h, "")).rjust(width[h]) if h in right else
-                         str(values.get(h, "")).ljust(width[h]) for h in header).rstrip()
+        return "  ".join(middle(str(values.get(h, "")), width[h]).rjust(width[h]) if h in right else
+                         middle(str(values.get(h, "")), width[h]).ljust(width[h]) for h in header).rstrip()
     out = [line({h: h for h in header})] + [line(c) for c in cells]
+    out += [f"[{i}] {text}" for i, text in enumerate(legend, 1)]
     if any("error" not in r and not r["finished"] for r in rows):
         out.append("* not finished (no predictions.json: still running, killed, or a pruned trial)")
     return "\n".join(out)
+
+
+def widths(header: list[str], cells: list[dict]) -> dict:
+    return {h: max([len(h)] + [len(str(c.get(h, ""))) for c in cells]) for h in header}
+
+
+def line_width(width: dict) -> int:
+    return sum(width.values()) + 2 * (len(width) - 1)
+
+
+def middle(text: str, width: int) -> str:
+    """`text` cut in the middle to `width` characters ("..." where it was cut), or whole when it fits."""
+    if len(text) <= width:
+        return text
+    head = (width - 3 + 1) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
 
 
 def as_csv(rows: list[dict]) -> str:

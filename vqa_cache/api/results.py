@@ -91,18 +91,19 @@ class Run(Directory):
         return CacheKeys(keys["image"], keys["question"], config.get("cache_dir") or cache_root())
 
     def predict(self, split: str | None = None, out=None, stream: bool | None = None, cache_dir=None,
-                verbose: bool = True) -> dict:
+                verbose: bool = True, format: str = "json") -> dict:
         """Official-format predictions of the best model for one split of the run's cache (default: its
         validation split), written to `out` (default RUN/predictions-SPLIT.json): {"split", "questions",
         "out", "accuracy", "accuracy_per_type"} (accuracy None where the split has no answers). The cache is
-        `cache_dir` when it holds the run's entries, else the one the run was trained on."""
+        `cache_dir` when it holds the run's entries, else the one the run was trained on. format="csv": a
+        CSV submission instead (`ID,answer` in test.csv / sample_submission.csv order for a csv: dataset's
+        test split, docs/datasets.md)."""
         from ..predict import predict
         out = path_arg("predict", "out", out, optional=True)
         if split is not None:
             text_arg("predict", "split", split)
         with printing(verbose):
-            return predict(self.dir, cache_root(cache_dir), split=split, out=out,
-                           stream=stream)
+            return predict(self.dir, cache_root(cache_dir), split=split, out=out, stream=stream, fmt=format)
 
     def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
         """One self-contained HTML page about a `train` run (`vqa-cache report`, docs/report.md): curves,

@@ -25,6 +25,8 @@ from .shards import write_table
 from .store import Entry, entry_key
 
 SAMPLES_FILE = "samples.parquet"
+# datasets whose unanswered test split is scored on a leaderboard that needs a prediction for every question
+LEADERBOARDS = {"vqa2": "EvalAI's VQA v2 challenge (test-dev and test-std)", "vizwiz": "EvalAI's VizWiz challenge"}
 
 
 def load_samples(dataset: DatasetSettings, root: Path | None = None) -> pa.Table:
@@ -132,3 +134,18 @@ def read_samples(entry: Entry) -> pa.Table | None:
         return table
     except (BadInput, OSError, pa.ArrowException):
         return None
+
+
+def submission_ids(dataset: DatasetSettings, split: str, root: Path) -> tuple[list[str], str] | None:
+    """(every question id of `split` in the dataset's files, before any subset or image check; the
+    leaderboard) when `split` is an unanswered split of a dataset in LEADERBOARDS, else None."""
+    import pyarrow.compute as pc
+
+    kind = dataset.name.split(":", 1)[0]
+    if kind not in LEADERBOARDS:
+        return None
+    table, _ = parse_once(data.source(dataset), dataset, Path(root))
+    part = table.filter(pc.equal(table["split"], split))
+    if part.num_rows == 0 or pc.sum(pc.list_value_length(part["answers"])).as_py():
+        return None
+    return part.column("question_id").to_pylist(), LEADERBOARDS[kind]

@@ -1,6 +1,6 @@
 """What a dataset settings section selects from the samples table: the splits, answer types, a share of the
 images and a per-split limit (select), a validation split held out of train where there is none
-(hold_out_val), and the image files that must be there (check_images)."""
+(hold_out_val, applied after the split selection), and the image files that must be there (check_images)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,23 +76,22 @@ def image_file(base: Path, rel: str, dataset: DatasetSettings) -> bool:
 
 
 def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
-    """Apply splits, answer types, image fraction and per-split limit, in that order."""
+    """Apply splits, the validation hold-out (hold_out_val: after --split, so `--split train` of a dataset
+    with a val split holds val out of train), answer types, image fraction and per-split limit, in that
+    order."""
     if dataset.splits:
         known = set(table.column("split").to_pylist())
         for s in dataset.splits:
             if s not in known:
                 raise BadInput(f"dataset {dataset.name}: no split {s!r} (has: {', '.join(sorted(known))})")
         table = table.filter(pc.is_in(table["split"], pa.array(list(dataset.splits))))
-    # the splits that must not end up empty: those asked for, else every answered one
-    # (an unanswered test split has no answer types, so --answer-types empties it on purpose)
-    must_keep = list(dataset.splits) or [s for s in unique(table, "split")
-                                         if not dataset.answer_types or answered(table, s)]
+    held = "val" not in unique(table, "split")
+    table = hold_out_val(table, dataset)
+    held = held and "val" in unique(table, "split")
+    # the splits that must not end up empty: those asked for (and a held-out val), else every one
+    must_keep = list(dataset.splits) + (["val"] if held else []) if dataset.splits else unique(table, "split")
     if dataset.answer_types:
-        present = sorted(set(table.column("answer_type").to_pylist()) - {""})
-        table = table.filter(pc.is_in(table["answer_type"], pa.array(list(dataset.answer_types))))
-        if table.num_rows == 0:
-            raise BadInput(f"dataset {dataset.name}: no question has answer type "
-                           f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
+        table = answer_type_subset(table, dataset)
     if dataset.image_fraction < 1.0:
         images = sorted(set(table.column("image_id").to_pylist()))
         rng = np.random.default_rng(dataset.seed)
@@ -106,6 +105,25 @@ def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
         table = pa.concat_tables(parts) if parts else table
     check_nonempty(table, dataset, must_keep)
     return table
+
+
+def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
+    """The questions of the answered splits with one of dataset.answer_types; an unanswered split (a test
+    split: no answers, so no answer types) is kept whole for prediction, and a line says so."""
+    present = sorted(set(table.column("answer_type").to_pylist()) - {""})
+    types = pa.array(list(dataset.answer_types))
+    unanswered = [s for s in unique(table, "split") if not answered(table, s)]
+    keep = pc.is_in(table["answer_type"], types)
+    if unanswered:
+        keep = pc.or_(keep, pc.is_in(table["split"], pa.array(unanswered)))
+    if table.filter(pc.is_in(table["answer_type"], types)).num_rows == 0:
+        raise BadInput(f"dataset {dataset.name}: no question has answer type "
+                       f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
+    if unanswered:
+        counts = ", ".join(f"{s!r} ({table.filter(pc.equal(table['split'], s)).num_rows} questions)" for s in unanswered)
+        print(f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
+              f"splits; {counts} has no answers, so no answer types: kept whole for prediction")
+    return table.filter(keep)
 
 
 def check_nonempty(table: pa.Table, dataset: DatasetSettings, splits) -> None:

@@ -33,11 +33,12 @@ from .space import check_settings, check_space, distributions, load_sweep, make_
 
 def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jobs: int | None = None,
               out: str | None = None, resume: bool = False, overrides=(), feature_overrides=(),
-              extract_cmd: str = "vqa-cache extract", callbacks=(), threads: int | None = None) -> dict:
+              extract_cmd: str = "vqa-cache extract", callbacks=(), threads: int | None = None, log=()) -> dict:
     """Run (or continue) a sweep; returns the summary written to sweep.json["result"].
 
     callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep. threads: torch
-    threads in all (shared by the parallel trials); default: the usable CPUs (vqa_cache/threads.py)."""
+    threads in all (shared by the parallel trials); default: the usable CPUs (vqa_cache/threads.py). log:
+    tracker names (tensorboard, mlflow, wandb): each trial is a run of its own there, named SWEEP/trials/NNNN."""
     base, settings, space = load_sweep(recipe_path, overrides, feature_overrides)
     if trials is not None:
         settings = dataclasses.replace(settings, trials=trials)
@@ -56,7 +57,7 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
           f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
           f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
     if remaining:
-        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads)
+        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads, log)
     return finish_sweep(study, dists, base, settings, directory)
 
 
@@ -86,7 +87,7 @@ def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSe
 
 
 def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path,
-               extract_cmd: str, callbacks, threads: int | None = None) -> None:
+               extract_cmd: str, callbacks, threads: int | None = None, log=()) -> None:
     """Optimize for `remaining` trials, with a progress bar of the sweep (the trials' own output hidden)."""
     t0 = time.time()
     features_for = features_loader(root, extract_cmd, settings)
@@ -97,7 +98,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
     total = threads or usable_cpus()
     set_threads(max(1, total // settings.jobs) if settings.jobs > 1 else total)
     print(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
-    objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for)
+    objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for, log)
     lock = threading.Lock()
     bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
                        file=sys.stderr, dynamic_ncols=True)
@@ -126,7 +127,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
 
 
 def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path, extract_cmd: str,
-                   features_for):
+                   features_for, log=()):
     """The objective: a trial's parameters -> a `train` run (pruned by its epochs) -> its best accuracy."""
 
     def objective(trial):
@@ -142,7 +143,7 @@ def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: 
                 raise optuna.TrialPruned(f"val accuracy {row['val_accuracy']:.4f} at epoch {epoch}")
         try:
             metrics = train(recipe, root, out=str(run), extract_cmd=extract_cmd, features=features_for(recipe),
-                            on_epoch=on_epoch)
+                            on_epoch=on_epoch, log=log, label=f"{directory.name}/trials/{trial.number:04d}")
         except Diverged as e:          # a setting that diverges is a bad setting, not a broken sweep
             trial.set_user_attr("diverged", str(e))
             raise optuna.TrialPruned(f"diverged: {e}") from None

@@ -93,3 +93,15 @@ def stream_batches(stream: ImageStream, split: Split, questions: torch.Tensor, b
             group, base, pending = [], {}, 0
     if group:
         yield from flush()
+
+
+def accumulation_groups(batches, accumulate: int):
+    """Lists of `accumulate` consecutive batches (the last one maybe fewer): one optimizer step each."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == accumulate:
+            yield group
+            group = []
+    if group:
+        yield group

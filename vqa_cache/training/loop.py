@@ -24,18 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import distributed as dist
+from .. import distributed as dist, tracking
 from ..answers import Vocabulary
 from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import TrainRecipe, to_dict
-from .batches import epoch_batches
+from .batches import accumulation_groups, epoch_batches
 from .checkpoints import check_cache_keys, load_checkpoint, rng_state, set_rng_state
 from .run_dir import plot_curves, save_epoch, write_config, write_metrics, write_predictions
 from .splits import trainable
 from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
-from .steps import DeviceTally, History, batch_loss, check_finite, evaluate, rank_part
+from .steps import DeviceTally, History, StepLosses, batch_loss, batch_score, check_finite, evaluate, rank_part
 
 
 class Fit:
@@ -51,6 +51,7 @@ class Fit:
     tally = DeviceTally          # how an epoch's losses are summed (steps.py)
     lr_names = ("lr",)           # the learning rate of each parameter group, in the metrics rows
     record_train_seconds = False
+    callbacks = tracking.NONE    # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
 
     def __init__(self, recipe: TrainRecipe, run_dir: Path, device: torch.device, splits: dict, vocab: Vocabulary,
                  model: torch.nn.Module, head: torch.nn.Module, image, question, cache_keys: dict, head_config: dict,
@@ -110,6 +111,9 @@ class Fit:
         """The trained weights of a checkpoint (best.pt at the end, last.pt to resume)."""
         self.head.load_state_dict(ckpt["model"])
 
+    def epoch_extra(self) -> dict:          # more of an epoch's metrics row (finetune: the augmentation tally)
+        return {}
+
     def checkpoint_extra(self) -> dict:
         return {}
 
@@ -137,6 +141,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         model = fit.wrap_ddp()
     if main:
         write_config(fit.run_dir, fit.config)
+        fit.callbacks.start(fit.run_dir, fit.config)
     print(fit.describe())
     fit.before_epochs(resume)
     optim = fit.recipe.optim
@@ -146,6 +151,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         row, improved = fit_epoch(fit, model, history, epoch)
         if main:
             save_epoch(fit.run_dir, checkpoint(fit, history), improved, history.epochs, history.best)
+            fit.callbacks.epoch(row)
         if on_epoch is not None:
             on_epoch(epoch, row)
     if not history.epochs:
@@ -161,11 +167,12 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
 def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) -> tuple[dict, bool]:
     """Train one epoch, check its loss, evaluate (rank 0, broadcast) and record it: (row, improved)."""
     t0 = time.time()
-    loss_sum, seen, first_bad = train_epoch(fit, model, epoch)
-    loss_sum, seen = dist.all_reduce([float(loss_sum), float(seen)])
+    loss_sum, seen, first_bad, score = train_epoch(fit, model, epoch)
+    loss_sum, seen, score = dist.all_reduce([float(loss_sum), float(seen), float(score)])
     check_finite(loss_sum, dist.all_reduce(float(first_bad), "min"), epoch, fit.batches_per_epoch, fit.run_dir,
                  fit.unit)
     extra = {"train_seconds": round(time.time() - t0, 3)} if fit.record_train_seconds else {}
+    extra.update(fit.epoch_extra())
     val = None
     if dist.is_main():
         val_loss, val_acc, _, per_type = evaluate(fit.model, fit.splits["val"], fit.image, fit.question,
@@ -176,11 +183,12 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
     used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
     lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
-    return history.record(epoch, loss_sum / seen, val, lrs, t0, extra)
+    return history.record(epoch, (loss_sum / seen, score / seen), val, lrs, t0, extra)
 
 
-def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, float, float]:
-    """One pass over the training batches: (summed loss, questions, first bad batch or NEVER) of this rank."""
+def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, float, float, float]:
+    """One pass over the training batches: (summed loss, questions, first bad batch or NEVER, summed VQA
+    score of the batches' predictions, made in train mode before each step) of this rank."""
     optim, split = fit.recipe.optim, fit.splits["train"]
     model.train()
     tally = fit.tally(fit.device)
@@ -190,37 +198,30 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
                    leave=False, file=sys.stderr, disable=not dist.is_main())
     fit.optimizer.zero_grad(set_to_none=True)
     number = 0
+    steps = StepLosses(fit.callbacks, (epoch - 1) * math.ceil(fit.batches_per_epoch / fit.accumulate) + 1)
     for group in accumulation_groups(bar, fit.accumulate):
         questions = sum(len(idx) for idx, _, _ in group)
         for k, (idx, image, question) in enumerate(group):
             number += 1
-            loss, count = fit_batch(fit, model, idx, image, question, len(idx) / questions, k == len(group) - 1)
-            if tally.add(loss, count, number):
+            loss, count, score = fit_batch(fit, model, idx, image, question, len(idx) / questions,
+                                           k == len(group) - 1)
+            if tally.add(loss, count, number, score):
                 bar.close()
                 return tally.totals()
+            steps.add(loss, count, k == len(group) - 1)
             running = tally.running(number)
             if running is not None and dist.is_main():
                 bar.set_postfix(loss=running)
     bar.close()
+    steps.flush()
     return tally.totals()
 
 
-def accumulation_groups(batches, accumulate: int):
-    """Lists of `accumulate` consecutive batches (the last one maybe fewer): one optimizer step each."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == accumulate:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
 def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, question, weight: float,
-              last: bool) -> tuple[torch.Tensor, float]:
+              last: bool) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Forward and backward of one batch (this rank's part of it), its loss weighted by `weight` (its share
-    of the accumulation group); after the group's `last` batch, the step. (detached loss, questions counted)."""
+    of the accumulation group); after the group's `last` batch, the step. (detached loss, questions counted,
+    summed score of its predictions)."""
     count, world = len(idx), dist.world()
     if world > 1:                       # this rank's part of the global batch
         part, share, count = rank_part(len(idx), world, dist.rank(), fit.global_batch(image, question))
@@ -229,11 +230,12 @@ def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, questi
         with fit.ctx:
             logits = model(image, question)
         loss = batch_loss(logits, fit.splits["train"], idx, len(fit.vocab))
+        score = batch_score(logits, fit.splits["train"], idx) * (count / len(idx))    # a whole batch on every rank: 1/world
         weighted = loss * weight
         (fit.scaler.scale(weighted) if fit.scaler else weighted).backward()
     if last:
         optimizer_step(fit)
-    return loss.detach(), count
+    return loss.detach(), count, score
 
 
 def optimizer_step(fit: Fit) -> None:
@@ -301,6 +303,7 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     write_predictions(run_dir / "predictions.json", val.table.column("question_id").to_pylist(),
                       [fit.vocab.answers[int(p)] for p in preds])
     metrics = write_metrics(run_dir, history.epochs, history.best)
+    fit.callbacks.end(metrics)
     plot_curves(run_dir / "curves.png", history.epochs)
     best, first = history.best, history.epochs[0]["epoch"]
     per_type = history.epochs[best["epoch"] - first]["val_accuracy_per_type"] if first <= best["epoch"] else {}

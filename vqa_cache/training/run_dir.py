@@ -144,7 +144,7 @@ def write_predictions(path: Path, question_ids: list[str], answers: list[str]) -
 
 
 def curves_figure(history: list, height: float = 4.0):
-    """Train and validation loss, and validation accuracy overall and per answer type, per epoch (a
+    """Train and validation loss, train accuracy, and validation accuracy overall and per answer type, per epoch (a
     matplotlib Figure: no pyplot, so sweep trials can draw in threads)."""
     import numpy as np
     from matplotlib.figure import Figure        # (lazy: slow to import)
@@ -157,10 +157,13 @@ def curves_figure(history: list, height: float = 4.0):
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     loss_ax.legend()
-    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="all", color="black", linewidth=2)
+    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="val (all)", color="black", linewidth=2)
+    if any("train_accuracy" in h for h in history):          # (runs of earlier versions have none)
+        acc_ax.plot(epochs, [h.get("train_accuracy", np.nan) for h in history], label="train", color="black",
+                    linestyle="--")
     for kind in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
         acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=plain(kind))
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy (validation; train dashed)", ylim=(0, 1))
     acc_ax.legend(fontsize=8)
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
