@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -35,8 +34,7 @@ from .metrics import per_answer
 from .plot_text import plain
 from .predict import prepare, top_answers
 from .run_table import encoders
-from .training.checkpoints import cache_keys_of
-from .training.run_dir import curves_figure, read_run_config
+from .rundir import REPORT, cache_keys_of, curves_figure, read_metrics, read_run_config, write_text
 
 THUMB = 128           # gallery thumbnails: at most this many pixels a side
 WRONG, RIGHT = 50, 20
@@ -52,14 +50,8 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     if config.get("mode") == "finetune":
         raise BadInput(f"{run_dir}: a finetune run; the report reads runs of `vqa-cache train` (a finetune "
                        f"run's predictions need its live encoders)")
-    metrics_path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(metrics_path.read_text())
-        history = metrics["epochs"]
-    except FileNotFoundError:
-        raise BadInput(f"{metrics_path}: no such file (the run has not finished an epoch)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise BadInput(f"{metrics_path}: not a vqa-cache metrics file ({type(e).__name__})") from None
+    metrics = read_metrics(run_dir)         # checked: one reader of metrics.json (rundir)
+    history = metrics["epochs"]
     p = prepare(run_dir, root)
     scores, ids = top_answers(p, 5)
     t = p.table.to_pydict()
@@ -97,10 +89,11 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     summary = run_summary(run_dir, config, metrics, p.split, len(kept), float(accuracy[kept].mean()))
     page = PAGE.format(title=esc(f"vqa-cache report: {run_dir.name}"), summary=summary,
                        body="".join(f"<h2>{esc(h)}</h2>\n{content}\n" for h, content in sections))
-    out = Path(out) if out else run_dir / "report.html"
+    out = Path(out) if out else run_dir / REPORT
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return {"out": str(out), "bytes": out.stat().st_size, "questions": len(kept),
+    data = page.encode("utf-8")
+    write_text(out, page)                   # whole or not at all; a symlink there is replaced, not followed
+    return {"out": str(out), "bytes": len(data), "questions": len(kept),
             "accuracy": round(float(accuracy[kept].mean()), 6), "wrong": len(wrong), "right": len(right),
             "macro_f1": scored["macroF1"], "attention_maps": len(maps)}
 

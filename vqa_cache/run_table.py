@@ -2,8 +2,9 @@
 
 A run directory is a folder with a config.json written by `train` or `finetune` (a sweep's trials/NNNN
 folders are run directories too); DIR is searched at any depth, without descending into a run. Each row
-is read from config.json (train/run_dir.read_run_config) and metrics.json only (no checkpoint is loaded);
-a run whose files cannot be read is a row saying why:
+is read from config.json and metrics.json only, through the run contract's checked readers (rundir:
+read_run_config, read_metrics; no checkpoint is loaded and torch is not imported); a run whose files cannot
+be read, or hold values of the wrong type, is a row marked unreadable saying why, and the others print:
 
     name        the directory, relative to DIR
     mode        train | finetune
@@ -13,8 +14,8 @@ a run whose files cannot be read is a row saying why:
     epochs      epochs run (and the recipe's total); best_epoch
     acc         the best validation accuracy, and the accuracy per answer type at that epoch
     s/epoch     mean seconds per epoch
-    params      the head's parameters (+ the encoder parameters a finetune trains), counted on the meta
-                device from the head settings in config.json
+    params      the head's parameters (+ the encoder parameters a finetune trains): config.json's
+                head_parameters; for runs older than it, counted on torch's meta device from the head settings
     date        when metrics.json was last written (the last epoch), local time
     finished    predictions.json is there (a run that ended; a pruned trial or a killed run has none)
 """
@@ -28,12 +29,8 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from . import heads
 from .errors import BadInput
-from .training.checkpoints import cache_keys_of
-from .training.run_dir import read_json_object, read_run_config
+from .rundir import METRICS, PREDICTIONS, cache_keys_of, has_metrics, is_run, read_metrics, read_run_config
 
 FLIP = ("acc", "date")          # sorted best first / newest first; the other columns ascending
 COLUMNS = ("name", "mode", "head", "encoders", "cache keys", "epochs", "acc", "s/epoch", "params", "date")
@@ -44,21 +41,15 @@ def find_runs(base: Path) -> list[Path]:
     base = Path(base)
     if not base.is_dir():
         raise BadInput(f"runs: {base}: no such directory")
-    if (base / "config.json").is_file():
+    if is_run(base):
         return [base]
     found = []
-    for folder, subdirs, files in os.walk(base, followlinks=False):
-        if "config.json" in files and Path(folder) != base:
+    for folder, subdirs, _ in os.walk(base, followlinks=False):
+        if Path(folder) != base and is_run(Path(folder)):
             found.append(Path(folder))
             subdirs[:] = []                         # a run's folders hold no runs
         subdirs.sort()
     return sorted(found)
-
-
-def read_metrics(path: Path) -> dict | None:
-    """metrics.json as a JSON object, None when there is none yet (no epoch finished); BadInput naming
-    what is wrong."""
-    return read_json_object(path, "") if path.is_file() else None
 
 
 HEX = 12             # hex digits of a digest the table shows (--wide: all)
@@ -105,15 +96,26 @@ def encoders(config: dict, wide: bool = False) -> tuple[str, str]:
 
 def parameters(config: dict) -> int | None:
     """The head's parameter count from its settings (built on the meta device: nothing is allocated), plus
-    the encoder parameters a finetune run trains."""
-    h = config.get("head") or {}
+    the encoder parameters a finetune run trains. config.json records the head's count (head_parameters);
+    only for a run older than that is torch imported, to build the head on the meta device."""
+    trained = (config.get("encoders") or {}).get("trainable_encoder_params") or 0
+    if not isinstance(trained, int) or isinstance(trained, bool):
+        return None
+    if "head_parameters" in config:
+        return config["head_parameters"] + trained
+    return head_parameters(config.get("head") or {}) + trained if config.get("head") else None
+
+
+def head_parameters(head: dict) -> int | None:
+    """The parameters of a head config, built on the meta device (nothing is allocated)."""
+    import torch            # (lazy: slow to import, and only runs older than head_parameters need it)
+    from . import heads
     try:
         with torch.device("meta"):
-            model = heads.from_config(h)
-    except (KeyError, TypeError, ValueError, BadInput):
+            model = heads.from_config(head)
+    except (KeyError, TypeError, ValueError, RuntimeError, BadInput):
         return None
-    trained = (config.get("encoders") or {}).get("trainable_encoder_params") or 0
-    return sum(p.numel() for p in model.parameters()) + int(trained)
+    return sum(p.numel() for p in model.parameters())
 
 
 def run_row(run: Path, base: Path) -> dict:
@@ -122,7 +124,7 @@ def run_row(run: Path, base: Path) -> dict:
     row = {"name": name, "path": str(run)}
     try:
         config = read_run_config(run)
-        metrics = read_metrics(run / "metrics.json")
+        metrics = read_metrics(run) if has_metrics(run) else None
         return {**row, **fields(run, config, metrics)}
     except BadInput as e:                                           # read_run_config: "RUN/config.json: ..."
         return {**row, "error": str(e).removeprefix(f"{run}{os.sep}")}
@@ -152,9 +154,9 @@ def fields(run: Path, config: dict, metrics: dict | None) -> dict:
         "val_accuracy_per_type": at_best.get("val_accuracy_per_type") or {},
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3) if seconds else None,
         "parameters": parameters(config),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run / "metrics.json").stat().st_mtime))
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run / METRICS).stat().st_mtime))
         if metrics is not None else None,
-        "finished": (run / "predictions.json").is_file(),
+        "finished": (run / PREDICTIONS).is_file(),
     }
 
 

@@ -50,7 +50,7 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     """
     threads.prefer_passive_wait()
     from ..training.cached import train as run
-    from ..training.run_dir import pick_run_dir
+    from ..rundir import pick_run_dir
     given = opts.command_options("train", options, OWN)
     log = check_names(given.get("log"))
     root = cache_root(cache_dir)
@@ -71,7 +71,7 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     threads.prefer_passive_wait()
     from ..finetuning.run import finetune as run
     from ..finetuning.init_head import finetune_recipe
-    from ..training.run_dir import pick_run_dir
+    from ..rundir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
     log = check_names(given.get("log"))
     with printing(verbose):

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -25,7 +24,7 @@ from ..recipes import SweepSettings
 from ..threads import describe, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
-from ..training.run_dir import pick_run_dir
+from ..rundir import drop_checkpoints, pick_dir, write_json
 from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
 from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest
@@ -63,7 +62,7 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
 
 def sweep_dir(name: str, settings: SweepSettings, out: str | None, resume: bool) -> Path:
     """--out, else sweeps/NAME (-2, -3 ...), as a run directory is picked; a sweep is resumed, or new."""
-    directory = pick_run_dir(SimpleNamespace(out=settings.out, name=name), out, resume)
+    directory = pick_dir(Path(settings.out) / name, out, resume, what="sweep")
     if resume and not (directory / "study.db").is_file():
         raise BadInput(f"--resume: {directory} holds no sweep (no study.db)")
     if not resume and (directory / "study.db").exists():
@@ -83,7 +82,7 @@ def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSe
                                f"those {directory} was started with (see {directory / 'sweep.json'}); start a new "
                                f"sweep instead")
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sweep.json").write_text(json.dumps(record, indent=1))
+    write_json(directory / "sweep.json", record)
 
 
 def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path,
@@ -149,8 +148,7 @@ def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: 
             raise optuna.TrialPruned(f"diverged: {e}") from None
         finally:
             trial.set_user_attr("seconds", round(time.time() - start, 2))
-            for ckpt in run.glob("*.pt"):      # trials are retrained from best.toml, not reused
-                ckpt.unlink(missing_ok=True)
+            drop_checkpoints(run)              # trials are retrained from best.toml, not reused
         return metrics["best"]["val_accuracy"]
     return objective
 

@@ -15,7 +15,7 @@ from ..errors import BadInput
 from ..recipes import TrainRecipe
 from .features import Features, input_dims, load_features
 from .loop import Fit, run_fit
-from .run_dir import run_config, run_directory
+from ..rundir import run_config, run_directory
 from .splits import Split, build_splits
 from .statistics import image_statistics
 
