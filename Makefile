@@ -1,4 +1,4 @@
-# vqa-cache: `make features && make train`, `make test`.
+# vqa-cache: `make features && make train`, `make test` (`make test-fast`: the unit tier), `make lint`.
 # `make install` builds .venv once (and again whenever pyproject.toml changes); every target needs it.
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +19,7 @@ SWEEP_RECIPE   ?= train/easyvqa-sweep.toml
 TRIALS ?= 50
 ARGS ?=
 
-.PHONY: install features train finetune sweep test bench clean
+.PHONY: install features train finetune sweep test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -44,6 +44,17 @@ sweep: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# The inner loop: every test but those marked slow (a subprocess, torchrun, a notebook kernel).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q tests
+
+# ruff (pyproject.toml [tool.ruff]) and mypy ([tool.mypy]); CI (.ci/run) runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+# The format check joins once the tree has had its one `ruff format` pass (in flight until then):
+#	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/extract.py

@@ -20,7 +20,7 @@ from .digest import check_out_path
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
-from .encoders.weights import reproduce_text
+from .encoders.text_family import reproduce_text
 from .errors import BadInput
 from .submission import write_submission
 from .training.batches import batches

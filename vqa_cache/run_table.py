@@ -44,8 +44,8 @@ def find_runs(base: Path) -> list[Path]:
     if is_run(base):
         return [base]
     found = []
-    for folder, subdirs, files in os.walk(base, followlinks=False):
-        if Path(folder) != base and is_run(folder):
+    for folder, subdirs, _ in os.walk(base, followlinks=False):
+        if Path(folder) != base and is_run(Path(folder)):
             found.append(Path(folder))
             subdirs[:] = []                         # a run's folders hold no runs
         subdirs.sort()

@@ -81,7 +81,7 @@ class Entry:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())   # (a dataset entry may hold images/)
 
-    def lock(self, wait: bool = True) -> "Lock":
+    def lock(self, wait: bool = True) -> Lock:
         return Lock(self.path.parent / f"{self.key}.lock", wait=wait)
 
 
