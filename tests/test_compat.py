@@ -34,7 +34,8 @@ FAST = ["--limit", 20, "--image-encoder", "resnet18", "--image-size", 32, "--wei
 TRAIN = ["train", "train/easyvqa-concat.toml", *FAST, "--set", "head.hidden=2", "--epochs", 2, "--batch-size", 8]
 # config.json keys added since the fixtures were made, with the values that keep the old behaviour
 ADDED = {("recipe", "features", "text", "ids"): False, ("recipe", "head", "layers"): 0, ("recipe", "head", "embed"): 0, ("recipe", "head", "standardize"): False,
-         ("recipe", "head", "init_embeddings"): False, ("head", "standardize"): False}
+         ("recipe", "head", "init_embeddings"): False, ("head", "standardize"): False,
+         ("head_parameters",): 6161}       # the head's parameter count (`vqa-cache runs` reads it, without torch)
 FINETUNE = ["finetune", "train/easyvqa-finetune.toml", *FAST, "--train-encoders", "none", "--set", "head.hidden=2",
             "--epochs", 2, "--batch-size", 8, "--set", "finetune.workers=0"]
 

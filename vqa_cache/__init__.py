@@ -16,5 +16,21 @@ from .api import (CacheKeys, Run, Sweep, ask, evaluate, export, extract, finetun
 from .errors import BadInput, Diverged
 from .version import __version__
 
-__all__ = ["extract", "train", "finetune", "sweep", "evaluate", "ask", "load", "export", "load_features", "runs",
-           "CacheKeys", "Run", "Sweep", "BadInput", "Diverged", "__version__"]
+__all__ = [
+           "BadInput",
+           "CacheKeys",
+           "Diverged",
+           "Run",
+           "Sweep",
+           "__version__",
+           "ask",
+           "evaluate",
+           "extract",
+           "finetune",
+           "export",
+           "load",
+           "load_features",
+           "runs",
+           "sweep",
+           "train",
+]

@@ -59,7 +59,8 @@ def as_map(weights) -> list[list[float]]:
     """A flat map over the cells (tensor or array) -> rows x columns lists of floats summing to 1."""
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1 / len(w))
-    return w.reshape(grid_shape(len(w))).tolist()
+    rows: list[list[float]] = w.reshape(grid_shape(len(w))).tolist()
+    return rows
 
 
 # ---------------------------------------------------------------- Grad-CAM

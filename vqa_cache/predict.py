@@ -18,10 +18,11 @@ from .cache.samples import submission_ids
 from .device import amp, pick_device
 from .digest import check_out_path
 from .errors import BadInput
+from .submission import write_submission
 from .training.batches import batches
-from .training.checkpoints import cache_keys_of, load_checkpoint
 from .training.features import load_features
-from .training.run_dir import read_run_config, write_predictions
+from .rundir import (BEST, CONFIG, LAST, cache_keys_of, load_checkpoint, predictions_of, read_run_config,
+                     write_predictions)
 from .training.splits import Split, make_split, with_features
 from .training.steps import evaluate
 
@@ -40,8 +41,8 @@ def load_run(run_dir) -> tuple:
         recipe = recipes.build(recipes.FinetuneRecipe if is_finetune(config) else recipes.TrainRecipe,
                                config["recipe"])
     except BadInput as e:
-        raise BadInput(f"{run_dir / 'config.json'}: {e}") from None
-    path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+        raise BadInput(f"{run_dir / CONFIG}: {e}") from None
+    path = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     ckpt = load_checkpoint(path)
     h = ckpt["head"]
     if not isinstance(cache_keys_of(ckpt), dict) or not all(k in h for k in heads.registry.KEYS):
@@ -65,11 +66,14 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
 
 
 def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
-            prepared_by=None) -> dict:
+            fmt: str = "json", prepared_by=None) -> dict:
     """Predictions of the run's best model for one split (default: its validation split), written in the
-    official results format (default RUN/predictions-SPLIT.json); accuracy too where the split has answers.
-    `prepared_by(run_dir, root, split, stream)` makes the Prepared: by default `prepare` (a train run's
-    cache); vqa_cache.model passes its own, which also encodes a finetune run's split live."""
+    official results format (fmt "json"), or as a CSV submission (fmt "csv": submission.py); accuracy too
+    where the split has answers. `prepared_by(run_dir, root, split, stream)` makes the Prepared: by default
+    `prepare` (a train run's cache); vqa_cache.model passes its own, which also encodes a finetune run's
+    split live."""
+    if fmt not in ("json", "csv"):
+        raise BadInput(f"--format {fmt!r}: expected json or csv")
     if out:
         check_out_path(out, "predict --out", directory=False)
     p = (prepared_by or prepare)(run_dir, root, split, stream)
@@ -77,9 +81,13 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
     answered = any(len(a) for a in p.table.column("answers").to_pylist())
-    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.json"
+    out = Path(out) if out else Path(run_dir) / predictions_of(p.split, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_predictions(out, p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds])
+    ids, answers = p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds]
+    if fmt == "csv":
+        write_submission(out, p.config["recipe"]["features"]["dataset"], p.split, ids, answers)
+    else:
+        write_predictions(out, ids, answers)
     return {"split": p.split, "questions": len(p.data), "out": str(out),
             "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
 
@@ -124,7 +132,7 @@ def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None =
         raise BadInput(f"{run_dir}: a finetune run has no cache to read (vqa_cache.model.prepare encodes it live)")
     root = cache_root_for(root, config, ckpt["cache_keys"])
     plan, tensors, keys = load_features(recipe, root, f"vqa-cache extract with the features recorded in "
-                                                      f"{Path(run_dir) / 'config.json'}", stream)
+                                                      f"{Path(run_dir) / CONFIG}", stream)
     if keys != ckpt["cache_keys"]:
         raise BadInput(f"{run_dir} was trained on cache {ckpt['cache_keys']}, but its recipe now reads "
                        f"{keys} (the dataset or encoders changed): refusing to mix caches")

@@ -63,27 +63,27 @@ class Run(Directory):
     @property
     def config(self) -> dict:
         """config.json: the resolved recipe, cache keys and specs, splits, vocabulary, head and device."""
-        from ..training.run_dir import read_run_config
+        from ..rundir import read_run_config
         return read_run_config(self.dir)
 
     @property
     def metrics(self):
         """One row per finished epoch (epoch, train_loss, val_loss, val_accuracy, val_accuracy_per_type.TYPE,
         learning rates, seconds): a pandas DataFrame, or the list of metrics.json rows without pandas."""
-        from ..training.run_dir import read_metrics
+        from ..rundir import read_metrics
         return table(read_metrics(self.dir)["epochs"])
 
     @property
     def best(self) -> dict:
         """The best epoch so far: {"epoch", "val_accuracy"} (metrics.json "best")."""
-        from ..training.run_dir import read_metrics
+        from ..rundir import read_metrics
         return read_metrics(self.dir)["best"]
 
     @property
     def cache_keys(self) -> CacheKeys:
         """The cache entries the run was trained on (finetune: those its encoders correspond to), in the
         cache it read (else the default cache root)."""
-        from ..training.checkpoints import cache_keys_of
+        from ..rundir import cache_keys_of
         config = self.config
         keys = cache_keys_of(config)
         if not (isinstance(keys, dict) and all(isinstance(keys.get(k), str) for k in ("image", "question"))):
@@ -91,19 +91,20 @@ class Run(Directory):
         return CacheKeys(keys["image"], keys["question"], config.get("cache_dir") or cache_root())
 
     def predict(self, split: str | None = None, out=None, stream: bool | None = None, cache_dir=None,
-                verbose: bool = True) -> dict:
+                verbose: bool = True, format: str = "json") -> dict:
         """Official-format predictions of the best model for one split of the run's cache (default: its
         validation split), written to `out` (default RUN/predictions-SPLIT.json): {"split", "questions",
         "out", "accuracy", "accuracy_per_type"} (accuracy None where the split has no answers). The cache is
-        `cache_dir` when it holds the run's entries, else the one the run was trained on. A finetune run
-        has no cache: its split is encoded live through its own trained encoders."""
+        `cache_dir` when it holds the run's entries, else the one the run was trained on; a finetune run has
+        no cache: its split is encoded live through its own trained encoders. format="csv": a CSV submission
+        instead (`ID,answer` in test.csv / sample_submission.csv order for a csv: dataset's test split,
+        docs/datasets.md)."""
         from ..model import predict
         out = path_arg("predict", "out", out, optional=True)
         if split is not None:
             text_arg("predict", "split", split)
         with printing(verbose):
-            return predict(self.dir, cache_root(cache_dir), split=split, out=out,
-                           stream=stream)
+            return predict(self.dir, cache_root(cache_dir), split=split, out=out, stream=stream, fmt=format)
 
     def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
         """One self-contained HTML page about a train or finetune run (`vqa-cache report`, docs/report.md):

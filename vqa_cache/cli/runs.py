@@ -16,12 +16,16 @@ from ..errors import BadInput
               help="A train or finetune run directory.")
 @click.option("--split", help="Split of the run's cache to predict (default: its validation split; a finetune run's "
                               "split is encoded live).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions JSON to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Predictions file to write (JSON; CSV with --format csv).")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True,
+              help="json: the official results format; csv: a submission, ID,answer (DACON: in test.csv, or "
+                   "sample_submission.csv, order).")
 @click.option("--stream/--no-stream", default=None, help="Stream image features from the shards.")
 @click.pass_obj
-def predict(obj, run_dir, split, out, stream):
+def predict(obj, run_dir, split, out, fmt, stream):
     """Official-format predictions of a run's best model for any split of its cache."""
-    res = api.Run(run_dir).predict(split=split, out=out, stream=stream, cache_dir=obj.root)
+    res = api.Run(run_dir).predict(split=split, out=out, stream=stream, cache_dir=obj.root, format=fmt)
     acc = "" if res["accuracy"] is None else f"; accuracy {res['accuracy']:.4f} (" + ", ".join(
         f"{k} {v:.4f}" for k, v in res["accuracy_per_type"].items()) + ")"
     click.echo(f"{res['questions']} predictions for split {res['split']} in {res['out']}{acc}")
@@ -101,7 +105,9 @@ def eval_(questions, annotations, predictions, protocol, as_json):
                    "encoders, cache keys, epochs, s/epoch, params.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (full cache keys and numbers).")
-def runs(directory, sort, as_json, as_csv):
+@click.option("--wide", is_flag=True, help="Show weights identities and cache keys whole (the table is cut to fit "
+                                           "160 columns, or the terminal when wider, without it).")
+def runs(directory, sort, as_json, as_csv, wide):
     """A table of the run directories under DIRECTORY (default runs/; a sweep's trials/ too)."""
     # the records themselves, to print (the API's vqa_cache.runs gives them as a DataFrame)
     from ..run_table import as_csv as csv_text, as_json as json_text, as_text, table
@@ -114,7 +120,7 @@ def runs(directory, sort, as_json, as_csv):
     elif as_csv:
         click.echo(csv_text(rows), nl=False)
     else:
-        click.echo(as_text(rows) if rows else f"no runs in {directory}")
+        click.echo(as_text(rows, wide=wide) if rows else f"no runs in {directory}")
 
 
 @click.command()

@@ -123,3 +123,35 @@ def load(base: Path, dataset: DatasetSettings):
         if len(rows["question_id"]) == before:
             raise BadInput(f"{path}: a header row and no questions (expected at least one)")
     return make_table(rows)
+
+
+SAMPLE_SUBMISSION = "sample_submission.csv"      # DACON's: the IDs in the order a submission lists them
+
+
+def submission_order(base: Path, dataset: DatasetSettings) -> tuple[list[str], list[str], str]:
+    """The DACON submission of the test split: (its IDs in order, its header [ID column, answer column], the
+    file they come from): DIR/sample_submission.csv when it is there (its first column, its header), else
+    test.csv's ID column, in file order."""
+    opts = options(dataset)
+    sample = base / SAMPLE_SUBMISSION
+    path = sample if sample.is_file() else base / opts["test_file"]
+    if not path.is_file():
+        raise BadInput(f"{base}: no {opts['test_file']} or {SAMPLE_SUBMISSION}: nothing to submit")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, None) or []]
+            if path == sample:
+                if not header:
+                    raise BadInput(f"{path}: empty file, expected a header row (ID, answer)")
+                column, names = 0, [header[0], header[1] if len(header) > 1 else opts["answer_column"]]
+            else:
+                if opts["id_column"] not in header:
+                    raise BadInput(f"{path}: no column {opts['id_column']!r} (has: {', '.join(header)})")
+                column, names = header.index(opts["id_column"]), [opts["id_column"], opts["answer_column"]]
+            ids = [row[column].strip() for row in reader if row and row != [""]]
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except (csv.Error, IndexError) as e:
+        raise BadInput(f"{path}: malformed CSV: {e}") from None
+    return ids, names, path.name

@@ -26,7 +26,7 @@ from ..digest import NoSpace, free_space
 from ..errors import BadInput
 from ..recipes import DatasetSettings
 from . import csvdata, easyvqa, hf, vizwiz, vqa2
-from .subsets import check_images, check_settings, hold_out_val, select
+from .subsets import check_images, check_settings, select
 
 ADAPTERS = {"easyvqa": easyvqa, "vqa2": vqa2, "vizwiz": vizwiz, "csv": csvdata, "hf": hf}
 FILE_KINDS = ("vqa2", "vizwiz", "csv")   # adapters that read a directory (DIR in KIND:DIR)
@@ -138,7 +138,7 @@ def samples_from(table: pa.Table, dataset: DatasetSettings, src: Source, exporte
     (relative to its directory) or of an exporting one (relative to `exported`, the folder its files were
     exported to; or absolute) are checked and made absolute paths, so only the images a run uses need to
     be there."""
-    table = select(hold_out_val(table, dataset), dataset)
+    table = select(table, dataset)
     if src.exports:
         return check_images(table, exported, dataset)
     return check_images(table, src.where, dataset) if src.files else table

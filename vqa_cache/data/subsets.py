@@ -1,6 +1,6 @@
 """What a dataset settings section selects from the samples table: the splits, answer types, a share of the
 images and a per-split limit (select), a validation split held out of train where there is none
-(hold_out_val), and the image files that must be there (check_images)."""
+(hold_out_val, applied after the split selection), and the image files that must be there (check_images)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +38,7 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     if len(images) < 2:
         raise BadInput(f"dataset {dataset.name}: cannot hold out a validation split from "
                        f"{len(images)} training image(s)")
-    n = min(len(images) - 1, max(1, int(round(len(images) * dataset.val_fraction))))
+    n = min(len(images) - 1, max(1, round(len(images) * dataset.val_fraction)))
     rng = np.random.default_rng(dataset.seed)
     chosen = pa.array([images[i] for i in sorted(rng.choice(len(images), size=n, replace=False))])
     to_val = pc.and_(is_train, pc.is_in(table["image_id"], chosen))
@@ -46,7 +46,7 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     return table.set_column(table.schema.get_field_index("split"), "split", split)
 
 
-def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Table:
+def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) -> pa.Table:
     """Image paths made absolute (relative ones under `base`); missing files are bad input (count, up to 10
     named), or with skip_missing their questions are dropped and counted."""
     missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset)]
@@ -67,7 +67,7 @@ def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Ta
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
 
 
-def image_file(base: Path, rel: str, dataset: DatasetSettings) -> bool:
+def image_file(base: Path | str, rel: str, dataset: DatasetSettings) -> bool:
     """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long)."""
     try:
         return (base / rel).is_file()
@@ -76,27 +76,26 @@ def image_file(base: Path, rel: str, dataset: DatasetSettings) -> bool:
 
 
 def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
-    """Apply splits, answer types, image fraction and per-split limit, in that order."""
+    """Apply splits, the validation hold-out (hold_out_val: after --split, so `--split train` of a dataset
+    with a val split holds val out of train), answer types, image fraction and per-split limit, in that
+    order."""
     if dataset.splits:
         known = set(table.column("split").to_pylist())
         for s in dataset.splits:
             if s not in known:
                 raise BadInput(f"dataset {dataset.name}: no split {s!r} (has: {', '.join(sorted(known))})")
         table = table.filter(pc.is_in(table["split"], pa.array(list(dataset.splits))))
-    # the splits that must not end up empty: those asked for, else every answered one
-    # (an unanswered test split has no answer types, so --answer-types empties it on purpose)
-    must_keep = list(dataset.splits) or [s for s in unique(table, "split")
-                                         if not dataset.answer_types or answered(table, s)]
+    held = "val" not in unique(table, "split")
+    table = hold_out_val(table, dataset)
+    held = held and "val" in unique(table, "split")
+    # the splits that must not end up empty: those asked for (and a held-out val), else every one
+    must_keep = list(dataset.splits) + (["val"] if held else []) if dataset.splits else unique(table, "split")
     if dataset.answer_types:
-        present = sorted(set(table.column("answer_type").to_pylist()) - {""})
-        table = table.filter(pc.is_in(table["answer_type"], pa.array(list(dataset.answer_types))))
-        if table.num_rows == 0:
-            raise BadInput(f"dataset {dataset.name}: no question has answer type "
-                           f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
+        table = answer_type_subset(table, dataset)
     if dataset.image_fraction < 1.0:
         images = sorted(set(table.column("image_id").to_pylist()))
         rng = np.random.default_rng(dataset.seed)
-        keep = rng.choice(len(images), size=max(1, int(round(len(images) * dataset.image_fraction))), replace=False)
+        keep = rng.choice(len(images), size=max(1, round(len(images) * dataset.image_fraction)), replace=False)
         table = table.filter(pc.is_in(table["image_id"], pa.array([images[i] for i in sorted(keep)])))
     if dataset.limit:
         parts = []
@@ -106,6 +105,25 @@ def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
         table = pa.concat_tables(parts) if parts else table
     check_nonempty(table, dataset, must_keep)
     return table
+
+
+def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
+    """The questions of the answered splits with one of dataset.answer_types; an unanswered split (a test
+    split: no answers, so no answer types) is kept whole for prediction, and a line says so."""
+    present = sorted(set(table.column("answer_type").to_pylist()) - {""})
+    types = pa.array(list(dataset.answer_types))
+    unanswered = [s for s in unique(table, "split") if not answered(table, s)]
+    keep = pc.is_in(table["answer_type"], types)
+    if unanswered:
+        keep = pc.or_(keep, pc.is_in(table["split"], pa.array(unanswered)))
+    if table.filter(pc.is_in(table["answer_type"], types)).num_rows == 0:
+        raise BadInput(f"dataset {dataset.name}: no question has answer type "
+                       f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
+    if unanswered:
+        counts = ", ".join(f"{s!r} ({table.filter(pc.equal(table['split'], s)).num_rows} questions)" for s in unanswered)
+        print(f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
+              f"splits; {counts} has no answers, so no answer types: kept whole for prediction")
+    return table.filter(keep)
 
 
 def check_nonempty(table: pa.Table, dataset: DatasetSettings, splits) -> None:

@@ -15,7 +15,7 @@ from ..errors import BadInput
 from ..progress import progress
 from ..recipes import FinetuneRecipe
 from ..training.splits import build_splits
-from .augment import augment_images
+from .augment import augment_images, new_counts
 from .init_head import init_head_standardizes
 from .live import FixedText, LiveImage, LiveText
 from .scope import freeze_modes
@@ -36,6 +36,7 @@ class FinetuneModel(nn.Module):
         self.augment = augment if augment is not None and augment.enabled else None
         self.gen = torch.Generator().manual_seed(seed)
         self.encoded_images = 0              # distinct images encoded (for the dedupe test and the bench)
+        self.augmented = new_counts()        # this epoch's augmentation tally (augment.py)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -56,7 +57,7 @@ class FinetuneModel(nn.Module):
             per_image = [[] for _ in range(len(u_img))]
             for i, q in zip(inv_img.tolist(), q_rows.tolist()):
                 per_image[i].append(self.texts[q])
-            x = augment_images(x, per_image, self.augment, self.gen)
+            x = augment_images(x, per_image, self.augment, self.gen, self.augmented)
         self.encoded_images += len(u_img)
         img = self.image_enc(x)[inv_img.to(device)]
         q = self.text_enc(u_q.to(device))[inv_q.to(device)]
@@ -159,6 +160,6 @@ def load_encoder_state(model: FinetuneModel, state: dict, where) -> None:
     """encoder_state's weights back into the model; BadInput (naming `where`) when they do not fit."""
     for part, values in state.items():
         enc = getattr(model, part)
-        missing, unexpected = enc.load_state_dict(values, strict=False)
+        _, unexpected = enc.load_state_dict(values, strict=False)
         if unexpected:
             raise BadInput(f"{where}: encoder weights {unexpected[:3]} do not fit this recipe's encoders")

@@ -18,7 +18,8 @@ from ..device import autocast, pick_device
 from ..encoders.families import reproduce_image, resolve_image
 from ..encoders.image import ImageEncoder, ImageFiles, collate
 from ..encoders.text import BagOfWords, HFEncoder, default_pooling, load_text_encoder, load_tokenizer
-from ..encoders.weights import Choice, reproduce_text, resolve_text
+from ..encoders.text_family import reproduce_text, resolve_text
+from ..encoders.weights import Choice
 from ..errors import BadInput
 from ..finetuning.live import FixedText, LiveImage, LiveText
 from ..finetuning.model import load_encoder_state
@@ -34,7 +35,7 @@ def checkpoint_path(run_dir) -> Path:
 
 def source_info(run_dir, recipe, config: dict, ckpt: dict) -> dict:
     """Where a model came from (config.json "source" of an export; the model card reads it)."""
-    from ..training.run_dir import read_metrics
+    from ..rundir import read_metrics
     try:
         best = read_metrics(run_dir)["best"]
     except BadInput:
@@ -150,7 +151,7 @@ def finetune_parts(run_dir, device: str = "auto") -> tuple:
 
 def from_run(run_dir, root: Path, device: str = "auto") -> Model:
     """The Model of a train or finetune run directory (on `device`; auto: the run's recipe's)."""
-    from ..training.run_dir import read_run_config
+    from ..rundir import read_run_config
     if is_finetune(read_run_config(run_dir)):
         return finetune_parts(run_dir, device)[2]
     return from_train_run(run_dir, root, device)
@@ -200,13 +201,14 @@ def prepare_finetune(run_dir, split: str | None = None) -> Prepared:
 
 def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None = None) -> Prepared:
     """A run's best model and one split: a train run's from its cache, a finetune run's encoded live."""
-    from ..training.run_dir import read_run_config
+    from ..rundir import read_run_config
     if is_finetune(read_run_config(run_dir)):
         return prepare_finetune(run_dir, split)
     return prepare_cached(run_dir, root, split, stream)
 
 
-def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None) -> dict:
+def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
+            fmt: str = "json") -> dict:
     """Official-format predictions of a train or finetune run's best model for one split (default: its
     validation split), and their accuracy where the split has answers (predict.predict)."""
-    return predict_run(run_dir, root, split, out, stream, prepared_by=prepare)
+    return predict_run(run_dir, root, split, out, stream, fmt, prepared_by=prepare)

@@ -16,7 +16,7 @@ _AT_LEAST = {"ImageSettings.size": 16, "ImageSettings.batch_size": 1, "ImageSett
              "HeadSettings.layers": 0, "HeadSettings.embed": 0,
              "OptimSettings.epochs": 1, "OptimSettings.batch_size": 1, "OptimSettings.weight_decay": 0,
              "OptimSettings.warmup_epochs": 0, "OptimSettings.min_lr": 0, "OptimSettings.grad_clip": 0,
-             "OptimSettings.patience": 0,
+             "OptimSettings.patience": 0, "AugmentSettings.translate": 0,
              "OptimSettings.horizon_epochs": 0, "OptimSettings.step_epochs": 1, "AnswerSettings.top_k": 1, "AnswerSettings.min_count": 1}
 # Upper bounds: no number is unbounded (1e308 warm-up epochs overflowed the schedule). A number without a
 # bound of its own here gets CEILING.
@@ -47,6 +47,9 @@ _WITHIN = {"OptimSettings.lr": _LR, "FinetuneSettings.encoder_lr": _LR,
            "ExtractRecipe.precision": (lambda v: v in ("auto", "fp32", "fp16", "bf16"), "one of auto, fp32, fp16, bf16"),
            "TrainRecipe.precision": (lambda v: v in ("auto", "fp32", "fp16", "bf16"), "one of auto, fp32, fp16, bf16"),
            "FinetuneRecipe.precision": (lambda v: v in ("auto", "fp32", "fp16", "bf16"), "one of auto, fp32, fp16, bf16"),
+           "AugmentSettings.saturation": (lambda v: 0 <= v < 1, "in [0, 1)"),
+           "AugmentSettings.hue": (lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
+           "AugmentSettings.crop": (lambda v: 0 < v <= 1, "in (0, 1]"),
            "OptimSettings.name": (lambda v: v in ("adamw", "adam", "sgd"), "one of adamw, adam, sgd"),
            "OptimSettings.schedule": (lambda v: v in ("cosine", "onecycle", "constant", "step"),
                                       "one of cosine, onecycle, constant, step"),

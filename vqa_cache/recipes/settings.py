@@ -105,14 +105,19 @@ class TrainRecipe:
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Answer-preserving image augmentation for finetune (off by default). Flips are skipped for an image
-    when a question on it in the batch mentions left/right; colour jitter when one asks about colour."""
+    """Answer-preserving image augmentation for finetune (off by default; finetuning/augment.py). With
+    question_rules, flips are skipped for an image when a question on it in the batch mentions left/right,
+    crops when one counts or asks where, colour jitter when one asks about colour."""
     enabled: bool = False
     hflip: float = 0.5               # probability of a horizontal flip
     vflip: float = 0.0               # probability of a vertical flip
     translate: int = 0               # random shift of up to N pixels (edge-replicated)
     brightness: float = 0.0          # colour jitter: brightness factor in [1-x, 1+x]
     contrast: float = 0.0            # colour jitter: contrast factor in [1-x, 1+x]
+    saturation: float = 0.0          # colour jitter: saturation factor in [1-x, 1+x]
+    hue: float = 0.0                 # colour jitter: hue shift in [-x, x] (at most 0.5)
+    crop: float = 1.0                # RandomResizedCrop: area share in [crop, 1], aspect 3/4..4/3 (1 = off)
+    question_rules: bool = True      # hold transforms back for questions they could falsify (false: off)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ from .batches import batches
 from .splits import Split
 
 
+def batch_score(logits, split: Split, idx) -> torch.Tensor:
+    """The summed VQA score of a batch's top answers (min(1, matching annotators / 3), or 0/1), on the device."""
+    p = logits.detach().argmax(1)
+    return ((split.target_idx[idx] == p[:, None]).float() * split.target_val[idx]).sum()
+
+
 def batch_loss(logits, split: Split, idx, K: int):
     """Soft-score BCE for 10-answer data (x K, the usual scaling), cross-entropy for one answer.
     A validation answer outside the vocabulary (class K) has no cross-entropy: it is left out of the mean."""
@@ -78,10 +84,13 @@ class DeviceTally:
 
     def __init__(self, device: torch.device):
         self.total, self.seen, self.first_bad = 0.0, 0, torch.tensor(NEVER, device=device)
+        self.score = 0.0                 # the VQA scores of the batches' predictions (train accuracy)
 
-    def add(self, loss: torch.Tensor, count: float, number: int) -> bool:
-        """Count the loss of batch `number` (1-based) over `count` questions; True: stop the epoch here."""
+    def add(self, loss: torch.Tensor, count: float, number: int, score=0.0) -> bool:
+        """Count the loss of batch `number` (1-based) over `count` questions, and the summed score of its
+        predictions; True: stop the epoch here."""
         self.total = self.total + loss * count
+        self.score = self.score + score
         self.first_bad = note_bad_step(self.first_bad, loss, number)
         self.seen += count
         return False
@@ -90,9 +99,9 @@ class DeviceTally:
         """The running mean loss for the progress bar, every 50 steps (it syncs)."""
         return f"{float(self.total) / self.seen:.4f}" if number % 50 == 0 else None
 
-    def totals(self) -> tuple[float, float, float]:
-        """(summed loss, questions, first bad batch or NEVER) of this rank."""
-        return float(self.total), self.seen, float(self.first_bad)
+    def totals(self) -> tuple[float, float, float, float]:
+        """(summed loss, questions, first bad batch or NEVER, summed score) of this rank."""
+        return float(self.total), self.seen, float(self.first_bad), float(self.score)
 
 
 class HostTally(DeviceTally):
@@ -101,11 +110,12 @@ class HostTally(DeviceTally):
     rank ends the epoch, then all stop (check_finite)."""
 
     def __init__(self, device: torch.device):
-        self.total, self.seen, self.first_bad = 0.0, 0, NEVER
+        self.total, self.seen, self.first_bad, self.score = 0.0, 0, NEVER, 0.0
 
-    def add(self, loss: torch.Tensor, count: float, number: int) -> bool:
+    def add(self, loss: torch.Tensor, count: float, number: int, score=0.0) -> bool:
         value = loss.item()
         self.total += value * count
+        self.score += float(score)
         self.seen += count
         if math.isfinite(value):
             return False
@@ -114,6 +124,28 @@ class HostTally(DeviceTally):
 
     def running(self, number: int) -> str | None:
         return f"{self.total / self.seen:.4f}"
+
+
+class StepLosses:
+    """The train loss of each optimizer step of an epoch (the mean over its questions), kept on the device and
+    handed to the trackers (fit.callbacks.steps) once, at the epoch's end: no host sync per step. Nothing is
+    kept when no tracker wants them."""
+
+    def __init__(self, callbacks, first: int):
+        self.callbacks, self.first, self.wanted = callbacks, first, callbacks.wants_steps
+        self.values, self.total, self.count = [], 0.0, 0
+
+    def add(self, loss: torch.Tensor, count: float, last: bool) -> None:
+        """A batch's loss over its `count` questions; `last`: the step's last batch (accumulation)."""
+        if self.wanted:
+            self.total, self.count = self.total + loss.float() * count, self.count + count
+            if last:
+                self.values.append(self.total / self.count)
+                self.total, self.count = 0.0, 0
+
+    def flush(self) -> None:
+        if self.values:
+            self.callbacks.steps(self.first, torch.stack(self.values).tolist())
 
 
 def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_dir: Path, what: str = "step") -> None:
@@ -159,12 +191,14 @@ class History:
     bad_epochs: int = 0
     last: int = 0                    # the last finished epoch
 
-    def record(self, epoch: int, train_loss: float, val: tuple, lrs: dict, t0: float,
+    def record(self, epoch: int, train: tuple, val: tuple, lrs: dict, t0: float,
                extra: dict) -> tuple[dict, bool]:
-        """Append the epoch's metrics row (learning rates before "seconds", `extra` after it) and print the
-        epoch line; (the row, whether the epoch is the best so far)."""
+        """Append the epoch's metrics row (train: (loss, accuracy); learning rates before "seconds", `extra`
+        after it) and print the epoch line; (the row, whether the epoch is the best so far)."""
         val_loss, val_acc, per_type = val
-        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+        train_loss, train_acc = train
+        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_accuracy": round(train_acc, 6),
+               "val_loss": round(val_loss, 6),
                "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type, **lrs,
                "seconds": round(time.time() - t0, 3), **extra}
         self.epochs.append(row)
@@ -174,6 +208,6 @@ class History:
         else:
             self.bad_epochs += 1
         self.last = epoch
-        print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+        print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  train acc {train_acc:.4f}  val loss {val_loss:.4f}  "
               f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
         return row, improved
