@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqa_cache"
 LAYERS = [
     {"__main__", "__init__"},               # `python -m vqa_cache`; the package's face, the API re-exported
     {"cli"},                                # click commands and printing
+    {"demo"},                               # the Gradio page of `vqa-cache demo`, over the API
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
     {"model"},                              # a trained model ready to answer: load, export, a finetune run live
