@@ -172,3 +172,15 @@ def tiny_vit_dir(tmp_path_factory):
                        intermediate_size=64)).save_pretrained(d)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
     return d
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Tests that need an optional extra skip naming it ("needs the [NAME] extra"); with
+    VQA_CACHE_REQUIRE_EXTRAS=1 (CI, which installs them all) such a skip is a failure instead."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("VQA_CACHE_REQUIRE_EXTRAS") == "1" and "extra: pip install" in str(
+            report.longrepr):
+        report.outcome = "failed"
+        report.longrepr = f"VQA_CACHE_REQUIRE_EXTRAS=1, but: {report.longrepr}"

@@ -171,7 +171,7 @@ def test_hf_clip_checkpoint_uses_its_vision_tower(cli, tmp_path, hf_clip_dir, sa
     token), grid its patch tokens; an attention head trains on the grid."""
     from transformers import CLIPImageProcessor, CLIPModel
     from PIL import Image
-    r, m = extract_and_train(cli, tmp_path / "cache", tmp_path, ["--image-encoder", f"hf:{hf_clip_dir}"],
+    _, m = extract_and_train(cli, tmp_path / "cache", tmp_path, ["--image-encoder", f"hf:{hf_clip_dir}"],
                              head="attention")
     assert m["spec"]["resize"] == "bicubic-shorter-side" and m["spec"]["std"][0] == pytest.approx(0.26862954)
     path, pooled, grid = first_image(tmp_path / "cache", m, samples)

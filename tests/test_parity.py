@@ -38,7 +38,7 @@ def test_train_accuracy_per_epoch_in_metrics_and_curves(cli, cache, tmp_path):
     r = cli("--cache-dir", cache, "train", *LIMIT, *FAST, "--epochs", 3, "--out", run, "--set", "head.hidden=64")
     rows = json.loads((run / "metrics.json").read_text())["epochs"]
     assert rows[-1]["train_accuracy"] > rows[0]["train_accuracy"]
-    from vqa_cache.training.run_dir import curves_figure
+    from vqa_cache.rundir import curves_figure
     labels = [line.get_label() for line in curves_figure(rows).axes[1].get_lines()]
     assert "train" in labels and "val (all)" in labels
 

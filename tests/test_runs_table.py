@@ -136,9 +136,59 @@ def test_sweep_directory_unfinished_and_unreadable_runs(cli, runs, tmp_path):
     lines = r.out.splitlines()
     assert lines[1].startswith("a *") and lines[-1].startswith("* not finished")
     assert lines[2].startswith("b ") and lines[2].endswith("unreadable (config.json: not valid JSON)")
-    assert lines[3].startswith("ft ") and "unreadable (config.json or metrics.json malformed)" in lines[3]
+    assert lines[3].startswith("ft ") and "unreadable (metrics.json: not the metrics of a vqa-cache run" in lines[3]
     data = json.loads(cli("runs", base, "--json", "--sort", "name").out)
     assert not data[0]["finished"] and data[1]["error"].startswith("config.json: not valid JSON (Expecting")
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("file, change, why", [
+    ("config.json", lambda c: c["head"].update(hidden=-5), "config.json: head.hidden = -5 (expected a positive integer)"),
+    ("config.json", lambda c: c["head"].update(dropout="x"), "config.json: head.dropout = 'x'"),
+    ("config.json", lambda c: c.update(head=[1]), "config.json: head is list, expected an object"),
+    ("config.json", lambda c: c.update(head_parameters="many"), "config.json: head_parameters = 'many'"),
+    ("config.json", lambda c: c.update(cache_keys={"image": 3}), "config.json: not a vqa-cache run config (malformed cache_keys)"),
+    ("metrics.json", lambda m: m["best"].update(val_accuracy="0.9"), "metrics.json: best.val_accuracy = '0.9' (expected a number)"),
+    ("metrics.json", lambda m: m["epochs"][0].update(seconds="abc"), "metrics.json: epochs[0].seconds = 'abc'"),
+    ("metrics.json", lambda m: m["epochs"][0].update(val_accuracy_per_type={"other": None}),
+     "metrics.json: epochs[0].val_accuracy_per_type"),
+    ("metrics.json", lambda m: m.update(epochs="abc"), "metrics.json: not the metrics of a vqa-cache run"),
+])
+def test_one_malformed_run_is_a_row_marked_unreadable_and_the_rest_print(cli, runs, tmp_path, file, change, why):
+    """Issue 23.3: what is read is type-checked; a bad run is a row saying why (--json, --csv), exit 0."""
+    base = tmp_path / "runs"
+    shutil.copytree(runs[0], base)
+    edit_json(base / "b" / file, change)
+    r = cli("runs", base, "--sort", "name")
+    assert r.code == 0 and r.err == "", r
+    rows = {line[0].rstrip(" *"): line for line in table_lines(r.out)[1:]}
+    assert rows["b"][1].startswith("unreadable") and rows["a"][1] == "train", r.out
+    data = {d["name"]: d for d in json.loads(cli("runs", base, "--json").out)}
+    assert set(data) == {"a", "b", "ft", "sweep/trials/0000", "sweep/trials/0001"}, data
+    assert why in data["b"]["error"] and [n for n, d in data.items() if "error" in d] == ["b"], data["b"]
+    assert all(d["val_accuracy"] is not None for n, d in data.items() if n != "b")
+    assert why in cli("runs", base, "--csv").out
+
+
+def test_runs_imports_no_torch(runs):
+    """Issue 23 (weak spot): `vqa-cache runs` reads JSON; it imports neither torch nor numpy (config.json
+    records the head's parameter count)."""
+    import subprocess
+    import sys
+    code = ("import sys; from vqa_cache.cli.app import main; sys.argv = ['vqa-cache', 'runs', sys.argv[1], '--json']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in ('torch', 'numpy', 'h5py', 'pyarrow', 'matplotlib') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, str(runs[0])], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout[:r.stdout.rindex("LOADED")])
+    assert all(d["parameters"] for d in data), data
+    assert r.stdout.strip().endswith("LOADED []"), r.stdout[-300:]
 
 
 def test_bad_input_is_one_line_exit_2(cli, runs, tmp_path):

@@ -14,5 +14,19 @@ from .api import CacheKeys, Run, Sweep, ask, evaluate, extract, finetune, load_f
 from .errors import BadInput, Diverged
 from .version import __version__
 
-__all__ = ["extract", "train", "finetune", "sweep", "evaluate", "ask", "load_features", "runs", "CacheKeys",
-           "Run", "Sweep", "BadInput", "Diverged", "__version__"]
+__all__ = [
+           "BadInput",
+           "CacheKeys",
+           "Diverged",
+           "Run",
+           "Sweep",
+           "__version__",
+           "ask",
+           "evaluate",
+           "extract",
+           "finetune",
+           "load_features",
+           "runs",
+           "sweep",
+           "train",
+]

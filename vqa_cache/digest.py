@@ -1,11 +1,14 @@
 """Content digests and atomic writes: the file sha256 (one memoized copy), the fingerprint of a list of
-strings, and write_file, which lands a file whole or not at all (checking the free space first)."""
+strings, and the atomic writes: atomic_file and write_file land a file whole or not at all (checking the
+free space first), and a write that fails for want of space or permission is one line naming the file."""
 from __future__ import annotations
 
 import errno
 import hashlib
 import os
 import resource
+import secrets
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BadInput
@@ -71,34 +74,92 @@ def mount_point(path: Path) -> Path:
     return path
 
 
-class NoSpace(BadInput):
+class WriteError(BadInput):
+    """A file could not be written (no space, read-only, a symlink in the way); what was there is whole."""
+
+
+class NoSpace(WriteError):
     """A full disk or the file-size limit: nothing was half-written; free space and re-run."""
 
-    def __init__(self, path: Path, need: int, have: int, where: str):
-        super().__init__(f"no space left {where}: need {need / 2**20:.1f} MiB for {path.name}, have "
-                         f"{have / 2**20:.1f} MiB; nothing was half-written: free some space and run the "
-                         f"command again (an extract resumes after its last finished shard)")
+    def __init__(self, path: Path, need: int | None, have: int, where: str):
+        needed = (f"need {need / 2**20:.1f} MiB for {path.name} (in {path.parent}), " if need is not None else
+                  f"writing {path.name} (in {path.parent}): ")
+        super().__init__(f"no space left {where}: {needed}have {have / 2**20:.1f} MiB; nothing was half-written "
+                         f"(a file that was there is kept whole): free some space and run the command again "
+                         f"(an extract resumes after its last finished shard)")
 
 
-def write_file(path: Path, data) -> str:
-    """Write `data` (bytes or any buffer) to `path` through a temporary file, fsync'd, renamed into place;
-    return its sha256. The free space is checked first, and a full disk or the file-size limit while
-    writing (ENOSPC, EFBIG, EDQUOT) is caught too: the temporary file is removed and NoSpace is raised,
-    so `path` is either whole or untouched."""
-    view = memoryview(data)
-    have, where = free_space(path.parent)
-    if view.nbytes > have:
-        raise NoSpace(path, view.nbytes, have, where)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+class ReadOnly(WriteError):
+    """A read-only file system (EROFS) or a folder this process may not write (EACCES)."""
+
+    def __init__(self, path: Path, e: OSError):
+        super().__init__(f"cannot write {path}: {e.strerror.lower() if e.strerror else e}; nothing was written "
+                         f"(a file that was there is kept whole)")
+
+
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def write_error(path: Path, e: OSError, need: int | None = None) -> OSError | WriteError:
+    """The one-line BadInput of a failed write of `path` (a full disk, the file-size limit, a read-only
+    file system), or `e` itself when it is something else."""
+    if e.errno in FULL:
+        return NoSpace(path, need, *free_space(existing_parent(path)))
+    if e.errno in DENIED:
+        return ReadOnly(path, e)
+    if e.errno == errno.ELOOP:
+        return WriteError(f"{path} is a symbolic link: not writing through it (remove it and run again)")
+    return e
+
+
+def existing_parent(path: Path) -> Path:
+    path = Path(os.path.abspath(path)).parent
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+@contextmanager
+def atomic_file(path: Path, need: int | None = None):
+    """A new temporary file beside `path`, open for binary writing; when the block ends, fsync'd and
+    renamed onto `path`, so that `path` is whole (the new bytes, or the old ones) whatever happens. The
+    temporary file is created exclusively (O_EXCL: never through a symlink planted under its name) and the
+    rename replaces a symlink at `path` itself, never the file it points to. On any error it is removed;
+    a full disk or the file-size limit (ENOSPC, EFBIG, EDQUOT) is NoSpace, a read-only file system ReadOnly:
+    one line naming the file and the free space."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{secrets.token_hex(3)}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(view)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        raise write_error(path, e, need) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise NoSpace(path, view.nbytes, free_space(path.parent)[0], where) from None
+        if isinstance(e, OSError):
+            raise write_error(path, e, need) from None
         raise
+
+
+def write_file(path: Path, data) -> str:
+    """Write `data` (bytes or any buffer) to `path` through a temporary file, fsync'd, renamed into place
+    (atomic_file); return its sha256. The free space is checked first, and a full disk or the file-size
+    limit while writing is caught too (NoSpace), so `path` is either whole or untouched."""
+    view = memoryview(data)
+    have, where = free_space(existing_parent(path))
+    if view.nbytes > have:
+        raise NoSpace(path, view.nbytes, have, where)
+    with atomic_file(path, view.nbytes) as f:
+        f.write(view)
     return hashlib.sha256(view).hexdigest()
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file (UTF-8), written whole or not at all (write_file)."""
+    write_file(path, text.encode("utf-8"))

@@ -31,7 +31,7 @@ from .encoders.image import ImageEncoder, ImageFiles, decode_image
 from .errors import BadInput
 from .plot_text import plain
 from .predict import live_features
-from .training.run_dir import read_run_config
+from .rundir import read_run_config
 
 
 def attends(model) -> bool:
@@ -61,7 +61,8 @@ def as_map(weights) -> list[list[float]]:
     """A flat map over the cells (tensor or array) -> rows x columns lists of floats summing to 1."""
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1 / len(w))
-    return w.reshape(grid_shape(len(w))).tolist()
+    rows: list[list[float]] = w.reshape(grid_shape(len(w))).tolist()
+    return rows
 
 
 # ---------------------------------------------------------------- Grad-CAM

@@ -44,11 +44,11 @@ FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders
 # each command's options: (those that set a recipe value, those that say what the command does with it)
 COMMANDS = {
     "extract": (FEATURE_KEYS + EXTRACT_KEYS, ("set", "no_wait", "dry_run", "threads")),
-    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "extend", "stream", "threads")),
-    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "extend", "threads")),
-    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume", "threads")),
+    "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "extend", "stream", "threads", "log")),
+    "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "extend", "threads", "log")),
+    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume", "threads", "log")),
 }
-MANY = ("split", "answer_types", "set")         # options given any number of times: a list of strings
+MANY = ("split", "answer_types", "set", "log")         # options given any number of times: a list of strings
 # the types of the options that set no recipe value (recipes.build checks the others)
 TYPES = {"extend": str, "trials": int, "jobs": int, "threads": int, "out": str, "resume": bool, "stream": bool, "no_wait": bool, "dry_run": bool}
 
@@ -117,7 +117,7 @@ def feature_settings(prefix: str = "", **feature) -> list[tuple]:
     for train recipes). `--weights auto|pretrained|random` also sets the text weights (`random` = bag-of-words)
     unless `--text-encoder` names a model: an explicit encoder always wins over that shorthand (and over
     `random` text weights in the recipe). Settings implied by another option have no label."""
-    out = []
+    out: list[tuple] = []
     for name, flag, key in FEATURE_KEYS:
         value = feature.get(name)
         if name == "answer_types":

@@ -20,13 +20,13 @@ from .digest import check_out_path
 from .encoders.families import reproduce_image
 from .encoders.image import ImageEncoder, ImageFiles
 from .encoders.text import load_text_encoder
-from .encoders.weights import reproduce_text
+from .encoders.text_family import reproduce_text
 from .errors import BadInput
 from .submission import write_submission
 from .training.batches import batches
-from .training.checkpoints import cache_keys_of, load_checkpoint
 from .training.features import load_features
-from .training.run_dir import read_run_config, write_predictions
+from .rundir import (BEST, CONFIG, LAST, cache_keys_of, load_checkpoint, predictions_of, read_run_config,
+                     write_predictions)
 from .training.splits import Split, make_split, with_features
 from .training.steps import evaluate
 
@@ -39,8 +39,8 @@ def load_run(run_dir) -> tuple:
     try:
         recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
     except BadInput as e:
-        raise BadInput(f"{run_dir / 'config.json'}: {e}") from None
-    path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+        raise BadInput(f"{run_dir / CONFIG}: {e}") from None
+    path = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     ckpt = load_checkpoint(path)
     h = ckpt["head"]
     if not isinstance(ckpt.get("cache_keys"), dict) or not all(k in h for k in heads.registry.KEYS):
@@ -77,7 +77,7 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
     answered = any(len(a) for a in p.table.column("answers").to_pylist())
-    out = Path(out) if out else Path(run_dir) / f"predictions-{p.split}.{fmt}"
+    out = Path(out) if out else Path(run_dir) / predictions_of(p.split, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     ids, answers = p.table.column("question_id").to_pylist(), [p.vocab.answers[int(i)] for i in preds]
     if fmt == "csv":
@@ -125,7 +125,7 @@ def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None =
     recipe, config, ckpt, model, vocab = load_run(run_dir)
     root = cache_root_for(root, config, ckpt["cache_keys"])
     plan, tensors, keys = load_features(recipe, root, f"vqa-cache extract with the features recorded in "
-                                                      f"{Path(run_dir) / 'config.json'}", stream)
+                                                      f"{Path(run_dir) / CONFIG}", stream)
     if keys != ckpt["cache_keys"]:
         raise BadInput(f"{run_dir} was trained on cache {ckpt['cache_keys']}, but its recipe now reads "
                        f"{keys} (the dataset or encoders changed): refusing to mix caches")
@@ -188,7 +188,7 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
         [f"question.{k}" for k in ("weights", "pooling", "max_length") if k not in qspec and
          (k == "weights" or qspec.get("encoder") != "bow")]
     if missing:
-        raise BadInput(f"{Path(run_dir) / 'config.json'}: cache_specs without {', '.join(missing)}")
+        raise BadInput(f"{Path(run_dir) / CONFIG}: cache_specs without {', '.join(missing)}")
     choice = reproduce_image(ispec, recipe.features.image.weights)    # the same encoder, weights, preprocessing
     need = heads.needs(ckpt["head"]["name"])
     if not Path(image_path).is_file():
@@ -204,7 +204,7 @@ def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
     with torch.inference_mode(), autocast(device):
         img = encoder(pixels[None].to(device))[need["image"]]
     if need["question"] == "ids" and qspec.get("encoder") == "bow" and not config.get("words"):
-        raise BadInput(f"{Path(run_dir) / 'config.json'}: no `words` (the word vocabulary of its question ids)")
+        raise BadInput(f"{Path(run_dir) / CONFIG}: no `words` (the word vocabulary of its question ids)")
     text = _text_encoder(qspec, config.get("words"), device).encode([question])
     img = img.to(torch.float16).float().cpu()    # exactly what the cache holds: float16, read back as float32
     if need["question"] == "ids":                # as the cache loader gives them

@@ -2,8 +2,9 @@
 
 A run directory is a folder with a config.json written by `train` or `finetune` (a sweep's trials/NNNN
 folders are run directories too); DIR is searched at any depth, without descending into a run. Each row
-is read from config.json (train/run_dir.read_run_config) and metrics.json only (no checkpoint is loaded);
-a run whose files cannot be read is a row saying why:
+is read from config.json and metrics.json only, through the run contract's checked readers (rundir:
+read_run_config, read_metrics; no checkpoint is loaded and torch is not imported); a run whose files cannot
+be read, or hold values of the wrong type, is a row marked unreadable saying why, and the others print:
 
     name        the directory, relative to DIR
     mode        train | finetune
@@ -13,8 +14,8 @@ a run whose files cannot be read is a row saying why:
     epochs      epochs run (and the recipe's total); best_epoch
     acc         the best validation accuracy, and the accuracy per answer type at that epoch
     s/epoch     mean seconds per epoch
-    params      the head's parameters (+ the encoder parameters a finetune trains), counted on the meta
-                device from the head settings in config.json
+    params      the head's parameters (+ the encoder parameters a finetune trains): config.json's
+                head_parameters; for runs older than it, counted on torch's meta device from the head settings
     date        when metrics.json was last written (the last epoch), local time
     finished    predictions.json is there (a run that ended; a pruned trial or a killed run has none)
 """
@@ -24,15 +25,12 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from . import heads
 from .errors import BadInput
-from .training.checkpoints import cache_keys_of
-from .training.run_dir import read_json_object, read_run_config
+from .rundir import METRICS, PREDICTIONS, cache_keys_of, has_metrics, is_run, read_metrics, read_run_config
 
 FLIP = ("acc", "date")          # sorted best first / newest first; the other columns ascending
 COLUMNS = ("name", "mode", "head", "encoders", "cache keys", "epochs", "acc", "s/epoch", "params", "date")
@@ -43,37 +41,41 @@ def find_runs(base: Path) -> list[Path]:
     base = Path(base)
     if not base.is_dir():
         raise BadInput(f"runs: {base}: no such directory")
-    if (base / "config.json").is_file():
+    if is_run(base):
         return [base]
     found = []
-    for folder, subdirs, files in os.walk(base, followlinks=False):
-        if "config.json" in files and Path(folder) != base:
+    for folder, subdirs, _ in os.walk(base, followlinks=False):
+        if Path(folder) != base and is_run(Path(folder)):
             found.append(Path(folder))
             subdirs[:] = []                         # a run's folders hold no runs
         subdirs.sort()
     return sorted(found)
 
 
-def read_metrics(path: Path) -> dict | None:
-    """metrics.json as a JSON object, None when there is none yet (no epoch finished); BadInput naming
-    what is wrong."""
-    return read_json_object(path, "") if path.is_file() else None
+HEX = 12             # hex digits of a digest the table shows (--wide: all)
+WIDTH = 160          # the text table fits this many columns (or the terminal, when wider); --wide: no limit
 
 
-def short_weights(identity: str) -> str:
-    """random:0, IMAGENET1K_V2, sha256:0123abcd, dir:0123abcd, hf:repo@0123abcd, bow:v1 -> short text."""
+def short_weights(identity: str, wide: bool = False) -> str:
+    """A weights identity, its digests cut to HEX hex digits: sha256:0123..., dir:0123..., hf:repo@rev ->
+    repo@0123..., package:NAME@sha256:0123... -> package:0123... (NAME is the encoder's); random:0,
+    IMAGENET1K_V2, bow:v1 as they are. wide: the identity whole."""
     identity = str(identity)
+    if wide:
+        return identity
     if identity.startswith(("sha256:", "dir:")):
         kind, _, digest = identity.partition(":")
-        return f"{kind}:{digest[:8]}"
+        return f"{kind}:{digest[:HEX]}"
     if identity.startswith("hf:") and "@" in identity:
         repo, _, rev = identity[3:].rpartition("@")
-        return f"{repo}@{rev[:8]}"
+        return f"{repo}@{rev[:HEX]}"
+    if identity.startswith("package:") and "@sha256:" in identity:
+        return f"package:{identity.rpartition('@sha256:')[2][:HEX]}"
     return identity
 
 
-def encoders(config: dict) -> tuple[str, str]:
-    """(image, text) encoder descriptions of a run."""
+def encoders(config: dict, wide: bool = False) -> tuple[str, str]:
+    """(image, text) encoder descriptions of a run, weights identities cut short unless `wide`."""
     recipe = config.get("recipe", {})
     features = recipe.get("features", {}) if isinstance(recipe.get("features"), dict) else {}
     specs = config.get("cache_specs") or {}
@@ -88,21 +90,32 @@ def encoders(config: dict) -> tuple[str, str]:
         text = "bow"
     else:
         name = qspec.get("encoder") or text_rc.get("encoder", "?")
-        text = f"{Path(str(name)).name} {short_weights(text_id)}".strip()
-    return f"{image} {short_weights(weights)}{f' {size}px' if size else ''}", text
+        text = f"{Path(str(name)).name} {short_weights(text_id, wide)}".strip()
+    return f"{image} {short_weights(weights, wide)}{f' {size}px' if size else ''}", text
 
 
 def parameters(config: dict) -> int | None:
     """The head's parameter count from its settings (built on the meta device: nothing is allocated), plus
-    the encoder parameters a finetune run trains."""
-    h = config.get("head") or {}
+    the encoder parameters a finetune run trains. config.json records the head's count (head_parameters);
+    only for a run older than that is torch imported, to build the head on the meta device."""
+    trained = (config.get("encoders") or {}).get("trainable_encoder_params") or 0
+    if not isinstance(trained, int) or isinstance(trained, bool):
+        return None
+    if "head_parameters" in config:
+        return config["head_parameters"] + trained
+    return head_parameters(config.get("head") or {}) + trained if config.get("head") else None
+
+
+def head_parameters(head: dict) -> int | None:
+    """The parameters of a head config, built on the meta device (nothing is allocated)."""
+    import torch            # (lazy: slow to import, and only runs older than head_parameters need it)
+    from . import heads
     try:
         with torch.device("meta"):
-            model = heads.from_config(h)
-    except (KeyError, TypeError, ValueError, BadInput):
+            model = heads.from_config(head)
+    except (KeyError, TypeError, ValueError, RuntimeError, BadInput):
         return None
-    trained = (config.get("encoders") or {}).get("trainable_encoder_params") or 0
-    return sum(p.numel() for p in model.parameters()) + int(trained)
+    return sum(p.numel() for p in model.parameters())
 
 
 def run_row(run: Path, base: Path) -> dict:
@@ -111,7 +124,7 @@ def run_row(run: Path, base: Path) -> dict:
     row = {"name": name, "path": str(run)}
     try:
         config = read_run_config(run)
-        metrics = read_metrics(run / "metrics.json")
+        metrics = read_metrics(run) if has_metrics(run) else None
         return {**row, **fields(run, config, metrics)}
     except BadInput as e:                                           # read_run_config: "RUN/config.json: ..."
         return {**row, "error": str(e).removeprefix(f"{run}{os.sep}")}
@@ -123,7 +136,7 @@ def run_row(run: Path, base: Path) -> dict:
 
 def fields(run: Path, config: dict, metrics: dict | None) -> dict:
     recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
-    image, text = encoders(config)
+    image, text = encoders(config, wide=True)        # whole (--json, --csv); the text table cuts them short
     keys = cache_keys_of(config) or {}
     history = (metrics or {}).get("epochs") or []
     best = (metrics or {}).get("best") or {}
@@ -141,9 +154,9 @@ def fields(run: Path, config: dict, metrics: dict | None) -> dict:
         "val_accuracy_per_type": at_best.get("val_accuracy_per_type") or {},
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3) if seconds else None,
         "parameters": parameters(config),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run / "metrics.json").stat().st_mtime))
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run / METRICS).stat().st_mtime))
         if metrics is not None else None,
-        "finished": (run / "predictions.json").is_file(),
+        "finished": (run / PREDICTIONS).is_file(),
     }
 
 
@@ -176,17 +189,21 @@ def answer_types(rows: list[dict]) -> list[str]:
     return sorted({t for r in rows for t in (r.get("val_accuracy_per_type") or {})})
 
 
-def flat(row: dict, types: list[str], short: bool = True) -> dict:
-    """A record as the text table's (short) or the CSV's (full) columns."""
+def flat(row: dict, types: list[str], short: bool = True, wide: bool = False) -> dict:
+    """A record as the text table's (short: weights identities and cache keys cut, unless `wide`) or the CSV's
+    (full) columns."""
     if "error" in row:              # the table says what is wrong; --json and --csv also why
         return {"name": row["name"], "mode": f"unreadable ({row['error'].split(' (')[0] if short else row['error']})"}
     keys = row["cache_keys"]
-    cut = (lambda k: str(k).split("-", 1)[-1][:8]) if short else str
+    cut = (lambda k: str(k).split("-", 1)[-1][:8]) if short and not wide else str
+
+    def ids(text):
+        return text if wide or not short else " ".join(short_weights(word) for word in str(text).split(" "))
 
     def number(v, fmt):
         return "" if v is None else (format(v, fmt) if short else v)
     out = {"name": row["name"], "mode": row["mode"], "head": row["head"] or "",
-           "encoders": f"{row['image_encoder']} + {row['text_encoder']}",
+           "encoders": f"{ids(row['image_encoder'])} + {ids(row['text_encoder'])}",
            "cache keys": " ".join(cut(keys[k]) for k in ("image", "question") if keys.get(k)),
            "epochs": (f"{row['epochs']}/{row['epochs_planned']}" if short and row["epochs_planned"]
                       else row["epochs"]),
@@ -208,21 +225,51 @@ def human_count(n: int) -> str:
     return f"{n / 1e6:.2f}M"            # as `train` prints it
 
 
-def as_text(rows: list[dict]) -> str:
-    """An aligned text table (numbers right-aligned); runs that did not finish are marked *."""
+def as_text(rows: list[dict], wide: bool = False, columns: int | None = None) -> str:
+    """An aligned text table (numbers right-aligned); runs that did not finish are marked *. It fits `columns`
+    (default: WIDTH, or the terminal when wider): when the encoders do not fit in line, the column names each
+    distinct pair by a number, [1], [2] ..., spelled out under the table; a name still too long is cut in
+    the middle ("..."). `wide`: weights identities and cache keys whole, in line, nothing cut."""
     types = answer_types(rows)
-    cells = [flat(r, types) for r in rows]
+    cells = [flat(r, types, wide=wide) for r in rows]
     header = list(COLUMNS[:7]) + types + list(COLUMNS[7:])
-    width = {h: max([len(h)] + [len(str(c.get(h, ""))) for c in cells]) for h in header}
+    columns = columns or max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+    width = widths(header, cells)
+    legend = []
+    if not wide and line_width(width) > columns:
+        legend = sorted({c["encoders"] for c in cells if "encoders" in c})
+        for c in cells:
+            if "encoders" in c:
+                c["encoders"] = f"[{legend.index(c['encoders']) + 1}]"
+        width = widths(header, cells)
+        over = line_width(width) - columns
+        width["name"] = max(16, width["name"] - max(0, over))
     right = set(header[5:-1])           # numbers; the date (last) reads left to right
 
     def line(values):
-        return "  ".join(str(values.get(h, "")).rjust(width[h]) if h in right else
-                         str(values.get(h, "")).ljust(width[h]) for h in header).rstrip()
+        return "  ".join(middle(str(values.get(h, "")), width[h]).rjust(width[h]) if h in right else
+                         middle(str(values.get(h, "")), width[h]).ljust(width[h]) for h in header).rstrip()
     out = [line({h: h for h in header})] + [line(c) for c in cells]
+    out += [f"[{i}] {text}" for i, text in enumerate(legend, 1)]
     if any("error" not in r and not r["finished"] for r in rows):
         out.append("* not finished (no predictions.json: still running, killed, or a pruned trial)")
     return "\n".join(out)
+
+
+def widths(header: list[str], cells: list[dict]) -> dict:
+    return {h: max([len(h)] + [len(str(c.get(h, ""))) for c in cells]) for h in header}
+
+
+def line_width(width: dict) -> int:
+    return sum(width.values()) + 2 * (len(width) - 1)
+
+
+def middle(text: str, width: int) -> str:
+    """`text` cut in the middle to `width` characters ("..." where it was cut), or whole when it fits."""
+    if len(text) <= width:
+        return text
+    head = (width - 3 + 1) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
 
 
 def as_csv(rows: list[dict]) -> str:

@@ -11,6 +11,7 @@ from .. import options as opts
 from .. import threads
 from ..cache import cache_root
 from ..errors import BadInput
+from ..tracking import check_names
 from .output import path_arg, printing, table
 from .results import CacheKeys, Run, Sweep
 
@@ -49,14 +50,15 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     """
     threads.prefer_passive_wait()
     from ..training.cached import train as run
-    from ..training.run_dir import pick_run_dir
+    from ..rundir import pick_run_dir
     given = opts.command_options("train", options, OWN)
+    log = check_names(given.get("log"))
     root = cache_root(cache_dir)
     with printing(verbose):
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"))
+            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"), log=log)
     return Run(run_dir)
 
 
@@ -69,13 +71,14 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     threads.prefer_passive_wait()
     from ..finetuning.run import finetune as run
     from ..finetuning.init_head import finetune_recipe
-    from ..training.run_dir import pick_run_dir
+    from ..rundir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
+    log = check_names(given.get("log"))
     with printing(verbose):
         threads.set_threads(given.get("threads"))       # (its decoding workers run before training, not beside it)
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"))
+        run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"), log=log)
     return Run(run_dir)
 
 
@@ -88,13 +91,14 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
     threads.prefer_passive_wait()
     from ..search.trials import run_sweep
     given = opts.command_options("sweep", options, OWN)
+    log = check_names(given.get("log"))
     root = cache_root(cache_dir)
     with printing(verbose):
         overrides, extract_cmd = opts.sweep_overrides(_path(recipe), given)
         result = run_sweep(_path(recipe), root, trials=given.get("trials"), jobs=given.get("jobs"),
                            out=given.get("out"), resume=given.get("resume", False), overrides=given.get("set", ()),
                            feature_overrides=overrides, extract_cmd=extract_cmd,
-                           threads=given.get("threads"))
+                           threads=given.get("threads"), log=log)
     return Sweep(result["dir"])
 
 

@@ -63,27 +63,27 @@ class Run(Directory):
     @property
     def config(self) -> dict:
         """config.json: the resolved recipe, cache keys and specs, splits, vocabulary, head and device."""
-        from ..training.run_dir import read_run_config
+        from ..rundir import read_run_config
         return read_run_config(self.dir)
 
     @property
     def metrics(self):
         """One row per finished epoch (epoch, train_loss, val_loss, val_accuracy, val_accuracy_per_type.TYPE,
         learning rates, seconds): a pandas DataFrame, or the list of metrics.json rows without pandas."""
-        from ..training.run_dir import read_metrics
+        from ..rundir import read_metrics
         return table(read_metrics(self.dir)["epochs"])
 
     @property
     def best(self) -> dict:
         """The best epoch so far: {"epoch", "val_accuracy"} (metrics.json "best")."""
-        from ..training.run_dir import read_metrics
+        from ..rundir import read_metrics
         return read_metrics(self.dir)["best"]
 
     @property
     def cache_keys(self) -> CacheKeys:
         """The cache entries the run was trained on (finetune: those its encoders correspond to), in the
         cache it read (else the default cache root)."""
-        from ..training.checkpoints import cache_keys_of
+        from ..rundir import cache_keys_of
         config = self.config
         keys = cache_keys_of(config)
         if not (isinstance(keys, dict) and all(isinstance(keys.get(k), str) for k in ("image", "question"))):

@@ -9,12 +9,13 @@ import socket
 import time
 from pathlib import Path
 
-from ..digest import fingerprint, write_file
+from ..digest import fingerprint, write_error, write_file
 from ..errors import BadInput
 from ..version import __version__
 
 FORMAT_VERSION = 1
-KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (samples.py)
+KINDS = ("image", "question", "dataset", "answers")   # dataset: a parsed samples table (samples.py);
+# answers: a samples table's ground truth and soft scores (targets.py)
 
 
 def cache_root(option: str | None = None) -> Path:
@@ -81,7 +82,7 @@ class Entry:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())   # (a dataset entry may hold images/)
 
-    def lock(self, wait: bool = True) -> "Lock":
+    def lock(self, wait: bool = True) -> Lock:
         return Lock(self.path.parent / f"{self.key}.lock", wait=wait)
 
 
@@ -121,7 +122,10 @@ class Lock:
 
     def _try(self) -> bool:
         import fcntl
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:        # never through a symlink planted at the lock's name
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise write_error(self.path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -134,8 +138,13 @@ class Lock:
         if not same:
             os.close(fd)
             return self._try()
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        except OSError as e:    # a full disk, the file-size limit: no empty lock file is left behind
+            self.path.unlink(missing_ok=True)       # (while still holding it; see __exit__)
+            os.close(fd)
+            raise write_error(self.path, e) from None
         self.fd = fd
         _HELD.add(self)
         return True

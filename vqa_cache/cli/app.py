@@ -8,6 +8,7 @@ import click
 from .. import threads
 from ..errors import BadInput, Diverged
 from .cache import cache
+from .demo import demo
 from .runs import ask, eval_, predict, report, runs
 from .stages import extract, finetune, sweep, train
 
@@ -31,7 +32,7 @@ def cli(ctx, cache_dir, debug):
     ctx.obj = Ctx(cache_dir, debug)
 
 
-for command in (extract, train, finetune, sweep, predict, ask, eval_, runs, report, cache):
+for command in (extract, train, finetune, sweep, predict, ask, eval_, runs, report, cache, demo):
     cli.add_command(command)
 
 

@@ -84,7 +84,9 @@ def eval_(questions, annotations, predictions, protocol, as_json):
                    "encoders, cache keys, epochs, s/epoch, params.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (full cache keys and numbers).")
-def runs(directory, sort, as_json, as_csv):
+@click.option("--wide", is_flag=True, help="Show weights identities and cache keys whole (the table is cut to fit "
+                                           "160 columns, or the terminal when wider, without it).")
+def runs(directory, sort, as_json, as_csv, wide):
     """A table of the run directories under DIRECTORY (default runs/; a sweep's trials/ too)."""
     # the records themselves, to print (the API's vqa_cache.runs gives them as a DataFrame)
     from ..run_table import as_csv as csv_text, as_json as json_text, as_text, table
@@ -97,7 +99,7 @@ def runs(directory, sort, as_json, as_csv):
     elif as_csv:
         click.echo(csv_text(rows), nl=False)
     else:
-        click.echo(as_text(rows) if rows else f"no runs in {directory}")
+        click.echo(as_text(rows, wide=wide) if rows else f"no runs in {directory}")
 
 
 @click.command()

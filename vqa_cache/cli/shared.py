@@ -39,11 +39,14 @@ def train_like_options(f):
     opts = [
         click.argument("recipe", required=False, type=click.Path()),
         feature_options,
-        click.option("--head", help="Fusion head (concat, hadamard, ...)."),
-        click.option("--epochs", type=int),
-        click.option("--lr", type=float),
-        click.option("--batch-size", type=int),
-        click.option("--seed", type=int),
+        click.option("--head", help="Fusion head: concat, hadamard, bilinear (pooled image, question vector), "
+                                    "attention (grid, vector), coattention (grid, token states), lstm (pooled, "
+                                    "token ids), butd (grid, token ids). Recipe key head.name."),
+        click.option("--epochs", type=int, help="Epochs to train (optim.epochs; the cosine schedule spans them)."),
+        click.option("--lr", type=float, help="Peak learning rate (optim.lr; finetune: the head's)."),
+        click.option("--batch-size", type=int,
+                     help="Questions per batch (optim.batch_size; finetune: per micro-batch, --accumulate a step)."),
+        click.option("--seed", type=int, help="Seed of the head's initialization and the batch order (seed)."),
         precision_option,
         click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/NAME)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest runs/NAME*) from last.pt."),
@@ -52,6 +55,7 @@ def train_like_options(f):
                           "its final lr (tail, the default) or run a new cosine cycle from lr to min_lr (cycle)."),
         click.option("--set", multiple=True, metavar="KEY=VALUE", help="Override any recipe value."),
         threads_option,
+        log_option,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -61,6 +65,11 @@ def train_like_options(f):
 threads_option = click.option(
     "--threads", type=int, help="torch CPU threads (default: the CPUs this process may use, by affinity and "
                                 "cgroup quota, less its worker processes).")
+log_option = click.option(
+    "--log", multiple=True, type=click.Choice(["tensorboard", "mlflow", "wandb"]),
+    help="Track the run live in TensorBoard (event files in the run directory), MLflow ($MLFLOW_TRACKING_URI, "
+         "else ./mlruns) or W&B (offline unless $WANDB_MODE=online); repeatable. Each needs its extra: "
+         "pip install 'vqa-cache[tensorboard]' (or [mlflow], [wandb]).")
 
 
 def human_bytes(n: float) -> str:
@@ -69,9 +78,10 @@ def human_bytes(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
+    raise AssertionError("unreachable: TiB ends the loop")
 
 
 def human_seconds(s: float) -> str:
     """3725 -> "1h 02m"."""
-    s = int(round(s))
+    s = round(s)
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import click
 
 from .. import api
-from .shared import feature_options, human_bytes, human_seconds, precision_option, threads_option, train_like_options
+from .shared import (feature_options, human_bytes, human_seconds, log_option, precision_option, threads_option,
+                     train_like_options)
 
 
 @click.command()
@@ -14,7 +15,8 @@ from .shared import feature_options, human_bytes, human_seconds, precision_optio
 @feature_options
 @click.option("--batch-size", type=int, help="Images per encoder batch.")
 @click.option("--workers", type=int, help="DataLoader processes decoding images.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the encoders run (auto: cuda when there is one).")
 @precision_option
 @click.option("--shard-size", type=int, help="Rows per shard file.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images (recorded in the manifest).")
@@ -73,6 +75,7 @@ def finetune(**options):
 @click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe value (sweep.* and space.* keys included).")
 @threads_option
+@log_option
 @click.pass_obj
 def sweep(obj, **options):
     """Hyperparameter search (Optuna) over a stage-two recipe; writes best.toml for `train`."""

@@ -12,8 +12,7 @@ from torch import nn
 from ..errors import BadInput
 from ..options import feature_overrides, train_recipe
 from ..recipes import FinetuneRecipe
-from ..training.checkpoints import cache_keys_of, load_checkpoint
-from ..training.run_dir import read_run_config
+from ..rundir import BEST, cache_keys_of, load_checkpoint, read_run_config
 
 # what `--init-head RUN` takes from RUN's recipe (features.*), unless given on the command line or with --set
 ENCODER_KEYS = ("image.encoder", "image.weights", "image.size", "image.features",
@@ -81,7 +80,7 @@ def init_head_standardizes(run_dir) -> bool:
 def init_head(model: nn.Module, run_dir: str, vocab, head_config: dict, plan, recipe: FinetuneRecipe) -> str:
     """Load a cached run's head into the model; its vocabulary and head shape must match this run's. Returns
     what config.json records of it: RUN, with a note when it was trained on features of other settings."""
-    path = Path(run_dir) / "best.pt"
+    path = Path(run_dir) / BEST
     ckpt = load_checkpoint(path)
     if ckpt["vocab"].get("answers") != vocab.answers:
         raise BadInput(f"--init-head {run_dir}: its answer vocabulary ({len(ckpt['vocab'].get('answers', []))} "

@@ -21,28 +21,36 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
+from .. import tracking
 from ..device import pick_device
 from ..threads import describe
 from ..recipes import FinetuneRecipe
 from ..training.batches import Rows
 from ..training.loop import Fit, run_fit
-from ..training.run_dir import run_config, run_directory, write_config
+from ..rundir import run_config, run_directory, write_config
 from ..training.steps import HostTally, evaluate
 from .augment import augment_line, describe_augment, new_counts
 from .ddp import wrap_ddp
 from .init_head import init_head
-from .model import build, encoder_state, load_encoder_state
+from .model import FinetuneModel, build, encoder_state, load_encoder_state
 
 
-def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, extend: str | None = None) -> dict:
+def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, extend: str | None = None,
+             log=()) -> dict:
     """Fine-tune end to end; returns the metrics dict. Under torchrun: as `train` (run_fit), with the
-    accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself."""
-    with run_directory(recipe, out, resume) as run_dir:
+    accumulated micro-batches syncing gradients only on the last one; every rank decodes the images itself.
+    log: tracker names (tensorboard, mlflow, wandb; vqa_cache/tracking/)."""
+    with run_directory(recipe, out, resume) as run_dir, \
+            tracking.session(log if dist.is_main() else ()) as callbacks:            # (rank 0 logs)
         started = time.time()
-        return run_fit(FinetuneFit(recipe, run_dir), resume, started=started, extend=extend)
+        fit = FinetuneFit(recipe, run_dir)
+        fit.callbacks = callbacks
+        return run_fit(fit, resume, started=started, extend=extend)
 
 
 class FinetuneFit(Fit):
+    model: FinetuneModel
+    recipe: FinetuneRecipe
     mode = "finetune"
     unit = "batch"                     # a step may take several (accumulate)
     tally = HostTally
@@ -76,7 +84,7 @@ class FinetuneFit(Fit):
         return (f"run {self.run_dir}: finetune, head {self.recipe.head.name} ({head_params / 1e6:.2f}M params), "
                 f"image encoder {self.plan.image_choice.encoder} [{model.image_enc.scope}], text "
                 f"{self.plan.text_choice.identity} [{model.text_enc.scope}], "
-                f"{'LoRA r=%d, ' % settings.lora_r if settings.lora_r else ''}"
+                f"{f'LoRA r={settings.lora_r}, ' if settings.lora_r else ''}"
                 f"{self.encoder_params / 1e6:.2f}M trainable encoder params, {len(self.vocab)} answers, "
                 f"{len(self.rows)} train / {len(self.splits['val'])} val questions, batch "
                 f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, precision "

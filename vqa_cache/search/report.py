@@ -3,6 +3,7 @@ summary in sweep.json, and three plots (history.png, importance.png, params.png)
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -15,12 +16,13 @@ from matplotlib.ticker import NullFormatter
 from optuna.distributions import CategoricalDistribution
 
 from .. import recipes
+from ..rundir import save_figure, write_json, write_text
 from ..recipes import SweepSettings
 from ..plot_text import plain
 from .space import external, make_recipe
 
 FINISHED = ("COMPLETE", "PRUNED")
-STYLE = {"COMPLETE": dict(color="C0", marker="o", label="complete"),
+STYLE: dict[str, dict] = {"COMPLETE": dict(color="C0", marker="o", label="complete"),
          "PRUNED": dict(color="C7", marker="x", label="pruned")}
 
 
@@ -44,7 +46,7 @@ def finish_sweep(study, dists: dict, base: dict, settings: SweepSettings, direct
     plot_params(study, dists, directory)
     record = json.loads((directory / "sweep.json").read_text())
     record["result"] = result
-    (directory / "sweep.json").write_text(json.dumps(record, indent=1))
+    write_json(directory / "sweep.json", record)
     print(f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed")
     print(f"best val accuracy {best.value:.4f} (trial {best.number}):")
     for k, v in best.params.items():
@@ -62,8 +64,8 @@ def write_best_toml(directory: Path, best, base: dict, settings: SweepSettings) 
               f"{settings.epochs or base['optim']['epochs']} epochs{subset}).\n"
               f"# optim.epochs is the recipe's own ({data['optim']['epochs']}). "
               f"`vqa-cache train {directory / 'best.toml'}`\n")
-    (directory / "best.toml").write_text(header + "\n".join(f"# {k} = {external(v)!r}" for k, v in best.params.items())
-                                         + "\n\n" + recipes.to_toml(data))
+    write_text(directory / "best.toml", header + "\n".join(f"# {k} = {external(v)!r}" for k, v in best.params.items())
+               + "\n\n" + recipes.to_toml(data))
 
 
 def fmt(v):
@@ -98,13 +100,12 @@ def write_trials_csv(study, dists, path: Path) -> None:
         for k in dists:
             row[k] = t.params.get(k, "")
         rows.append(row)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["trial", "state", "best_val_accuracy", "epochs", "seconds", *dists,
-                                               "retry_of"])
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=["trial", "state", "best_val_accuracy", "epochs", "seconds", *dists,
+                                             "retry_of"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def finished_trials(study) -> list:
@@ -129,7 +130,7 @@ def plot_history(study, directory: Path) -> None:
     ax.set(xlabel="trial", ylabel="best validation accuracy", title="optimization history")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(directory / "history.png", dpi=100)
+    save_figure(directory / "history.png", fig, dpi=100)
 
 
 def plot_importance(study, directory: Path) -> None:
@@ -154,7 +155,7 @@ def plot_importance(study, directory: Path) -> None:
     ax.set(xlabel=f"importance ({type(evaluator).__name__}, normalized)",
            title=f"parameter importances ({sum(t.state.name == 'COMPLETE' for t in trials)} completed trials)")
     fig.tight_layout()
-    fig.savefig(directory / "importance.png", dpi=100)
+    save_figure(directory / "importance.png", fig, dpi=100)
 
 
 def plot_params(study, dists: dict, directory: Path) -> None:
@@ -186,4 +187,4 @@ def plot_params(study, dists: dict, directory: Path) -> None:
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle("validation accuracy against each parameter")
     fig.tight_layout()
-    fig.savefig(directory / "params.png", dpi=90)
+    save_figure(directory / "params.png", fig, dpi=90)

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -25,7 +24,7 @@ from ..recipes import SweepSettings
 from ..threads import describe, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
-from ..training.run_dir import pick_run_dir
+from ..rundir import drop_checkpoints, pick_dir, write_json
 from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
 from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest
@@ -33,11 +32,12 @@ from .space import check_settings, check_space, distributions, load_sweep, make_
 
 def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jobs: int | None = None,
               out: str | None = None, resume: bool = False, overrides=(), feature_overrides=(),
-              extract_cmd: str = "vqa-cache extract", callbacks=(), threads: int | None = None) -> dict:
+              extract_cmd: str = "vqa-cache extract", callbacks=(), threads: int | None = None, log=()) -> dict:
     """Run (or continue) a sweep; returns the summary written to sweep.json["result"].
 
     callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep. threads: torch
-    threads in all (shared by the parallel trials); default: the usable CPUs (vqa_cache/threads.py)."""
+    threads in all (shared by the parallel trials); default: the usable CPUs (vqa_cache/threads.py). log:
+    tracker names (tensorboard, mlflow, wandb): each trial is a run of its own there, named SWEEP/trials/NNNN."""
     base, settings, space = load_sweep(recipe_path, overrides, feature_overrides)
     if trials is not None:
         settings = dataclasses.replace(settings, trials=trials)
@@ -56,13 +56,13 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
           f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
           f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
     if remaining:
-        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads)
+        run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads, log)
     return finish_sweep(study, dists, base, settings, directory)
 
 
 def sweep_dir(name: str, settings: SweepSettings, out: str | None, resume: bool) -> Path:
     """--out, else sweeps/NAME (-2, -3 ...), as a run directory is picked; a sweep is resumed, or new."""
-    directory = pick_run_dir(SimpleNamespace(out=settings.out, name=name), out, resume)
+    directory = pick_dir(Path(settings.out) / name, out, resume, what="sweep")
     if resume and not (directory / "study.db").is_file():
         raise BadInput(f"--resume: {directory} holds no sweep (no study.db)")
     if not resume and (directory / "study.db").exists():
@@ -82,11 +82,11 @@ def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSe
                                f"those {directory} was started with (see {directory / 'sweep.json'}); start a new "
                                f"sweep instead")
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sweep.json").write_text(json.dumps(record, indent=1))
+    write_json(directory / "sweep.json", record)
 
 
 def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path,
-               extract_cmd: str, callbacks, threads: int | None = None) -> None:
+               extract_cmd: str, callbacks, threads: int | None = None, log=()) -> None:
     """Optimize for `remaining` trials, with a progress bar of the sweep (the trials' own output hidden)."""
     t0 = time.time()
     features_for = features_loader(root, extract_cmd, settings)
@@ -97,7 +97,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
     total = threads or usable_cpus()
     set_threads(max(1, total // settings.jobs) if settings.jobs > 1 else total)
     print(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
-    objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for)
+    objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for, log)
     lock = threading.Lock()
     bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
                        file=sys.stderr, dynamic_ncols=True)
@@ -126,7 +126,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
 
 
 def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path, extract_cmd: str,
-                   features_for):
+                   features_for, log=()):
     """The objective: a trial's parameters -> a `train` run (pruned by its epochs) -> its best accuracy."""
 
     def objective(trial):
@@ -142,14 +142,13 @@ def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: 
                 raise optuna.TrialPruned(f"val accuracy {row['val_accuracy']:.4f} at epoch {epoch}")
         try:
             metrics = train(recipe, root, out=str(run), extract_cmd=extract_cmd, features=features_for(recipe),
-                            on_epoch=on_epoch)
+                            on_epoch=on_epoch, log=log, label=f"{directory.name}/trials/{trial.number:04d}")
         except Diverged as e:          # a setting that diverges is a bad setting, not a broken sweep
             trial.set_user_attr("diverged", str(e))
             raise optuna.TrialPruned(f"diverged: {e}") from None
         finally:
             trial.set_user_attr("seconds", round(time.time() - start, 2))
-            for ckpt in run.glob("*.pt"):      # trials are retrained from best.toml, not reused
-                ckpt.unlink(missing_ok=True)
+            drop_checkpoints(run)              # trials are retrained from best.toml, not reused
         return metrics["best"]["val_accuracy"]
     return objective
 

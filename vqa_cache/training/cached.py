@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
-from .. import heads, threads as cpu_threads
+from .. import heads, threads as cpu_threads, tracking
 from ..cache.reader import ImageStream
 from ..device import pick_device
 from ..encoders.text import input_embeddings
@@ -15,29 +15,33 @@ from ..errors import BadInput
 from ..recipes import TrainRecipe
 from .features import Features, input_dims, load_features
 from .loop import Fit, run_fit
-from .run_dir import run_config, run_directory
+from ..rundir import run_config, run_directory
 from .splits import Split, build_splits
 from .statistics import image_statistics
 
 
 def train(recipe: TrainRecipe, root: Path, out: str | None = None, resume: bool = False,
           extract_cmd: str = "vqa-cache extract", features: Features | None = None, stream: bool | None = None,
-          on_epoch=None, threads: int | None = None, extend: str | None = None) -> dict:
+          on_epoch=None, threads: int | None = None, extend: str | None = None, log=(),
+          label: str | None = None) -> dict:
     """Train one head; returns the metrics dict {"epochs", "best"}.
 
     features: from load_features, so that a sweep loads the cache once and shares it (else loaded here;
     `extract_cmd` is the command a missing cache is made with). stream: True reads image features from the
     shards in chunks; None decides by the memory budget. on_epoch, extend: see run_fit. threads: torch's threads
     (None: the usable CPUs less the streaming readers), set only when the features are loaded here (a sweep
-    sets its own). Under torchrun: DistributedDataParallel, as run_fit says; rank 0 alone writes the run
-    directory."""
-    with run_directory(recipe, out, resume) as run_dir:
+    sets its own). log: tracker names (tensorboard, mlflow, wandb; tracking/), label: the run's name there
+    (default its directory's). Under torchrun: DistributedDataParallel, as run_fit says; rank 0 alone writes
+    the run directory."""
+    with run_directory(recipe, out, resume) as run_dir, \
+            tracking.session(log if dist.is_main() else (), label) as callbacks:     # (rank 0 logs)
         started = time.time()
         if features is None:
             features = load_features(recipe, root, extract_cmd, stream)
             image = features.tensors["image"][1]
             cpu_threads.set_threads(threads, workers=image.workers if isinstance(image, ImageStream) else 0)
         fit = CachedFit(recipe, root, run_dir, features)
+        fit.callbacks = callbacks
         return run_fit(fit, resume, on_epoch, started, extend)
 
 
@@ -46,7 +50,7 @@ class CachedFit(Fit):
 
     def __init__(self, recipe: TrainRecipe, root: Path, run_dir: Path, features: Features):
         plan, tensors, keys = features
-        splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
+        splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe, root)
         device = dist.device(pick_device(recipe.device).type)
         image, question = tensors["image"][1], tensors["question"][1].to(device)
         self.streaming = isinstance(image, ImageStream)

@@ -24,18 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import distributed as dist
+from .. import distributed as dist, tracking
 from ..answers import Vocabulary
 from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import TrainRecipe, to_dict
-from .batches import epoch_batches
-from .checkpoints import check_cache_keys, load_checkpoint, rng_state, set_rng_state
-from .run_dir import plot_curves, save_epoch, write_config, write_metrics, write_predictions
+from ..rundir import (BEST, CONFIG, CURVES, LAST, METRICS, PREDICTIONS, check_cache_keys, load_checkpoint,
+                      plot_curves, rng_state, save_epoch, set_rng_state, write_config, write_metrics,
+                      write_predictions)
+from .batches import accumulation_groups, epoch_batches
 from .splits import trainable
 from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
-from .steps import DeviceTally, History, batch_loss, batch_score, check_finite, evaluate, rank_part
+from .steps import DeviceTally, History, StepLosses, batch_loss, batch_score, check_finite, evaluate, rank_part
 
 
 class Fit:
@@ -51,6 +52,7 @@ class Fit:
     tally = DeviceTally          # how an epoch's losses are summed (steps.py)
     lr_names = ("lr",)           # the learning rate of each parameter group, in the metrics rows
     record_train_seconds = False
+    callbacks = tracking.NONE    # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
 
     def __init__(self, recipe: TrainRecipe, run_dir: Path, device: torch.device, splits: dict, vocab: Vocabulary,
                  model: torch.nn.Module, head: torch.nn.Module, image, question, cache_keys: dict, head_config: dict,
@@ -59,6 +61,7 @@ class Fit:
         self.recipe, self.run_dir, self.device, self.splits, self.vocab = recipe, run_dir, device, splits, vocab
         self.model, self.head, self.image, self.question = model, head, image, question
         self.cache_keys, self.head_config, self.config = cache_keys, head_config, config
+        config.setdefault("head_parameters", sum(p.numel() for p in head.parameters()))    # (`runs` reads it)
         self.accumulate, self.eval_batch_size, self.group_by_image = accumulate, eval_batch_size, group_by_image
         self.rows = trainable(splits["train"], len(vocab))
         if len(self.rows) == 0:
@@ -140,6 +143,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         model = fit.wrap_ddp()
     if main:
         write_config(fit.run_dir, fit.config)
+        fit.callbacks.start(fit.run_dir, fit.config)
     print(fit.describe())
     fit.before_epochs(resume)
     optim = fit.recipe.optim
@@ -149,6 +153,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
         row, improved = fit_epoch(fit, model, history, epoch)
         if main:
             save_epoch(fit.run_dir, checkpoint(fit, history), improved, history.epochs, history.best)
+            fit.callbacks.epoch(row)
         if on_epoch is not None:
             on_epoch(epoch, row)
     if not history.epochs:
@@ -176,7 +181,6 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
                                                   fit.eval_batch_size, len(fit.vocab), fit.ctx)
         val = (val_loss, val_acc, per_type)
     val = dist.broadcast(val)                                   # rank 0's
-    groups = fit.optimizer.param_groups
     used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
     lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
@@ -195,6 +199,7 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
                    leave=False, file=sys.stderr, disable=not dist.is_main())
     fit.optimizer.zero_grad(set_to_none=True)
     number = 0
+    steps = StepLosses(fit.callbacks, (epoch - 1) * math.ceil(fit.batches_per_epoch / fit.accumulate) + 1)
     for group in accumulation_groups(bar, fit.accumulate):
         questions = sum(len(idx) for idx, _, _ in group)
         for k, (idx, image, question) in enumerate(group):
@@ -204,23 +209,13 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, fl
             if tally.add(loss, count, number, score):
                 bar.close()
                 return tally.totals()
+            steps.add(loss, count, k == len(group) - 1)
             running = tally.running(number)
             if running is not None and dist.is_main():
                 bar.set_postfix(loss=running)
     bar.close()
+    steps.flush()
     return tally.totals()
-
-
-def accumulation_groups(batches, accumulate: int):
-    """Lists of `accumulate` consecutive batches (the last one maybe fewer): one optimizer step each."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == accumulate:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, question, weight: float,
@@ -260,7 +255,7 @@ def optimizer_step(fit: Fit) -> None:
 
 
 def checkpoint(fit: Fit, history: History) -> dict:
-    """last.pt / best.pt: tensors and plain values only (checkpoints.py)."""
+    """last.pt / best.pt: tensors and plain values only (rundir/checkpoints.py)."""
     return {"model": fit.head.state_dict(), "head": fit.head_config, "vocab": fit.vocab.to_dict(),
             "cache_keys": fit.cache_keys, "recipe": to_dict(fit.recipe), "optimizer": fit.optimizer.state_dict(),
             "scheduler": fit.scheduler.state_dict(), "epoch": history.last, "history": history.epochs,
@@ -272,7 +267,7 @@ def checkpoint(fit: Fit, history: History) -> dict:
 def resume_history(fit: Fit, extend: str | None = None) -> History:
     """Continue from RUN/last.pt: the same kind of run, on the same cache, with the same vocabulary and head;
     its schedule plan, extended when the recipe's epochs go past it (schedule.resumed_plan)."""
-    path = fit.run_dir / "last.pt"
+    path = fit.run_dir / LAST
     ckpt = load_checkpoint(path, resume=True)
     if ckpt.get("mode") != fit.mode:
         raise BadInput(f"--resume: {fit.run_dir} is not a {fit.mode or 'train'} run")
@@ -304,17 +299,18 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     """The best model's predictions on the validation split (official results format), metrics.json,
     curves.png, and the closing lines; the metrics."""
     run_dir, val = fit.run_dir, fit.splits["val"]
-    fit.load_weights(load_checkpoint(run_dir / "best.pt"), run_dir / "best.pt")
+    fit.load_weights(load_checkpoint(run_dir / BEST), run_dir / BEST)
     _, _, preds, _ = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx)
-    write_predictions(run_dir / "predictions.json", val.table.column("question_id").to_pylist(),
+    write_predictions(run_dir / PREDICTIONS, val.table.column("question_id").to_pylist(),
                       [fit.vocab.answers[int(p)] for p in preds])
     metrics = write_metrics(run_dir, history.epochs, history.best)
-    plot_curves(run_dir / "curves.png", history.epochs)
+    fit.callbacks.end(metrics)
+    plot_curves(run_dir / CURVES, history.epochs)
     best, first = history.best, history.epochs[0]["epoch"]
     per_type = history.epochs[best["epoch"] - first]["val_accuracy_per_type"] if first <= best["epoch"] else {}
     print(f"\nbest val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}"
           + (f" ({', '.join(f'{k} {v:.4f}' for k, v in per_type.items())})" if per_type else ""))
     print(f"{history.last} epochs, {np.mean([h['seconds'] for h in history.epochs]):.2f} s/epoch, "
           f"{time.time() - started:.1f} s in all")
-    print(f"results in {run_dir}/: metrics.json curves.png predictions.json best.pt last.pt config.json")
+    print(f"results in {run_dir}/: {METRICS} {CURVES} {PREDICTIONS} {BEST} {LAST} {CONFIG}")
     return metrics

@@ -126,6 +126,28 @@ class HostTally(DeviceTally):
         return f"{self.total / self.seen:.4f}"
 
 
+class StepLosses:
+    """The train loss of each optimizer step of an epoch (the mean over its questions), kept on the device and
+    handed to the trackers (fit.callbacks.steps) once, at the epoch's end: no host sync per step. Nothing is
+    kept when no tracker wants them."""
+
+    def __init__(self, callbacks, first: int):
+        self.callbacks, self.first, self.wanted = callbacks, first, callbacks.wants_steps
+        self.values, self.total, self.count = [], 0.0, 0
+
+    def add(self, loss: torch.Tensor, count: float, last: bool) -> None:
+        """A batch's loss over its `count` questions; `last`: the step's last batch (accumulation)."""
+        if self.wanted:
+            self.total, self.count = self.total + loss.float() * count, self.count + count
+            if last:
+                self.values.append(self.total / self.count)
+                self.total, self.count = 0.0, 0
+
+    def flush(self) -> None:
+        if self.values:
+            self.callbacks.steps(self.first, torch.stack(self.values).tolist())
+
+
 def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_dir: Path, what: str = "step") -> None:
     """Raise Diverged when the epoch's summed train loss is NaN or infinite, naming the epoch and the first
     bad step, before anything of the epoch is written."""

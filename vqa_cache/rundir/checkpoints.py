@@ -4,6 +4,9 @@ torch.load(weights_only=True) and a crafted file cannot run code.
 Every checkpoint holds "model" (the head's state), "head" (its settings), "vocab" and "cache_keys" (the
 entries it was trained on; `feature_keys` in finetune runs written before it had one name, still read); to
 resume, also the optimizer, scheduler, RNG states and the run's history.
+
+torch and numpy are imported inside the functions (they load slowly): reading a run's JSON files
+(`vqa-cache runs`) imports neither.
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ import re
 import threading
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from ..digest import atomic_file
 from ..errors import BadInput
+from .config import cache_keys_of
+from .layout import BEST, LAST
+from .metrics import write_metrics
 
 CHECKPOINT_KEYS = ("model", "head", "vocab")
 RESUME_KEYS = ("optimizer", "scheduler", "epoch", "history", "best", "bad_epochs", "rng")
@@ -27,6 +31,7 @@ def load_checkpoint(path: Path, resume: bool = False) -> dict:
     """A run checkpoint, loaded with weights_only=True: tensors and plain Python values only, so a crafted
     file cannot run code (it is bad input). Checks it holds a head, its weights and its vocabulary (and,
     for `resume`, the training state)."""
+    import torch            # (lazy: slow to import)
     if not path.is_file():
         raise BadInput(f"no checkpoint {path}")
     try:
@@ -45,12 +50,6 @@ def load_checkpoint(path: Path, resume: bool = False) -> dict:
     return ckpt
 
 
-def cache_keys_of(record: dict) -> dict | None:
-    """The cache keys a checkpoint or config.json records: `cache_keys`, or `feature_keys` (finetune runs
-    written before the name was made one)."""
-    return record.get("cache_keys") or record.get("feature_keys")
-
-
 def check_cache_keys(path: Path, ckpt: dict, keys: dict) -> None:
     """Refuse a checkpoint made on another cache than `keys`."""
     if cache_keys_of(ckpt) != keys:
@@ -58,20 +57,37 @@ def check_cache_keys(path: Path, ckpt: dict, keys: dict) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save through a temporary file: `path` is whole or as it was."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    """torch.save through a temporary file in the same directory (digest.atomic_file): `path` is whole or as
+    it was, and a full disk leaves no temporary file behind."""
+    import torch
+    with atomic_file(Path(path)) as f:
+        torch.save(payload, f)
+
+
+def save_epoch(run_dir: Path, ckpt: dict, improved: bool, history: list, best: dict) -> None:
+    """After each epoch: last.pt, best.pt when the epoch improved, and metrics.json."""
+    run_dir = Path(run_dir)
+    if improved:
+        save_checkpoint(run_dir / BEST, ckpt)
+    save_checkpoint(run_dir / LAST, ckpt)
+    write_metrics(run_dir, history, best)
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    """Remove best.pt and last.pt (a sweep's trials are retrained from best.toml, not reused)."""
+    for name in (BEST, LAST):
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def _numpy_rng_globals() -> list:
     """What the pickle of a uint32 numpy array names: older checkpoints held numpy's RNG state as
     np.random.get_state() returns it. Arrays only (data: the dtype of an object array is not allowed),
     under numpy 1's and numpy 2's module names."""
+    import numpy as np
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:     # numpy < 2
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     return [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
             np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
@@ -79,8 +95,10 @@ def _numpy_rng_globals() -> list:
 def rng_state() -> dict:
     """Every RNG's state as tensors and plain Python values (a checkpoint loads with weights_only=True);
     numpy's: (kind, keys as an int64 tensor, pos, has_gauss, cached_gaussian)."""
+    import numpy as np
+    import torch
     kind, keys, *rest = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],  # type: ignore[attr-defined]
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -88,6 +106,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
     torch.set_rng_state(state["torch"])
     kind, keys, *rest = state["numpy"]       # keys: a tensor, or a uint32 array in older checkpoints
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
