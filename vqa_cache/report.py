@@ -33,8 +33,9 @@ from .digest import check_out_path
 from .errors import BadInput
 from .explain import cached_maps, display_image, overlay_png
 from .metrics import per_answer
+from .model import prepare
 from .plot_text import plain
-from .predict import prepare, top_answers
+from .predict import top_answers
 from .run_table import encoders
 from .rundir import REPORT, cache_keys_of, curves_figure, read_metrics, read_run_config, write_text
 
@@ -45,14 +46,12 @@ TOP_ANSWERS, TOP_QTYPES = 20, 25
 
 
 def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
-    """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    """Write the report of a train or finetune run (a finetune run's split encoded live); returns {"out",
+    "bytes", "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
     if out:
         check_out_path(out, "report --out", directory=False)
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if config.get("mode") == "finetune":
-        raise BadInput(f"{run_dir}: a finetune run; the report reads runs of `vqa-cache train` (a finetune "
-                       f"run's predictions need its live encoders)")
     metrics = read_metrics(run_dir)         # checked: one reader of metrics.json (rundir)
     history = metrics["epochs"]
     p = prepare(run_dir, root)

@@ -9,7 +9,7 @@ from .. import threads
 from ..errors import BadInput, Diverged
 from .cache import cache
 from .demo import demo
-from .runs import ask, eval_, predict, report, runs
+from .runs import ask, eval_, export, predict, report, runs
 from .stages import extract, finetune, sweep, train
 
 
@@ -32,7 +32,7 @@ def cli(ctx, cache_dir, debug):
     ctx.obj = Ctx(cache_dir, debug)
 
 
-for command in (extract, train, finetune, sweep, predict, ask, eval_, runs, report, cache, demo):
+for command in (extract, train, finetune, sweep, predict, ask, export, eval_, runs, report, cache, demo):
     cli.add_command(command)
 
 
