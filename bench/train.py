@@ -69,7 +69,7 @@ def main():
     plan = extract(rec.features, root)
     device = pick_device(a.device)
     features = load_features(rec, root, "bench")
-    plan, tensors, keys = features
+    plan, tensors, _ = features
     splits, vocab, _, _ = build_splits(plan, tensors, rec)
     image, question = tensors["image"][1].to(device), tensors["question"][1].to(device)
     tr = splits["train"].to(device)
@@ -121,7 +121,7 @@ def main():
     img_b, q_b = image[tr.img_row[idx]].contiguous(), question[tr.q_row[idx]].contiguous()
     n_full = len(rows) / o.batch_size          # the same number of samples as an epoch
     btimes = []
-    for rep in range(a.epochs + 1):
+    for _ in range(a.epochs + 1):
         sync(device)
         t0 = time.perf_counter()
         total = 0

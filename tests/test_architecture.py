@@ -15,9 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqa_cache"
 LAYERS = [
     {"__main__", "__init__"},               # `python -m vqa_cache`; the package's face, the API re-exported
     {"cli"},                                # click commands and printing
+    {"demo"},                               # the Gradio page of `vqa-cache demo`, over the API
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
-    {"explain"},                            # where a run looked (ask --json/--explain, the report), through predict
+    {"model"},                              # a trained model ready to answer: load, export, a finetune run live
+    {"explain"},                            # where a model looked (ask --json/--explain, the report)
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"rundir"},                             # the run contract: every file of a run directory (takes cache's Lock)
@@ -113,3 +115,14 @@ def test_imports_go_down_the_layers(name):
 def test_modules_stay_small():
     big = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert big == {}
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml reads the version from vqa_cache/version.py (`__version__`, recorded in manifests)."""
+    try:
+        import tomllib
+    except ImportError:     # Python < 3.11
+        import tomli as tomllib
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vqa_cache.version.__version__"}

@@ -112,7 +112,7 @@ def test_tiny_bert_directory_is_loaded_with_from_pretrained(cli, tmp_path, tiny_
 def test_real_pretrained_minilm(cli, tmp_path, minilm_dir):
     """The real all-MiniLM-L6-v2: paraphrases land closer than unrelated questions."""
     from vqa_cache.encoders.text import HFEncoder
-    from vqa_cache.encoders.weights import resolve_text
+    from vqa_cache.encoders.text_family import resolve_text
     choice = resolve_text(str(minilm_dir), "auto")
     enc = HFEncoder(choice, pooling="mean")
     v = enc.encode(["what color is the shape?", "which colour does the shape have?", "is there a triangle?"])["pooled"]
@@ -142,11 +142,11 @@ def test_keys_change_with_what_shapes_the_bytes():
 def test_auto_falls_back_loudly_and_fast(capsys, monkeypatch):
     """The last resort of `auto` (no packaged model installed either: test_pretrained.py has the chain)."""
     import time
-    from vqa_cache.encoders import families, weights
+    from vqa_cache.encoders import families, text_family
     monkeypatch.setattr(families, "IMAGE_FALLBACKS", ())
-    monkeypatch.setattr(weights, "TEXT_FALLBACKS", ())
+    monkeypatch.setattr(text_family, "TEXT_FALLBACKS", ())
     t = time.time()
-    img, txt = families.resolve_image("resnet50", "auto", 64), weights.resolve_text("tinybert", "auto")
+    img, txt = families.resolve_image("resnet50", "auto", 64), text_family.resolve_text("tinybert", "auto")
     assert time.time() - t < 10
     err = capsys.readouterr().err
     assert img.identity == "random:0" and txt.identity == "bow:v1"

@@ -40,7 +40,7 @@ def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
     from vqa_cache.finetuning.model import build
 
     r = recipe(text=tiny_bert_dir)
-    plan, splits, vocab, _, _, model = build(r, torch.device("cpu"))
+    plan, _, _, _, _, model = build(r, torch.device("cpu"))
     assert plan.text_choice.kind == "hf"
     assert not model.encoder_parameters()                      # train_encoders = none by default
     model.eval()

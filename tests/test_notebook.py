@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
+pytestmark = pytest.mark.slow     # a notebook kernel: not in `make test-fast`
 
 
 def kernel_manager(tmp_path: Path) -> KernelManager:

@@ -11,6 +11,7 @@ import pytest
 from fixtures_data import make_csv
 
 from vqa_cache import options, recipes
+from vqa_cache.encoders import text_family
 from vqa_cache.encoders import weights as weights_module
 from vqa_cache.encoders.weights import directory_identity
 from vqa_cache.errors import BadInput
@@ -39,7 +40,7 @@ def offline_hubs(tmp_path, monkeypatch, resnet18_file):
     """TinyBERT is in no Hugging Face cache; torchvision's resnet18 weights are in the torch hub cache (a stand-in:
     the enum's URL is made to name it by its own sha256 prefix, as torchvision names its official files)."""
     import torchvision
-    monkeypatch.setattr(weights_module, "hub_snapshot", lambda repo, local_only: None)
+    monkeypatch.setattr(text_family, "hub_snapshot", lambda repo, local_only: None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     name = f"resnet18-{weights_module.sha256_file(resnet18_file)[:8]}.pth"
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url",
@@ -56,7 +57,7 @@ def test_weights_and_text_encoder_combinations(offline_hubs, tiny_bert_dir, resn
                  text_encoder=str(tiny_bert_dir) if text == "DIR" else text)
     if weights == "pretrained" and text is None:
         # --weights pretrained asks for pretrained text weights too, and TinyBERT is not to be had
-        with pytest.raises(BadInput, match="TinyBERT_General_4L_312D.*not in the Hugging Face cache"):
+        with pytest.raises(BadInput, match=r"TinyBERT_General_4L_312D.*not in the Hugging Face cache"):
             plans(**given)
         return
     extract, train = plans(**given)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vqa_cache.digest import sha256_file
-from vqa_cache.encoders import families, weights
+from vqa_cache.encoders import families, text_family, weights
 from vqa_cache.errors import BadInput
 
 LITE0 = "timm:tf_efficientnet_lite0"
@@ -47,7 +47,7 @@ def test_official_file_is_found_where_it_is_installed(tmp_path, monkeypatch, sta
     choice = families.resolve_image("resnet18", "auto", 32)
     assert (choice.identity, choice.encoder, choice.source) == ("ResNet18_Weights.IMAGENET1K_V1", "resnet18",
                                                                 folder / stand_in)
-    assert families.key_fields(choice)["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+    assert choice.key()["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
     encoder = ImageEncoder(choice)
     state = torch.load(resnet18_file, weights_only=True)
     assert torch.equal(encoder.body[0].weight, state["conv1.weight"])         # torchvision's builder loaded it
@@ -81,7 +81,7 @@ def test_auto_falls_back_to_packaged_models_loudly_and_stage_two_agrees(cli, tmp
     recorded in the keys and manifests; `train` with the same options lands on the same entries, quietly."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
-    monkeypatch.setattr(weights, "hub_snapshot", lambda repo, local_only: None)      # an empty Hugging Face cache
+    monkeypatch.setattr(text_family, "hub_snapshot", lambda repo, local_only: None)  # an empty Hugging Face cache
     opts = ["--limit", 20, "--image-size", 32]
     r = cli("--cache-dir", tmp_path / "cache", "extract", *opts)           # the recipe defaults: resnet50, tinybert
     assert r.code == 0, r
@@ -118,7 +118,7 @@ def test_without_efficientnet_lite0_the_chain_goes_on_to_mobilenet_v2(tmp_path, 
     monkeypatch.setattr(timm_models, "PACKAGED", {})
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
-    monkeypatch.setattr(weights, "package_files", lambda: {})
+    monkeypatch.setattr(weights, "package_files", dict)
     assert families.resolve_image("resnet18", "auto", 32, allow_download=False).identity == "random:0"
     torch.manual_seed(4)
     file = tmp_path / "pkg" / "mobilenet_v2.pth"

@@ -78,10 +78,9 @@ def test_a_short_bar_leaves_one_line_and_a_temporary_one_none(tmp_path, clock):
 def test_an_error_leaves_no_line_in_a_log(tmp_path, clock):
     path = tmp_path / "log.txt"
     with open(path, "w") as f:
-        with pytest.raises(ValueError):
-            with P.progress(total=10, desc="images", file=f) as bar:
-                bar.update(4)
-                raise ValueError("unreadable image")
+        with pytest.raises(ValueError), P.progress(total=10, desc="images", file=f) as bar:
+            bar.update(4)
+            raise ValueError("unreadable image")
         f.write("error: unreadable image\n")
     assert lines(path) == ["error: unreadable image"]
 

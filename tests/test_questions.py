@@ -16,7 +16,7 @@ from conftest import FAST, run_cli
 LIMIT = ["--limit", 120]
 
 
-def question_entry(cache, key=None) -> tuple[dict, "pq.Table"]:
+def question_entry(cache, key=None) -> tuple[dict, pq.Table]:
     """(manifest, first shard) of the cache's question entry (the one named `key`, or the only one)."""
     entries = [d for d in (cache / "question").iterdir() if key is None or d.name == key]
     assert len(entries) == 1, entries
@@ -226,3 +226,21 @@ def test_question_shard_check_refuses_ids_past_a_length_or_the_vocabulary(tmp_pa
                         ([[3, 1, 0], [2, 0, 0]], [2, 4])):     # a length beyond the row
         with pytest.raises(ValueError, match="not token ids below 4"):
             check_question_shard(shard(ids, length), False, ids=True, vocab_size=4)
+
+
+def test_the_vocabulary_size_in_the_key_is_the_tokenizers_without_loading_it(tiny_gpt2_dir, tiny_bert_dir, minilm_dir,
+                                                                            tiny_clip_dir, tmp_path):
+    """The question key's vocab_size (token ids) is len(tokenizer); stage two reads it from tokenizer.json
+    (text_family.vocab_size) instead of loading the tokenizer: the two agree on every kind of tokenizer here,
+    and a directory without tokenizer.json loads the tokenizer."""
+    import shutil
+    from pathlib import Path
+
+    from vqa_cache.encoders.text import load_tokenizer
+    from vqa_cache.encoders.text_family import vocab_size
+    for d in (tiny_gpt2_dir, tiny_bert_dir, minilm_dir, tiny_clip_dir):
+        assert vocab_size(Path(d)) == len(load_tokenizer(d)), d
+    slow = tmp_path / "no-tokenizer-json"
+    shutil.copytree(minilm_dir, slow)
+    (slow / "tokenizer.json").unlink()
+    assert vocab_size(slow) == len(load_tokenizer(minilm_dir))

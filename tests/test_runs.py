@@ -158,6 +158,7 @@ with run_lock(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
     from vqa_cache.errors import BadInput
     from vqa_cache.rundir import run_lock
@@ -166,9 +167,8 @@ def test_the_lock_dies_with_its_process_not_with_its_forked_children(tmp_path):
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     child = int(next(line for line in (p.stdout.readline(), p.stdout.readline()) if line.strip() != "child"))
     try:
-        with pytest.raises(BadInput, match=f"host, pid: {socket.gethostname()} {p.pid}"):
-            with run_lock(run):
-                pass
+        with pytest.raises(BadInput, match=f"host, pid: {socket.gethostname()} {p.pid}"), run_lock(run):
+            pass
         p.kill()                                                     # kill -9 of the holder
         p.wait()
         with run_lock(run):                                          # free at once; its child still lives

@@ -74,6 +74,7 @@ def states(db: Path) -> list[str]:
         return []
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     out = tmp_path / "s"
     args = ["--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,

@@ -108,7 +108,7 @@ def test_mlflow_metric_history_equals_metrics_json(work):
     need("mlflow", "mlflow")
     from mlflow import MlflowClient
 
-    root, base, train = work
+    _, base, train = work
     run = train("ml", "--log", "mlflow")
     client = MlflowClient(tracking_uri=(base / "mlruns").as_uri())     # the default, ./mlruns
     experiment = client.get_experiment_by_name("vqa-cache")

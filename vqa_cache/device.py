@@ -61,7 +61,7 @@ def precision_scope(precision: str | None):
         _SCOPE.reset(token)
 
 
-def autocast(device: torch.device, precision: str | None = None):
+def autocast(device: torch.device | str, precision: str | None = None):
     """Autocast to the precision's dtype (None: the precision_scope's, auto by default), or nothing for fp32
     (inference: stage one, ask)."""
     resolved = resolve_precision(precision or _SCOPE.get(), device)

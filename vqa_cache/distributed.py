@@ -25,7 +25,7 @@ def env_world() -> int:
 
 def init() -> bool:
     """Join the torchrun process group once (idempotent); True when running distributed."""
-    if _state["init"] or td.is_available() and td.is_initialized():
+    if _state["init"] or (td.is_available() and td.is_initialized()):
         return enabled()
     if env_world() <= 1 or not td.is_available():
         return False
@@ -33,7 +33,7 @@ def init() -> bool:
     if cuda:
         torch.cuda.set_device(local_rank())
     # rank 0 writes index and manifest while the others wait at a barrier: allow long waits
-    timeout = datetime.timedelta(seconds=float(os.environ.get("VQA_CACHE_DIST_TIMEOUT", 6 * 3600)))
+    timeout = datetime.timedelta(seconds=float(os.environ.get("VQA_CACHE_DIST_TIMEOUT", str(6 * 3600))))
     td.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timeout)
     _state["init"] = True
     atexit.register(_shutdown)
@@ -116,8 +116,8 @@ def quiet_others() -> None:
     """Only rank 0 prints: the other ranks' stdout goes to /dev/null (their errors still reach stderr)."""
     import sys
     if not is_main() and not getattr(sys.stdout, "_vqa_quiet", False):
-        sys.stdout = open(os.devnull, "w")
-        sys.stdout._vqa_quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (open for the life of the process)
+        sys.stdout._vqa_quiet = True  # type: ignore[attr-defined]
 
 
 def main_first():

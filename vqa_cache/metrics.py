@@ -42,7 +42,7 @@ from .answers import (
 from .data.files import read_json, records
 from .errors import BadInput
 
-__all__ = ["vqa_accuracy", "evaluate", "evaluate_files", "exact_match_accuracy", "per_answer"]
+__all__ = ["evaluate", "evaluate_files", "exact_match_accuracy", "per_answer", "vqa_accuracy"]
 
 ROUND_DIGITS = 2  # the official default n=2
 
@@ -96,7 +96,7 @@ def _question_id(record, i: int, name: str):
     return qid
 
 
-def _evaluate(questions, annotations, predictions, names: tuple[str, str, str], protocol: str) -> dict:
+def _evaluate(questions, annotations, predictions, names: tuple[str, ...], protocol: str) -> dict:
     check_protocol(protocol)
     q_name, a_name, p_name = names
     question_ids = {_question_id(r, i, q_name) for i, r in enumerate(records(questions, "questions", q_name))}

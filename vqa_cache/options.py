@@ -104,7 +104,7 @@ def feature_settings(prefix: str = "", **feature) -> list[tuple]:
     for train recipes). `--weights auto|pretrained|random` also sets the text weights (`random` = bag-of-words)
     unless `--text-encoder` names a model: an explicit encoder always wins over that shorthand (and over
     `random` text weights in the recipe). Settings implied by another option have no label."""
-    out = []
+    out: list[tuple] = []
     for name, flag, key in FEATURE_KEYS:
         value = feature.get(name)
         if name == "answer_types":

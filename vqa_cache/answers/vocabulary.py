@@ -107,7 +107,7 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Vocabulary":
+    def from_dict(cls, data: dict) -> Vocabulary:
         """Inverse of ``to_dict``; BadInput on a malformed record.
 
         The stored normalizer is kept as it was (an older one loads too: the answers

@@ -14,9 +14,10 @@ import pyarrow as pa
 
 from .. import data
 from ..digest import fingerprint
-from ..encoders.families import key_fields, resolve_image
-from ..encoders.text import POOLINGS, default_pooling, load_tokenizer, word_vocabulary
-from ..encoders.weights import Choice, resolve_text
+from ..encoders import text_family
+from ..encoders.families import resolve_image
+from ..encoders.text import word_vocabulary
+from ..encoders.weights import Choice
 from ..errors import BadInput
 from ..recipes import ExtractRecipe
 from .samples import load_samples
@@ -60,8 +61,7 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
     which re-resolves the weights stage one chose and must not fetch others."""
     if recipe.image.features not in OUTPUTS:
         raise BadInput(f"--features {recipe.image.features!r}: expected pooled, grid or pooled+grid")
-    if recipe.text.pooling not in ("auto",) + POOLINGS:
-        raise BadInput(f"text pooling {recipe.text.pooling!r}: expected auto, {', '.join(POOLINGS)}")
+    text_family.check(recipe.text)
     # a weights file is read and checked first, before the dataset is read or any fallback warning printed
     weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
     image = recipe.image
@@ -73,17 +73,18 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
     texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
     image_choice = image_choice or resolve_image(image.encoder, image.weights, image.size,
                                                  allow_download=allow_download)
-    text_choice = resolve_text(recipe.text.encoder, recipe.text.weights, allow_download=allow_download)
+    text_choice = text_family.resolve(recipe.text, allow_download=allow_download)
     words = training_words(samples) if recipe.text.ids and text_choice.kind == "bow" else None
     return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts, image_choice, text_choice,
-                image_spec(recipe, image_choice, image_ids), question_spec(recipe, text_choice, texts, words), words)
+                image_spec(recipe, image_choice, image_ids), question_spec(text_choice, texts, words), words)
 
 
 def image_spec(recipe: ExtractRecipe, choice: Choice, image_ids: list[str]) -> dict:
     """What shapes the image features: the dataset's images, the encoder as resolved (a fallback names its
-    own architecture), its weights and preprocessing (key_fields: a torchvision CNN's are what they always were)."""
+    own architecture), its weights and preprocessing (`choice.key()`: a torchvision CNN's are what they always
+    were), the outputs."""
     return {"dataset": data.image_identity(recipe.dataset), "images": fingerprint(image_ids),
-            **key_fields(choice), "exif": "transpose",
+            **choice.key(), "exif": "transpose",
             "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16"}
 
 
@@ -94,22 +95,11 @@ def training_words(samples: pa.Table) -> list[str]:
     return word_vocabulary(sorted(set(samples.filter(pa.array(keep)).column("question").to_pylist())))
 
 
-def question_spec(recipe: ExtractRecipe, choice: Choice, texts: list[str], words: list[str] | None = None) -> dict:
-    """What shapes the question features: the texts, and the text encoder with its settings (bag-of-words
-    has none; `auto` pooling as resolved). Token ids add `ids`, their width and the vocabulary size (the
-    rows a learned embedding needs; with bag-of-words, the fingerprint of its word vocabulary too); without
-    them the spec is what it always was."""
-    text = recipe.text
-    spec = {"questions": fingerprint(texts), "weights": choice.identity, "dtype": "float16"}
-    if choice.kind != "bow":
-        pooling = default_pooling(choice.source) if text.pooling == "auto" else text.pooling
-        spec.update(encoder=choice.encoder, pooling=pooling, max_length=text.max_length, tokens=text.tokens)
-    else:
-        spec.update(encoder="bow")
-    if text.ids:
-        spec.update(ids=True, max_length=text.max_length)
-        if words is not None:
-            spec.update(words=fingerprint(words), vocab_size=len(words) + 1)     # + the unknown word
-        else:
-            spec.update(vocab_size=len(load_tokenizer(choice.source)))
+def question_spec(choice: Choice, texts: list[str], words: list[str] | None = None) -> dict:
+    """What shapes the question features: the texts, and the text encoder with its settings (`choice.key()`,
+    text_family.with_settings). Bag-of-words ids add the fingerprint of their word vocabulary and its size
+    (the rows a learned embedding needs: + the unknown word)."""
+    spec = {"questions": fingerprint(texts), **choice.key(), "dtype": "float16"}
+    if words is not None:
+        spec.update(words=fingerprint(words), vocab_size=len(words) + 1)
     return spec

@@ -14,7 +14,8 @@ from ..errors import BadInput
 from ..version import __version__
 
 FORMAT_VERSION = 1
-KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (samples.py)
+KINDS = ("image", "question", "dataset", "answers")   # dataset: a parsed samples table (samples.py);
+# answers: a samples table's ground truth and soft scores (targets.py)
 
 
 def cache_root(option: str | None = None) -> Path:
@@ -81,7 +82,7 @@ class Entry:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())   # (a dataset entry may hold images/)
 
-    def lock(self, wait: bool = True) -> "Lock":
+    def lock(self, wait: bool = True) -> Lock:
         return Lock(self.path.parent / f"{self.key}.lock", wait=wait)
 
 

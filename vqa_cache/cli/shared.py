@@ -78,9 +78,10 @@ def human_bytes(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
+    raise AssertionError("unreachable: TiB ends the loop")
 
 
 def human_seconds(s: float) -> str:
     """3725 -> "1h 02m"."""
-    s = int(round(s))
+    s = round(s)
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"

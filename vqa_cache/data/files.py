@@ -89,7 +89,7 @@ def some(items: list, path: Path, what: str = "questions") -> list:
     return items
 
 
-def records(data, key: str | None, path: Path) -> list:
+def records(data, key: str | None, path: Path | str) -> list:
     """data[key] (or data itself) as a list of records."""
     if key is not None:
         if not isinstance(data, dict) or key not in data:

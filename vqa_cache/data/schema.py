@@ -8,7 +8,7 @@ Also here: what the adapters share in reading it (their `dataset.options`, quest
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 

@@ -38,7 +38,7 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     if len(images) < 2:
         raise BadInput(f"dataset {dataset.name}: cannot hold out a validation split from "
                        f"{len(images)} training image(s)")
-    n = min(len(images) - 1, max(1, int(round(len(images) * dataset.val_fraction))))
+    n = min(len(images) - 1, max(1, round(len(images) * dataset.val_fraction)))
     rng = np.random.default_rng(dataset.seed)
     chosen = pa.array([images[i] for i in sorted(rng.choice(len(images), size=n, replace=False))])
     to_val = pc.and_(is_train, pc.is_in(table["image_id"], chosen))
@@ -46,7 +46,7 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     return table.set_column(table.schema.get_field_index("split"), "split", split)
 
 
-def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Table:
+def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) -> pa.Table:
     """Image paths made absolute (relative ones under `base`); missing files are bad input (count, up to 10
     named), or with skip_missing their questions are dropped and counted."""
     missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset)]
@@ -67,7 +67,7 @@ def check_images(table: pa.Table, base: Path, dataset: DatasetSettings) -> pa.Ta
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
 
 
-def image_file(base: Path, rel: str, dataset: DatasetSettings) -> bool:
+def image_file(base: Path | str, rel: str, dataset: DatasetSettings) -> bool:
     """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long)."""
     try:
         return (base / rel).is_file()
@@ -95,7 +95,7 @@ def select(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     if dataset.image_fraction < 1.0:
         images = sorted(set(table.column("image_id").to_pylist()))
         rng = np.random.default_rng(dataset.seed)
-        keep = rng.choice(len(images), size=max(1, int(round(len(images) * dataset.image_fraction))), replace=False)
+        keep = rng.choice(len(images), size=max(1, round(len(images) * dataset.image_fraction)), replace=False)
         table = table.filter(pc.is_in(table["image_id"], pa.array([images[i] for i in sorted(keep)])))
     if dataset.limit:
         parts = []

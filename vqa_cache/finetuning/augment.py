@@ -30,7 +30,7 @@ TRANSFORMS = ("hflip", "vflip", "translate", "crop", "colour")
 
 def new_counts() -> dict:
     """The tally of one epoch: images seen, and per transform applied / held back by a rule."""
-    return {"images": 0, **{t: 0 for t in TRANSFORMS}, **{f"{t}_held": 0 for t in ("flip", "crop", "colour")}}
+    return {"images": 0, **dict.fromkeys(TRANSFORMS, 0), **{f"{t}_held": 0 for t in ("flip", "crop", "colour")}}
 
 
 def augment_images(x: torch.Tensor, texts_per_image: list[list[str]], augment: AugmentSettings,
@@ -99,7 +99,7 @@ def resized_crop(img: torch.Tensor, augment: AugmentSettings, gen: torch.Generat
         u = torch.rand(4, generator=gen).tolist()
         area = h * w * (augment.crop + (1 - augment.crop) * u[0])
         ratio = math.exp(lo + (hi - lo) * u[1])
-        cw, ch = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
+        cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
         if 0 < cw <= w and 0 < ch <= h:
             top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
             return TF.resized_crop(img, min(top, h - ch), min(left, w - cw), ch, cw, [h, w], antialias=True)

@@ -35,7 +35,7 @@ class LiveImage(nn.Module):
                 raise BadInput(f"finetune.checkpointing: not available for image encoder {choice.encoder} "
                                f"(Hugging Face models that support gradient checkpointing and torchvision CNNs)")
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.dim = self.enc.dim
+        self.dim: int = self.enc.dim
         self.batch_images = None     # under DDP: distinct images in the global batch (set by the loop)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -121,7 +121,7 @@ class FixedText(nn.Module):
     def __init__(self, texts: list[str]):
         super().__init__()
         self.register_buffer("features", torch.from_numpy(BagOfWords().encode(texts)["pooled"]), persistent=False)
-        self.dim, self.scope, self.lora = self.features.shape[1], "none", []
+        self.dim, self.scope, self.lora = int(self.features.shape[1]), "none", []
 
     def forward(self, rows):
         return self.features[rows]

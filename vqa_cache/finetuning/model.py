@@ -160,6 +160,6 @@ def load_encoder_state(model: FinetuneModel, state: dict, where) -> None:
     """encoder_state's weights back into the model; BadInput (naming `where`) when they do not fit."""
     for part, values in state.items():
         enc = getattr(model, part)
-        missing, unexpected = enc.load_state_dict(values, strict=False)
+        _, unexpected = enc.load_state_dict(values, strict=False)
         if unexpected:
             raise BadInput(f"{where}: encoder weights {unexpected[:3]} do not fit this recipe's encoders")

@@ -32,7 +32,7 @@ from ..training.steps import HostTally, evaluate
 from .augment import augment_line, describe_augment, new_counts
 from .ddp import wrap_ddp
 from .init_head import init_head
-from .model import build, encoder_state, load_encoder_state
+from .model import FinetuneModel, build, encoder_state, load_encoder_state
 
 
 def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = False, extend: str | None = None,
@@ -49,6 +49,8 @@ def finetune(recipe: FinetuneRecipe, out: str | None = None, resume: bool = Fals
 
 
 class FinetuneFit(Fit):
+    model: FinetuneModel
+    recipe: FinetuneRecipe
     mode = "finetune"
     unit = "batch"                     # a step may take several (accumulate)
     tally = HostTally
@@ -82,7 +84,7 @@ class FinetuneFit(Fit):
         return (f"run {self.run_dir}: finetune, head {self.recipe.head.name} ({head_params / 1e6:.2f}M params), "
                 f"image encoder {self.plan.image_choice.encoder} [{model.image_enc.scope}], text "
                 f"{self.plan.text_choice.identity} [{model.text_enc.scope}], "
-                f"{'LoRA r=%d, ' % settings.lora_r if settings.lora_r else ''}"
+                f"{f'LoRA r={settings.lora_r}, ' if settings.lora_r else ''}"
                 f"{self.encoder_params / 1e6:.2f}M trainable encoder params, {len(self.vocab)} answers, "
                 f"{len(self.rows)} train / {len(self.splits['val'])} val questions, batch "
                 f"{self.recipe.optim.batch_size} x {settings.accumulate}, device {self.device}, precision "

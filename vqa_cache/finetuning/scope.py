@@ -103,7 +103,7 @@ def set_trainable(module: nn.Module, pairs, settings: FinetuneSettings, lora_mat
     targets = lora_targets(pairs, "", lora_match)
     if not targets:
         raise BadInput(f"LoRA: no target modules in the trained part of the {what} encoder")
-    config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+    config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]  # peft types it int; a float works lora_dropout=settings.lora_dropout,
                         target_modules=targets, bias="none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -6,11 +6,13 @@ num_answers, hidden, dropout, and where they apply layers, embed, standardize. C
 keys existed rebuild as they were built then (no key: the head's default depth, LayerNorm on the image)."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from ..errors import BadInput
 
-HEADS: dict[str, type[nn.Module]] = {}
+HEADS: dict[str, Any] = {}     # nn.Module classes; each also has `name`, `needs` and `defaults` (see above)
 KEYS = ("name", "image_dim", "question_dim", "num_answers", "hidden", "dropout")
 SETTINGS = ("layers", "embed", "standardize")     # config keys added since KEYS; a head takes those it has
 
@@ -20,7 +22,8 @@ def register(cls):
     return cls
 
 
-def head_class(name: str) -> type[nn.Module]:
+def head_class(name: str) -> Any:
+    """The registered class (an nn.Module with `name`, `needs`, `defaults`)."""
     if name not in HEADS:
         raise BadInput(f"unknown head {name!r} (known: {', '.join(sorted(HEADS))})")
     return HEADS[name]

@@ -87,7 +87,7 @@ def _numpy_rng_globals() -> list:
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:     # numpy < 2
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     return [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
             np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
@@ -98,7 +98,7 @@ def rng_state() -> dict:
     import numpy as np
     import torch
     kind, keys, *rest = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],  # type: ignore[attr-defined]
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

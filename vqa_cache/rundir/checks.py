@@ -46,8 +46,8 @@ def check_row(path: Path, i: int, row) -> None:
     if not count(row.get("epoch")):
         raise BadInput(f"{where}.epoch = {row.get('epoch')!r} (expected an integer >= 0)")
     for key, value in row.items():
-        if key.endswith(("_loss", "accuracy", "seconds")) or key == "lr" or key.endswith("_lr"):
-            if not (number(value) or value is None and key.endswith("_loss")):
+        if key.endswith(("_loss", "accuracy", "seconds", "_lr")) or key == "lr":
+            if not (number(value) or (value is None and key.endswith("_loss"))):
                 raise BadInput(f"{where}.{key} = {value!r} (expected a number)")
     per_type = row.get("val_accuracy_per_type", {})
     if not (isinstance(per_type, dict) and all(isinstance(k, str) and number(v) for k, v in per_type.items())):

@@ -22,7 +22,7 @@ from ..plot_text import plain
 from .space import external, make_recipe
 
 FINISHED = ("COMPLETE", "PRUNED")
-STYLE = {"COMPLETE": dict(color="C0", marker="o", label="complete"),
+STYLE: dict[str, dict] = {"COMPLETE": dict(color="C0", marker="o", label="complete"),
          "PRUNED": dict(color="C7", marker="x", label="pruned")}
 
 

@@ -103,7 +103,7 @@ class WandB(Callback):
     def start(self, run_dir: Path, config: dict) -> None:
         import wandb
         self.run = run = wandb.init(
-            mode=os.environ.get("WANDB_MODE") or "offline", dir=str(run_dir),
+            mode=os.environ.get("WANDB_MODE") or "offline", dir=str(run_dir),  # type: ignore[arg-type]
             project=os.environ.get("WANDB_PROJECT") or "vqa-cache", name=self.label or run_dir.name,
             config=params_of(config), reinit="create_new",
             settings=wandb.Settings(silent=True, console="off", disable_git=True))

@@ -50,7 +50,7 @@ class CachedFit(Fit):
 
     def __init__(self, recipe: TrainRecipe, root: Path, run_dir: Path, features: Features):
         plan, tensors, keys = features
-        splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
+        splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe, root)
         device = dist.device(pick_device(recipe.device).type)
         image, question = tensors["image"][1], tensors["question"][1].to(device)
         self.streaming = isinstance(image, ImageStream)

@@ -181,7 +181,6 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
                                                   fit.eval_batch_size, len(fit.vocab), fit.ctx)
         val = (val_loss, val_acc, per_type)
     val = dist.broadcast(val)                                   # rank 0's
-    groups = fit.optimizer.param_groups
     used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
     lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
