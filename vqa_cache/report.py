@@ -207,7 +207,7 @@ def thumbnail(path: str) -> bytes | None:
             im = ImageOps.exif_transpose(im)
             im = to_8bit_rgb(im, im.format)
             scale = THUMB / max(im.size)
-            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.LANCZOS)
+            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
             return buf.getvalue()
