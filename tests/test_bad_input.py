@@ -8,6 +8,7 @@ import re
 import pytest
 
 import vqa_cache
+from conftest import FAST
 from vqa_cache.errors import BadInput
 
 
@@ -56,3 +57,133 @@ def test_output_paths_under_a_regular_file(cli, tmp_path):
     assert check_out_path(blocker, "report --out", directory=False) == blocker     # a file to replace
     assert check_out_path(tmp_path / "new" / "deeper", "--out", directory=True)
     assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+# ---------------------------------------------------------------- hf: datasets
+
+def _hf_paths(d, names_for):
+    """A save_to_disk dataset at `d` whose image column holds paths: names_for(i, image file) -> the path."""
+    from datasets import Dataset
+    from fixtures_hf import easyvqa_splits
+
+    splits = easyvqa_splits({"train": 4})
+    (d / "img").mkdir(parents=True)
+    names = []
+    for img, i in zip(splits["train"]["image"], splits["train"]["image_id"]):
+        (d / "img" / f"{i}.png").write_bytes(img["bytes"])
+        names.append(names_for(i, d / "img" / f"{i}.png"))
+    Dataset.from_dict({"image": names, "question": splits["train"]["question"],
+                       "answers": [[x["answer"] for x in a] for a in splits["train"]["answers"]]}).save_to_disk(str(d))
+
+
+@pytest.mark.parametrize("form", ["absolute", "climbing"])
+def test_hf_image_paths_outside_the_dataset_are_refused_unless_allowed(cli, tmp_path, form):
+    """As a CSV dataset's: an absolute or ../ image path is one line naming the option that allows it."""
+    d = tmp_path / "data" / "d"
+    if form == "absolute":
+        _hf_paths(d, lambda i, f: str(f))
+    else:
+        _hf_paths(d, lambda i, f: f"../d/img/{i}.png")
+    args = ["--cache-dir", tmp_path / "cache", "extract", "--dataset", f"hf:{d}", *FAST, "--text-encoder", "bow",
+            "--workers", 0]
+    r = cli(*args)
+    assert r.code == 2 and "is outside the dataset directory" in r.err, r
+    assert "--set dataset.options.image_paths=anywhere" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("manifest.json"))
+    r = cli(*args, "--set", "dataset.options.image_paths=anywhere")
+    assert r.code == 0, r
+    r = cli(*args, "--set", "dataset.options.image_paths=everywhere")
+    assert r.code == 2 and "image_paths 'everywhere': expected one of inside, anywhere" in r.err, r
+
+
+def test_hf_zero_row_split_and_loading_script_are_bad_input(cli, tmp_path):
+    from datasets import DatasetDict
+    from fixtures_hf import dataset_dict, easyvqa_splits, features
+
+    full = dataset_dict(easyvqa_splits({"train": 4, "validation": 2}), features())
+    empty = tmp_path / "empty"
+    DatasetDict({"train": full["train"], "validation": full["validation"].select([])}).save_to_disk(str(empty))
+    script = tmp_path / "script"
+    script.mkdir()
+    (script / "script.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w')\n")
+    (script / "train.csv").write_text("image,question,answers\na.png,what?,yes\n")
+    for d, message in ((empty, "split 'validation' has no rows"), (script, "holds a loading script (script.py)")):
+        r = cli("--cache-dir", tmp_path / "cache", "extract", "--dataset", f"hf:{d}", *FAST, "--text-encoder",
+                "bow", "--workers", 0)
+        assert r.code == 2 and message in r.err, r
+        assert len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "RAN").exists() and not list((tmp_path / "cache").rglob("manifest.json"))
+
+
+# ---------------------------------------------------------------- hf: models
+
+def test_hf_model_with_a_mis_shaped_tensor_is_one_line(cli, tmp_path, tiny_vit_dir, tiny_bert_dir):
+    """A safetensors tensor whose shape config.json contradicts (transformers: a RuntimeError about
+    ignore_mismatched_sizes) names the tensor, for an image (hf:DIR) and a text (--text-encoder DIR) model."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for source, flag in ((tiny_vit_dir, "--image-encoder"), (tiny_bert_dir, "--text-encoder")):
+        d = tmp_path / source.name
+        shutil.copytree(source, d)
+        tensors = load_file(d / "model.safetensors")
+        key = next(k for k in tensors if k.endswith("query.weight"))
+        tensors[key] = torch.zeros(5, 7)
+        save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+        args = [flag, f"hf:{d}", "--text-encoder", "bow"] if flag == "--image-encoder" else [flag, d]
+        if flag == "--text-encoder":
+            args += ["--image-encoder", "resnet18", "--image-size", "32", "--weights", "random"]
+        r = cli("--cache-dir", tmp_path / "cache", "extract", "--limit", 6, *args, "--workers", 0)
+        assert r.code == 2 and "cannot load the model" in r.err and "[5, 7] in the checkpoint" in r.err, r
+        assert len(r.err.strip().splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("manifest.json"))
+
+
+# ---------------------------------------------------------------- found while encoding
+
+def _no_unfinished_entry(root):
+    import json
+    manifests = [json.loads(p.read_text()) for p in root.rglob("manifest.json")]
+    return all(m.get("complete") for m in manifests)
+
+
+def test_features_that_overflow_float16_remove_the_entry(cli, tmp_path, resnet18_file):
+    """Weights scaled x1e30: the features overflow float16 at the first batch; one line, exit 2, and no
+    INCOMPLETE entry is left (a second run says the same, it does not resume a dead entry)."""
+    import torch
+
+    state = torch.load(resnet18_file)
+    scaled = tmp_path / "scaled.pt"
+    torch.save({k: v * 1e30 if v.is_floating_point() else v for k, v in state.items()}, scaled)
+    root = tmp_path / "cache"
+    for _ in range(2):
+        r = cli("--cache-dir", root, "extract", "--limit", 12, "--image-encoder", "resnet18", "--image-size", 32,
+                "--weights", scaled, "--text-encoder", "bow", "--workers", 0)
+        assert r.code == 2 and "pooled image features overflow float16" in r.err, r
+        assert "unfinished cache entry image-" in r.err and len(r.err.strip().splitlines()) == 1
+        assert _no_unfinished_entry(root) and not list((root / "image").glob("image-*/"))
+
+
+def test_a_tokenizer_that_gives_no_tokens_removes_the_entry(cli, tmp_path):
+    """A GPT-2 tokenizer built from vocab_file + merges_file is empty under transformers 5: every question is
+    no tokens (a reshape error, exit 1, before). One line, exit 2, no INCOMPLETE question entry."""
+    import json
+
+    import torch
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    d = tmp_path / "gpt"
+    empty = Tokenizer(models.BPE(vocab={}, merges=[]))       # what such a tokenizer amounts to: nothing known
+    PreTrainedTokenizerFast(tokenizer_object=empty, eos_token="<|endoftext|>").save_pretrained(d)
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=8, n_embd=16, n_layer=1, n_head=2, n_positions=40)).save_pretrained(d)
+    assert json.loads((d / "config.json").read_text())["model_type"] == "gpt2"
+    root = tmp_path / "cache"
+    r = cli("--cache-dir", root, "extract", "--limit", 12, *FAST, "--text-encoder", d, "--workers", 0)
+    assert r.code == 2 and "its tokenizer gives no tokens for" in r.err, r
+    assert "unfinished cache entry question-" in r.err          # (the finished images' bar stays above it)
+    assert [line for line in r.err.splitlines() if "error" in line] == [r.err.strip().splitlines()[-1]]
+    assert _no_unfinished_entry(root) and not list((root / "question").glob("question-*/"))

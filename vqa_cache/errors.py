@@ -10,6 +10,11 @@ class BadInput(ValueError):
     """Bad input or usage: one line naming the file, field or value and what was expected."""
 
 
+class Unencodable(BadInput):
+    """Input the encoder cannot turn into features, found while encoding: a tokenizer that gives no tokens,
+    features that overflow float16. Stage one removes the unfinished cache entry it was writing."""
+
+
 class Diverged(RuntimeError):
     """A NaN or infinite train loss: the run stopped; its checkpoints keep the last good epoch."""
 

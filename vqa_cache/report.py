@@ -3,7 +3,8 @@
 It runs the run's best model over its validation split the way `predict` does (predict.prepare and
 predict.top_answers: the cached features, the top 5 answers with their softmax scores) and shows:
   - the loss and accuracy curves (metrics.json), accuracy per answer type included;
-  - the accuracy per answer type and per question type (bars; the 25 most frequent question types);
+  - the accuracy per answer type and per question type (bars; the 25 most frequent question types; a chart
+    of one bar, a dataset without question types, is left out);
   - the confusion among the 20 most frequent ground-truth answers (rows: the best human answer, columns:
     the prediction; each row sums to 1, predictions outside the 20 in an "other" column);
   - precision, recall and F1 per answer (metrics.per_answer: the best human answer as the label) and macro-F1;
@@ -11,8 +12,9 @@ predict.top_answers: the cached features, the top 5 answers with their softmax s
     seed: the image, the question, the human answers (normalized, with counts), the top 5 with scores, the
     question and image ids; for heads that attend over grid cells, the image with the head's attention map
     over it (explain.py), as the encoder saw it.
-Plots are matplotlib PNGs, gallery images JPEG thumbnails (at most THUMB pixels a side), all embedded as
-data: URIs; every text from the data (questions, answers, names) is HTML-escaped. No script, no external
+Plots are matplotlib PNGs drawn PAGE_PX wide, the page's width at a 1280 px window, so that every label is
+at least 10 px there; gallery images JPEG thumbnails, THUMB pixels on their longer side (small images
+enlarged); all embedded as data: URIs; every text from the data (questions, answers, names) is HTML-escaped. No script, no external
 file: it opens in any browser, offline.
 """
 from __future__ import annotations
@@ -31,25 +33,25 @@ from .digest import check_out_path
 from .errors import BadInput
 from .explain import cached_maps, display_image, overlay_png
 from .metrics import per_answer
+from .model import prepare
 from .plot_text import plain
-from .predict import prepare, top_answers
+from .predict import top_answers
 from .run_table import encoders
 from .rundir import REPORT, cache_keys_of, curves_figure, read_metrics, read_run_config, write_text
 
-THUMB = 128           # gallery thumbnails: at most this many pixels a side
+THUMB = 192           # gallery thumbnails: this many pixels on the longer side
+PAGE_PX = 1216        # plots: the page's content width in a 1280 px window (body margin 2em of 16 px)
 WRONG, RIGHT = 50, 20
 TOP_ANSWERS, TOP_QTYPES = 20, 25
 
 
 def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
-    """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    """Write the report of a train or finetune run (a finetune run's split encoded live); returns {"out",
+    "bytes", "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
     if out:
         check_out_path(out, "report --out", directory=False)
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if config.get("mode") == "finetune":
-        raise BadInput(f"{run_dir}: a finetune run; the report reads runs of `vqa-cache train` (a finetune "
-                       f"run's predictions need its live encoders)")
     metrics = read_metrics(run_dir)         # checked: one reader of metrics.json (rundir)
     history = metrics["epochs"]
     p = prepare(run_dir, root)
@@ -65,7 +67,7 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     right = pick(np.nonzero(answered & (accuracy > 0))[0], RIGHT, rng)
 
     maps = cached_maps(p, wrong + right)          # {} unless the head attends over grid cells
-    spec = (config.get("cache_specs") or {}).get("image") or {}
+    spec = display_spec(run_dir, root, config) if maps else {}
 
     def card(i):
         return gallery_card(t["image_path"][i], t["question"][i], t["answers"][i], accuracy[i],
@@ -75,13 +77,13 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
 
     kept = np.nonzero(answered)[0]                 # the questions with answers to compare with
     scored = per_answer([best_human(t["answers"][i]) for i in kept], [answers[int(ids[i, 0])] for i in kept])
-    sections = [
-        ("Curves", img(curves_png(history))),
-        ("Accuracy per answer type and question type",
-         img(bars_png(group_accuracy([t["answer_type"][i] for i in kept], accuracy[kept]),
-                      group_accuracy([t["question_type"][i] for i in kept], accuracy[kept]), TOP_QTYPES))),
-        (f"Confusion among the {TOP_ANSWERS} most frequent answers",
-         img(confusion_png([best_human(t["answers"][i]) for i in kept], [answers[int(ids[i, 0])] for i in kept]))),
+    truth = [best_human(t["answers"][i]) for i in kept]
+    distinct = len(set(truth))
+    title, bars = bars_png(group_accuracy([t["answer_type"][i] for i in kept], accuracy[kept]),
+                           group_accuracy([t["question_type"][i] for i in kept], accuracy[kept]), TOP_QTYPES)
+    sections = [("Curves", img(curves_png(history)))] + ([(title, img(bars))] if bars else []) + [
+        (f"Confusion among the {TOP_ANSWERS} most frequent of {distinct} answers" if distinct > TOP_ANSWERS else
+         f"Confusion among the {distinct} answers", img(confusion_png(truth, [answers[int(ids[i, 0])] for i in kept]))),
         ("Precision, recall and F1 per answer", per_answer_table(scored)),
         (f"{len(wrong)} wrong predictions", f'<div class="grid">{"".join(card(i) for i in wrong)}</div>'),
         (f"{len(right)} right predictions", f'<div class="grid">{"".join(card(i) for i in right)}</div>'),
@@ -123,8 +125,9 @@ def group_accuracy(groups: list[str], accuracy: np.ndarray) -> list[tuple[str, i
 # ---------------------------------------------------------------- plots (matplotlib, no pyplot)
 
 def png(fig) -> bytes:
+    """The figure as a PNG PAGE_PX wide (its text: points x PAGE_PX / 72 / width in inches, in pixels)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)
+    fig.savefig(buf, format="png", dpi=PAGE_PX / fig.get_figwidth())
     return buf.getvalue()
 
 
@@ -132,23 +135,31 @@ def curves_png(history: list) -> bytes:
     return png(curves_figure(history, height=3.6))
 
 
-def bars_png(types: list, qtypes: list, most: int) -> bytes:
+def bars_png(types: list, qtypes: list, most: int) -> tuple[str, bytes | None]:
+    """(section title, PNG) of the accuracy per answer type and per question type; a chart of one bar is left
+    out (None: both)."""
     from matplotlib.figure import Figure
 
     shown = qtypes[:most]
-    fig = Figure(figsize=(10, 1.2 + 0.28 * (len(types) + len(shown))))
-    a, b = fig.subplots(2, 1, height_ratios=[max(1, len(types)), max(1, len(shown))])
-    for ax, groups, title in ((a, types, "answer type"),
-                              (b, shown, f"question type ({len(shown)} most frequent of {len(qtypes)})")):
+    charts = [(groups, title) for groups, title in (
+        (types, f"answer type ({len(types)})"),
+        (shown, f"question type ({len(shown)} most frequent of {len(qtypes)})" if len(qtypes) > most else
+         f"question type ({len(qtypes)})")) if len(groups) > 1]
+    section = "Accuracy per " + " and ".join(title.split(" (")[0] for _, title in charts)
+    if not charts:
+        return section, None
+    fig = Figure(figsize=(10, 1.2 + 0.3 * sum(len(groups) for groups, _ in charts)))
+    axes = fig.subplots(len(charts), 1, height_ratios=[len(groups) for groups, _ in charts], squeeze=False)[:, 0]
+    for ax, (groups, title) in zip(axes, charts):
         labels = [plain(f"{g} ({n})") for g, n, _ in groups][::-1]
         values = [acc for _, _, acc in groups][::-1]
         ax.barh(range(len(values)), values, color="C0")
-        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        ax.set_yticks(range(len(values)), labels, fontsize=10)
         for y, v in enumerate(values):
-            ax.text(min(v + 0.01, 0.92), y, f"{v:.2f}", va="center", fontsize=7)
+            ax.text(min(v + 0.01, 0.92), y, f"{v:.2f}", va="center", fontsize=9)
         ax.set(xlim=(0, 1), title=f"accuracy per {title}")
     fig.tight_layout()
-    return png(fig)
+    return section, png(fig)
 
 
 def confusion_png(truth: list[str], predicted: list[str]) -> bytes:
@@ -184,8 +195,9 @@ def img(data: bytes, mime: str = "image/png", alt: str = "") -> str:
 
 
 def thumbnail(path: str) -> bytes | None:
-    """A JPEG thumbnail of an image file (EXIF orientation applied, at most THUMB pixels a side), or None
-    when it cannot be read; images over the decoding limit are refused from their header, as in extract."""
+    """A JPEG thumbnail of an image file (EXIF orientation applied, THUMB pixels on its longer side: small
+    images are enlarged), or None when it cannot be read; images over the decoding limit are refused from
+    their header, as in extract."""
     from PIL import Image, ImageOps
 
     try:
@@ -194,12 +206,23 @@ def thumbnail(path: str) -> bytes | None:
                 return None
             im = ImageOps.exif_transpose(im)
             im = to_8bit_rgb(im, im.format)
-            im.thumbnail((THUMB, THUMB))
+            scale = THUMB / max(im.size)
+            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
             return buf.getvalue()
     except Exception:       # missing, unreadable, not an image: the card says so
         return None
+
+
+def display_spec(run_dir: Path, root: Path, config: dict) -> dict:
+    """The resize and crop of the run's image encoder, to draw a map over the image as it saw it: its cache's
+    image spec (a train run), else its Model's preprocessing (a finetune run, whose config has no cache)."""
+    spec = (config.get("cache_specs") or {}).get("image")
+    if spec:
+        return spec
+    from .model import load
+    return load(run_dir, root, device="cpu").preprocess.spec()
 
 
 def attention_thumbnail(path: str, spec: dict, attention) -> bytes | None:
@@ -262,6 +285,7 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: sans-serif; margin: 2em; max-width: 80em; color: #222; }}
 h2 {{ border-bottom: 1px solid #ccc; margin-top: 2em; }}
 img {{ max-width: 100%; }}
+h2 + img {{ width: 100%; }}
 table.summary th {{ text-align: left; padding-right: 1em; }}
 table.scores td, table.scores th {{ padding: 0 0.8em 0 0; text-align: right; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(12em, 1fr)); gap: 0.8em; }}

@@ -75,6 +75,8 @@ def check_shard(entry: Entry, record: dict, spec: dict, position: int) -> tuple[
             if not table.schema.equals(SCHEMA):
                 return [], f"columns {table.schema.names}, expected {SCHEMA.names}"
             ids = table.column("question_id").to_pylist()
+        elif entry.kind == "answers":      # targets.parquet: one row per question (targets.py)
+            ids = [str(i) for i in range(pq.read_table(path).num_rows)]
         elif entry.kind == "image":
             ids = check_image_shard(path, spec.get("outputs", ["pooled"]))
         else:

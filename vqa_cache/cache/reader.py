@@ -61,10 +61,11 @@ def check_features_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
         raise damaged(entry, f"{name} holds non-finite values (NaN or inf)")
 
 
-def read_features(entry: Entry, manifest: dict, output: str) -> tuple[list[str], np.ndarray]:
+def read_features(entry: Entry, manifest: dict, output: str, dtype=np.float32) -> tuple[list[str], np.ndarray]:
     """All ids (image ids or question texts, in row order) and the features of one output: images pooled
     [N, D] or grid [N, h*w, D]; questions pooled [M, D] or token states [M, L, D] with the padding positions
-    zeroed (the mask), float32; or question token ids [M, L] int64, each id + 1 and 0 after its length."""
+    zeroed (the mask), as `dtype` (float32, or float16 as stored: half the memory, the same values); or
+    question token ids [M, L] int64, each id + 1 and 0 after its length."""
     if entry.kind == "image":
         ids, arr = load_rows(entry, manifest, IMAGE_DATASETS[output])
     elif output == "ids":
@@ -74,10 +75,11 @@ def read_features(entry: Entry, manifest: dict, output: str) -> tuple[list[str],
     elif output == "tokens":
         ids, arr = load_rows(entry, manifest, "tokens")
         _, mask = load_rows(entry, manifest, "mask")
-        return ids, arr.reshape(len(ids), mask.shape[1], -1).astype(np.float32) * mask[:, :, None]
+        arr = arr.reshape(len(ids), mask.shape[1], -1)
+        return ids, (arr.astype(dtype, copy=False) * mask[:, :, None].astype(dtype)).astype(dtype, copy=False)
     else:
         ids, arr = load_rows(entry, manifest, QUESTION_COLUMNS[output])
-    return ids, arr.astype(np.float32)
+    return ids, arr.astype(dtype, copy=False)
 
 
 def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.ndarray]:

@@ -14,7 +14,8 @@ from ..errors import BadInput
 from ..version import __version__
 
 FORMAT_VERSION = 1
-KINDS = ("image", "question", "dataset")   # dataset: a parsed samples table (samples.py)
+KINDS = ("image", "question", "dataset", "answers")   # dataset: a parsed samples table (samples.py);
+# answers: a samples table's ground truth and soft scores (targets.py)
 
 
 def cache_root(option: str | None = None) -> Path:

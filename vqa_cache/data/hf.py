@@ -18,6 +18,9 @@ Columns (options, `--set dataset.options.KEY=VALUE`; defaults fit VQAv2, OK-VQA,
                                     other), question types the question's first words
     config (""), revision ("")      for load_dataset(NAME, config, revision=...)
     image_dir ("")                  where relative image paths are (default: the dataset's directory)
+    image_paths ("inside")          image paths (where there are no stored bytes) must be relative and stay
+                                    inside that folder, as a CSV dataset's must; "anywhere" also takes
+                                    absolute and ../ paths (for datasets that really reference files elsewhere)
 Split "validation" is called "val"; a lone Dataset is the split "train" (a val split is then held out).
 Image ids are "SPLIT/ID", like the other adapters'.
 
@@ -53,7 +56,8 @@ VERSION = 1
 DEFAULTS = {"image_column": "image", "question_column": "question", "answers_column": "answers",
             "question_id_column": "question_id", "image_id_column": "image_id",
             "answer_type_column": "answer_type", "question_type_column": "question_type",
-            "config": "", "revision": "", "image_dir": ""}
+            "config": "", "revision": "", "image_dir": "", "image_paths": "inside"}
+PATH_RULES = ("inside", "anywhere")     # image_paths: relative paths inside the folder only, or any path
 SPLIT_NAMES = {"validation": "val"}
 IMAGES = "images"           # the folder of the exported images (in the dataset entry)
 BATCH = 256                 # rows read at a time (image bytes included)
@@ -62,7 +66,10 @@ _OPENED: dict = {}          # (NAME_OR_DIR, config, revision, stamp) -> (source,
 
 
 def options(dataset: DatasetSettings) -> dict:
-    return layout_options("hf", dataset.options, DEFAULTS, lambda k: not k.endswith("_column"))
+    opts = layout_options("hf", dataset.options, DEFAULTS, lambda k: not k.endswith("_column"))
+    if opts["image_paths"] not in PATH_RULES:
+        raise BadInput(f"dataset.options.image_paths {opts['image_paths']!r}: expected one of {', '.join(PATH_RULES)}")
+    return opts
 
 
 def _datasets():
@@ -92,10 +99,16 @@ def open_dataset(name: str, opts: dict) -> tuple[str, dict]:
         datasets.logging.set_verbosity_error()
         try:
             if local.is_dir() and ((local / "state.json").is_file() or (local / "dataset_dict.json").is_file()):
+                check_saved(local, name)
                 loaded = datasets.load_from_disk(source)
             else:
+                if local.is_dir():
+                    check_no_script(local, name)
                 loaded = datasets.load_dataset(source, opts["config"] or None, revision=opts["revision"] or None)
-        except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:
+        except (OSError, ValueError, IndexError, KeyError, TypeError, RuntimeError,
+                datasets.exceptions.DatasetsError) as e:      # (BadInput is a ValueError: re-raised below)
+            if isinstance(e, BadInput):
+                raise
             offline = " (offline: only datasets in the local Hugging Face cache can be read)" if \
                 datasets.config.HF_HUB_OFFLINE else ""
             raise BadInput(f"hf:{name}: cannot load the dataset{offline}: {type(e).__name__}: "
@@ -113,6 +126,8 @@ def open_dataset(name: str, opts: dict) -> tuple[str, dict]:
                            f"(an IterableDataset cannot be read twice)")
         named = {}
         for split, ds in splits.items():
+            if ds.num_rows == 0:
+                raise BadInput(f"hf:{name}: split {split!r} has no rows; remove it from the dataset or give it rows")
             ours = SPLIT_NAMES.get(split, split)
             if ours in named:
                 raise BadInput(f"hf:{name}: splits {split!r} and {ours!r} would both be {ours!r}")
@@ -121,6 +136,39 @@ def open_dataset(name: str, opts: dict) -> tuple[str, dict]:
             raise BadInput(f"hf:{name}: no splits")
         _OPENED[memo] = (source, named)
     return _OPENED[memo]
+
+
+def check_saved(local: Path, name: str) -> None:
+    """A save_to_disk directory whose split has no data files (a 0-row split: `datasets` cannot load it back,
+    an IndexError) is BadInput naming the split."""
+    import json
+
+    if (local / "dataset_dict.json").is_file():
+        try:
+            split_names = json.loads((local / "dataset_dict.json").read_text())["splits"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BadInput(f"hf:{name}: dataset_dict.json is not a save_to_disk split list") from None
+        parts = [(str(s), local / str(s)) for s in split_names if isinstance(s, str)]
+    else:
+        parts = [("train", local)]
+    for split, folder in parts:
+        try:
+            files = json.loads((folder / "state.json").read_text()).get("_data_files")
+        except (OSError, ValueError, AttributeError):
+            continue                    # load_from_disk says what is wrong
+        if files == []:
+            raise BadInput(f"hf:{name}: split {split!r} has no rows (no data files in {folder}); remove it from "
+                           f"the dataset or give it rows")
+
+
+def check_no_script(local: Path, name: str) -> None:
+    """A directory holding a dataset loading script (NAME.py): `datasets` no longer runs them, and vqa-cache
+    never runs code from a dataset."""
+    scripts = sorted(p.name for p in local.glob("*.py"))
+    if scripts:
+        raise BadInput(f"hf:{name}: the directory holds a loading script ({scripts[0]}); dataset scripts are "
+                       f"not run (no code from a dataset is): save the data with save_to_disk or as Parquet, "
+                       f"CSV or JSON files")
 
 
 def identity(where: str, dataset: DatasetSettings) -> dict:
@@ -165,7 +213,7 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
                 answers = get["answers"].to_pylist() if "answers" in get else [None] * n
                 qids = get["question_id"].to_pylist() if "question_id" in get else [None] * n
                 ids, paths, todo = image_ids(get["image"], kinds["image"][1], get.get("image_id"), split, row,
-                                             where, base, exported)
+                                             where, base, exported, opts["image_paths"] == "anywhere")
                 if todo:
                     export_images(get["image"], kinds["image"][1], todo, ids, exported, export)
                 for role in ("answer_type", "question_type"):
@@ -199,7 +247,7 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
 
 
 def image_ids(images: pa.ChunkedArray, kind: str, id_column, split: str, row: int, where: str,
-              base: Path | None, exported: dict) -> tuple[list[str], list, list[int]]:
+              base: Path | None, exported: dict, anywhere: bool = False) -> tuple[list[str], list, list[int]]:
     """(image id per row, absolute path per row or None where the image is stored bytes, rows whose bytes
     are the first seen of their image id: to export). Only the bytes of rows without an id column are
     read here (to hash them)."""
@@ -233,7 +281,13 @@ def image_ids(images: pa.ChunkedArray, kind: str, id_column, split: str, row: in
                 exported[ident] = ""            # claimed; export_images gives it its file name
                 todo.append(i)
         else:
-            p = Path(paths[i]).expanduser()
+            p = Path(paths[i]).expanduser() if anywhere else Path(paths[i])
+            norm = os.path.normpath(paths[i])
+            if not anywhere and (p.is_absolute() or norm == ".." or norm.startswith(".." + os.sep)):
+                raise BadInput(f"{where}: split {split!r} row {row + i}: image path {short(paths[i], 80)!r} is "
+                               f"outside the dataset directory (absolute or ../; a CSV dataset's may not be "
+                               f"either); if the dataset really references files there, allow it with "
+                               f"--set dataset.options.image_paths=anywhere")
             if not p.is_absolute():
                 if base is None:
                     raise BadInput(f"{where}: split {split!r} row {row + i}: image path {short(paths[i])!r} is "

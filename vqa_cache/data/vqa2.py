@@ -17,7 +17,8 @@ from pathlib import Path
 from ..errors import BadInput
 from ..recipes import DatasetSettings
 from .files import (answer_list, few, field, file_identity, identifier, inside, listing_fingerprint,
-                    question_text, read_json, records, some, text)
+                    question_text, text)
+from .jsonstream import stream_records
 from .schema import make_table, new_rows
 
 VERSION = 1
@@ -57,15 +58,17 @@ def identity(base: Path, dataset: DatasetSettings) -> dict:
 
 
 def load(base: Path, dataset: DatasetSettings):
+    """The samples table. The files are read record by record (jsonstream), and equal strings (answers,
+    types) share one object: memory holds the rows, not the files' JSON trees."""
     rows = new_rows()
     seen: dict[str, str] = {}      # question id -> file, across splits
+    shared: dict[str, str] = {}
     for split, sub in present(base):
         qpath = base / questions_file(sub)
-        questions = some(records(read_json(qpath), "questions", qpath), qpath)
         annotated = {}
         apath = base / annotations_file(sub)
         if split != "test":
-            for i, rec in enumerate(records(read_json(apath), "annotations", apath)):
+            for i, rec in enumerate(stream_records(apath, "annotations")):
                 qid = identifier(field(rec, i, "question_id", apath, "annotation"), i, "question_id", apath,
                                  "annotation")
                 if qid in annotated:
@@ -73,12 +76,13 @@ def load(base: Path, dataset: DatasetSettings):
                 answers = answer_list(field(rec, i, "answers", apath, "annotation"), i, apath, "annotation")
                 if not answers:
                     raise BadInput(f"{apath}: annotation {i} (question_id {qid}) has no answers")
-                annotated[qid] = (answers,
-                                  text(field(rec, i, "answer_type", apath, "annotation"), i, "answer_type", apath,
-                                       "annotation"),
-                                  text(field(rec, i, "question_type", apath, "annotation"), i, "question_type",
-                                       apath, "annotation"))
-        for i, q in enumerate(questions):
+                answers = [shared.setdefault(a, a) for a in answers]
+                kinds = [text(field(rec, i, k, apath, "annotation"), i, k, apath, "annotation")
+                         for k in ("answer_type", "question_type")]
+                annotated[qid] = (answers, *(shared.setdefault(k, k) for k in kinds))
+        count = 0
+        for i, q in enumerate(stream_records(qpath, "questions")):
+            count += 1
             qid = identifier(field(q, i, "question_id", qpath, "question"), i, "question_id", qpath, "question")
             image = field(q, i, "image_id", qpath, "question")
             if isinstance(image, bool) or not isinstance(image, int) or image < 0:
@@ -102,6 +106,8 @@ def load(base: Path, dataset: DatasetSettings):
             rows["answer_type"].append(answer_type)
             rows["question_type"].append(question_type)
             rows["split"].append(split)
+        if not count:
+            raise BadInput(f"{qpath}: no questions in the file (expected at least one)")
         if annotated:
             extra = list(annotated)
             raise BadInput(f"{apath}: {len(extra)} annotation(s) for question ids not in {qpath.name} "

@@ -17,6 +17,7 @@ from torch import nn
 from ..digest import sha256_file
 from ..errors import BadInput
 from .base import Preprocess, Trunk
+from .shapes import load_failure
 from .text import quiet_loading
 from .weights import (RANDOM_SEED, Choice, check_model_dir, directory_identity, hub_snapshot,
                       online, read_state_dict)
@@ -154,9 +155,9 @@ def load(choice: Choice) -> tuple[nn.Module, bool]:
                 missing = sorted(info["missing_keys"])
             else:
                 model, missing = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir))), []
-    except (OSError, ValueError, KeyError, TypeError) as e:  # missing or malformed files, unknown model type
-        raise BadInput(f"image encoder hf:{name}: cannot load the model "
-                       f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:   # missing or malformed files, unknown
+        raise BadInput(f"image encoder hf:{name}: cannot load the model "      # model type, mis-shaped tensors
+                       f"({load_failure(e, model_dir)})") from None
     if choice.kind == "file":
         try:
             model.load_state_dict(read_state_dict(choice.source))

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..device import autocast
-from ..errors import BadInput
+from ..errors import BadInput, Unencodable
+from .shapes import load_failure
 from .weights import Choice
 
 BOW_DIM = 1024
@@ -137,9 +138,9 @@ def load_text_model(source, what: str = "--text-encoder"):
         tokenizer = load_tokenizer(source)
         with quiet_loading():
             model = AutoModel.from_pretrained(str(source), trust_remote_code=False, use_safetensors=safe)
-    except (OSError, ValueError, KeyError, TypeError) as e:  # missing or malformed files, unknown model type
-        raise BadInput(f"{what} {source}: cannot load the model "
-                       f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:   # missing or malformed files,
+        raise BadInput(f"{what} {source}: cannot load the model "            # unknown type, mis-shaped tensors
+                       f"({load_failure(e, source)})") from None
     tower = text_tower(model).eval()
     config = getattr(tower, "config", None) or model.config.text_config
     return tokenizer, tower, config.hidden_size
@@ -183,6 +184,7 @@ class HFEncoder:
     def __init__(self, choice: Choice, pooling: str = "mean", max_length: int = 32, tokens: bool = False,
                  device: str = "cpu", ids: bool = False):
         self.tokenizer, model, self.dim = load_text_model(choice.source)
+        self.source = choice.source
         self.model = model.to(device)
         self.pooling, self.max_length, self.tokens, self.ids, self.device = pooling, max_length, tokens, ids, device
 
@@ -191,6 +193,12 @@ class HFEncoder:
         fixed = self.tokens or self.ids      # stored columns have one width: max_length
         batch = self.tokenizer(texts, padding="max_length" if fixed else True, truncation=True,
                                max_length=self.max_length, return_tensors="pt").to(self.device)
+        empty = (batch["attention_mask"].sum(1) == 0).nonzero().flatten().tolist() \
+            if batch["attention_mask"].numel() else list(range(len(texts)))
+        if empty:
+            raise Unencodable(f"text encoder {self.source}: its tokenizer gives no tokens for "
+                              f"{texts[empty[0]][:60]!r} (an empty vocabulary? A GPT-2 style tokenizer made from "
+                              f"vocab_file + merges_file is empty under transformers 5: save it with tokenizer.json)")
         with autocast(self.device):
             states = self.model(input_ids=batch["input_ids"],
                                 attention_mask=batch["attention_mask"]).last_hidden_state.float()

@@ -13,7 +13,7 @@ from ..cache.plan import OUTPUTS, Plan
 from ..cache.shards import write_image_shard
 from ..device import autocast
 from ..encoders.image import ImageEncoder, ImageFiles, collate
-from ..errors import BadInput
+from ..errors import BadInput, Unencodable
 from .writer import Job, ShardWriter, shard_writing, writing
 
 
@@ -83,7 +83,8 @@ class ShardBuffer:
         for k, v in host.items():
             v = v.numpy()
             if not np.isfinite(v).all():
-                raise RuntimeError(f"{k} features overflow float16 for images near {ids[0]!r}")
+                raise Unencodable(f"{k} image features overflow float16 for images near {ids[0]!r} (values past "
+                                  f"65504: are the weights scaled?)")
             self.parts[k].append(v)
         self.shapes = self.shapes or {k: v.shape[1:] for k, v in host.items()}
         self.ids.extend(ids)

@@ -11,6 +11,7 @@ from ..cache import Entry
 from ..cache.plan import Plan
 from ..cache.shards import write_question_shard
 from ..encoders.text import load_text_encoder
+from ..errors import Unencodable
 from .writer import shard_writing, writing
 
 
@@ -47,4 +48,9 @@ DTYPES = {"mask": np.uint8, "ids": np.int32, "length": np.int32}     # the rest:
 
 def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
     """The encoder's batches -> one shard's arrays: float16 features, a uint8 mask, int32 ids and lengths."""
-    return {k: np.concatenate([p[k] for p in parts]).astype(DTYPES.get(k, np.float16)) for k in parts[0]}
+    out = {k: np.concatenate([p[k] for p in parts]).astype(DTYPES.get(k, np.float16)) for k in parts[0]}
+    for k, v in out.items():
+        if v.dtype == np.float16 and not np.isfinite(v).all():
+            raise Unencodable(f"{k} question features overflow float16 (values past 65504: are the text "
+                              f"model's weights scaled?)")
+    return out

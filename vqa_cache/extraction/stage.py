@@ -12,6 +12,7 @@ from .. import distributed as dist
 from ..cache import Entry
 from ..cache.plan import Plan, make_plan
 from ..cache.store import clean_stale
+from ..cache.targets import cached_answer_table
 from ..device import pick_device, precision_scope, resolve_precision
 from ..threads import describe
 from ..errors import BadInput
@@ -51,4 +52,6 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
     with precision_scope(precision):
         extract_images(plan, root, device, wait, image_encoder)
         extract_questions(plan, root, device, wait, text_encoder)
+    if dist.is_main():      # the questions' ground truth and soft scores, once, for every run on this cache
+        cached_answer_table(root, plan.samples.column("answers"))
     return plan

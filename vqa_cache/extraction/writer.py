@@ -4,6 +4,7 @@ index and the complete manifest (finish_entry)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from .. import distributed as dist
 from ..cache import Entry
 from ..cache.shards import shard_file, write_index
 from ..digest import write_file
+from ..errors import Unencodable
 from ..progress import progress
 from .resume import PROGRESS_GLOB, finished_shard, open_entry, progress_records, remaining_shards
 
@@ -139,7 +141,11 @@ def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
             print(f"{label}: resuming {entry.key} at {manifest['shards'][-1]['stop']} of {rows} "
                   f"({len(manifest['shards'])} finished shards kept)")
         job = Job(entry, manifest, shards, t0=time.time())
-        yield job
+        try:
+            yield job
+        except Unencodable as e:     # it would fail the same way every time: no unfinished entry is left
+            shutil.rmtree(entry.path, ignore_errors=True)
+            raise Unencodable(f"{e} (the unfinished cache entry {entry.key} was removed)") from None
         finish_entry(entry, manifest, job.t0)
 
 

@@ -169,8 +169,8 @@ def encoder_state(model: FinetuneModel) -> dict:
     return out
 
 
-def load_encoder_state(model: FinetuneModel, state: dict, where) -> None:
-    """encoder_state's weights back into the model; BadInput (naming `where`) when they do not fit."""
+def load_encoder_state(model, state: dict, where) -> None:
+    """encoder_state's weights back into the model (anything with its image_enc and text_enc); BadInput (naming `where`) when they do not fit."""
     for part, values in state.items():
         enc = getattr(model, part)
         _, unexpected = enc.load_state_dict(values, strict=False)

@@ -45,10 +45,9 @@ def run_config(recipe, cache_keys: dict, split_names, vocab, splits: dict, dropp
     """What config.json says of every run: the recipe, the cache keys, the splits, the vocabulary, the
     questions, the head and the device (train and finetune add their own)."""
     from ..recipes import to_dict
-    answers = splits["train"].table.column("answers").to_pylist()
     return {"recipe": to_dict(recipe), "cache_keys": cache_keys, "splits": split_names,
             "vocabulary": {"size": len(vocab), "top_k": vocab.top_k, "min_count": vocab.min_count,
-                           "coverage": round(vocab.coverage(answers), 4)},
+                           "coverage": round(splits["train"].coverage, 4)},
             "questions": {"train": len(splits["train"]), "val": len(splits["val"]), "dropped": dropped},
             "head": head_config, "device": str(device)}
 

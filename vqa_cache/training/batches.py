@@ -1,5 +1,5 @@
-"""Batches of stage two. Features that fit are one tensor each (on the GPU when there is one) and a batch
-is an index gather: no per-item Dataset, no DataLoader. Image features streamed from the shards come in
+"""Batches of stage two. Features that fit are one tensor each (on the GPU when there is one), float16 as
+the cache holds them, and a batch is an index gather made float32: no per-item Dataset, no DataLoader. Image features streamed from the shards come in
 groups of row chunks (stream_batches). For finetune, `image` and `question` are Rows: a batch is then
 the rows themselves, which its model encodes."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ def epoch_batches(split: Split, image, question, rows: torch.Tensor, batch_size:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if isinstance(image, ImageStream):
         for idx, img in stream_batches(image, split, rows, batch_size, rows.device, generator):
-            yield idx, img, question[split.q_row[idx]]
+            yield idx, img, gather(question, split.q_row[idx])
         return
     yield from batches(split, image, question, epoch_order(split, rows, generator, group_by_image), batch_size)
 
@@ -31,11 +31,18 @@ def batches(split: Split, image, question, rows: torch.Tensor, batch_size: int):
     order) or Rows."""
     if isinstance(image, ImageStream):
         for idx, img in stream_batches(image, split, rows, batch_size, rows.device):
-            yield idx, img, question[split.q_row[idx]]
+            yield idx, img, gather(question, split.q_row[idx])
         return
     for s in range(0, len(rows), batch_size):
         idx = rows[s:s + batch_size]
-        yield idx, image[split.img_row[idx]], question[split.q_row[idx]]
+        yield idx, gather(image, split.img_row[idx]), gather(question, split.q_row[idx])
+
+
+def gather(features, rows):
+    """features[rows], float16 features (as the cache holds them, and memory keeps them) as float32: the
+    values are exactly those a float32 copy of the whole would give."""
+    out = features[rows]
+    return out.float() if isinstance(out, torch.Tensor) and out.dtype == torch.float16 else out
 
 
 def epoch_order(split: Split, rows: torch.Tensor, generator: torch.Generator, group_by_image: bool) -> torch.Tensor:

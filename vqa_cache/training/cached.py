@@ -51,7 +51,7 @@ class CachedFit(Fit):
 
     def __init__(self, recipe: TrainRecipe, root: Path, run_dir: Path, features: Features):
         plan, tensors, keys = features.plan, features.tensors, features.cache_keys
-        parts = build_splits(plan, tensors, recipe)
+        parts = build_splits(plan, tensors, recipe, root)
         splits, vocab = parts.splits, parts.vocab
         device = dist.device(pick_device(recipe.device).type)
         image, question = tensors["image"][1], tensors["question"][1].to(device)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from .. import heads
@@ -21,8 +23,9 @@ from ..recipes import TrainRecipe
 
 class Features(NamedTuple):
     """A run's cached inputs. tensors[kind] = (ids in row order, features): image features pooled
-    [N, Di] or grid [N, h*w, Di] float32 on the CPU, or an ImageStream; question features pooled [M, Dq]
-    or token states [M, L, Dq] with padding positions zeroed, or token ids [M, L] (id + 1, 0 = padding)."""
+    [N, Di] or grid [N, h*w, Di] float16 on the CPU (as the cache holds them; a batch is made float32), or an
+    ImageStream; question features pooled [M, Dq] or token states [M, L, Dq] with padding positions zeroed,
+    float16, or token ids [M, L] int64 (id + 1, 0 = padding)."""
     plan: Plan
     tensors: dict
     cache_keys: dict
@@ -31,22 +34,39 @@ class Features(NamedTuple):
 def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str, stream: bool | None = None) -> Features:
     """The features of a train recipe from a complete cache; BadInput naming `extract_cmd` (the command that
     makes them) when they are not there. Images are streamed from the shards when `stream` is true (None:
-    when they would take more than memory_budget())."""
+    when images, question features and answer targets together would take more than memory_budget())."""
     need = heads.needs(recipe.head.name)
     plan = make_plan(recipe.features, allow_download=False, root=root)
     entries = {"image": Entry(root, plan.image_key), "question": Entry(root, plan.question_key)}
     manifests = {kind: check_complete(entry, extract_cmd) for kind, entry in entries.items()}
     check_outputs(recipe.head.name, need, manifests["image"]["spec"], manifests["question"]["spec"])
     images = ImageStream(entries["image"], manifests["image"], IMAGE_DATASETS[need["image"]])
-    use_stream = stream if stream is not None else images.nbytes(4) > memory_budget(pick_device(recipe.device))
-    if use_stream:
+    if stream is None:
+        resident = question_bytes(manifests["question"], need["question"]) + target_bytes(plan)
+        stream = images.nbytes(2) + resident > memory_budget(pick_device(recipe.device))
+    if stream:
         tensors = {"image": (images.ids, images)}
     else:
-        ids, arr = read_features(entries["image"], manifests["image"], need["image"])
+        ids, arr = read_features(entries["image"], manifests["image"], need["image"], np.float16)
         tensors = {"image": (ids, torch.from_numpy(arr))}
-    ids, arr = read_features(entries["question"], manifests["question"], need["question"])
+    ids, arr = read_features(entries["question"], manifests["question"], need["question"], np.float16)
     tensors["question"] = (ids, torch.from_numpy(arr))
     return Features(plan, tensors, plan.cache_keys)
+
+
+def question_bytes(manifest: dict, output: str) -> int:
+    """What the question features of an entry take in memory (float16; token ids int64)."""
+    spec, rows = manifest.get("spec", {}), int(manifest.get("rows", 0))
+    dim = int(manifest.get("dim") or spec.get("dim") or 0)
+    length = int(spec.get("max_length") or 32)
+    return rows * (length * 8 if output == "ids" else length * dim * 2 if output == "tokens" else dim * 2)
+
+
+def target_bytes(plan: Plan) -> int:
+    """What the answer targets of a run take: per question, class ids (int64) and scores (float32) for each
+    distinct answer (ten at most in VQA v2), the answer table and the row indices."""
+    widest = max(1, int(pc.max(pc.list_value_length(plan.samples.column("answers"))).as_py() or 1))
+    return plan.samples.num_rows * (widest * (8 + 4 + 8 + 4 + 2) + 32)
 
 
 def input_dims(plan: Plan, tensors: dict, need: dict) -> tuple[int, int]:

@@ -10,7 +10,9 @@ import pyarrow.compute as pc
 import torch
 
 from .. import data
-from ..answers import Vocabulary, build_vocabulary, ground_truth, soft_scores
+from ..answers import Vocabulary
+from ..answers.table import AnswerTable, answer_table, vocabulary
+from ..cache.targets import cached_answer_table
 from ..recipes import TrainRecipe
 
 
@@ -21,25 +23,23 @@ class Split:
     target_idx, target_val: [N, M]   each question's candidate answers (class ids, K = none) and soft scores
     """
 
-    def __init__(self, table: pa.Table, img_row, q_row, vocab: Vocabulary):
+    def __init__(self, table: pa.Table, img_row, q_row, vocab: Vocabulary, answers: AnswerTable | None = None):
+        """answers: the AnswerTable of the table's rows (computed here when not given)."""
         self.table = table
         self.img_row = torch.as_tensor(img_row, dtype=torch.long)
         self.q_row = torch.as_tensor(q_row, dtype=torch.long)
-        answers = table.column("answers").to_pylist()
-        width = max(1, max((len(set(a)) for a in answers), default=1))
-        none = len(vocab)
-        idx = np.full((len(answers), width), none, dtype=np.int64)
-        val = np.zeros((len(answers), width), dtype=np.float32)
-        for i, raw in enumerate(answers):
-            if not raw:
-                continue
-            for j, (answer, score) in enumerate(soft_scores(ground_truth(raw)).items()):
-                c = vocab.index(answer)
-                if c is not None:
-                    idx[i, j], val[i, j] = c, score
+        answers = answer_table(table.column("answers")) if answers is None else answers
+        width = max(1, int(answers.distinct.max(initial=0)))
+        idx = np.full((len(answers.n), width), len(vocab), dtype=np.int64)
+        val = np.zeros((len(answers.n), width), dtype=np.float32)
+        w = min(width, answers.candidates.shape[1])
+        classes = answers.classes(vocab)[answers.candidates[:, :w]]      # (-1 pads -> the last entry: none)
+        idx[:, :w] = classes
+        val[:, :w] = np.where(classes < len(vocab), answers.scores[:, :w], 0)
         self.target_idx, self.target_val = torch.from_numpy(idx), torch.from_numpy(val)
-        self.multi = max((len(a) for a in answers), default=1) > 1   # 10 human answers -> soft BCE
+        self.multi = int(answers.n.max(initial=1)) > 1      # 10 human answers -> soft BCE
         self.answer_type = table.column("answer_type").to_pylist()
+        self.coverage = answers.coverage(vocab)             # share whose best answer is a class
 
     def __len__(self):
         return len(self.img_row)
@@ -50,19 +50,24 @@ class Split:
         return self
 
 
-def make_split(table: pa.Table, tensors: dict, vocab: Vocabulary) -> Split:
+def make_split(table: pa.Table, tensors: dict, vocab: Vocabulary, answers: AnswerTable | None = None) -> Split:
     """The Split of a samples table's questions, whose image ids and texts are rows of tensors[kind][0]."""
-    img_pos = {k: i for i, k in enumerate(tensors["image"][0])}
-    q_pos = {k: i for i, k in enumerate(tensors["question"][0])}
-    return Split(table, [img_pos[i] for i in table.column("image_id").to_pylist()],
-                 [q_pos[q] for q in table.column("question").to_pylist()], vocab)
+    return Split(table, positions(table.column("image_id"), tensors["image"][0]),
+                 positions(table.column("question"), tensors["question"][0]), vocab, answers)
+
+
+def positions(column, ids: list) -> np.ndarray:
+    """The row of each value of `column` in `ids` (every value is there)."""
+    found = pc.index_in(column, value_set=pa.array(ids, type=column.type))
+    if found.null_count:
+        raise KeyError(f"{found.null_count} values have no row in the features")
+    return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def with_features(table: pa.Table, image_ids: list[str]) -> tuple[pa.Table, int]:
     """The questions whose image has features (unreadable images were skipped at extraction), and how
     many were dropped."""
-    have = set(image_ids)
-    keep = np.array([i in have for i in table.column("image_id").to_pylist()], dtype=bool)
+    keep = features_mask(table, image_ids)
     return (table, 0) if keep.all() else (table.filter(keep), int((~keep).sum()))
 
 
@@ -75,15 +80,30 @@ class Splits(NamedTuple):
     dropped: int
 
 
-def build_splits(plan, tensors: dict, recipe: TrainRecipe) -> Splits:
-    table, dropped = with_features(plan.samples, tensors["image"][0])
+def features_mask(table: pa.Table, image_ids: list[str]) -> np.ndarray:
+    column = table.column("image_id")
+    return pc.is_in(column, value_set=pa.array(image_ids, type=column.type)).to_numpy(zero_copy_only=False)
+
+
+def build_splits(plan, tensors: dict, recipe: TrainRecipe, root=None) -> Splits:
+    """The run's Splits (see there). The answer table of the plan's samples comes from the cache under `root`
+    (extract wrote it; computed here for a cache made before, or when root is None)."""
+    keep = features_mask(plan.samples, tensors["image"][0])
+    table, dropped = (plan.samples, 0) if keep.all() else (plan.samples.filter(keep), int((~keep).sum()))
     if dropped:
         print(f"dropping {dropped} questions whose images were skipped as unreadable at extraction")
+    answers = cached_answer_table(root, plan.samples.column("answers"), write=False) if root is not None else \
+        answer_table(plan.samples.column("answers"))
+    if dropped:
+        answers = answers.rows(keep)
     train_name, val_name = data.train_val_splits(table)
-    parts = {s: table.filter(pc.equal(table["split"], s)) for s in (train_name, val_name)}
-    vocab = build_vocabulary(parts[train_name].column("answers").to_pylist(), top_k=recipe.answers.top_k,
-                             min_count=recipe.answers.min_count)
-    splits = {role: make_split(parts[name], tensors, vocab) for role, name in (("train", train_name), ("val", val_name))}
+    split = table.column("split")
+    masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in (train_name, val_name)}
+    parts = {s: table.filter(m) for s, m in masks.items()}
+    vocab = vocabulary(answers.rows(masks[train_name]), top_k=recipe.answers.top_k,
+                       min_count=recipe.answers.min_count)
+    splits = {role: make_split(parts[name], tensors, vocab, answers.rows(masks[name]))
+              for role, name in (("train", train_name), ("val", val_name))}
     return Splits(splits, vocab, (train_name, val_name), dropped)
 
 
