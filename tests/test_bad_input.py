@@ -187,3 +187,25 @@ def test_a_tokenizer_that_gives_no_tokens_removes_the_entry(cli, tmp_path):
     assert "unfinished cache entry question-" in r.err          # (the finished images' bar stays above it)
     assert [line for line in r.err.splitlines() if "error" in line] == [r.err.strip().splitlines()[-1]]
     assert _no_unfinished_entry(root) and not list((root / "question").glob("question-*/"))
+
+
+# ---------------------------------------------------------------- --resume before the first checkpoint
+
+def test_resume_before_the_first_checkpoint_says_to_start_over(cli, tmp_path):
+    """A kill before the first epoch ended leaves config.json (and the dead writer's lock file) and no last.pt:
+    --resume says to run the command again without it, which then works."""
+    root, run = tmp_path / "cache", tmp_path / "run"
+    data = ["--limit", 30, *FAST, "--text-encoder", "bow"]
+    assert cli("--cache-dir", root, "extract", *data, "--workers", 0).code == 0
+    train = ["--cache-dir", root, "train", *data, "--epochs", 1, "--batch-size", 8, "--out", run]
+    assert cli(*train).code == 0
+    for p in run.iterdir():
+        if p.name != "config.json":
+            p.unlink()
+    (run / ".lock").write_text("otherhost 12345\n")
+    r = cli(*train, "--resume")
+    assert r.code == 2 and f"--resume: no checkpoint {run / 'last.pt'} to continue from" in r.err, r
+    assert "run the same command again without --resume to start it over" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli(*train)
+    assert r.code == 0 and (run / "last.pt").is_file(), r
