@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..cache.store import Lock
+from ..digest import WriteError
 from ..errors import BadInput
 from ..rundir import read_json_object
 
@@ -25,6 +26,8 @@ def sweep_lock(directory: Path):
     lock = Lock(Path(directory) / LOCK, wait=False)
     try:
         lock.__enter__()
+    except WriteError:          # the lock file could not be written (read-only, full disk): its own line
+        raise
     except BadInput:
         raise BadInput(f"{directory} is in use by another sweep process (host, pid: {lock.holder()}; lock "
                        f"{lock.path}): wait for it to finish, or choose another --out") from None
