@@ -8,7 +8,8 @@ import click
 from .. import threads
 from ..errors import BadInput, Diverged
 from .cache import cache
-from .runs import ask, eval_, predict, report, runs
+from .demo import demo
+from .runs import ask, eval_, export, predict, report, runs
 from .stages import extract, finetune, sweep, train
 
 
@@ -31,7 +32,7 @@ def cli(ctx, cache_dir, debug):
     ctx.obj = Ctx(cache_dir, debug)
 
 
-for command in (extract, train, finetune, sweep, predict, ask, eval_, runs, report, cache):
+for command in (extract, train, finetune, sweep, predict, ask, export, eval_, runs, report, cache, demo):
     cli.add_command(command)
 
 

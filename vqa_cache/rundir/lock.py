@@ -44,6 +44,8 @@ def run_lock(run_dir: Path, resume: bool = False, take: bool = True):
     try:
         lock.__enter__()
     except WriteError:              # the lock file could not be written (full disk, a symlink): its own line
+        if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
         raise
     except BadInput:
         raise BadInput(f"{run_dir} is in use by another process (host, pid: {lock.holder()}; lock "
