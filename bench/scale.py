@@ -122,7 +122,10 @@ def helper(what: str, *args) -> None:
         shutil.rmtree(d, ignore_errors=True)
         info = make_dataset(d, n, seed=seed)
         (d / "info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "files"}))
-    elif what == "limits":
+    elif what == "limits":           # torch threads as vqa-cache picks them (no spinning, usable CPUs)
+        from vqa_cache import threads
+        threads.prefer_passive_wait()
+        threads.set_threads(None)
         forward, stage = image_forward_only(Path(args[0]), args[1])
         Path(args[3]).write_text(json.dumps({"image_forward": forward, "image_stage": stage,
                                              "steps_only_epoch": train_steps_only(Path(args[2]))}))
@@ -175,6 +178,10 @@ def report(results: list, a) -> None:
         per_epoch = r["train_epochs"] / a.epochs
         print(f"  train epoch {per_epoch:.2f} s vs steps-only {r['steps_only_epoch']:.2f} s: "
               f"{r['steps_only_epoch'] / per_epoch:.2f} of steps-only (the epoch also evaluates)")
+
+
+def report_growth(results: list) -> None:
+    steps = ("import", "extract", "train", "stream", "predict", "eval")
     for r1, r2 in zip(results, results[1:]):
         scale = math.log(r2["images"] / r1["images"])
         parts = []
@@ -243,8 +250,14 @@ def main():
                       work / "gen.log")
             child(cli(work / f"cache-{sizes[-1]}", "extract", "--dataset", f"vqa2:{d}", *FAST), work / "extract.log")
             return threads_check(sizes[-1], work, a, data_dir)
-        results = [one_size(n, work, a, data_dir) for n in sizes]
-        report(results, a)
+        results = []
+        for n in sizes:                       # each size reported as soon as it is measured
+            results.append(one_size(n, work, a, data_dir))
+            report(results[-1:], a)
+            sys.stdout.flush()
+            if a.json:
+                Path(a.json).write_text(json.dumps(results, indent=1))
+        report_growth(results)
         if a.threads_check:
             threads_check(sizes[-1], work, a, data_dir)
         if a.json:
