@@ -19,7 +19,7 @@ SWEEP_RECIPE   ?= train/easyvqa-sweep.toml
 TRIALS ?= 50
 ARGS ?=
 
-.PHONY: install features train finetune sweep test test-fast lint bench clean
+.PHONY: install features train finetune sweep test test-fast test-latest lint bench clean
 
 install: $(STAMP)
 
@@ -49,6 +49,23 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q tests
 
+# The Hugging Face stack drifts (issue 23.6): the encoder, hf dataset and bad-input tests on the newest
+# transformers, timm and datasets that the pyproject.toml ranges allow (CI runs it after `make test`). A throwaway
+# venv sees .venv's packages through a .pth file; the upgrades land in its own site-packages, in front of them;
+# torch and torchvision stay the installed ones (.ci/latest_constraints.py pins them).
+LATEST       := .venv-latest
+LATEST_TESTS ?= tests/test_encoders.py tests/test_hf.py tests/test_bad_input.py
+test-latest: $(STAMP)
+	rm -rf $(LATEST)
+	$(BIN)/python -m venv $(LATEST)
+	$(BIN)/python -c 'import site; print(site.getsitepackages()[0])' \
+	  > "$$($(LATEST)/bin/python -c 'import site; print(site.getsitepackages()[0])')/base-venv.pth"
+	$(BIN)/python .ci/latest_constraints.py > $(LATEST)/constraints.txt
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --constraint $(LATEST)/constraints.txt transformers timm datasets
+	$(LATEST)/bin/python -c 'import torch, transformers, timm, datasets; print("test-latest: torch", torch.__version__, \
+	  "transformers", transformers.__version__, "timm", timm.__version__, "datasets", datasets.__version__)'
+	PYTHONPATH=$(CURDIR) $(LATEST)/bin/python -m pytest -q $(LATEST_TESTS)
+
 # ruff (pyproject.toml [tool.ruff]) and mypy ([tool.mypy]); CI (.ci/run) runs it before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -63,4 +80,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py --sizes 300,900
 
 clean:
-	rm -rf $(VENV) runs sweeps
+	rm -rf $(VENV) $(LATEST) runs sweeps

@@ -15,9 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqa_cache"
 LAYERS = [
     {"__main__", "__init__"},               # `python -m vqa_cache`; the package's face, the API re-exported
     {"cli"},                                # click commands and printing
+    {"demo"},                               # the Gradio page of `vqa-cache demo`, over the API
     {"api"},                                # the Python API: the commands as functions
     {"report"},                             # a page about a run, through predict and runs
-    {"explain"},                            # where a run looked (ask --json/--explain, the report), through predict
+    {"model"},                              # a trained model ready to answer: load, export, a finetune run live
+    {"explain"},                            # where a model looked (ask --json/--explain, the report)
     {"finetuning", "search", "predict", "run_table"},   # built on stage two; run_table: a table of run directories
     {"extraction", "training"},             # stage one, stage two
     {"rundir"},                             # the run contract: every file of a run directory (takes cache's Lock)

@@ -35,7 +35,16 @@ TRAIN = ["train", "train/easyvqa-concat.toml", *FAST, "--set", "head.hidden=2", 
 # config.json keys added since the fixtures were made, with the values that keep the old behaviour
 ADDED = {("recipe", "features", "text", "ids"): False, ("recipe", "head", "layers"): 0, ("recipe", "head", "embed"): 0, ("recipe", "head", "standardize"): False,
          ("recipe", "head", "init_embeddings"): False, ("head", "standardize"): False,
+         # issue 25: optimizers and schedules (the defaults are the old AdamW + cosine), precision
+         ("recipe", "optim", "name"): "adamw", ("recipe", "optim", "momentum"): 0.9,
+         ("recipe", "optim", "nesterov"): False, ("recipe", "optim", "schedule"): "cosine",
+         ("recipe", "optim", "horizon_epochs"): 0.0, ("recipe", "optim", "pct_start"): 0.3,
+         ("recipe", "optim", "step_epochs"): 10, ("recipe", "optim", "gamma"): 0.1,
+         ("recipe", "precision"): "auto", ("recipe", "features", "precision"): "auto", ("precision",): "fp32",
+         ("schedule",): lambda plan: plan["schedule"] == "cosine" and plan["extensions"] == [],
          ("head_parameters",): 6161}       # the head's parameter count (`vqa-cache runs` reads it, without torch)
+# metrics row keys added since (issue 25): checked for sense, then left out of the comparison
+ROW_ADDED = {"train_accuracy": lambda v: 0 <= v <= 1, "lr_phase": lambda v: v == "cosine"}
 FINETUNE = ["finetune", "train/easyvqa-finetune.toml", *FAST, "--train-encoders", "none", "--set", "head.hidden=2",
             "--epochs", 2, "--batch-size", 8, "--set", "finetune.workers=0"]
 
@@ -54,11 +63,28 @@ def keys_of(cache: Path) -> dict:
     return {kind: next((cache / kind).iterdir()).name for kind in ("image", "question")}
 
 
-def same_numbers(new: dict, old: dict) -> None:
-    """metrics.json of two runs: the same epochs, accuracies and learning rates; losses to 1e-4 (module doc)."""
+def same_numbers(new: dict, old: dict, config: dict) -> None:
+    """metrics.json of two runs: the same epochs, accuracies and learning rates; losses to 1e-4 (module doc).
+    Since issue 25 a row's lr is the one the epoch's last step used (before: the next step's): both are
+    checked against the run's schedule (config.json's plan)."""
+    from vqa_cache import recipes
+    from vqa_cache.training.schedule import lr_factor
     assert new["best"] == old["best"]
     assert len(new["epochs"]) == len(old["epochs"])
+    plan = config["schedule"]
+    recipe = config["recipe"]
+    f = lr_factor(recipes.build(recipes.OptimSettings, recipe["optim"]), plan)
+    bases = {"lr": recipe["optim"]["lr"], "encoder_lr": recipe.get("finetune", {}).get("encoder_lr", 0.0)}
     for a, b in zip(new["epochs"], old["epochs"]):
+        for key, ok in ROW_ADDED.items():
+            assert ok(a.pop(key)), key
+        step = a["epoch"] * plan["steps_per_epoch"]
+        for key in [k for k in bases if k in a]:
+            if b[key] == 0.0:                  # (a finetune run with no encoder parameters)
+                assert a.pop(key) == b.pop(key) == 0.0
+                continue
+            assert a.pop(key) == pytest.approx(bases[key] * f(step - 1)), key
+            assert b.pop(key) == pytest.approx(bases[key] * f(step)), key
         losses = ("train_loss", "val_loss")
         assert {k: v for k, v in a.items() if k not in losses and "seconds" not in k} == \
                {k: v for k, v in b.items() if k not in losses and "seconds" not in k}
@@ -74,7 +100,8 @@ def without_added(config: dict) -> dict:
         node = config
         for part in parents:
             node = node[part]
-        assert node.pop(leaf) == value, path
+        got = node.pop(leaf)
+        assert value(got) if callable(value) else got == value, path
     return config
 
 
@@ -96,7 +123,8 @@ def test_train_on_the_old_cache_gives_the_old_runs_metrics(cli, old, tmp_path):
     r = cli("--cache-dir", old / "cache", *TRAIN, "--out", tmp_path / "run")
     assert r.code == 0, r
     same_numbers(json.loads((tmp_path / "run" / "metrics.json").read_text()),
-                 json.loads((old / "train-run" / "metrics.json").read_text()))
+                 json.loads((old / "train-run" / "metrics.json").read_text()),
+                 json.loads((tmp_path / "run" / "config.json").read_text()))
     new, before = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "run", old / "train-run"))
     new = without_added(new)
     assert {k: v for k, v in new.items() if k != "cache_dir"} == {k: v for k, v in before.items() if k != "cache_dir"}
@@ -121,7 +149,8 @@ def test_finetune_gives_the_old_runs_metrics(cli, old, tmp_path):
     r = cli(*FINETUNE, "--out", tmp_path / "run")
     assert r.code == 0, r
     same_numbers(json.loads((tmp_path / "run" / "metrics.json").read_text()),
-                 json.loads((old / "finetune-run" / "metrics.json").read_text()))
+                 json.loads((old / "finetune-run" / "metrics.json").read_text()),
+                 json.loads((tmp_path / "run" / "config.json").read_text()))
 
 
 def test_the_old_finetune_runs_feature_keys_are_read(cli, old, tmp_path):
@@ -132,3 +161,24 @@ def test_the_old_finetune_runs_feature_keys_are_read(cli, old, tmp_path):
     assert r.code == 0, r
     assert f"was trained on features {keys}" in r.err, r
     assert "NOTE" in json.loads((tmp_path / "ft" / "config.json").read_text())["init_head"]
+
+
+def test_the_old_runs_are_read_through_the_run_contract(cli, old, tmp_path):
+    """`runs`, `report`, the API's Run and the checkpoint reader (vqa_cache.rundir) read the old train and
+    finetune runs: no row unreadable, the head's parameters counted for runs without head_parameters."""
+    import vqa_cache
+    from vqa_cache.rundir import cache_keys_of, load_checkpoint, read_metrics, read_run_config
+    keys = keys_of(old / "cache")
+    r = cli("runs", old, "--json")
+    assert r.code == 0, r
+    rows = {d["name"]: d for d in json.loads(r.out)}
+    assert set(rows) == {"train-run", "finetune-run"} and not any("error" in d for d in rows.values()), rows
+    for name, d in rows.items():
+        assert d["val_accuracy"] == read_metrics(old / name)["best"]["val_accuracy"] and d["parameters"] == 6161, d
+        assert d["cache_keys"] == keys, d
+    for name in ("train-run", "finetune-run"):
+        run = vqa_cache.Run(old / name)
+        assert run.best == json.loads((old / name / "metrics.json").read_text())["best"]
+        assert cache_keys_of(read_run_config(old / name)) == keys == cache_keys_of(load_checkpoint(old / name / "best.pt"))
+    r = cli("--cache-dir", old / "cache", "report", old / "train-run", "--out", tmp_path / "r.html")
+    assert r.code == 0 and (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>"), r

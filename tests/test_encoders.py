@@ -161,9 +161,14 @@ def test_hf_vit_directory(cli, tmp_path, hf_vit_dir, samples):
 
     # `ask` encodes a new image exactly as the cache was made: the same class token
     run = tmp_path / f"run-{m['key']}"
-    from vqa_cache.predict import live_features
-    img, _, _, _ = live_features(run, tmp_path / "cache", path, "what shape is in the image?")
+    import vqa_cache
+    img, _ = vqa_cache.load(run, cache_dir=tmp_path / "cache").features([path], ["what shape is in the image?"])
     close(img[0].numpy(), pooled, tol=1e-3)
+    # exported, the model rebuilds the architecture from image_encoder/config.json and gives the same features
+    model = vqa_cache.export(run, tmp_path / "model", cache_dir=tmp_path / "cache")
+    assert (model / "image_encoder" / "preprocessor_config.json").is_file()
+    again, _ = vqa_cache.load(model).features([path], ["what shape is in the image?"])
+    assert torch.equal(again, img)
 
 
 def test_hf_clip_checkpoint_uses_its_vision_tower(cli, tmp_path, hf_clip_dir, samples):
@@ -182,6 +187,14 @@ def test_hf_clip_checkpoint_uses_its_vision_tower(cli, tmp_path, hf_clip_dir, sa
     close(pooled, out.pooler_output[0].numpy())
     assert not np.allclose(pooled, out.last_hidden_state[0, 0].numpy(), atol=1e-2)    # not the raw class token
     close(grid, out.last_hidden_state[0, 1:].numpy())
+    # exported: the vision tower again, with its pooler (the attention head reads the grid)
+    import vqa_cache
+    run = tmp_path / f"run-{m['key']}"
+    img, _ = vqa_cache.load(run, cache_dir=tmp_path / "cache").features([path], ["what shape is it?"])
+    model = vqa_cache.export(run, tmp_path / "model", cache_dir=tmp_path / "cache")
+    assert json.loads((model / "config.json").read_text())["image"]["hf_pooler"] is True
+    again, _ = vqa_cache.load(model).features([path], ["what shape is it?"])
+    assert torch.equal(again, img)
 
 
 def test_timm_model_with_a_weights_file(cli, tmp_path, timm_vit_file, samples):

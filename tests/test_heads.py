@@ -120,7 +120,7 @@ def test_ask_encodes_exactly_like_the_cache(cli, grid_cache, tiny_bert_dir, tmp_
     """The live features of `ask` equal the cached ones for an image and question of the cache."""
     import easy_vqa
     from vqa_cache import recipes
-    from vqa_cache.predict import live_features
+    import vqa_cache
     from vqa_cache.training.features import load_features
     run = tmp_path / "co"
     r = cli("--cache-dir", grid_cache, "train", *grid_args(tiny_bert_dir), "--head", "coattention", "--epochs", 1,
@@ -132,7 +132,7 @@ def test_ask_encodes_exactly_like_the_cache(cli, grid_cache, tiny_bert_dir, tmp_
     image_id, text = t.column("image_id")[0].as_py(), t.column("question")[0].as_py()
     split, number = image_id.split("/")
     path = (easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths())[int(number)]
-    img, q, _, _ = live_features(run, grid_cache, path, text)
+    img, q = vqa_cache.load(run, cache_dir=grid_cache).features([path], [text])
     cached_img = tensors["image"][1][tensors["image"][0].index(image_id)]
     cached_q = tensors["question"][1][tensors["question"][0].index(text)]
     assert img.shape == (1, *cached_img.shape) and q.shape == (1, *cached_q.shape)

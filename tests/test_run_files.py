@@ -137,6 +137,9 @@ def test_the_lock_file_on_a_full_disk_is_one_line_and_leaves_no_empty_lock(tmp_p
                        timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
     assert r.stdout.startswith("BADINPUT no space left") and ".lock" in r.stdout, (r.stdout, r.stderr)
     assert list(run.iterdir()) == []
+    r = subprocess.run([sys.executable, "-c", LOCK_CODE, str(run / "new")], env=ENV, capture_output=True, text=True,
+                       timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    assert r.stdout.startswith("BADINPUT no space left") and list(run.iterdir()) == [], r.stdout   # (made, removed)
 
 
 @pytest.mark.parametrize("code, says", [(errno.ENOSPC, "no space left"), (errno.EDQUOT, "no space left"),

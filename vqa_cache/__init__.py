@@ -7,10 +7,12 @@ The Python API (docs/api.md): the commands as functions, their options the CLI's
     run = vqa_cache.train(head="attention", features="pooled+grid", epochs=3)  # stage two: a Run
     run.best, run.metrics, run.predict(split="test")
     vqa_cache.ask(run, "shape.png", "What color is the shape?")
+    vqa_cache.export(run, "models/attention"); vqa_cache.load("models/attention").ask("shape.png", "What shape?")
 
 Bad input raises vqa_cache.BadInput (a ValueError) with the command line's one-line message.
 """
-from .api import CacheKeys, Run, Sweep, ask, evaluate, extract, finetune, load_features, runs, sweep, train
+from .api import (CacheKeys, Run, Sweep, ask, evaluate, export, extract, finetune, load, load_features, runs, sweep,
+                  train)
 from .errors import BadInput, Diverged
 from .version import __version__
 
@@ -25,6 +27,8 @@ __all__ = [
            "evaluate",
            "extract",
            "finetune",
+           "export",
+           "load",
            "load_features",
            "runs",
            "sweep",

@@ -1,5 +1,6 @@
-"""Why a run gave its answer: a map over the image for one question (`ask --json`, `ask --explain OUT.png`,
-the report's gallery).
+"""Why a model gave its answer: a map over the image for one question (Model.explain: `ask --json`,
+`ask --explain OUT.png`; the report's gallery). It works on a Model's parts (vqa_cache/model/: its head,
+image encoder, features and decoded pixels), which Model.explain hands it.
 
 - Heads that attend over grid cells (attention, coattention, butd) keep the weights they gave each cell
   when `keep_attention` is set (the logits are the same): "method": "attention". attention averages its
@@ -26,12 +27,9 @@ import torch
 from . import heads
 from .digest import write_file
 from .encoders.base import Preprocess
-from .encoders.families import reproduce_image
-from .encoders.image import ImageEncoder, ImageFiles, decode_image
+from .encoders.image import ImageEncoder, decode_image
 from .errors import BadInput
 from .plot_text import plain
-from .predict import live_features
-from .rundir import read_run_config
 
 
 def attends(model) -> bool:
@@ -94,46 +92,32 @@ def grad_cam(encoder: ImageEncoder, pixels: torch.Tensor, model, question: torch
         fmap, pooled = out
         grads = torch.autograd.grad(model(pooled.float(), question)[0, answer], fmap)[0][0].float()   # [D, h, w]
         cam = torch.relu((grads.mean(dim=(1, 2))[:, None, None] * fmap[0].detach().float()).sum(0))
-    cam = cam.numpy().astype(np.float64)
+    cam = cam.cpu().numpy().astype(np.float64)
     return cam / cam.sum() if cam.sum() > 0 else np.full_like(cam, 1 / cam.size)
-
-
-def live_image(config: dict, image_path, weights_file: str, max_pixels: int):
-    """(the run's image encoder rebuilt on the CPU, uint8 pixels [1, 3, S, S]) for Grad-CAM."""
-    spec = (config.get("cache_specs") or {}).get("image") or {}
-    if "encoder" not in spec:
-        return None, None
-    choice = reproduce_image(spec, weights_file)
-    _, pixels, err = ImageFiles([str(image_path)], choice.preprocess, max_pixels, exif=spec.get("exif") == "transpose")[0]
-    if pixels is None:
-        raise BadInput(f"--image {image_path}: cannot read image ({err})")
-    return ImageEncoder(choice, ("pooled",)), pixels[None]
 
 
 # ---------------------------------------------------------------- one image and question
 
-def explain(run_dir, root: Path, image_path, question: str, top: int = 5) -> dict:
+def explain(model, image, question: str, top: int = 5) -> dict:
     """{"answers": [{"answer", "score"}] (as `ask` gives them), "attention": rows x columns summing to 1
-    or None, "method": "attention" | "grad-cam" | None, "grid": [rows, columns] or None} of a run for one
-    image file and question."""
+    or None, "method": "attention" | "grad-cam" | None, "grid": [rows, columns] or None} of a Model
+    (vqa_cache/model: its head, image encoder and features) for one image and question."""
     if top < 1:
         raise BadInput(f"--top {top}: expected a number of answers >= 1")
-    img, q, model, vocab = live_features(run_dir, root, image_path, question)
+    img, q = model.features([image], [question])
+    head, vocab = model.head, model.vocab
     with torch.no_grad():
-        if attends(model):
-            logits, weights = head_attention(model, img, q)
-            attention, method = as_map(weights[0]), "attention"
+        if attends(head):
+            logits, weights = head_attention(head, img, q)
+            attention, method = as_map(weights[0].cpu()), "attention"
         else:
-            logits, attention, method = model(img, q), None, None
-    probs = logits.float().softmax(-1)[0]
+            logits, attention, method = head(img, q), None, None
+    probs = logits.float().softmax(-1)[0].cpu()
     p, i = probs.topk(min(top, len(vocab)))
     answers = [{"answer": vocab.answers[int(j)], "score": float(v)} for v, j in zip(p, i)]
     if attention is None:
-        config = read_run_config(run_dir)
-        image = config.get("recipe", {}).get("features", {}).get("image", {})
-        encoder, pixels = live_image(config, image_path, image.get("weights", "auto"),
-                                     image.get("max_pixels", 40_000_000))
-        cam = grad_cam(encoder, pixels, model, q, int(i[0])) if encoder is not None else None
+        pixels = model.pixels(image)[None].to(model.device)
+        cam = grad_cam(model.image_encoder, pixels, head, q, int(i[0]))
         if cam is not None:
             attention, method = cam.tolist(), "grad-cam"
     rows_cols = [len(attention), len(attention[0])] if attention else None
@@ -205,18 +189,18 @@ def check_writable(out) -> Path:
     return out
 
 
-def save_explanation(out, run_dir, image_path, question: str, result: dict) -> Path:
-    """Draw `result`'s map over the image (as the encoder saw it) into the PNG `out`, written atomically."""
+def save_explanation(out, model, image, question: str, result: dict) -> Path:
+    """Draw `result`'s map over the image as the model's encoder saw it (its resize and crop) into the PNG
+    `out`, written atomically."""
     if result["attention"] is None:
-        head = (read_run_config(run_dir).get("head") or {}).get("name", "?")
-        raise BadInput(f"--explain: run {run_dir} (head {head}) gives no map for this image: its head does not "
-                       f"attend over grid cells and its image encoder has no spatial map for Grad-CAM")
-    spec = (read_run_config(run_dir).get("cache_specs") or {}).get("image") or {}
+        raise BadInput(f"--explain: the model (head {model.info['head'].get('name', '?')}) gives no map for this "
+                       f"image: its head does not attend over grid cells and its image encoder has no spatial "
+                       f"map for Grad-CAM")
     best = result["answers"][0]
     title = f"{question}  ->  {best['answer']} ({best['score']:.0%}; {result['method']})"
     out = check_writable(out)
     try:
-        write_file(out, overlay_png(display_image(image_path, spec), result["attention"], title, dpi=100))
+        write_file(out, overlay_png(model.pixels(image).permute(1, 2, 0).numpy(), result["attention"], title, dpi=100))
     except PermissionError as e:
         raise BadInput(f"--explain {out}: cannot write there ({e.strerror})") from None
     return out

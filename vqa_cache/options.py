@@ -81,9 +81,22 @@ def command_options(command: str, options: dict, also=()) -> dict:
             raise BadInput(f"{command}: option {name} = {value!r}: expected {kind.__name__}")
         if name == "threads" and value is not None and value < 1:
             raise BadInput(f"{command}: --threads {value}: expected at least 1 (leave it out for the default)")
+        if name == "set" and command != "extract" and value is not None:
+            value = tuple(feature_spelling(item) for item in value)
         if value is not None and value != ():
             out[name] = value
     return out
+
+
+# the keys of an extract recipe that a train recipe has under `features.` (device and precision: its own)
+EXTRACT_ONLY = ("dataset", "image", "text", "shard_size", "skip_bad")
+
+
+def feature_spelling(item: str) -> str:
+    """A train-like command's `--set` item in extract's spelling (`text.ids=true`) means the same feature
+    setting as there: `features.text.ids=true`."""
+    key, sep, value = item.partition("=")
+    return f"features.{item.lstrip()}" if sep and key.strip().split(".")[0] in EXTRACT_ONLY else item
 
 
 def text_model_weights(current):

@@ -1,5 +1,6 @@
-"""Use a trained run: official-format predictions for any split of its cache (`predict`), and one new
-image and question encoded live (`ask`) with exactly the encoders and preprocessing its cache recorded."""
+"""Use a `train` run on its cache: its best model and any split of the cache's features (`prepare`), and
+official-format predictions of them (`write_predictions_of`). A finetune run's split is encoded live, and
+one new image and question too, through vqa_cache/model/ (the Model), which builds on this module."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,13 +15,8 @@ from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
 from .cache.samples import submission_ids
-from .cache.shards import head_ids
-from .device import amp, autocast, pick_device
+from .device import amp, pick_device
 from .digest import check_out_path
-from .encoders.families import reproduce_image
-from .encoders.image import ImageEncoder, ImageFiles
-from .encoders.text import load_text_encoder
-from .encoders.text_family import reproduce_text
 from .errors import BadInput
 from .submission import write_submission
 from .training.batches import batches
@@ -30,21 +26,27 @@ from .rundir import (BEST, CONFIG, LAST, cache_keys_of, load_checkpoint, predict
 from .training.splits import Split, make_split, with_features
 from .training.steps import evaluate
 
+
+def is_finetune(config: dict) -> bool:
+    """Whether a run's config.json is a finetune run's."""
+    return config.get("mode") == "finetune" or "finetune" in config["recipe"]
+
+
 def load_run(run_dir) -> tuple:
-    """(recipe, config, checkpoint, model on the CPU in eval mode, vocabulary) of a `train` run."""
+    """(recipe, config, checkpoint, head on the CPU in eval mode, vocabulary) of a `train` or `finetune` run
+    (a FinetuneRecipe for a finetune run: its checkpoint also holds the trained encoder weights)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if "finetune" in config["recipe"]:
-        raise BadInput(f"{run_dir}: a finetune run; predict and ask read runs of `vqa-cache train`")
     try:
-        recipe = recipes.build(recipes.TrainRecipe, config["recipe"])
+        recipe = recipes.build(recipes.FinetuneRecipe if is_finetune(config) else recipes.TrainRecipe,
+                               config["recipe"])
     except BadInput as e:
         raise BadInput(f"{run_dir / CONFIG}: {e}") from None
     path = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     ckpt = load_checkpoint(path)
     h = ckpt["head"]
-    if not isinstance(ckpt.get("cache_keys"), dict) or not all(k in h for k in heads.registry.KEYS):
-        raise BadInput(f"{path}: not a checkpoint of `vqa-cache train` (no cache keys or head settings)")
+    if not isinstance(cache_keys_of(ckpt), dict) or not all(k in h for k in heads.registry.KEYS):
+        raise BadInput(f"{path}: not a checkpoint of a vqa-cache run (no cache keys or head settings)")
     try:
         model = heads.from_config(h)
         model.load_state_dict(ckpt["model"])
@@ -64,15 +66,17 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
 
 
 def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
-            fmt: str = "json") -> dict:
-    """Predictions of the run's best model for one split of its cache (default: its validation split),
-    written in the official results format (fmt "json"), or as a CSV submission (fmt "csv": submission.py);
-    accuracy too where the split has answers."""
+            fmt: str = "json", prepared_by=None) -> dict:
+    """Predictions of the run's best model for one split (default: its validation split), written in the
+    official results format (fmt "json"), or as a CSV submission (fmt "csv": submission.py); accuracy too
+    where the split has answers. `prepared_by(run_dir, root, split, stream)` makes the Prepared: by default
+    `prepare` (a train run's cache); vqa_cache.model passes its own, which also encodes a finetune run's
+    split live."""
     if fmt not in ("json", "csv"):
         raise BadInput(f"--format {fmt!r}: expected json or csv")
     if out:
         check_out_path(out, "predict --out", directory=False)
-    p = prepare(run_dir, root, split, stream)
+    p = (prepared_by or prepare)(run_dir, root, split, stream)
     check_submission(p, root)
     ctx, _ = amp(p.device)
     _, acc, preds, per_type = evaluate(p.model, p.data, p.image, p.question, 1024, len(p.vocab), ctx)
@@ -91,7 +95,8 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
 def check_submission(p: Prepared, root: Path) -> None:
     """A leaderboard's test split (VQA v2 test2015, VizWiz test) must get a prediction for every question
     of the dataset's split: BadInput naming how many would be missing, before anything is written."""
-    dataset = recipes.build(recipes.TrainRecipe, p.config["recipe"]).features.dataset
+    cls = recipes.FinetuneRecipe if is_finetune(p.config) else recipes.TrainRecipe
+    dataset = recipes.build(cls, p.config["recipe"]).features.dataset
     expected = submission_ids(dataset, p.split, cache_root_for(root, p.config, cache_keys_of(p.config) or {}))
     if expected is None:
         return
@@ -121,8 +126,10 @@ class Prepared(NamedTuple):
 
 
 def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None = None) -> Prepared:
-    """The run's best model and the features of one split of its cache (default: its validation split)."""
+    """The `train` run's best model and the features of one split of its cache (default: its validation split)."""
     recipe, config, ckpt, model, vocab = load_run(run_dir)
+    if is_finetune(config):
+        raise BadInput(f"{run_dir}: a finetune run has no cache to read (vqa_cache.model.prepare encodes it live)")
     root = cache_root_for(root, config, ckpt["cache_keys"])
     plan, tensors, keys = load_features(recipe, root, f"vqa-cache extract with the features recorded in "
                                                       f"{Path(run_dir) / CONFIG}", stream)
@@ -163,66 +170,3 @@ def top_answers(p: Prepared, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         top = logits.float().softmax(-1).topk(k)
         scores[idx.cpu().numpy()], ids[idx.cpu().numpy()] = top.values.cpu().numpy(), top.indices.cpu().numpy()
     return scores, ids
-
-
-# ---------------------------------------------------------------- ask
-
-def _text_encoder(spec: dict, words: list | None, device):
-    """The question entry's text encoder, as its spec records it (and a bag-of-words word vocabulary)."""
-    choice = reproduce_text(spec)
-    return load_text_encoder(choice, spec.get("pooling"), spec.get("max_length", 32), bool(spec.get("tokens")),
-                             str(device), bool(spec.get("ids")), words)
-
-
-def live_features(run_dir, root: Path, image_path, question: str) -> tuple:
-    """(image features [1, ...], question features [1, ...], model, vocabulary): one image and question
-    encoded now, exactly as the run's cache was made (same encoder, weights, size, resize, normalization,
-    tokenizer; float16 like the shards), in the shapes the run's head reads."""
-    recipe, config, ckpt, model, vocab = load_run(run_dir)
-    specs = config.get("cache_specs")
-    if not specs:   # a run from before config.json recorded them: read the cache manifests
-        root = cache_root_for(root, config, ckpt["cache_keys"])
-        specs = {k: Entry(root, key).manifest()["spec"] for k, key in ckpt["cache_keys"].items()}
-    ispec, qspec = specs.get("image", {}), specs.get("question", {})
-    missing = [f"image.{k}" for k in ("encoder", "weights", "size", "mean", "std") if k not in ispec] + \
-        [f"question.{k}" for k in ("weights", "pooling", "max_length") if k not in qspec and
-         (k == "weights" or qspec.get("encoder") != "bow")]
-    if missing:
-        raise BadInput(f"{Path(run_dir) / CONFIG}: cache_specs without {', '.join(missing)}")
-    choice = reproduce_image(ispec, recipe.features.image.weights)    # the same encoder, weights, preprocessing
-    need = heads.needs(ckpt["head"]["name"])
-    if not Path(image_path).is_file():
-        raise BadInput(f"--image {image_path}: no such file")
-    _, pixels, err = ImageFiles([str(image_path)], choice.preprocess, recipe.features.image.max_pixels,
-                                exif=ispec.get("exif") == "transpose")[0]     # as the run's cache was made
-    if pixels is None:
-        raise BadInput(f"--image {image_path}: cannot read image ({err})")
-    if not question.strip():
-        raise BadInput("--question is empty")
-    device = pick_device(recipe.device)
-    encoder = ImageEncoder(choice, (need["image"],)).to(device)
-    with torch.inference_mode(), autocast(device):
-        img = encoder(pixels[None].to(device))[need["image"]]
-    if need["question"] == "ids" and qspec.get("encoder") == "bow" and not config.get("words"):
-        raise BadInput(f"{Path(run_dir) / CONFIG}: no `words` (the word vocabulary of its question ids)")
-    text = _text_encoder(qspec, config.get("words"), device).encode([question])
-    img = img.to(torch.float16).float().cpu()    # exactly what the cache holds: float16, read back as float32
-    if need["question"] == "ids":                # as the cache loader gives them
-        return img, torch.from_numpy(head_ids(text["ids"], text["length"])), model, vocab
-    if need["question"] == "tokens":
-        q = text["tokens"].reshape(1, len(text["mask"][0]), -1) * text["mask"][:, :, None]
-    else:
-        q = text["pooled"]
-    q = torch.from_numpy(np.asarray(q, dtype=np.float16).astype(np.float32))
-    return img, q, model, vocab
-
-
-def ask(run_dir, root: Path, image_path, question: str, top: int = 5) -> list[tuple[str, float]]:
-    """The `top` most probable answers (softmax over the run's answers) for one image and question."""
-    if top < 1:
-        raise BadInput(f"--top {top}: expected a number of answers >= 1")
-    img, q, model, vocab = live_features(run_dir, root, image_path, question)
-    with torch.no_grad():
-        probs = model(img, q).float().softmax(-1)[0]
-    p, i = probs.topk(min(top, len(vocab)))
-    return [(vocab.answers[int(j)], float(v)) for v, j in zip(p, i)]

@@ -33,8 +33,9 @@ from .digest import check_out_path
 from .errors import BadInput
 from .explain import cached_maps, display_image, overlay_png
 from .metrics import per_answer
+from .model import prepare
 from .plot_text import plain
-from .predict import prepare, top_answers
+from .predict import top_answers
 from .run_table import encoders
 from .rundir import REPORT, cache_keys_of, curves_figure, read_metrics, read_run_config, write_text
 
@@ -45,14 +46,12 @@ TOP_ANSWERS, TOP_QTYPES = 20, 25
 
 
 def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
-    """Write the report of a `train` run; returns {"out", "bytes", "questions", "accuracy", "wrong", "right"}."""
+    """Write the report of a train or finetune run (a finetune run's split encoded live); returns {"out",
+    "bytes", "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
     if out:
         check_out_path(out, "report --out", directory=False)
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if config.get("mode") == "finetune":
-        raise BadInput(f"{run_dir}: a finetune run; the report reads runs of `vqa-cache train` (a finetune "
-                       f"run's predictions need its live encoders)")
     metrics = read_metrics(run_dir)         # checked: one reader of metrics.json (rundir)
     history = metrics["epochs"]
     p = prepare(run_dir, root)
@@ -68,7 +67,7 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     right = pick(np.nonzero(answered & (accuracy > 0))[0], RIGHT, rng)
 
     maps = cached_maps(p, wrong + right)          # {} unless the head attends over grid cells
-    spec = (config.get("cache_specs") or {}).get("image") or {}
+    spec = display_spec(run_dir, root, config) if maps else {}
 
     def card(i):
         return gallery_card(t["image_path"][i], t["question"][i], t["answers"][i], accuracy[i],
@@ -208,12 +207,22 @@ def thumbnail(path: str) -> bytes | None:
             im = ImageOps.exif_transpose(im)
             im = to_8bit_rgb(im, im.format)
             scale = THUMB / max(im.size)
-            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.LANCZOS)
+            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
             return buf.getvalue()
     except Exception:       # missing, unreadable, not an image: the card says so
         return None
+
+
+def display_spec(run_dir: Path, root: Path, config: dict) -> dict:
+    """The resize and crop of the run's image encoder, to draw a map over the image as it saw it: its cache's
+    image spec (a train run), else its Model's preprocessing (a finetune run, whose config has no cache)."""
+    spec = (config.get("cache_specs") or {}).get("image")
+    if spec:
+        return spec
+    from .model import load
+    return load(run_dir, root, device="cpu").preprocess.spec()
 
 
 def attention_thumbnail(path: str, spec: dict, attention) -> bytes | None:

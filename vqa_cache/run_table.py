@@ -46,10 +46,20 @@ def find_runs(base: Path) -> list[Path]:
     found = []
     for folder, subdirs, _ in os.walk(base, followlinks=False):
         if Path(folder) != base and is_run(Path(folder)):
-            found.append(Path(folder))
-            subdirs[:] = []                         # a run's folders hold no runs
+            if not exported_model(Path(folder)):
+                found.append(Path(folder))
+            subdirs[:] = []                         # a run's (or a model directory's) folders hold no runs
         subdirs.sort()
     return sorted(found)
+
+
+def exported_model(folder: Path) -> bool:
+    """A model directory `vqa-cache export` wrote (vqa_cache/model/export.py): its config.json says
+    library_name vqa-cache. Not a run."""
+    try:
+        return '"library_name": "vqa-cache"' in (folder / "config.json").read_text()[:200]
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 HEX = 12             # hex digits of a digest the table shows (--wide: all)

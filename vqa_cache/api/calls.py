@@ -6,13 +6,14 @@ stay fast."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .. import options as opts
 from .. import threads
 from ..cache import cache_root
 from ..errors import BadInput
 from ..tracking import check_names
-from .output import path_arg, printing, table
+from .output import count_arg, path_arg, printing, table, text_arg
 from .results import CacheKeys, Run, Sweep
 
 OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
@@ -126,13 +127,45 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
 
 
 def ask(run, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[str, float]]:
-    """The `top` most probable answers [(answer, probability)] of a `train` run (a Run or its directory)
-    for one image file and question (`vqa-cache ask`): both encoded live, exactly as the run's cache was.
+    """The `top` most probable answers [(answer, probability)] of a run (a Run, a train or finetune run
+    directory) or an exported model directory for one image and question (`vqa-cache ask`): both encoded
+    live, exactly as the run's cache was (a finetune run: through its trained encoders).
 
     >>> vqa_cache.ask("runs/easyvqa-concat", "shape.png", "What color is the shape?", top=3)
     [('yellow', 0.3714), ('black', 0.2777), ('red', 0.2099)]
     """
-    return Run(run).ask(image, question, top=top, cache_dir=cache_dir)
+    if not isinstance(image, (str, os.PathLike)) and type(image).__module__.split(".")[0] not in ("PIL", "numpy"):
+        raise BadInput(f"ask: image = {image!r}: expected a path (str or os.PathLike), a PIL image or a uint8 "
+                       f"array, got {type(image).__name__}")
+    question, top = text_arg("ask", "question", question), count_arg("ask", "top", top)
+    return load(Run(run).dir, cache_dir=cache_dir).ask(image, question, top=top)
+
+
+def load(path, cache_dir=None, device: str = "auto"):
+    """The Model of a train run, a finetune run or a model directory `export` wrote (a Run or a path):
+    .ask(image, question, top=5) -> [(answer, score)], .predict(images, questions) -> [(answer, score)].
+    A train run's encoders are found again on this machine (its cache, `cache_dir`, only for runs older than
+    config.json's cache_specs); a model directory needs nothing else. `device`: cpu or cuda (auto: a GPU
+    when there is one; for a run, its recipe's device).
+
+    >>> model = vqa_cache.load("models/concat")
+    >>> model.ask("shape.png", "What color is the shape?", top=3)
+    """
+    from ..model import load as load_model
+    return load_model(path_arg("load", "path", path), cache_root(cache_dir), text_arg("load", "device", device))
+
+
+def export(run, out, cache_dir=None) -> Path:
+    """Write a run (train or finetune) as a self-contained model directory `out` (`vqa-cache export`):
+    config.json, model.safetensors, image_encoder/, text_encoder/, README.md (docs/export.md).
+    Returns its path; vqa_cache.load(out) answers with no cache or run directory.
+
+    >>> vqa_cache.export("runs/concat", "models/concat")
+    """
+    from ..model import export as write, load as load_model
+    run, out = path_arg("export", "run", run), path_arg("export", "out", out)
+    model = load_model(run, cache_root(cache_dir), "cpu")
+    return write(model, out, f"vqa-cache export {run} {out}")
 
 
 def runs(directory="runs", sort: str = "acc"):

@@ -95,10 +95,11 @@ class Run(Directory):
         """Official-format predictions of the best model for one split of the run's cache (default: its
         validation split), written to `out` (default RUN/predictions-SPLIT.json): {"split", "questions",
         "out", "accuracy", "accuracy_per_type"} (accuracy None where the split has no answers). The cache is
-        `cache_dir` when it holds the run's entries, else the one the run was trained on. format="csv": a
-        CSV submission instead (`ID,answer` in test.csv / sample_submission.csv order for a csv: dataset's
-        test split, docs/datasets.md)."""
-        from ..predict import predict
+        `cache_dir` when it holds the run's entries, else the one the run was trained on; a finetune run has
+        no cache: its split is encoded live through its own trained encoders. format="csv": a CSV submission
+        instead (`ID,answer` in test.csv / sample_submission.csv order for a csv: dataset's test split,
+        docs/datasets.md)."""
+        from ..model import predict
         out = path_arg("predict", "out", out, optional=True)
         if split is not None:
             text_arg("predict", "split", split)
@@ -106,9 +107,9 @@ class Run(Directory):
             return predict(self.dir, cache_root(cache_dir), split=split, out=out, stream=stream, fmt=format)
 
     def report(self, out=None, cache_dir=None, verbose: bool = True) -> dict:
-        """One self-contained HTML page about a `train` run (`vqa-cache report`, docs/report.md): curves,
-        accuracy per type, confusion, per-answer precision/recall/F1, a gallery (with attention maps for heads
-        that attend over grid cells), written to `out` (default RUN/report.html). Returns {"out", "bytes",
+        """One self-contained HTML page about a train or finetune run (`vqa-cache report`, docs/report.md):
+        curves, accuracy per type, confusion, per-answer precision/recall/F1, a gallery (with attention maps for
+        heads that attend over grid cells), written to `out` (default RUN/report.html). Returns {"out", "bytes",
         "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
         from ..report import write_report
         out = path_arg("report", "out", out, optional=True)
@@ -117,22 +118,22 @@ class Run(Directory):
 
     def ask(self, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[str, float]]:
         """The `top` most probable answers [(answer, probability)] for one image file and question, encoded
-        live exactly as the run's cache was."""
-        from ..predict import ask
+        live exactly as the run's cache was (a finetune run: through its trained encoders). Loads the model
+        each call: keep `run.model()` to ask many."""
         image, question = path_arg("ask", "image", image), text_arg("ask", "question", question)
-        return ask(self.dir, cache_root(cache_dir), image, question, top=count_arg("ask", "top", top))
+        return self.model(cache_dir).ask(image, question, top=count_arg("ask", "top", top))
 
     def explain(self, image, question: str, top: int = 5, cache_dir=None, out=None) -> dict:
         """The answers with a map of where the run looked: {"answers": [{"answer", "score"}], "attention":
         rows x columns summing to 1 or None, "method": "attention" | "grad-cam" | None, "grid"} (`ask --json`;
         docs/training.md#explain). `out`: also draw the map over the image into this PNG (`ask --explain`)."""
-        from ..explain import check_writable, explain, save_explanation
-        if out is not None:
-            check_writable(os.fspath(out))
-        result = explain(self.dir, cache_root(cache_dir), os.fspath(image), question, top=top)
-        if out is not None:
-            save_explanation(os.fspath(out), self.dir, os.fspath(image), question, result)
-        return result
+        image, question = path_arg("ask", "image", image), text_arg("ask", "question", question)
+        return self.model(cache_dir).explain(image, question, top=count_arg("ask", "top", top), out=out)
+
+    def model(self, cache_dir=None):
+        """The run's Model (vqa_cache.load): .ask, .predict, .explain, its encoders and head, ready to answer."""
+        from ..model import load
+        return load(self.dir, cache_root(cache_dir))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The commands that use what was made: predict and ask (a trained run), eval (a predictions file), runs (a
+"""The commands that use what was made: predict, ask and export (a trained run, or an exported model), eval (a predictions file), runs (a
 table of run directories) and report (an HTML page about a run); each calls the Python API (vqa_cache/api/)
 or, for the table, the library's runs.py, and prints what it returns."""
 from __future__ import annotations
@@ -12,8 +12,10 @@ from ..errors import BadInput
 
 
 @click.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A `train` run directory.")
-@click.option("--split", help="Split of the run's cache to predict (default: its validation split).")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="A train or finetune run directory.")
+@click.option("--split", help="Split of the run's cache to predict (default: its validation split; a finetune run's "
+                              "split is encoded live).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Predictions file to write (JSON; CSV with --format csv).")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True,
@@ -30,7 +32,9 @@ def predict(obj, run_dir, split, out, fmt, stream):
 
 
 @click.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A `train` run directory.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), help="A train or finetune run directory.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="A model directory `vqa-cache export` wrote (needs no cache or run).")
 @click.option("--image", required=True, type=click.Path(dir_okay=False), help="Image file.")
 @click.option("--question", required=True, help="Question text.")
 @click.option("--top", default=5, show_default=True, help="How many answers to print.")
@@ -40,13 +44,17 @@ def predict(obj, run_dir, split, out, fmt, stream):
               help="Draw where the run looked (attention map, or Grad-CAM for pooled heads) over the image "
                    "into this PNG.")
 @click.pass_obj
-def ask(obj, run_dir, image, question, top, as_json, explain_png):
-    """Answer one question about one image with a trained run (encoders run live, as the cache recorded)."""
+def ask(obj, run_dir, model_dir, image, question, top, as_json, explain_png):
+    """Answer one question about one image with a run or an exported model (encoders run live, as the
+    run's cache recorded; a finetune run's are its trained ones)."""
+    if (run_dir is None) == (model_dir is None):
+        raise BadInput("ask: give --run RUN or --model DIR (one of them)")
+    model = api.load(run_dir or model_dir, cache_dir=obj.root)
     if not as_json and not explain_png:
-        for answer, p in api.ask(run_dir, image, question, top=top, cache_dir=obj.root):
+        for answer, p in model.ask(image, question, top=top):
             click.echo(f"{p:7.2%}  {answer}")
         return
-    result = api.Run(run_dir).explain(image, question, top=top, cache_dir=obj.root, out=explain_png)
+    result = model.explain(image, question, top=top, out=explain_png)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -55,6 +63,19 @@ def ask(obj, run_dir, image, question, top, as_json, explain_png):
     if explain_png:
         click.echo(f"{result['method']} map {result['grid'][0]}x{result['grid'][1]} over the image in {explain_png}",
                    err=as_json)
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.argument("out", metavar="OUT_DIR", type=click.Path(file_okay=False))
+@click.pass_obj
+def export(obj, run_dir, out):
+    """Write a run as a self-contained model directory OUT_DIR (Hugging Face Hub layout, safetensors only)."""
+    path = api.export(run_dir, out, cache_dir=obj.root)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in files)
+    click.echo(f"model directory {path}: {len(files)} files, {size / 2**20:.1f} MiB "
+               f"(ask it: vqa-cache ask --model {path} --image IMAGE --question TEXT)")
 
 
 @click.command("eval")
@@ -107,7 +128,7 @@ def runs(directory, sort, as_json, as_csv, wide):
 @click.option("--out", type=click.Path(dir_okay=False), help="HTML file to write (default RUN/report.html).")
 @click.pass_obj
 def report(obj, run_dir, out):
-    """One self-contained HTML page about a `train` run: curves, accuracy per type, confusion, a gallery."""
+    """One self-contained HTML page about a train or finetune run: curves, accuracy per type, confusion, a gallery."""
     res = api.Run(run_dir).report(out=out, cache_dir=obj.root)
     click.echo(f"report of {res['questions']} validation questions (accuracy {res['accuracy']:.4f}; "
                f"{res['wrong']} wrong and {res['right']} right shown) in {res['out']} "
