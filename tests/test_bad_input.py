@@ -187,3 +187,85 @@ def test_a_tokenizer_that_gives_no_tokens_removes_the_entry(cli, tmp_path):
     assert "unfinished cache entry question-" in r.err          # (the finished images' bar stays above it)
     assert [line for line in r.err.splitlines() if "error" in line] == [r.err.strip().splitlines()[-1]]
     assert _no_unfinished_entry(root) and not list((root / "question").glob("question-*/"))
+
+
+# ---------------------------------------------------------------- --resume before the first checkpoint
+
+def test_resume_before_the_first_checkpoint_says_to_start_over(cli, tmp_path):
+    """A kill before the first epoch ended leaves config.json (and the dead writer's lock file) and no last.pt:
+    --resume says to run the command again without it, which then works."""
+    root, run = tmp_path / "cache", tmp_path / "run"
+    data = ["--limit", 30, *FAST, "--text-encoder", "bow"]
+    assert cli("--cache-dir", root, "extract", *data, "--workers", 0).code == 0
+    train = ["--cache-dir", root, "train", *data, "--epochs", 1, "--batch-size", 8, "--out", run]
+    assert cli(*train).code == 0
+    for p in run.iterdir():
+        if p.name != "config.json":
+            p.unlink()
+    (run / ".lock").write_text("otherhost 12345\n")
+    r = cli(*train, "--resume")
+    assert r.code == 2 and f"--resume: no checkpoint {run / 'last.pt'} to continue from" in r.err, r
+    assert "run the same command again without --resume to start it over" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli(*train)
+    assert r.code == 0 and (run / "last.pt").is_file(), r
+
+
+# ---------------------------------------------------------------- a read-only cache
+
+def test_read_only_cache_extract_train_and_rm(cli, tmp_path, monkeypatch):
+    """Complete entries on a read-only file system (simulated: every open for writing under the root is
+    EROFS): `extract` finds them without a lock file, `train` reads them, `cache rm` says the cache is
+    read-only; nothing exits 1 and every file stays as it was."""
+    import errno
+    import os
+
+    root = tmp_path / "cache"
+    data = ["--limit", 30, *FAST, "--text-encoder", "bow"]
+    assert cli("--cache-dir", root, "extract", *data, "--workers", 0).code == 0
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def read_only_open(path, flags, *args, **kwargs):
+        if str(os.fspath(path)).startswith(str(root)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def read_only_mkdir(path, *args, **kwargs):
+        if str(os.fspath(path)).startswith(str(root)):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    monkeypatch.setattr(os, "mkdir", read_only_mkdir)
+    r = cli("--cache-dir", root, "extract", *data, "--workers", 0)
+    assert r.code == 0 and "images: cached" in r.out and "questions: cached" in r.out, r
+    r = cli("--cache-dir", root, "train", *data, "--epochs", 1, "--batch-size", 8, "--out", tmp_path / "run")
+    assert r.code == 0, r
+    key = next((root / "image").iterdir()).name
+    r = cli("--cache-dir", root, "cache", "rm", key)
+    assert r.code == 2 and f"cache entry {key} not removed" in r.err and "read-only" in r.err.lower(), r
+    assert len(r.err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- a DataLoader worker's error
+
+@pytest.mark.parametrize("error, code, line", [
+    (ValueError("the decoder broke"), 1, "vqa-cache: unexpected error: ValueError: the decoder broke "
+                                         "(in DataLoader worker process 0) (run with --debug"),
+    (BadInput("image x.png: unreadable"), 2, "vqa-cache: error: image x.png: unreadable "
+                                             "(in DataLoader worker process 0)"),
+])
+def test_a_dataloader_worker_error_is_its_own_exception_on_one_line(cli, tmp_path, monkeypatch, error, code, line):
+    """torch re-raises a worker's exception with the whole traceback as its message (1.6 KB once flattened):
+    the line shows the worker's exception and which worker, nothing else."""
+    import vqa_cache.extraction.images as images
+
+    def broken(items):
+        raise error
+    monkeypatch.setattr(images, "collate", broken)          # runs in the worker (forked: the patch goes along)
+    r = cli("--cache-dir", tmp_path, "extract", "--limit", 12, *FAST, "--text-encoder", "bow", "--workers", 1)
+    assert r.code == code, r
+    shown = r.err.strip().splitlines()[-1]
+    assert shown.startswith(line) and "Traceback" not in r.err and len(shown) < 200, r

@@ -161,3 +161,24 @@ def test_the_old_finetune_runs_feature_keys_are_read(cli, old, tmp_path):
     assert r.code == 0, r
     assert f"was trained on features {keys}" in r.err, r
     assert "NOTE" in json.loads((tmp_path / "ft" / "config.json").read_text())["init_head"]
+
+
+def test_the_old_runs_are_read_through_the_run_contract(cli, old, tmp_path):
+    """`runs`, `report`, the API's Run and the checkpoint reader (vqa_cache.rundir) read the old train and
+    finetune runs: no row unreadable, the head's parameters counted for runs without head_parameters."""
+    import vqa_cache
+    from vqa_cache.rundir import cache_keys_of, load_checkpoint, read_metrics, read_run_config
+    keys = keys_of(old / "cache")
+    r = cli("runs", old, "--json")
+    assert r.code == 0, r
+    rows = {d["name"]: d for d in json.loads(r.out)}
+    assert set(rows) == {"train-run", "finetune-run"} and not any("error" in d for d in rows.values()), rows
+    for name, d in rows.items():
+        assert d["val_accuracy"] == read_metrics(old / name)["best"]["val_accuracy"] and d["parameters"] == 6161, d
+        assert d["cache_keys"] == keys, d
+    for name in ("train-run", "finetune-run"):
+        run = vqa_cache.Run(old / name)
+        assert run.best == json.loads((old / name / "metrics.json").read_text())["best"]
+        assert cache_keys_of(read_run_config(old / name)) == keys == cache_keys_of(load_checkpoint(old / name / "best.pt"))
+    r = cli("--cache-dir", old / "cache", "report", old / "train-run", "--out", tmp_path / "r.html")
+    assert r.code == 0 and (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>"), r

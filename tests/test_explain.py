@@ -207,3 +207,19 @@ def test_report_shows_attention_maps_and_per_answer_scores(cache, runs, tmp_path
     assert "Precision, recall and F1 per answer" in page and f"macro-F1 {res['macro_f1']:.4f}" in page
     res = Run(runs / "concat").report(out=tmp_path / "c.html", cache_dir=cache, verbose=False)
     assert res["attention_maps"] == 0 and 'alt="attention map"' not in (tmp_path / "c.html").read_text()
+
+
+def test_the_report_draws_a_finetune_runs_maps_with_its_models_preprocessing(cache, runs, tmp_path):
+    """A finetune run's config has no cache specs: the crop the maps are drawn on comes from its Model."""
+    import shutil
+
+    from vqa_cache.report import display_spec
+
+    run = tmp_path / "no-specs"
+    shutil.copytree(runs / "attention", run)
+    config = json.loads((run / "config.json").read_text())
+    recorded = config.pop("cache_specs")["image"]
+    (run / "config.json").write_text(json.dumps(config))      # as a run from before config.json kept specs
+    assert display_spec(runs / "attention", cache, {"cache_specs": {"image": recorded}}) == recorded
+    spec = display_spec(run, cache, config)                   # through vqa_cache.load (the cache's manifests)
+    assert {k: spec[k] for k in ("size", "resize")} == {k: recorded[k] for k in ("size", "resize")}

@@ -10,9 +10,9 @@ Its API endpoint `/predict` takes (image, question) and returns the answers, [{"
     Client("http://127.0.0.1:7860/").predict(handle_file("shape.png"), "What color is the shape?",
                                             api_name="/predict")
 
-It binds 127.0.0.1 unless told otherwise. The run is read through the Python API: `vqa_cache.load(DIR)` when
-there is one (train, finetune and exported model directories), else `Run(DIR)` (train runs); both answer
-with `.explain(image, question, top)`.
+It binds 127.0.0.1 unless told otherwise. The run is read once, through the Python API: `vqa_cache.load(DIR)`
+(a train or finetune run, or an exported model directory), whose Model answers with `.explain(image,
+question, top)`.
 """
 from __future__ import annotations
 
@@ -35,29 +35,23 @@ def check_installed() -> None:
 
 
 def answerer(path, cache_dir=None, top: int = 5):
-    """(image path, question) -> the run's explain() dict: answers, attention (or None), method."""
-    load = getattr(api, "load", None)           # vqa_cache.load(DIR) -> Model, where the API has it
-    if load is not None:
-        model = load(path)
-        return lambda image, question: model.explain(image, question, top=top)
-    read_run_config(path)                       # a run directory, or one line naming what it is not
-    run = api.Run(path)
-    return lambda image, question: run.explain(image, question, top=top, cache_dir=cache_dir)
+    """The run's Model (vqa_cache.load: a train or finetune run, or an exported model directory), loaded once:
+    (explain(image, question) -> {"answers", "attention", "method", ...}, picture(image) -> the image as its
+    encoder saw it, uint8 [H, W, 3])."""
+    model = api.load(path, cache_dir=cache_dir)
+    return (lambda image, question: model.explain(image, question, top=top),
+            lambda image: model.pixels(image).permute(1, 2, 0).numpy())
 
 
-def overlay(path: Path, image: str, result: dict):
-    """The map over the image as the run's encoder saw it (a PIL image), or None."""
+def overlay(picture, result: dict):
+    """The map over the image as the encoder saw it (a PIL image), or None when the run gives no map."""
     if not result.get("attention"):
         return None
     from PIL import Image
-    from .explain import display_image, overlay_png
-    try:
-        spec = (read_run_config(path).get("cache_specs") or {}).get("image") or {}
-    except BadInput:                            # a model directory without the run's config: no overlay
-        return None
+    from .explain import overlay_png
     top = result["answers"][0]
-    png = overlay_png(display_image(image, spec), result["attention"],
-                      f"{result['method']}: {top['answer']} {top['score']:.0%}", size=4.0, dpi=96)
+    png = overlay_png(picture, result["attention"], f"{result['method']}: {top['answer']} {top['score']:.0%}",
+                      size=4.0, dpi=96)
     return Image.open(io.BytesIO(png))
 
 
@@ -90,7 +84,7 @@ def build(path, cache_dir=None, top: int = 5, examples_dir=None, image=None, que
     import gradio as gr         # (slow to import, and an optional extra)
 
     path = Path(path)
-    answer = answerer(path, cache_dir, top)
+    answer, picture = answerer(path, cache_dir, top)
 
     def predict(image, question):
         """The top answers [{"answer", "score"}] for an image file and a question."""
@@ -104,7 +98,7 @@ def build(path, cache_dir=None, top: int = 5, examples_dir=None, image=None, que
     def shown(image, question):
         """(answer -> score, the map over the image or None)."""
         result = answer(image, question)
-        return {a["answer"]: a["score"] for a in result["answers"]}, overlay(path, image, result)
+        return {a["answer"]: a["score"] for a in result["answers"]}, overlay(picture(image), result)
 
     def ask(image, question):
         if not image or not (question or "").strip():

@@ -67,7 +67,7 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     right = pick(np.nonzero(answered & (accuracy > 0))[0], RIGHT, rng)
 
     maps = cached_maps(p, wrong + right)          # {} unless the head attends over grid cells
-    spec = (config.get("cache_specs") or {}).get("image") or {}
+    spec = display_spec(run_dir, root, config) if maps else {}
 
     def card(i):
         return gallery_card(t["image_path"][i], t["question"][i], t["answers"][i], accuracy[i],
@@ -207,12 +207,22 @@ def thumbnail(path: str) -> bytes | None:
             im = ImageOps.exif_transpose(im)
             im = to_8bit_rgb(im, im.format)
             scale = THUMB / max(im.size)
-            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.LANCZOS)
+            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
             return buf.getvalue()
     except Exception:       # missing, unreadable, not an image: the card says so
         return None
+
+
+def display_spec(run_dir: Path, root: Path, config: dict) -> dict:
+    """The resize and crop of the run's image encoder, to draw a map over the image as it saw it: its cache's
+    image spec (a train run), else its Model's preprocessing (a finetune run, whose config has no cache)."""
+    spec = (config.get("cache_specs") or {}).get("image")
+    if spec:
+        return spec
+    from .model import load
+    return load(run_dir, root, device="cpu").preprocess.spec()
 
 
 def attention_thumbnail(path: str, spec: dict, attention) -> bytes | None:

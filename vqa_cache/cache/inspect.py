@@ -2,12 +2,14 @@
 removal under the entry's lock."""
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from ..data import SCHEMA
-from ..digest import sha256_file
+from ..digest import WriteError, sha256_file
 from ..errors import BadInput
 from .shards import check_image_shard, check_question_shard, index_columns
 from .store import Entry, ids_mismatch
@@ -104,14 +106,26 @@ def check_index(entry: Entry, manifest: dict) -> list[str]:
     return []
 
 
+def read_only(path: Path) -> bool:
+    """Is the file system holding `path` mounted read-only (statvfs ST_RDONLY)?"""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def remove(entry: Entry) -> int:
     """Delete an entry (refused while a writer holds its lock); returns the bytes freed."""
     if not entry.path.is_dir():
         raise BadInput(f"cache entry {entry.key} does not exist in {entry.root}")
     size = entry.size_bytes()
+    if not os.access(entry.path.parent, os.W_OK) or read_only(entry.root):
+        raise BadInput(f"cache entry {entry.key} not removed: the cache {entry.root} is read-only")
     try:
         with entry.lock(wait=False):
             shutil.rmtree(entry.path)
+    except WriteError as e:                      # the lock file could not be made (read-only, full disk)
+        raise BadInput(f"cache entry {entry.key} not removed: {e}") from None
     except BadInput:
         raise BadInput(f"cache entry {entry.key} is being written by another process "
                        f"(host, pid: {entry.lock().holder()}); not removed") from None

@@ -10,6 +10,7 @@ from ..cache import Entry
 from ..cache.shards import shard_file
 from ..cache.store import first_damage
 from ..digest import write_file
+from ..errors import BadInput
 
 PROGRESS_GLOB, KEPT = "progress-*.json", "progress-kept.json"
 
@@ -56,6 +57,20 @@ def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = Non
             if p.is_file() and p.name not in listed:
                 p.unlink()
     return manifest
+
+
+def complete_as_is(entry: Entry, spec: dict, rows: int) -> dict | None:
+    """The manifest of an entry that is complete, whole and made for this spec and row count, read without
+    the lock (a complete entry is only read; a read-only cache has no room for a lock file), else None."""
+    try:
+        if not entry.complete():
+            return None
+        manifest = entry.manifest()
+    except (OSError, BadInput):
+        return None
+    if manifest.get("spec") != json.loads(json.dumps(spec)) or manifest.get("rows") != rows:
+        return None
+    return manifest if first_damage(entry, manifest) is None else None
 
 
 def ready(entry: Entry) -> bool:

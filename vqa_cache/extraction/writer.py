@@ -17,7 +17,8 @@ from ..cache.shards import shard_file, write_index
 from ..digest import write_file
 from ..errors import Unencodable
 from ..progress import progress
-from .resume import PROGRESS_GLOB, finished_shard, open_entry, progress_records, remaining_shards
+from .resume import (PROGRESS_GLOB, complete_as_is, finished_shard, open_entry, progress_records,
+                     remaining_shards)
 
 
 class Progress:
@@ -131,6 +132,10 @@ def writing(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, la
 
 @contextmanager
 def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, label: str, **extra):
+    done = complete_as_is(entry, spec, rows)
+    if done is not None:                # nothing to write: no lock (the cache may be read-only)
+        yield Job(entry, done, [], complete=True)
+        return
     with entry.lock(wait):
         manifest = open_entry(entry, spec, rows, shard_size, **extra)
         if manifest["complete"]:

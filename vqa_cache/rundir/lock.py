@@ -35,12 +35,17 @@ def run_lock(run_dir: Path, resume: bool = False, take: bool = True):
         return
     run_dir = Path(run_dir)
     if resume and not (run_dir / LAST).is_file():
-        raise BadInput(f"--resume: no checkpoint {run_dir / LAST} to continue from")
+        started = run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir())
+        raise BadInput(f"--resume: no checkpoint {run_dir / LAST} to continue from"
+                       + (" (the run stopped before its first epoch ended): run the same command again without "
+                          "--resume to start it over" if started else ""))
     fresh = not run_dir.exists()
     lock = Lock(run_dir / LOCK, wait=False)
     try:
         lock.__enter__()
     except WriteError:              # the lock file could not be written (full disk, a symlink): its own line
+        if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
         raise
     except BadInput:
         raise BadInput(f"{run_dir} is in use by another process (host, pid: {lock.holder()}; lock "

@@ -24,8 +24,9 @@ from ..recipes import SweepSettings
 from ..threads import describe, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
-from ..rundir import drop_checkpoints, pick_dir, write_json
+from ..rundir import drop_checkpoints, pick_dir, read_json_object, write_json
 from .report import FINISHED, best_value, finish_sweep, write_trials_csv
+from .guard import check_resumable, sweep_lock
 from .sampler import open_study, recover
 from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest
 
@@ -47,6 +48,15 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
     dists = distributions(space)
     check_space(base, dists)
     directory = sweep_dir(base["name"], settings, out, resume)
+    with sweep_lock(directory):
+        if resume:
+            check_resumable(directory, base["name"])       # before anything is written
+        return _run_sweep(directory, base, space, dists, settings, resume, root, extract_cmd, callbacks, threads,
+                          log)
+
+
+def _run_sweep(directory: Path, base: dict, space: dict, dists: dict, settings: SweepSettings, resume: bool,
+               root: Path, extract_cmd: str, callbacks, threads, log) -> dict:
     write_sweep_json(directory, base, space, settings, resume)
     study = open_study(directory, base["name"], dists, settings)
     requeued = recover(study) if resume else 0
@@ -75,7 +85,7 @@ def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSe
     record = {"base": base, "space": space, "sweep": {k: v for k, v in dataclasses.asdict(settings).items()
                                                       if k not in ("trials", "jobs", "out")}}
     if resume:
-        before = json.loads((directory / "sweep.json").read_text())
+        before = read_json_object(directory / "sweep.json", f"--resume: {directory / 'sweep.json'} is missing")
         for part in ("base", "space", "sweep"):
             if before.get(part) != record[part]:
                 raise BadInput(f"--resume: the {part} {'recipe' if part == 'base' else 'settings'} differ from "
