@@ -203,3 +203,19 @@ def test_the_api_checks_log_too(tmp_path):
     import vqa_cache
     with pytest.raises(vqa_cache.BadInput, match="--log 'neptune': expected one of tensorboard, mlflow, wandb"):
         vqa_cache.train(log="neptune", out=tmp_path / "run", verbose=False)
+
+
+def test_a_finetune_run_logs_its_epochs_and_both_learning_rates(tmp_path):
+    need("tensorboard", "tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    run = tmp_path / "ft"
+    run_cli("finetune", "--limit", 40, *FAST, "--epochs", 1, "--set", "finetune.workers=0", "--set",
+            "head.hidden=32", "--out", run, "--log", "tensorboard")
+    acc = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    acc.Reload()
+    want = expected(run)
+    assert {"encoder_lr", "train_seconds", "val_accuracy"} <= set(want)
+    for tag, values in want.items():
+        assert [(e.step, tensor_util.make_ndarray(e.tensor_proto).item()) for e in acc.Tensors(tag)] == values, tag
