@@ -247,3 +247,25 @@ def test_read_only_cache_extract_train_and_rm(cli, tmp_path, monkeypatch):
     assert r.code == 2 and f"cache entry {key} not removed" in r.err and "read-only" in r.err.lower(), r
     assert len(r.err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- a DataLoader worker's error
+
+@pytest.mark.parametrize("error, code, line", [
+    (ValueError("the decoder broke"), 1, "vqa-cache: unexpected error: ValueError: the decoder broke "
+                                         "(in DataLoader worker process 0) (run with --debug"),
+    (BadInput("image x.png: unreadable"), 2, "vqa-cache: error: image x.png: unreadable "
+                                             "(in DataLoader worker process 0)"),
+])
+def test_a_dataloader_worker_error_is_its_own_exception_on_one_line(cli, tmp_path, monkeypatch, error, code, line):
+    """torch re-raises a worker's exception with the whole traceback as its message (1.6 KB once flattened):
+    the line shows the worker's exception and which worker, nothing else."""
+    import vqa_cache.extraction.images as images
+
+    def broken(items):
+        raise error
+    monkeypatch.setattr(images, "collate", broken)          # runs in the worker (forked: the patch goes along)
+    r = cli("--cache-dir", tmp_path, "extract", "--limit", 12, *FAST, "--text-encoder", "bow", "--workers", 1)
+    assert r.code == code, r
+    shown = r.err.strip().splitlines()[-1]
+    assert shown.startswith(line) and "Traceback" not in r.err and len(shown) < 200, r

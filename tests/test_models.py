@@ -163,3 +163,6 @@ def test_a_bad_model_directory_is_one_line_exit_2(cli, ft_run, tmp_path):
     config["image"]["encoder"] = "resnet34"
     (bad / "config.json").write_text(json.dumps(config))
     assert "does not fit the image encoder resnet34" in ask(bad)
+    config["image"]["encoder"], config["text"] = "resnet18", "bow"
+    (bad / "config.json").write_text(json.dumps(config))
+    assert "malformed text" in ask(bad)

@@ -6,7 +6,7 @@ import sys
 import click
 
 from .. import threads
-from ..errors import BadInput, Diverged
+from ..errors import BadInput, Diverged, error_type, one_line
 from .cache import cache
 from .demo import demo
 from .runs import ask, eval_, export, predict, report, runs
@@ -50,7 +50,7 @@ def main():
     except BadInput as e:
         if debug:
             raise
-        click.echo(f"vqa-cache: error: {' '.join(str(e).split())}", err=True)
+        click.echo(f"vqa-cache: error: {one_line(e)}", err=True)
         sys.exit(2)
     except Diverged as e:
         if debug:
@@ -63,7 +63,7 @@ def main():
     except Exception as e:
         if debug:
             raise
-        click.echo(f"vqa-cache: unexpected error: {type(e).__name__}: {' '.join(str(e).split())} "
+        click.echo(f"vqa-cache: unexpected error: {error_type(e)}: {one_line(e)} "
                    f"(run with --debug for the traceback)", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
