@@ -45,9 +45,10 @@ sweep: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
-# The inner loop: every test but those marked slow (a subprocess, torchrun, a notebook kernel).
+# The inner loop: every test but those marked slow (a subprocess, torchrun, a notebook kernel, a long training),
+# on two processes (pytest-xdist; a file's tests stay on one, sharing its fixtures).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q tests
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile -q tests
 
 # The Hugging Face stack drifts (issue 23.6): the encoder, hf dataset and bad-input tests on the newest
 # transformers, timm and datasets that the pyproject.toml ranges allow (CI runs it after `make test`). A throwaway
@@ -77,6 +78,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/scale.py --sizes 300,900
 
 clean:
 	rm -rf $(VENV) $(LATEST) runs sweeps

@@ -41,7 +41,7 @@ def main() -> None:
     from vqa_cache import recipes
     from vqa_cache.extraction import extract
     from vqa_cache.finetuning import finetune
-    from vqa_cache.finetuning.init_head import finetune_recipe
+    from vqa_cache.finetuning.recipe import finetune_recipe
     from vqa_cache.options import feature_overrides
     from vqa_cache.training import train
 

@@ -59,7 +59,7 @@ def main():
                                      max_length=recipe.text.max_length, return_tensors="pt")
                    for s in range(0, len(texts), a.batch_size)]
         stage, forward = [], []
-        for rep in range(2):
+        for _ in range(2):
             shutil.rmtree(work / "cache" / "question", ignore_errors=True)
             t = time.perf_counter()
             extract_questions(plan, work / "cache", device, encoder=encoder)

@@ -284,6 +284,7 @@ def test_training_targets_are_the_current_metric():
         assert targets == pytest.approx({a: s for a, s in expected.items() if s > 0}), raw
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_a_run_with_an_older_vocabulary_still_predicts_and_answers(cli, tmp_path):
     """Checkpoints saved before NORMALIZER_VERSION "vqa-eval-2" load: their answers are plain strings."""
     import easy_vqa

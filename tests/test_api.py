@@ -72,6 +72,28 @@ def test_load_features_reads_both_entries_whole(keys):
         vqa_cache.load_features(keys, question="tokens")
 
 
+def test_cache_ls_info_verify_rm_are_the_cli_cache_commands(keys, cli, tmp_path):
+    root = tmp_path / "cache"
+    shutil.copytree(keys.root, root)
+    listed = vqa_cache.cache_ls(cache_dir=root)
+    assert listed == json.loads(cli("--cache-dir", root, "cache", "ls", "--json").out)
+    assert {keys.image, keys.question} <= {row["key"] for row in listed}
+    info = vqa_cache.cache_info(keys.image[:12], cache_dir=root)            # a unique prefix will do
+    assert info == json.loads(cli("--cache-dir", root, "cache", "info", keys.image, "--json").out)
+    assert info["key"] == keys.image and info["complete"]
+    ok = vqa_cache.cache_verify(keys.image, cache_dir=root)
+    assert ok["ok"] and ok["problems"] == [] and ok["rows"] == info["rows"]
+    shard = next((root / "image" / keys.image).glob("*.h5"))
+    shard.write_bytes(shard.read_bytes()[:-10])                               # damaged
+    bad = vqa_cache.cache_verify(keys.image, cache_dir=root)
+    assert not bad["ok"] and bad["problems"]
+    removed = vqa_cache.cache_rm(keys.question, cache_dir=root)
+    assert removed["key"] == keys.question and removed["bytes"] > 0
+    assert keys.question not in {row["key"] for row in vqa_cache.cache_ls(cache_dir=root)}
+    with pytest.raises(BadInput):
+        vqa_cache.cache_info(keys.question, cache_dir=root)
+
+
 def test_a_run_reads_its_directory(run, keys):
     metrics = json.loads((run.dir / "metrics.json").read_text())
     assert isinstance(run, Run) and run.dir.name == "att"

@@ -60,6 +60,7 @@ def test_rerun_reuses_the_cache(cli, tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_weights_file_loads_real_weights(cli, tmp_path, resnet18_file):
     """--weights PATH goes through torch.load(weights_only=True) and the features are that model's."""
     r = cli("--cache-dir", tmp_path, "extract", "--limit", 4, "--image-encoder", "resnet18",

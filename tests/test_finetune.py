@@ -17,7 +17,7 @@ def extract(root, *args):
 
 
 def recipe(*sets, text=None, limit=300):
-    from vqa_cache.finetuning.init_head import finetune_recipe
+    from vqa_cache.finetuning.recipe import finetune_recipe
     feature = {"limit": limit, "image_encoder": "resnet18", "image_size": 32, "weights": "random"}
     if text:
         feature["text_encoder"] = str(text)
@@ -108,6 +108,7 @@ def test_augmentation_keeps_answers_true():
     assert not torch.equal(y[3], x[3].flip(-1).flip(-2))                   # shape question: jittered too
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_accumulation_sums_the_big_batch_gradient(monkeypatch, tmp_path):
     """Batch 8 x accumulate 2 takes the optimizer steps of batch 16: as many, at the same learning rates, and
     the first one (same starting weights) with the big batch's gradient. LoRA in the whole trunk (BN frozen),
@@ -146,6 +147,7 @@ def test_accumulation_sums_the_big_batch_gradient(monkeypatch, tmp_path):
             assert float((g16 - g8).abs().max()) <= 1e-5 * float(g16.abs().max()), g16.shape
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_finetune_cli_init_head_checkpoints_resume(cli, tmp_path):
     cache = tmp_path / "cache"
     extract(cache, *LIMIT, *FAST, "--workers", 0)
@@ -180,6 +182,7 @@ def test_finetune_cli_init_head_checkpoints_resume(cli, tmp_path):
     assert r.code == 2 and last.startswith("vqa-cache: error: --init-head") and "head name" in last, r
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_init_head_takes_the_runs_encoders_unless_given(cli, tmp_path):
     """A head trained on ResNet50 features at 32 px (the fine-tune recipe says ResNet18 at 64 px): --init-head
     takes the run's encoders and says so, and its head scores through them as on the cache; an encoder given

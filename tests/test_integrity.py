@@ -232,6 +232,7 @@ def small(cli, tmp_path):
 TRAIN = ["train", "--limit", 30, *FAST, "--epochs", 1]
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_train_refuses_damaged_entries_naming_them(cli, small, tmp_path):
     root, image, question = small
     idir, qdir = root / "image" / image["key"], root / "question" / question["key"]

@@ -134,6 +134,7 @@ def test_without_efficientnet_lite0_the_chain_goes_on_to_mobilenet_v2(tmp_path, 
     assert choice.note.startswith("FALLBACK for resnet18") and choice.preprocess.size == 32
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_real_pretrained_features_beat_random_ones_of_the_same_architecture(cli, tmp_path):
     """EfficientNet-Lite0 with its packaged ImageNet weights vs the same network randomly initialized, both with
     the real MiniLM for questions, on the same 1000 + 1000 easy-VQA questions (~200 images), 10 epochs of the

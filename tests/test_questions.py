@@ -83,6 +83,7 @@ def test_embeddings_start_from_the_text_models_input_embeddings(gpt2_cache, tiny
     assert torch.equal(head.question.embedding.weight[1:], wte) and not head.question.embedding.weight[0].any()
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_clip_text_tower_by_the_image_towers_id(cli, tmp_path, tiny_clip_dir, tiny_gpt2_dir):
     """--text-encoder hf:DIR of a CLIP checkpoint runs its text tower, pooled like CLIP (its end-of-text
     token); token states too; the GPT-2 entries of the same texts (last or mean pooled) have other keys;

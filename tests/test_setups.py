@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 RESNET50 = ["--weights", "random", "--image-size", 32]
 
 
@@ -22,6 +24,7 @@ def setup(cli, tmp_path, name: str, options: list, command: str = "train", more=
     return json.loads((run / "config.json").read_text())
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_resnet50_tinybert_concat_the_default(cli, tmp_path, tiny_bert_dir):
     config = setup(cli, tmp_path, "resnet50-tinybert-concat", ["--limit", 60, *RESNET50, "--text-encoder", tiny_bert_dir])
     assert config["recipe"]["head"]["name"] == "concat" and config["head"]["hidden"] == 1024
@@ -29,6 +32,7 @@ def test_resnet50_tinybert_concat_the_default(cli, tmp_path, tiny_bert_dir):
     assert image["encoder"] == "resnet50" and question["pooling"] == "mean" and image["outputs"] == ["pooled"]
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_resnet50_bow_lstm(cli, tmp_path):
     config = setup(cli, tmp_path, "resnet50-bow-lstm", ["--limit", 60, *RESNET50])
     assert config["head"]["name"] == "lstm" and config["cache_specs"]["question"]["encoder"] == "bow"
@@ -42,6 +46,7 @@ def test_resnet50_gpt2_yesno(cli, tmp_path, tiny_gpt2_dir):
     assert config["vocabulary"]["size"] == 2
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_vit_bert_lora_finetunes_both_encoders_query_and_value(cli, tmp_path, tiny_vit_dir, tiny_bert_dir):
     """LoRA r=8 on the query and value projections of both the ViT's and BERT's attention (2 layers each),
     a quarter of the images."""

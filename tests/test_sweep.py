@@ -33,6 +33,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_sweep_completes_and_best_toml_trains(cli, cache, tmp_path):
     out = tmp_path / "s"
     r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
@@ -148,6 +149,7 @@ def test_space_syntax():
     assert recipe.optim.epochs == 7
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, monkeypatch):
     """A trial whose loss becomes NaN (training raises Diverged) is recorded as pruned with the reason;
     the other trials still run and best.toml is written."""

@@ -11,26 +11,30 @@ The Python API (docs/api.md): the commands as functions, their options the CLI's
 
 Bad input raises vqa_cache.BadInput (a ValueError) with the command line's one-line message.
 """
-from .api import (CacheKeys, Run, Sweep, ask, evaluate, export, extract, finetune, load, load_features, runs, sweep,
-                  train)
+from .api import (CacheKeys, Run, Sweep, ask, cache_info, cache_ls, cache_rm, cache_verify, evaluate, export,
+                  extract, finetune, load, load_features, runs, sweep, train)
 from .errors import BadInput, Diverged
 from .version import __version__
 
 __all__ = [
-           "BadInput",
-           "CacheKeys",
-           "Diverged",
-           "Run",
-           "Sweep",
-           "__version__",
-           "ask",
-           "evaluate",
-           "extract",
-           "finetune",
-           "export",
-           "load",
-           "load_features",
-           "runs",
-           "sweep",
-           "train",
+                  "BadInput",
+                  "CacheKeys",
+                  "Diverged",
+                  "Run",
+                  "Sweep",
+                  "__version__",
+                  "ask",
+                  "cache_info",
+                  "cache_ls",
+                  "cache_rm",
+                  "cache_verify",
+                  "evaluate",
+                  "export",
+                  "extract",
+                  "finetune",
+                  "load",
+                  "load_features",
+                  "runs",
+                  "sweep",
+                  "train",
 ]

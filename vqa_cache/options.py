@@ -95,7 +95,7 @@ EXTRACT_ONLY = ("dataset", "image", "text", "shard_size", "skip_bad")
 def feature_spelling(item: str) -> str:
     """A train-like command's `--set` item in extract's spelling (`text.ids=true`) means the same feature
     setting as there: `features.text.ids=true`."""
-    key, sep, value = item.partition("=")
+    key, sep, _ = item.partition("=")
     return f"features.{item.lstrip()}" if sep and key.strip().split(".")[0] in EXTRACT_ONLY else item
 
 

@@ -38,7 +38,7 @@ class AnswerTable(NamedTuple):
     scores: np.ndarray
     counts: np.ndarray
 
-    def rows(self, index) -> "AnswerTable":
+    def rows(self, index) -> AnswerTable:
         """The table of these questions (an index array or a boolean mask)."""
         return self._replace(**{k: getattr(self, k)[index] for k in self._fields if k != "strings"})
 
@@ -108,7 +108,7 @@ def answer_table(column) -> AnswerTable:
     norm_id = np.array([sid[s] for s in normalized], dtype=np.int64)
     width = int(n.max(initial=0))
     q = len(n)
-    out = {"distinct": np.zeros(q, np.int16), "best": np.full(q, -1, np.int64),
+    out: dict = {"distinct": np.zeros(q, np.int16), "best": np.full(q, -1, np.int64),
            "candidates": np.full((q, width), -1, np.int64), "scores": np.zeros((q, width), np.float32),
            "counts": np.zeros((q, width), np.int16)}
     starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)

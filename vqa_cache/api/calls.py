@@ -14,7 +14,7 @@ from ..cache import cache_root
 from ..errors import BadInput
 from ..tracking import check_names
 from .output import count_arg, path_arg, printing, table, text_arg
-from .results import CacheKeys, Run, Sweep
+from .results import CacheKeys, Features, Run, Sweep
 
 OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
 
@@ -71,7 +71,7 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     """
     threads.prefer_passive_wait()
     from ..finetuning.run import finetune as run
-    from ..finetuning.init_head import finetune_recipe
+    from ..finetuning.recipe import finetune_recipe
     from ..rundir import pick_run_dir
     given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
     log = check_names(given.get("log"))
@@ -182,8 +182,8 @@ def runs(directory="runs", sort: str = "acc"):
     return table(records(path_arg("runs", "directory", directory), sort))
 
 
-def load_features(keys, image: str | None = None, question: str = "pooled") -> tuple:
-    """(image ids, image features, question texts, question features) of two cache entries, read whole,
+def load_features(keys, image: str | None = None, question: str = "pooled") -> Features:
+    """Features(image ids, image features, question texts, question features) of two cache entries, read whole,
     float32 tensors on the CPU, rows in the order of the ids and texts: images "pooled" [N, D] or "grid"
     [N, h*w, D] (default: the entry's first output); questions "pooled" [M, D] or "tokens" [M, L, D] with the
     padding zeroed. keys: CacheKeys (from extract) or a Run (its cache_keys).
@@ -196,7 +196,7 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> t
     keys = keys.cache_keys if isinstance(keys, Run) else keys
     if not isinstance(keys, CacheKeys):
         raise BadInput(f"load_features: expected CacheKeys (from extract) or a Run, got {type(keys).__name__}")
-    out = []
+    out: list = []
     for kind, key, output in (("image", keys.image, image), ("question", keys.question, question)):
         entry = Entry(keys.root, key)
         manifest = check_complete(entry, "vqa_cache.extract with the options that made these keys")
@@ -208,7 +208,7 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> t
             raise BadInput(f"{kind} features {key} hold {' and '.join(have)}, not {output!r}")
         ids, arr = read_features(entry, manifest, output)
         out += [ids, torch.from_numpy(arr)]
-    return tuple(out)
+    return Features(*out)
 
 
 def _path(recipe):

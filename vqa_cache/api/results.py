@@ -4,13 +4,25 @@ used: it pulls in torch, and `import vqa_cache` (so `vqa-cache --help`) should s
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..cache import cache_root
 from ..errors import BadInput
 from .output import count_arg, csv_table, path_arg, printing, table, text_arg
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Features(NamedTuple):
+    """Two cache entries read back (load_features): float32 tensors on the CPU, rows in the order of the ids
+    and texts."""
+    image_ids: list[str]
+    images: torch.Tensor
+    texts: list[str]
+    questions: torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""`vqa-cache cache ls | info | verify | rm`: the cache's entries. (The library is imported inside each
-command, lazily: h5py and pyarrow are slow to load, and `vqa-cache --help` should answer at once.)"""
+"""`vqa-cache cache ls | info | verify | rm`: the cache's entries, through the API's functions (api/entries.py,
+which import the library lazily: h5py and pyarrow are slow to load, and `vqa-cache --help` should answer at once)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput
+from ..api import entries
 from .shared import human_bytes
 
 
@@ -22,17 +22,7 @@ def cache():
 @click.pass_obj
 def cache_ls(obj, as_json):
     """List cache entries."""
-    from ..cache import list_entries
-
-    rows = []
-    for entry in list_entries(obj.root):
-        try:
-            manifest = entry.manifest()
-        except BadInput as err:
-            manifest = {"spec": {}, "rows": 0, "complete": False, "error": str(err)}
-        rows.append({"key": entry.key, "kind": entry.kind, "spec": manifest.get("spec", {}),
-                     "rows": manifest.get("rows", 0), "bytes": entry.size_bytes(),
-                     "complete": bool(manifest.get("complete"))})
+    rows = [{k: v for k, v in row.items() if k != "error"} for row in entries.cache_ls(cache_dir=obj.root)]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -56,10 +46,7 @@ def cache_ls(obj, as_json):
 @click.pass_obj
 def cache_info(obj, key, as_json):
     """Spec, rows, size, timings and shards of one entry (KEY or a unique prefix)."""
-    from ..cache.inspect import info
-    from ..cache.store import find_entry
-
-    record = info(find_entry(obj.root, key))
+    record = entries.cache_info(key, cache_dir=obj.root)
     if as_json:
         click.echo(json.dumps(record, indent=1))
         return
@@ -82,17 +69,14 @@ def cache_info(obj, key, as_json):
 @click.pass_obj
 def cache_verify(obj, key):
     """Check checksums, row counts and that every id of the dataset is present; exit 1 if bad."""
-    from ..cache.inspect import verify
-    from ..cache.store import find_entry
-
-    entry = find_entry(obj.root, key)
-    problems, summary = verify(entry)
+    summary = entries.cache_verify(key, cache_dir=obj.root)
+    problems = summary["problems"]
     if problems:
-        click.echo(f"BAD {entry.key}: {problems[0]}", err=True)
+        click.echo(f"BAD {summary['key']}: {problems[0]}", err=True)
         for p in problems[1:]:
             click.echo(f"    also: {p}", err=True)
         sys.exit(1)
-    click.echo(f"ok {entry.key}: {summary['shards']} shards, {summary['rows']} rows"
+    click.echo(f"ok {summary['key']}: {summary['shards']} shards, {summary['rows']} rows"
                + (f" (+{summary['skipped']} skipped)" if summary["skipped"] else "")
                + f", {human_bytes(summary['bytes'])}; checksums, row counts and ids all match")
 
@@ -102,9 +86,5 @@ def cache_verify(obj, key):
 @click.pass_obj
 def cache_rm(obj, key):
     """Delete one entry (KEY or a unique prefix)."""
-    from ..cache.inspect import remove
-    from ..cache.store import find_entry
-
-    entry = find_entry(obj.root, key)
-    freed = remove(entry)
-    click.echo(f"removed {entry.key} ({human_bytes(freed)})")
+    removed = entries.cache_rm(key, cache_dir=obj.root)
+    click.echo(f"removed {removed['key']} ({human_bytes(removed['bytes'])})")

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import sys
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .. import distributed as dist
 from .. import heads
-from ..cache.plan import make_plan
+from ..cache.plan import Plan, make_plan
 from ..encoders.base import Preprocess
 from ..encoders.image import ImageFiles, collate
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import FinetuneRecipe
-from ..training.splits import build_splits
+from ..training.splits import Splits, build_splits
 from .augment import augment_images, new_counts
 from .init_head import init_head_standardizes
 from .live import FixedText, LiveImage, LiveText
@@ -26,6 +27,9 @@ class FinetuneModel(nn.Module):
 
     Takes row indices (into the decoded image tensor and the unique text list): the fit loop's batches and
     evaluate() give them with `image = question = Rows()` (train/batches.py)."""
+    image_enc: LiveImage
+    text_enc: LiveText | FixedText
+    head_config: dict                        # what checkpoints record of the head (set by build)
 
     def __init__(self, images: torch.Tensor, texts: list[str], image_enc: LiveImage, text_enc: nn.Module,
                  head: nn.Module, augment=None, seed: int = 0):
@@ -88,8 +92,16 @@ def decode_images(paths: list[str], prep: Preprocess, workers: int, skip_bad: bo
     return out, bad
 
 
-def build(recipe: FinetuneRecipe, device: torch.device):
-    """(plan, splits, vocabulary, split names, questions dropped, the model: encoders + head on `device`)."""
+class Built(NamedTuple):
+    """What a finetune run trains: its plan, its splits (training/splits.Splits) and the model (encoders +
+    head on the device)."""
+    plan: Plan
+    splits: Splits
+    model: FinetuneModel
+
+
+def build(recipe: FinetuneRecipe, device: torch.device) -> Built:
+    """The plan, the splits and the model of a finetune recipe."""
     features, settings = recipe.features, recipe.finetune
     need = heads.needs(recipe.head.name)
     if need["question"] != "pooled":
@@ -108,7 +120,8 @@ def build(recipe: FinetuneRecipe, device: torch.device):
         keep[bad] = False
         images = images[keep]
     tensors = {"image": (ok_ids, None), "question": (plan.texts, None)}
-    splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe)
+    parts = build_splits(plan, tensors, recipe)
+    splits, vocab = parts.splits, parts.vocab
     torch.manual_seed(recipe.seed)
     image_enc = LiveImage(plan.image_choice, need["image"], settings)
     if plan.text_choice.kind == "bow":
@@ -127,7 +140,7 @@ def build(recipe: FinetuneRecipe, device: torch.device):
     model.head_config = config          # what checkpoints record of the head
     for split in splits.values():
         split.to(device)
-    return plan, splits, vocab, split_names, dropped, model
+    return Built(plan, parts, model)
 
 
 def head_config(recipe: FinetuneRecipe, image_dim: int, question_dim: int, num_answers: int) -> dict:
@@ -156,8 +169,8 @@ def encoder_state(model: FinetuneModel) -> dict:
     return out
 
 
-def load_encoder_state(model: FinetuneModel, state: dict, where) -> None:
-    """encoder_state's weights back into the model; BadInput (naming `where`) when they do not fit."""
+def load_encoder_state(model, state: dict, where) -> None:
+    """encoder_state's weights back into the model (anything with its image_enc and text_enc); BadInput (naming `where`) when they do not fit."""
     for part, values in state.items():
         enc = getattr(model, part)
         _, unexpected = enc.load_state_dict(values, strict=False)

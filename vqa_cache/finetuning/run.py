@@ -27,6 +27,7 @@ from ..threads import describe
 from ..recipes import FinetuneRecipe
 from ..training.batches import Rows
 from ..training.loop import Fit, run_fit
+from ..training.parts import FitParts
 from ..rundir import run_config, run_directory, write_config
 from ..training.steps import HostTally, evaluate
 from .augment import augment_line, describe_augment, new_counts
@@ -60,23 +61,27 @@ class FinetuneFit(Fit):
     def __init__(self, recipe: FinetuneRecipe, run_dir: Path):
         self.settings, optim = recipe.finetune, recipe.optim
         device = dist.device(pick_device(recipe.device).type)
-        self.plan, splits, vocab, split_names, dropped, model = build(recipe, device)
+        self.plan, parts, model = build(recipe, device)
+        splits, vocab = parts.splits, parts.vocab
         head_config = model.head_config
         encoder_params = model.encoder_parameters()
         groups = [{"params": list(model.head.parameters()), "lr": optim.lr, "name": "head"}]
         if encoder_params:
             groups.append({"params": encoder_params, "lr": self.settings.encoder_lr, "name": "encoders"})
         self.encoder_params = sum(p.numel() for p in encoder_params)
-        config = {"mode": "finetune", **run_config(recipe, self.plan.cache_keys, split_names, vocab, splits, dropped,
-                                                   head_config, device)}
+        config = {"mode": "finetune", **run_config(recipe, self.plan.cache_keys, parts.names, vocab, splits,
+                                                   parts.dropped, head_config, device)}
         config["encoders"] = {"image": self.plan.image_choice.identity, "text": self.plan.text_choice.identity,
                               "train_image": model.image_enc.scope, "train_text": model.text_enc.scope,
                               "lora_r": self.settings.lora_r,
                               "lora_targets": len(model.image_enc.lora) + len(model.text_enc.lora),
                               "trainable_encoder_params": self.encoder_params}
-        super().__init__(recipe, run_dir, device, splits, vocab, model, model.head, Rows(), Rows(),
-                         self.plan.cache_keys, head_config, groups, config, accumulate=self.settings.accumulate,
-                         eval_batch_size=self.settings.eval_batch_size, group_by_image=self.settings.group_by_image)
+        super().__init__(FitParts(recipe=recipe, run_dir=run_dir, device=device, splits=splits, vocab=vocab,
+                                  model=model, head=model.head, image=Rows(), question=Rows(),
+                                  cache_keys=self.plan.cache_keys, head_config=head_config, param_groups=groups,
+                                  config=config, accumulate=self.settings.accumulate,
+                                  eval_batch_size=self.settings.eval_batch_size,
+                                  group_by_image=self.settings.group_by_image))
 
     def describe(self) -> str:
         settings, model = self.settings, self.model
@@ -110,8 +115,8 @@ class FinetuneFit(Fit):
         """With --init-head: the head's accuracy through the live (not yet trained) encoders, as epoch 0."""
         if not self.settings.init_head or resume or not dist.is_main():
             return
-        _, accuracy, _, _ = evaluate(self.model, self.splits["val"], self.image, self.question,
-                                     self.eval_batch_size, len(self.vocab), self.ctx)
+        accuracy = evaluate(self.model, self.splits["val"], self.image, self.question, self.eval_batch_size,
+                            len(self.vocab), self.ctx).accuracy
         print(f"epoch   0  val acc {accuracy:.4f} (head from {self.settings.init_head}, live encoders)")
         self.config["init_head_val_accuracy"] = round(accuracy, 6)
         write_config(self.run_dir, self.config)

@@ -33,7 +33,7 @@ class Model:
     uint8 arrays [H, W, 3]; they are decoded and resized exactly as the model's training images were."""
 
     def __init__(self, head: torch.nn.Module, vocab: Vocabulary, image_encoder: ImageEncoder, text_encoder,
-                 info: dict, device: torch.device):
+                 info: dict, device: torch.device | str):
         self.head, self.vocab, self.image_encoder, self.text_encoder = head, vocab, image_encoder, text_encoder
         self.info, self.device = info, device
         self.sources: dict = {}     # the encoders' model directories where a run found them (export copies hf files)

@@ -15,6 +15,7 @@ from ..errors import BadInput
 from ..recipes import TrainRecipe
 from .features import Features, input_dims, load_features
 from .loop import Fit, run_fit
+from .parts import FitParts
 from ..rundir import run_config, run_directory
 from .splits import Split, build_splits
 from .statistics import image_statistics
@@ -49,8 +50,9 @@ class CachedFit(Fit):
     """The head alone, on features that are tensors on the device (or image features streamed from disk)."""
 
     def __init__(self, recipe: TrainRecipe, root: Path, run_dir: Path, features: Features):
-        plan, tensors, keys = features
-        splits, vocab, split_names, dropped = build_splits(plan, tensors, recipe, root)
+        plan, tensors, keys = features.plan, features.tensors, features.cache_keys
+        parts = build_splits(plan, tensors, recipe, root)
+        splits, vocab = parts.splits, parts.vocab
         device = dist.device(pick_device(recipe.device).type)
         image, question = tensors["image"][1], tensors["question"][1].to(device)
         self.streaming = isinstance(image, ImageStream)
@@ -60,13 +62,15 @@ class CachedFit(Fit):
             split.to(device)
         head, head_config = build_head(recipe, features, len(vocab), splits["train"])
         head = head.to(device)
-        config = run_config(recipe, keys, split_names, vocab, splits, dropped, head_config, device)
+        config = run_config(recipe, keys, parts.names, vocab, splits, parts.dropped, head_config, device)
         config.update(cache_dir=str(root), cache_specs={"image": plan.image_spec, "question": plan.question_spec},
                       stream=self.streaming)
         if plan.words is not None:          # bag-of-words ids: `ask` numbers a new question's words with them
             config["words"] = plan.words
-        super().__init__(recipe, run_dir, device, splits, vocab, head, head, image, question, keys, head_config,
-                         [{"params": list(head.parameters())}], config)
+        super().__init__(FitParts(recipe=recipe, run_dir=run_dir, device=device, splits=splits, vocab=vocab,
+                                  model=head, head=head, image=image, question=question, cache_keys=keys,
+                                  head_config=head_config, param_groups=[{"params": list(head.parameters())}],
+                                  config=config))
 
     def describe(self) -> str:
         params = sum(p.numel() for p in self.head.parameters())
@@ -80,12 +84,13 @@ class CachedFit(Fit):
 def build_head(recipe: TrainRecipe, features: Features, num_answers: int, train: Split) -> tuple[torch.nn.Module, dict]:
     """The recipe's head on these features (seeded), and its config: the head's defaults filled in, image
     statistics of the training split when it standardizes, embeddings from the text model when asked."""
-    plan, tensors, _ = features
+    plan, tensors = features.plan, features.tensors
     settings = recipe.head
-    image_dim, question_dim = input_dims(plan, tensors, settings.name)
+    need = heads.needs(settings.name)           # the head looked up once: what it reads
+    image_dim, question_dim = input_dims(plan, tensors, need)
     matrix, embed = None, settings.embed
     if settings.init_embeddings:
-        if heads.needs(settings.name)["question"] != "ids":
+        if need["question"] != "ids":
             raise BadInput(f"head.init_embeddings: head {settings.name!r} reads no token ids (lstm and butd do)")
         matrix = input_embeddings(plan.text_choice)
         if embed and embed != matrix.shape[1]:

@@ -69,11 +69,11 @@ def target_bytes(plan: Plan) -> int:
     return plan.samples.num_rows * (widest * (8 + 4 + 8 + 4 + 2) + 32)
 
 
-def input_dims(plan: Plan, tensors: dict, head: str) -> tuple[int, int]:
-    """(image_dim, question_dim) of a head on these features: the features' widths, or for token ids the
-    number of embedding rows (the vocabulary size + 1 for padding)."""
+def input_dims(plan: Plan, tensors: dict, need: dict) -> tuple[int, int]:
+    """(image_dim, question_dim) of a head that reads `need` (heads.needs) on these features: the features'
+    widths, or for token ids the number of embedding rows (the vocabulary size + 1 for padding)."""
     question_dim = tensors["question"][1].shape[-1]
-    if heads.needs(head)["question"] == "ids":
+    if need["question"] == "ids":
         question_dim = plan.question_spec["vocab_size"] + 1
     return tensors["image"][1].shape[-1], question_dim
 

@@ -25,28 +25,23 @@ import numpy as np
 import torch
 
 from .. import distributed as dist, tracking
-from ..answers import Vocabulary
 from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
-from ..recipes import TrainRecipe, to_dict
+from ..recipes import to_dict
 from ..rundir import (BEST, CONFIG, CURVES, LAST, METRICS, PREDICTIONS, check_cache_keys, load_checkpoint,
                       plot_curves, rng_state, save_epoch, set_rng_state, write_config, write_metrics,
                       write_predictions)
 from .batches import accumulation_groups, epoch_batches
+from .parts import FitParts
 from .splits import trainable
 from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
-from .steps import DeviceTally, History, StepLosses, batch_loss, batch_score, check_finite, evaluate, rank_part
+from .steps import DeviceTally, EpochTotals, History, StepLosses, batch_loss, batch_score, check_finite, evaluate, rank_part
 
 
 class Fit:
-    """One run's parts, which run_fit drives. Subclasses (CachedFit, FinetuneFit) build them and override
-    the hooks below.
-
-    model: called as model(image batch, question batch); evaluated, and wrapped by DDP under torchrun
-    head: the head, whose state is a checkpoint's "model"
-    image, question: what a split's rows index (batches.py): feature tensors, an ImageStream, or Rows
-    """
+    """One run's parts (FitParts), which run_fit drives. Subclasses (CachedFit, FinetuneFit) build them and
+    override the hooks below."""
     mode = None                  # checkpoints' "mode" ("finetune"; a `train` checkpoint has none)
     unit = "step"                # what a NaN message counts ("batch" when a step takes several)
     tally = DeviceTally          # how an epoch's losses are summed (steps.py)
@@ -54,23 +49,23 @@ class Fit:
     record_train_seconds = False
     callbacks = tracking.NONE    # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
 
-    def __init__(self, recipe: TrainRecipe, run_dir: Path, device: torch.device, splits: dict, vocab: Vocabulary,
-                 model: torch.nn.Module, head: torch.nn.Module, image, question, cache_keys: dict, head_config: dict,
-                 param_groups: list[dict], config: dict, accumulate: int = 1, eval_batch_size: int = 1024,
-                 group_by_image: bool = False):
-        self.recipe, self.run_dir, self.device, self.splits, self.vocab = recipe, run_dir, device, splits, vocab
-        self.model, self.head, self.image, self.question = model, head, image, question
-        self.cache_keys, self.head_config, self.config = cache_keys, head_config, config
-        config.setdefault("head_parameters", sum(p.numel() for p in head.parameters()))    # (`runs` reads it)
-        self.accumulate, self.eval_batch_size, self.group_by_image = accumulate, eval_batch_size, group_by_image
-        self.rows = trainable(splits["train"], len(vocab))
+    def __init__(self, parts: FitParts):
+        recipe, device, param_groups = parts.recipe, parts.device, parts.param_groups
+        self.recipe, self.run_dir, self.device, self.splits, self.vocab = (
+            recipe, parts.run_dir, device, parts.splits, parts.vocab)
+        self.model, self.head, self.image, self.question = parts.model, parts.head, parts.image, parts.question
+        self.cache_keys, self.head_config, self.config = parts.cache_keys, parts.head_config, parts.config
+        self.config.setdefault("head_parameters", sum(p.numel() for p in self.head.parameters()))  # (`runs` reads it)
+        self.accumulate, self.eval_batch_size = parts.accumulate, parts.eval_batch_size
+        self.group_by_image = parts.group_by_image
+        self.rows = trainable(self.splits["train"], len(self.vocab))
         if len(self.rows) == 0:
             raise BadInput("no training question has an answer in the vocabulary")
         optim = recipe.optim
         self.params = [p for group in param_groups for p in group["params"]]
         self.optimizer = make_optimizer(param_groups, optim)
         self.batches_per_epoch = math.ceil(len(self.rows) / optim.batch_size)
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.accumulate)
         self.set_plan(new_plan(optim, self.steps_per_epoch))
         self.used_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.precision = resolve_precision(recipe.precision, device)
@@ -169,17 +164,17 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
 def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) -> tuple[dict, bool]:
     """Train one epoch, check its loss, evaluate (rank 0, broadcast) and record it: (row, improved)."""
     t0 = time.time()
-    loss_sum, seen, first_bad, score = train_epoch(fit, model, epoch)
-    loss_sum, seen, score = dist.all_reduce([float(loss_sum), float(seen), float(score)])
-    check_finite(loss_sum, dist.all_reduce(float(first_bad), "min"), epoch, fit.batches_per_epoch, fit.run_dir,
+    mine = train_epoch(fit, model, epoch)
+    loss_sum, seen, score = dist.all_reduce([mine.loss_sum, float(mine.seen), mine.score])
+    check_finite(loss_sum, dist.all_reduce(mine.first_bad, "min"), epoch, fit.batches_per_epoch, fit.run_dir,
                  fit.unit)
     extra = {"train_seconds": round(time.time() - t0, 3)} if fit.record_train_seconds else {}
     extra.update(fit.epoch_extra())
     val = None
     if dist.is_main():
-        val_loss, val_acc, _, per_type = evaluate(fit.model, fit.splits["val"], fit.image, fit.question,
-                                                  fit.eval_batch_size, len(fit.vocab), fit.ctx)
-        val = (val_loss, val_acc, per_type)
+        ev = evaluate(fit.model, fit.splits["val"], fit.image, fit.question, fit.eval_batch_size, len(fit.vocab),
+                      fit.ctx)
+        val = (ev.loss, ev.accuracy, ev.per_type)
     val = dist.broadcast(val)                                   # rank 0's
     used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
@@ -187,9 +182,9 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
     return history.record(epoch, (loss_sum / seen, score / seen), val, lrs, t0, extra)
 
 
-def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> tuple[float, float, float, float]:
-    """One pass over the training batches: (summed loss, questions, first bad batch or NEVER, summed VQA
-    score of the batches' predictions, made in train mode before each step) of this rank."""
+def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> EpochTotals:
+    """One pass over the training batches: this rank's totals (steps.EpochTotals; the score is the VQA score
+    of the batches' predictions, made in train mode before each step)."""
     optim, split = fit.recipe.optim, fit.splits["train"]
     model.train()
     tally = fit.tally(fit.device)
@@ -300,7 +295,8 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     curves.png, and the closing lines; the metrics."""
     run_dir, val = fit.run_dir, fit.splits["val"]
     fit.load_weights(load_checkpoint(run_dir / BEST), run_dir / BEST)
-    _, _, preds, _ = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx)
+    preds = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab),
+                     fit.ctx).predictions
     write_predictions(run_dir / PREDICTIONS, val.table.column("question_id").to_pylist(),
                       [fit.vocab.answers[int(p)] for p in preds])
     metrics = write_metrics(run_dir, history.epochs, history.best)

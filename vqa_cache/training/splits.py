@@ -2,6 +2,8 @@
 with their answer targets (class ids and soft scores in the vocabulary of the training split)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,16 +71,23 @@ def with_features(table: pa.Table, image_ids: list[str]) -> tuple[pa.Table, int]
     return (table, 0) if keep.all() else (table.filter(keep), int((~keep).sum()))
 
 
+class Splits(NamedTuple):
+    """A run's splits {"train", "val"}, the answer vocabulary of the training split, (train name, val name),
+    and how many questions were dropped for want of image features."""
+    splits: dict
+    vocab: Vocabulary
+    names: tuple[str, str]
+    dropped: int
+
+
 def features_mask(table: pa.Table, image_ids: list[str]) -> np.ndarray:
     column = table.column("image_id")
     return pc.is_in(column, value_set=pa.array(image_ids, type=column.type)).to_numpy(zero_copy_only=False)
 
 
-def build_splits(plan, tensors: dict, recipe: TrainRecipe, root=None):
-    """(splits {"train", "val"}, the answer vocabulary of the training split, (train name, val name),
-    how many questions were dropped for want of image features). The answer table of the plan's samples
-    comes from the cache under `root` (extract wrote it; computed here for a cache made before, or when
-    root is None)."""
+def build_splits(plan, tensors: dict, recipe: TrainRecipe, root=None) -> Splits:
+    """The run's Splits (see there). The answer table of the plan's samples comes from the cache under `root`
+    (extract wrote it; computed here for a cache made before, or when root is None)."""
     keep = features_mask(plan.samples, tensors["image"][0])
     table, dropped = (plan.samples, 0) if keep.all() else (plan.samples.filter(keep), int((~keep).sum()))
     if dropped:
@@ -95,7 +104,7 @@ def build_splits(plan, tensors: dict, recipe: TrainRecipe, root=None):
                        min_count=recipe.answers.min_count)
     splits = {role: make_split(parts[name], tensors, vocab, answers.rows(masks[name]))
               for role, name in (("train", train_name), ("val", val_name))}
-    return splits, vocab, (train_name, val_name), dropped
+    return Splits(splits, vocab, (train_name, val_name), dropped)
 
 
 def trainable(split: Split, num_answers: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -99,9 +100,9 @@ class DeviceTally:
         """The running mean loss for the progress bar, every 50 steps (it syncs)."""
         return f"{float(self.total) / self.seen:.4f}" if number % 50 == 0 else None
 
-    def totals(self) -> tuple[float, float, float, float]:
-        """(summed loss, questions, first bad batch or NEVER, summed score) of this rank."""
-        return float(self.total), self.seen, float(self.first_bad), float(self.score)
+    def totals(self) -> EpochTotals:
+        """This rank's epoch so far."""
+        return EpochTotals(float(self.total), self.seen, float(self.first_bad), float(self.score))
 
 
 class HostTally(DeviceTally):
@@ -160,9 +161,17 @@ def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_
                    f"(or set optim.grad_clip) and train again")
 
 
+class Evaluation(NamedTuple):
+    """A split evaluated: mean loss, accuracy, the predicted class per question, per-answer-type accuracy."""
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor
+    per_type: dict
+
+
 @torch.no_grad()
-def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx):
-    """(mean loss, accuracy, predicted class per question, per-answer-type accuracy)."""
+def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx) -> Evaluation:
+    """The model on a split (Evaluation)."""
     model.eval()
     preds = torch.zeros(len(split), dtype=torch.long)
     score = torch.zeros(len(split))
@@ -180,7 +189,15 @@ def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx)
     types = np.array(split.answer_type, dtype=object)
     for t in sorted(set(split.answer_type)):
         per_type[t] = round(float(score[torch.from_numpy(types == t)].mean()), 4)
-    return loss_sum / max(1, len(split)), float(score.mean()) if len(split) else 0.0, preds, per_type
+    return Evaluation(loss_sum / max(1, len(split)), float(score.mean()) if len(split) else 0.0, preds, per_type)
+
+
+class EpochTotals(NamedTuple):
+    """One rank's epoch: summed loss, questions, the first bad (NaN) batch or NEVER, summed score."""
+    loss_sum: float
+    seen: float
+    first_bad: float
+    score: float
 
 
 @dataclass
