@@ -78,6 +78,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/scale.py --sizes 300,900
 
 clean:
 	rm -rf $(VENV) $(LATEST) runs sweeps

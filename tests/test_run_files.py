@@ -253,3 +253,39 @@ def test_report_with_malformed_metrics_is_one_line_exit_2(cli, cache, trained, t
     assert r.code == 2 and says in r.err and len(r.err.strip().splitlines()) == 1, r
     assert (run / "report.html").read_bytes() == before
     time.sleep(0)
+
+
+def test_a_full_disk_while_torch_saves_a_checkpoint_is_no_space(tmp_path, monkeypatch):
+    """torch's zip writer reports a failed write as "RuntimeError: unexpected pos ..." (seen on a full tmpfs):
+    save_checkpoint names the real error (ENOSPC), keeps the old last.pt and leaves no temporary file."""
+    import torch
+    from vqa_cache import digest
+    from vqa_cache.digest import NoSpace
+    from vqa_cache.rundir import save_checkpoint
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}})
+    before = path.read_bytes()
+    real = digest.os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(memoryview(data).cast("B"))
+            if self.written > 100:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+    monkeypatch.setattr(digest.os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    with pytest.raises(NoSpace, match=r"no space left .*last\.pt"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(100_000)}})
+    assert path.read_bytes() == before and leftovers(tmp_path) == []

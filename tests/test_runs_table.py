@@ -189,6 +189,11 @@ def test_runs_imports_no_torch(runs):
     data = json.loads(r.stdout[:r.stdout.rindex("LOADED")])
     assert all(d["parameters"] for d in data), data
     assert r.stdout.strip().endswith("LOADED []"), r.stdout[-300:]
+    code = ("import sys, vqa_cache.rundir, vqa_cache.run_table\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'h5py', 'pyarrow', 'matplotlib') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.stdout.strip() == "[]", (r.stdout, r.stderr)          # the run contract's import loads none of them
 
 
 def test_bad_input_is_one_line_exit_2(cli, runs, tmp_path):

@@ -86,7 +86,8 @@ class NoSpace(WriteError):
                   f"writing {path.name} (in {path.parent}): ")
         super().__init__(f"no space left {where}: {needed}have {have / 2**20:.1f} MiB; nothing was half-written "
                          f"(a file that was there is kept whole): free some space and run the command again "
-                         f"(an extract resumes after its last finished shard)")
+                         f"(an extract resumes after its last finished shard; a train or finetune run continues "
+                         f"with --resume)")
 
 
 class ReadOnly(WriteError):

@@ -9,13 +9,15 @@ the column, as files.read_json's."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import BadInput
 
 CHUNK = 1 << 20
 _DECODER = json.JSONDecoder()
-_SPACE = " \t\n\r"
+_SPACE = re.compile(r"[ \t\n\r]*").match
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # the C scanner raw_decode calls (StopIteration: no value there)
 
 
 class _Reader:
@@ -41,8 +43,7 @@ class _Reader:
     def peek(self) -> str:
         """The next non-space character (not consumed), or "" at the end."""
         while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in _SPACE:
-                self.pos += 1
+            self.pos = _SPACE(self.buf, self.pos).end()
             if self.pos < len(self.buf) or not self.more():
                 return self.buf[self.pos:self.pos + 1]
 
@@ -58,7 +59,10 @@ class _Reader:
         self.peek()
         while True:
             try:
-                value, end = _DECODER.raw_decode(self.buf, self.pos)
+                try:
+                    value, end = _SCAN(self.buf, self.pos)
+                except StopIteration as stop:
+                    raise json.JSONDecodeError("Expecting value", self.buf, stop.value) from None
             except json.JSONDecodeError as e:
                 # a value cut by the buffer's end: read more and try again; else a real error
                 if (e.pos >= len(self.buf) - 64 or e.msg.startswith("Unterminated")) and self.more():

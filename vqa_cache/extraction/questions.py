@@ -1,5 +1,7 @@
-"""Stage one for questions: the unique texts (sorted by length: little padding) through the frozen text
-encoder, in batches, into Parquet shards."""
+"""Stage one for questions: the unique texts through the frozen text encoder, in batches, into Parquet
+shards. A Hugging Face model pads each batch to its longest text: a shard's texts are encoded in order of
+token length, in batches as large as a batch_size x max_length token budget allows, and written back in
+the plan's order."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +31,37 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
         job.manifest["dim"] = encoder.dim
         with shard_writing(job, write_question_shard, "questions", "q") as (writer, bar):
             for number, s0, s1 in job.shards:
+                texts = plan.texts[s0:s1]
+                order, cuts = length_batches(encoder, texts, recipe.text.batch_size)
                 parts = []
-                for b0 in range(s0, s1, recipe.text.batch_size):
-                    chunk = plan.texts[b0:min(b0 + recipe.text.batch_size, s1)]
-                    parts.append(encoder.encode(chunk))
-                    bar.update(len(chunk))
-                writer.submit(s0, s1, plan.texts[s0:s1], question_arrays(parts), number=number)
+                for b0, b1 in zip(cuts, cuts[1:]):
+                    parts.append(encoder.encode([texts[i] for i in order[b0:b1]]))
+                    bar.update(b1 - b0)
+                arrays = question_arrays(parts)
+                back = np.empty_like(order)
+                back[order] = np.arange(len(order))           # rows in the plan's order again
+                writer.submit(s0, s1, texts, {k: v[back] for k, v in arrays.items()}, number=number)
     return entry
+
+
+def length_batches(encoder, texts: list[str], batch_size: int) -> tuple[np.ndarray, list[int]]:
+    """(an order of `texts`, the batch boundaries in it). A Hugging Face model padding each batch to its
+    longest text: the texts sorted by token length, and batches of up to batch_size x max_length tokens
+    once padded (short texts go in larger batches, never more than 4 x batch_size). Otherwise (fixed-width
+    token columns, bag-of-words): the texts as they are, in batches of batch_size."""
+    dynamic = getattr(encoder, "tokenizer", None) is not None and not (encoder.tokens or encoder.ids)
+    if not dynamic:
+        return np.arange(len(texts)), list(range(0, len(texts), batch_size)) + [len(texts)]
+    ids = encoder.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]
+    lengths = np.array([len(x) for x in ids])
+    order = np.argsort(lengths, kind="stable")
+    budget, cuts, start = batch_size * encoder.max_length, [0], 0
+    for k in range(1, len(order) + 1):
+        size = k - start
+        if k == len(order) or size >= 4 * batch_size or (size + 1) * lengths[order[k]] > budget:
+            cuts.append(k)
+            start = k
+    return order, cuts
 
 
 def build_text_encoder(plan: Plan, device: torch.device):

@@ -16,7 +16,7 @@ import re
 import threading
 from pathlib import Path
 
-from ..digest import atomic_file
+from ..digest import atomic_file, write_error
 from ..errors import BadInput
 from .config import cache_keys_of
 from .layout import BEST, LAST
@@ -60,8 +60,37 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save through a temporary file in the same directory (digest.atomic_file): `path` is whole or as
     it was, and a full disk leaves no temporary file behind."""
     import torch
-    with atomic_file(Path(path)) as f:
-        torch.save(payload, f)
+    out = _Recording(None)
+    try:
+        with atomic_file(Path(path)) as f:
+            out.f = f
+            torch.save(payload, out)  # type: ignore[arg-type]  # a file-like object
+    except RuntimeError:        # torch's writer turns a failed write into "unexpected pos ...": say what it was
+        if out.error is None:
+            raise
+        raise write_error(Path(path), out.error) from None
+
+
+class _Recording:
+    """A file's write and flush, keeping the first OSError (ENOSPC, EFBIG) that torch's zip writer meets and
+    reports only as a RuntimeError."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        try:
+            return self.f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
 
 
 def save_epoch(run_dir: Path, ckpt: dict, improved: bool, history: list, best: dict) -> None:
