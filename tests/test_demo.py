@@ -21,6 +21,7 @@ def need_demo():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """An attention head (1 epoch) on a small easy-VQA cache with grid features; (run dir, cache, an image)."""
+    need_demo()                 # (before the training: the tests that use it need the extra)
     import easy_vqa
     work = tmp_path_factory.mktemp("demo")
     features = ["--limit", 300, *FAST, "--features", "pooled+grid"]

@@ -133,8 +133,8 @@ def test_ask_encodes_exactly_like_the_cache(cli, grid_cache, tiny_bert_dir, tmp_
     split, number = image_id.split("/")
     path = (easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths())[int(number)]
     img, q = vqa_cache.load(run, cache_dir=grid_cache).features([path], [text])
-    cached_img = tensors["image"][1][tensors["image"][0].index(image_id)]
-    cached_q = tensors["question"][1][tensors["question"][0].index(text)]
+    cached_img = tensors["image"][1][tensors["image"][0].index(image_id)].float()     # (float16 in memory)
+    cached_q = tensors["question"][1][tensors["question"][0].index(text)].float()
     assert img.shape == (1, *cached_img.shape) and q.shape == (1, *cached_q.shape)
     assert torch.allclose(img[0], cached_img, rtol=1e-2, atol=1e-2)
     assert torch.allclose(q[0], cached_q, rtol=1e-2, atol=1e-2)

@@ -142,6 +142,8 @@ def test_a_bad_model_directory_is_one_line_exit_2(cli, ft_run, tmp_path):
 
     r = cli("export", ft_run, out)                                   # never over an existing model
     assert r.code == 2 and "not an empty directory" in r.err, r
+    r = cli("runs", tmp_path)                                        # a model directory is not a run
+    assert r.code == 0 and r.out.startswith("no runs in"), r
     assert cli("ask", "--model", out, "--run", ft_run, "--image", image, "--question", "q?").code == 2
     bad = tmp_path / "pickled"
     shutil.copytree(out, bad)
@@ -163,3 +165,24 @@ def test_a_bad_model_directory_is_one_line_exit_2(cli, ft_run, tmp_path):
     config["image"]["encoder"] = "resnet34"
     (bad / "config.json").write_text(json.dumps(config))
     assert "does not fit the image encoder resnet34" in ask(bad)
+    config["image"]["encoder"], config["text"] = "resnet18", "bow"
+    (bad / "config.json").write_text(json.dumps(config))
+    assert "malformed text" in ask(bad)
+
+
+def test_a_whole_trained_trunk_predicts_its_recorded_accuracy_and_exports(cli, tmp_path):
+    """No LoRA: ResNet18's layer4 trained whole (weights and BatchNorm statistics from the checkpoint)."""
+    import vqa_cache
+
+    run = tmp_path / "run"
+    r = cli("finetune", "train/easyvqa-finetune.toml", *LIMIT, *FAST, "--train-encoders", "top:1", "--epochs", 1,
+            "--set", "finetune.workers=0", "--set", "head.hidden=64", "--out", run)
+    assert r.code == 0, r
+    best = json.loads((run / "metrics.json").read_text())["best"]["val_accuracy"]
+    assert vqa_cache.Run(run).predict(out=tmp_path / "p.json", verbose=False)["accuracy"] == best
+    expected = vqa_cache.load(run).predict(*pairs(8))
+    model = vqa_cache.export(run, tmp_path / "model")
+    assert json.loads((model / "config.json").read_text())["image"]["trained"] == "top:1"
+    got = vqa_cache.load(model).predict(*pairs(8))
+    assert [a for a, _ in got] == [a for a, _ in expected]
+    assert max(abs(s - t) for (_, s), (_, t) in zip(got, expected)) < 1e-5

@@ -55,6 +55,12 @@ def read_config(path: Path) -> dict:
     if missing or config.get("format") != FORMAT:
         raise BadInput(f"{path / 'config.json'}: not a vqa-cache model config of format {FORMAT} "
                        f"({'no ' + ', '.join(missing) if missing else 'format ' + repr(config.get('format'))})")
+    malformed = [k for k in ("head", "vocab", "image", "text") if not isinstance(config[k], dict)] + \
+        [f"text.{k}" for k in ("kind", "weights", "input")
+         if isinstance(config["text"], dict) and not isinstance(config["text"].get(k), str)] + \
+        ([] if config["features_dtype"] in ("float16", "float32") else ["features_dtype"])
+    if malformed:
+        raise BadInput(f"{path / 'config.json'}: malformed {', '.join(malformed)}")
     return config
 
 
@@ -118,7 +124,12 @@ def text_encoder(path: Path, record: dict, device: torch.device):
 def from_dir(path: Path, device: str = "auto") -> Model:
     """The Model of an exported model directory."""
     config = read_config(path)
-    head = heads.from_config(config["head"])
+    try:
+        head = heads.from_config(config["head"])
+    except BadInput:
+        raise
+    except (TypeError, ValueError, KeyError) as e:
+        raise BadInput(f"{path / 'config.json'}: malformed head {config['head']} ({type(e).__name__})") from None
     file = path / "model.safetensors"
     state = tensors(file)
     if not all(k.startswith("head.") for k in state):
