@@ -111,11 +111,16 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     retry = [row for row in rows if row["retry_of"] == killed["trial"]]
     assert len(retry) == 1 and retry[0]["optim.lr"] == killed["optim.lr"] and retry[0]["state"] != "fail"
     assert sum(row["state"] in ("complete", "pruned") for row in rows) == 4 and len(rows) == len(before) + 3 - done_before + 1
-    # nothing left to do: a further --resume runs no trial
+    # nothing left to do: a further --resume runs no trial; it rewrites the sweep's files by rename (issue
+    # 23.1: a new inode each, never truncated in place) and leaves no temporary file
+    written = ("sweep.json", "trials.csv", "best.toml", "history.png")
+    inodes = {name: (out / name).stat().st_ino for name in written}
     r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
             "--set", "sweep.epochs=3", "--trials", 4, "--resume", "--out", out)
     assert r.code == 0 and "4 done, 0 to run" in r.out, r
     assert len(read_csv(out / "trials.csv")) == len(rows)
+    assert all((out / name).stat().st_ino != inodes[name] for name in written), inodes
+    assert [p.name for p in out.rglob("*") if ".tmp" in p.name] == []
 
 
 @pytest.mark.parametrize("args, message", [
