@@ -40,7 +40,7 @@ def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
     from vqa_cache.finetuning.model import build
 
     r = recipe(text=tiny_bert_dir)
-    plan, _, _, _, _, model = build(r, torch.device("cpu"))
+    plan, _, model = build(r, torch.device("cpu"))
     assert plan.text_choice.kind == "hf"
     assert not model.encoder_parameters()                      # train_encoders = none by default
     model.eval()
@@ -63,7 +63,7 @@ def test_frozen_live_features_equal_the_cache(bert_cache, tiny_bert_dir):
 def test_what_trains_and_batchnorm(tiny_bert_dir):
     from vqa_cache.finetuning.model import build
 
-    _, _, _, _, _, m = build(recipe('finetune.train_encoders="top:1"', text=tiny_bert_dir), torch.device("cpu"))
+    m = build(recipe('finetune.train_encoders="top:1"', text=tiny_bert_dir), torch.device("cpu")).model
     img = {n for n, p in m.image_enc.named_parameters() if p.requires_grad}
     txt = {n for n, p in m.text_enc.named_parameters() if p.requires_grad}
     assert img and all(n.startswith("enc.body.7.") for n in img)          # layer4 only
@@ -74,8 +74,8 @@ def test_what_trains_and_batchnorm(tiny_bert_dir):
         t for n, t in bns.items() if not n.startswith("enc.body.7."))      # frozen BN stays in eval mode
     assert not m.text_enc.model.embeddings.training                        # frozen part: no dropout
 
-    _, _, _, _, _, m = build(recipe('finetune.train_encoders="all"', "finetune.lora_r=4", text=tiny_bert_dir),
-                             torch.device("cpu"))
+    m = build(recipe('finetune.train_encoders="all"', "finetune.lora_r=4", text=tiny_bert_dir),
+              torch.device("cpu")).model
     names = [n for n, p in m.named_parameters() if p.requires_grad and not n.startswith("head.")]
     assert names and all("lora_" in n for n in names)
     assert any("query" in n for n in names) and any("value" in n for n in names) and any("conv" in n for n in names)
@@ -85,8 +85,8 @@ def test_what_trains_and_batchnorm(tiny_bert_dir):
 
 def test_each_image_encoded_once_per_batch():
     from vqa_cache.finetuning.model import build
-    _, splits, _, _, _, m = build(recipe(), torch.device("cpu"))
-    s = splits["train"]
+    built = build(recipe(), torch.device("cpu"))
+    s, m = built.splits.splits["train"], built.model
     idx = torch.arange(64)
     m.eval()
     with torch.no_grad():
@@ -230,8 +230,8 @@ def test_a_nan_loss_stops_finetune_keeping_the_last_good_epoch(tmp_path, monkeyp
         return loss
     monkeypatch.setattr(loop, "batch_loss", poisoned)
     r = recipe("optim.epochs=3", "optim.batch_size=64", "finetune.group_by_image=false")
-    _, splits, vocab, _, _, _ = build(r, torch.device("cpu"))
-    batches = -(-len(trainable(splits["train"], len(vocab))) // 64)
+    parts = build(r, torch.device("cpu")).splits
+    batches = -(-len(trainable(parts.splits["train"], len(parts.vocab))) // 64)
     with pytest.raises(Diverged, match=f"at epoch 2, batch 2 of {batches}: run stopped; .*last.pt \\(epoch 1\\)"):
         finetune(r, out=str(tmp_path / "run"))
     assert len(calls) == batches + 2                 # it stopped at the bad batch (one process)
