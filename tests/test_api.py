@@ -176,6 +176,36 @@ def test_verbose_false_is_quiet_but_for_warnings(keys, tmp_path, capsys):
     assert out == "" and "is damaged" in err and "parsing the dataset again" in err
 
 
+def test_verbose_false_is_a_log_level_not_a_redirect(keys, tmp_path, capsys, monkeypatch):
+    """verbose=False raises the `vqa_cache` logger's level for the call: the user's own prints (code of theirs
+    that runs inside the call, a notebook's other cells' threads) still show, and the level comes back."""
+    import logging
+
+    from vqa_cache.training.cached import CachedFit
+    describe = CachedFit.describe
+
+    def chatty(fit):
+        print("the user's own line")
+        return describe(fit)
+
+    monkeypatch.setattr(CachedFit, "describe", chatty)
+    logger = logging.getLogger("vqa_cache")
+    before = logger.level
+    capsys.readouterr()
+    vqa_cache.train(head="concat", epochs=1, out=tmp_path / "quiet", cache_dir=keys.root, verbose=False, **FEATURES)
+    out, _ = capsys.readouterr()
+    assert out == "the user's own line\n" and logger.level == before
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append          # a program taking the messages over with the logging module
+    logger.addHandler(handler)
+    try:
+        vqa_cache.train(head="concat", epochs=1, out=tmp_path / "loud", cache_dir=keys.root, **FEATURES)
+    finally:
+        logger.removeHandler(handler)
+    assert any(r.getMessage().startswith("epoch   1  train loss") for r in records)
+
+
 def test_silenced_progress_bars_are_disabled():
     assert not progress(range(3)).disable
     with silenced():

@@ -28,7 +28,8 @@ LAYERS = [
     {"data", "encoders", "heads"},
     {"answers"},
     {"options"},
-    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text", "tracking"},
+    {"digest", "device", "recipes", "distributed", "progress", "version", "threads", "plot_text", "tracking",
+     "messages"},                           # messages: the `vqa_cache` logger every library line goes through
     {"errors"},
 ]
 STAGE_TWO = {"training", "finetuning", "search", "predict"}
@@ -126,3 +127,12 @@ def test_the_version_is_written_once():
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vqa_cache.version.__version__"}
+
+
+def test_no_library_module_prints():
+    """Only cli/ prints; the library reports through messages.py (the `vqa_cache` logger) and progress.py, so
+    that a program (and the API's verbose=False, a log level) decides what shows."""
+    printing = sorted(f"{name}:{node.lineno}" for name, path in MODULES.items() if part(name) != "cli"
+                      for node in ast.walk(ast.parse(path.read_text()))
+                      if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print")
+    assert printing == [], "print() outside cli/ (use messages.info / messages.warning): " + ", ".join(printing)

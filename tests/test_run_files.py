@@ -286,6 +286,6 @@ def test_a_full_disk_while_torch_saves_a_checkpoint_is_no_space(tmp_path, monkey
         def __exit__(self, *exc):
             self.f.close()
     monkeypatch.setattr(digest.os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
-    with pytest.raises(NoSpace, match="no space left .*last.pt"):
+    with pytest.raises(NoSpace, match=r"no space left .*last\.pt"):
         save_checkpoint(path, {"model": {"w": torch.zeros(100_000)}})
     assert path.read_bytes() == before and leftovers(tmp_path) == []

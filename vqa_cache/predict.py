@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from . import messages
 from . import heads, recipes
 from .answers import Vocabulary
 from .cache import Entry
@@ -144,7 +145,7 @@ def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None =
                        f"extract the split together with the training data")
     table, dropped = with_features(table.filter(pc.equal(table["split"], split)), tensors["image"][0])
     if dropped:
-        print(f"{dropped} questions of {split} have no image features (unreadable at extraction): "
+        messages.info(f"{dropped} questions of {split} have no image features (unreadable at extraction): "
               f"they get no prediction")
     questions = make_split(table, tensors, vocab)
     device = pick_device(recipe.device)

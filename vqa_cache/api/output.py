@@ -1,10 +1,11 @@
-"""What the API gives besides its return values: the library's printed progress (quiet with verbose=False),
-and tables (pandas DataFrames where pandas is installed)."""
+"""What the API gives besides its return values: the library's messages and progress (quiet with
+verbose=False: messages.level, progress.silenced), and tables (pandas DataFrames where pandas is installed)."""
 from __future__ import annotations
 
 import contextlib
 import os
 
+from .. import messages
 from ..errors import BadInput
 from ..progress import silenced
 
@@ -37,13 +38,13 @@ def text_arg(call: str, name: str, value) -> str:
 
 @contextlib.contextmanager
 def printing(verbose: bool):
-    """verbose=True: the library prints its progress as the CLI does (lines on stdout, bars on stderr).
-    verbose=False: nothing on stdout and no bars; warnings (lines on stderr, e.g. a fallback to random
-    weights) still show."""
+    """verbose=True: the library reports as the CLI does (the `vqa_cache` logger's lines on stdout, bars on
+    stderr). verbose=False: the logger at level WARNING and no bars; warnings (e.g. a fallback to random
+    weights) still show, and nothing else is redirected (a notebook's own print() shows)."""
     if verbose:
         yield
         return
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), silenced():
+    with messages.level(False), silenced():
         yield
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import messages
 from .. import data
 from ..digest import sha256_file
 from ..errors import BadInput
@@ -52,9 +52,8 @@ def parse_once(src: data.Source, dataset: DatasetSettings, root: Path) -> tuple[
     if table is not None:
         return table, entry
     if entry.path.exists():
-        print(f"dataset {dataset.name}: cache entry {entry.key} is damaged (samples.parquet changed since it "
-              f"was written, or unreadable, or a file it exported is missing); parsing the dataset again",
-              file=sys.stderr)
+        messages.warning(f"dataset {dataset.name}: cache entry {entry.key} is damaged (samples.parquet changed since it "
+              f"was written, or unreadable, or a file it exported is missing); parsing the dataset again")
     t0, wrote = time.time(), ""
     if src.exports:            # its parse writes what it exports: into the staged entry, under the lock
         with entry.lock():
@@ -72,7 +71,7 @@ def parse_once(src: data.Source, dataset: DatasetSettings, root: Path) -> tuple[
             if read_samples(entry) is None:
                 with staged(entry) as folder:
                     save_samples(folder, entry, spec, table, time.time() - t0)
-    print(f"dataset {dataset.name}: parsed {table.num_rows} questions in {time.time() - t0:.1f}s{wrote} "
+    messages.info(f"dataset {dataset.name}: parsed {table.num_rows} questions in {time.time() - t0:.1f}s{wrote} "
           f"(cached as {entry.key})")
     return table, entry
 

@@ -9,6 +9,7 @@ import socket
 import time
 from pathlib import Path
 
+from .. import messages
 from ..digest import fingerprint, write_error, write_file
 from ..errors import BadInput
 from ..version import __version__
@@ -157,8 +158,7 @@ class Lock:
                 raise BadInput(f"another process (host, pid: {self.holder()}) is writing this cache entry "
                                f"(lock {self.path}); wait for it or drop --no-wait")
             if not told:
-                print(f"waiting for another writer of this entry (host, pid: {self.holder()}; lock {self.path}) ...",
-                      flush=True)
+                messages.info(f"waiting for another writer of this entry (host, pid: {self.holder()}; lock {self.path}) ...")
                 told = True
             time.sleep(self.poll)
         return self

@@ -10,7 +10,6 @@ subset or split selection they came from. Like the dataset entry it is only a ca
 its checks (a file changed, missing or unreadable) is computed again and replaced."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import messages
 from ..answers.normalize import NORMALIZER_VERSION
 from ..answers.table import TABLE_VERSION, AnswerTable, answer_table, column_digest
 from ..digest import sha256_file
@@ -42,7 +42,7 @@ def cached_answer_table(root: Path, column, write: bool = True) -> AnswerTable:
     table, t0 = table or stored, time.time()
     if table is None:
         if entry.path.exists():
-            print(f"answers entry {entry.key} is damaged or unreadable; computing it again", file=sys.stderr)
+            messages.warning(f"answers entry {entry.key} is damaged or unreadable; computing it again")
         table = answer_table(column)
     if write and stored is None:
         save(entry, spec, table, time.time() - t0)
@@ -60,7 +60,7 @@ def save(entry: Entry, spec: dict, table: AnswerTable, seconds: float) -> None:
                 with staged(entry) as folder:
                     save_answer_table(folder, entry, spec, table, seconds)
     except (OSError, BadInput) as e:          # a read-only cache: the table is still good for this run
-        print(f"answers entry {entry.key} not written ({type(e).__name__}: {e})", file=sys.stderr)
+        messages.warning(f"answers entry {entry.key} not written ({type(e).__name__}: {e})")
 
 
 def save_answer_table(folder: Path, entry: Entry, spec: dict, table: AnswerTable, seconds: float) -> None:

@@ -17,7 +17,7 @@ from ..errors import BadInput
 CHUNK = 1 << 20
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*").match
-_SCAN = _DECODER.scan_once          # the C scanner raw_decode calls (StopIteration: no value there)
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # the C scanner raw_decode calls (StopIteration: no value there)
 
 
 class _Reader:

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import messages
 from ..errors import BadInput
 from ..recipes import DatasetSettings
 from .files import short
@@ -58,7 +59,7 @@ def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) ->
         gone = pc.is_in(table["image_path"], pa.array(missing))
         before = table.num_rows
         table = table.filter(pc.invert(gone))
-        print(f"dataset {dataset.name}: --skip-missing: dropped {before - table.num_rows} question(s) "
+        messages.info(f"dataset {dataset.name}: --skip-missing: dropped {before - table.num_rows} question(s) "
               f"whose {len(missing)} image file(s) are missing")
         check_nonempty(table, dataset, dataset.splits or unique(table, "split"))
     paths = table["image_path"]
@@ -121,7 +122,7 @@ def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
                        f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
     if unanswered:
         counts = ", ".join(f"{s!r} ({table.filter(pc.equal(table['split'], s)).num_rows} questions)" for s in unanswered)
-        print(f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
+        messages.info(f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
               f"splits; {counts} has no answers, so no answer types: kept whole for prediction")
     return table.filter(keep)
 

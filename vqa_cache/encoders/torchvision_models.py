@@ -10,7 +10,6 @@ mean and std. Pretrained weights are the official files (weights.official_file),
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import messages
 from ..digest import sha256_file
 from ..errors import BadInput
 from .base import Preprocess, Trunk
@@ -79,7 +79,7 @@ def pretrained(name: str, size: int, allow_download: bool) -> tuple[Choice | Non
         try:
             default.get_state_dict(progress=True, check_hash=True)
         except Exception as e:  # network, disk, checksum
-            print(f"download of {default.url} failed: {e}", file=sys.stderr)
+            messages.warning(f"download of {default.url} failed: {e}")
         path, looked = official_file(default.url)
     weights = default
     for other in torchvision.models.get_model_weights(name):

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import socket
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from .. import messages
 from ..digest import sha256_file
 from ..errors import BadInput
 
@@ -76,7 +76,7 @@ def fall_back(name: str, missing: str, fallbacks: Iterable[str], find: Callable[
 
 
 def warn(message: str) -> None:
-    print(f"\n{'!' * 78}\nWARNING: {message}\n{'!' * 78}\n", file=sys.stderr)
+    messages.warning(f"\n{'!' * 78}\nWARNING: {message}\n{'!' * 78}\n")
 
 
 def online(url: str, timeout: float = 3.0) -> bool:

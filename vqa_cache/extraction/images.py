@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import messages
 from .. import distributed as dist
 from ..cache import Entry
 from ..cache.plan import OUTPUTS, Plan
@@ -24,14 +25,14 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
     with writing(entry, plan.image_spec, len(plan.image_ids), plan.recipe.shard_size, wait, "images",
                  skipped=[], encoder=plan.image_choice.record()) as job:
         if job.complete:
-            print(f"images: cached ({entry.key}, {job.manifest['rows']} images)")
+            messages.info(f"images: cached ({entry.key}, {job.manifest['rows']} images)")
             return entry
         encoder = encoder or build_image_encoder(plan, device)
         job.manifest["dim"] = encoder.dim
         with shard_writing(job, write_image_shard, "images", "img") as (writer, bar):
             encode_shards(plan, job, encoder, device, writer, bar)
     if dist.is_main() and job.manifest.get("skipped"):
-        print(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
+        messages.info(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
               f"`skipped`); train drops their questions")
     return entry
 

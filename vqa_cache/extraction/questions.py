@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import messages
 from ..cache import Entry
 from ..cache.plan import Plan
 from ..cache.shards import write_question_shard
@@ -24,7 +25,7 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
     with writing(entry, plan.question_spec, len(plan.texts), recipe.shard_size, wait, "questions",
                  encoder=plan.text_choice.record()) as job:
         if job.complete:
-            print(f"questions: cached ({entry.key}, {job.manifest['rows']} texts)")
+            messages.info(f"questions: cached ({entry.key}, {job.manifest['rows']} texts)")
             return entry
         encoder = encoder or build_text_encoder(plan, device)
         job.manifest["dim"] = encoder.dim

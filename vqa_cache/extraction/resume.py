@@ -4,8 +4,8 @@ finished (their progress files)."""
 from __future__ import annotations
 
 import json
-import sys
 
+from .. import messages
 from ..cache import Entry
 from ..cache.shards import shard_file
 from ..cache.store import first_damage
@@ -41,8 +41,8 @@ def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = Non
         elif (damage := first_damage(entry, manifest)) is not None:
             n, problem = damage         # keep the finished shards before it, whose files are there and whole
             if manifest.get("complete"):
-                print(f"{entry.kind}s: cache entry {entry.key} is damaged ({problem}); encoding again from "
-                      f"row {manifest['shards'][n - 1]['stop'] if n else 0}", file=sys.stderr)
+                messages.warning(f"{entry.kind}s: cache entry {entry.key} is damaged ({problem}); encoding again from "
+                      f"row {manifest['shards'][n - 1]['stop'] if n else 0}")
                 manifest["complete"] = False
             manifest["shards"] = manifest["shards"][:n]
             entry.save_manifest(manifest)

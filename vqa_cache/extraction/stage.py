@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import messages
 from .. import distributed as dist
 from ..cache import Entry
 from ..cache.plan import Plan, make_plan
@@ -36,16 +37,16 @@ def extract(recipe: ExtractRecipe, root: Path, wait: bool = True) -> Plan:
         if len(set(keys)) > 1:
             raise BadInput(f"the ranks resolved different cache keys {sorted(set(keys))}: give every node the same "
                            f"--cache-dir, dataset and weights (e.g. --weights pretrained once they are downloaded)")
-    print(f"dataset {recipe.dataset.name}: {plan.samples.num_rows} questions, {len(plan.image_ids)} images, "
+    messages.info(f"dataset {recipe.dataset.name}: {plan.samples.num_rows} questions, {len(plan.image_ids)} images, "
           f"{len(plan.texts)} unique question texts")
     image, ident = plan.image_choice, plan.text_choice.identity
     text = "bag-of-words" if plan.text_choice.kind == "bow" else \
         f"{plan.text_choice.encoder} ({ident[:20] + '...' if ident.startswith('dir:') else ident}, " \
         f"{plan.question_spec['pooling']} pooling)"
     precision = resolve_precision(recipe.precision, device)
-    print(f"image encoder {image.encoder} ({image.identity}), text encoder {text}, device {device}, "
+    messages.info(f"image encoder {image.encoder} ({image.identity}), text encoder {text}, device {device}, "
           f"precision {precision}, {describe()}")
-    print(f"  image: {image.note}; input {image.preprocess.describe()}\n  text:  {plan.text_choice.note}")
+    messages.info(f"  image: {image.note}; input {image.preprocess.describe()}\n  text:  {plan.text_choice.note}")
     # build (and so check) the encoders before any entry is created: bad weights leave nothing behind
     image_encoder = None if ready(Entry(root, plan.image_key)) else build_image_encoder(plan, device)
     text_encoder = None if ready(Entry(root, plan.question_key)) else build_text_encoder(plan, device)

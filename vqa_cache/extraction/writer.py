@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
+from .. import messages
 from .. import distributed as dist
 from ..cache import Entry
 from ..cache.shards import shard_file, write_index
@@ -143,7 +144,7 @@ def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
             return
         shards = remaining_shards(manifest, rows, shard_size)
         if manifest["shards"]:
-            print(f"{label}: resuming {entry.key} at {manifest['shards'][-1]['stop']} of {rows} "
+            messages.info(f"{label}: resuming {entry.key} at {manifest['shards'][-1]['stop']} of {rows} "
                   f"({len(manifest['shards'])} finished shards kept)")
         job = Job(entry, manifest, shards, t0=time.time())
         try:
@@ -173,8 +174,8 @@ def _writing_ranks(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
         todo = [s for s in remaining_shards(state["manifest"], rows, shard_size) if s[0] not in set(state["kept"])]
         done = len(state["manifest"]["shards"]) + len(state["kept"])
         if done:
-            print(f"{label}: resuming {entry.key}: {done} finished shards kept, {len(todo)} to encode")
-        print(f"{label}: {len(todo)} shards over {dist.world()} processes")
+            messages.info(f"{label}: resuming {entry.key}: {done} finished shards kept, {len(todo)} to encode")
+        messages.info(f"{label}: {len(todo)} shards over {dist.world()} processes")
         job = Job(entry, manifest, todo[dist.rank()::dist.world()], progress=Progress(entry, dist.rank()),
                   t0=time.time())
         yield job

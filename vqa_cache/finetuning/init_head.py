@@ -3,11 +3,11 @@ into the recipe by recipe.py)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from torch import nn
 
+from .. import messages
 from ..errors import BadInput
 from ..recipes import FinetuneRecipe
 from ..rundir import BEST, cache_keys_of, load_checkpoint, read_run_config
@@ -38,7 +38,7 @@ def init_head(model: nn.Module, run_dir: str, vocab, head_config: dict, plan, re
     note = ""
     if keys and keys != plan.cache_keys:
         note = " (NOTE: it was trained on features of other encoder settings)"
-        print(f"warning: --init-head {run_dir} was trained on features {keys}, this run's encoders "
-              f"correspond to {plan.image_key} / {plan.question_key}", file=sys.stderr)
+        messages.warning(f"warning: --init-head {run_dir} was trained on features {keys}, this run's encoders "
+              f"correspond to {plan.image_key} / {plan.question_key}")
     model.head.load_state_dict(ckpt["model"])
     return f"{run_dir}{note}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from .. import messages
 from ..options import feature_overrides, train_recipe
 from ..recipes import FinetuneRecipe
 from ..rundir import read_run_config
@@ -33,7 +34,7 @@ def finetune_recipe(recipe, options: dict) -> FinetuneRecipe:
                          extra=[(f"features.{k}", v) for k, v in taken.items()])[0]
     if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
         kept = [f"{k}={json.dumps(feature_value(built, k))}" for k in run if k not in taken]
-        print(f"--init-head {built.finetune.init_head}: encoders as that run's: "
+        messages.info(f"--init-head {built.finetune.init_head}: encoders as that run's: "
               f"{', '.join(f'{k}={json.dumps(v)}' for k, v in taken.items()) or 'none'}"
               + (f"; given here: {', '.join(kept)}" if kept else ""))
     return built

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .. import messages
 from .. import distributed as dist
 from .. import tracking
 from ..device import pick_device
@@ -103,7 +104,7 @@ class FinetuneFit(Fit):
             return {}
         counts, model.augmented = model.augmented, new_counts()
         if dist.is_main():
-            print(augment_line(counts, model.augment.question_rules))
+            messages.info(augment_line(counts, model.augment.question_rules))
         return {"augmented": counts}
 
     def start(self) -> None:
@@ -117,7 +118,7 @@ class FinetuneFit(Fit):
             return
         accuracy = evaluate(self.model, self.splits["val"], self.image, self.question, self.eval_batch_size,
                             len(self.vocab), self.ctx).accuracy
-        print(f"epoch   0  val acc {accuracy:.4f} (head from {self.settings.init_head}, live encoders)")
+        messages.info(f"epoch   0  val acc {accuracy:.4f} (head from {self.settings.init_head}, live encoders)")
         self.config["init_head_val_accuracy"] = round(accuracy, 6)
         write_config(self.run_dir, self.config)
 

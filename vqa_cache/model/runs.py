@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pyarrow.compute as pc
 import torch
 
+from .. import messages
 from .. import heads
 from ..cache import Entry
 from ..cache.plan import make_plan
@@ -193,7 +194,7 @@ def prepare_finetune(run_dir, split: str | None = None) -> Prepared:
     image = torch.cat(parts) if parts else torch.empty(0)
     table, dropped = with_features(table, found)
     if dropped:
-        print(f"{dropped} questions of {split} have unreadable images: they get no prediction")
+        messages.info(f"{dropped} questions of {split} have unreadable images: they get no prediction")
     data = make_split(table, {"image": (found, image), "question": (texts, question)}, model.vocab)
     data.to(model.device)
     return Prepared(config, split, table, data, image, question, model.head, model.vocab, model.device)

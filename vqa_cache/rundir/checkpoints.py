@@ -64,7 +64,7 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     try:
         with atomic_file(Path(path)) as f:
             out.f = f
-            torch.save(payload, out)
+            torch.save(payload, out)  # type: ignore[arg-type]  # a file-like object
     except RuntimeError:        # torch's writer turns a failed write into "unexpected pos ...": say what it was
         if out.error is None:
             raise

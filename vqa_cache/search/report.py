@@ -15,6 +15,7 @@ from matplotlib.figure import Figure          # no pyplot: thread-safe
 from matplotlib.ticker import NullFormatter
 from optuna.distributions import CategoricalDistribution
 
+from .. import messages
 from .. import recipes
 from ..rundir import save_figure, write_json, write_text
 from ..recipes import SweepSettings
@@ -35,7 +36,7 @@ def finish_sweep(study, dists: dict, base: dict, settings: SweepSettings, direct
     result = {"dir": str(directory), "trials": counts,
               "seconds": round(sum(t.user_attrs.get("seconds", 0) for t in trials), 1)}
     if not done:
-        print(f"no trial completed ({counts}); no best.toml")
+        messages.info(f"no trial completed ({counts}); no best.toml")
         return result
     best = max(done, key=lambda t: t.value)
     write_best_toml(directory, best, base, settings)
@@ -47,11 +48,11 @@ def finish_sweep(study, dists: dict, base: dict, settings: SweepSettings, direct
     record = json.loads((directory / "sweep.json").read_text())
     record["result"] = result
     write_json(directory / "sweep.json", record)
-    print(f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed")
-    print(f"best val accuracy {best.value:.4f} (trial {best.number}):")
+    messages.info(f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed")
+    messages.info(f"best val accuracy {best.value:.4f} (trial {best.number}):")
     for k, v in best.params.items():
-        print(f"  {k} = {fmt(external(v))}")
-    print(f"results in {directory}/: trials.csv best.toml history.png importance.png params.png")
+        messages.info(f"  {k} = {fmt(external(v))}")
+    messages.info(f"results in {directory}/: trials.csv best.toml history.png importance.png params.png")
     return result
 
 
@@ -144,7 +145,7 @@ def plot_importance(study, directory: Path) -> None:
             warnings.simplefilter("ignore")
             importance = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except Exception as e:    # too few completed trials, or no parameter varied
-        print(f"no parameter importances ({type(e).__name__}: {e})")
+        messages.info(f"no parameter importances ({type(e).__name__}: {e})")
         return
     if not importance:
         return

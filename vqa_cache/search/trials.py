@@ -17,6 +17,7 @@ import optuna
 import pyarrow as pa
 import torch
 
+from .. import messages
 from .. import data, heads, recipes
 from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
@@ -62,7 +63,7 @@ def _run_sweep(directory: Path, base: dict, space: dict, dists: dict, settings: 
     requeued = recover(study) if resume else 0
     finished = sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = max(0, settings.trials - finished)
-    print(f"sweep {directory}: {len(dists)} parameters, {settings.trials} trials "
+    messages.info(f"sweep {directory}: {len(dists)} parameters, {settings.trials} trials "
           f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
           f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
     if remaining:
@@ -101,12 +102,12 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
     t0 = time.time()
     features_for = features_loader(root, extract_cmd, settings)
     features_for(make_recipe(base, {})[0])
-    print(f"cache loaded once in {time.time() - t0:.1f}s; trials write to {directory / 'trials'}/")
+    messages.info(f"cache loaded once in {time.time() - t0:.1f}s; trials write to {directory / 'trials'}/")
     before = torch.get_num_threads()
     # one intra-op pool shared by the trials' threads: the usable CPUs (or --threads), split between the jobs
     total = threads or usable_cpus()
     set_threads(max(1, total // settings.jobs) if settings.jobs > 1 else total)
-    print(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
+    messages.info(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
     objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for, log)
     lock = threading.Lock()
     bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
@@ -132,7 +133,7 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
         finally:
             bar.close()
             torch.set_num_threads(before)
-    print(f"{remaining} trials in {time.time() - t0:.0f}s")
+    messages.info(f"{remaining} trials in {time.time() - t0:.0f}s")
 
 
 def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path, extract_cmd: str,

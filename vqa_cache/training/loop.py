@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import messages
 from .. import distributed as dist, tracking
 from ..device import amp, resolve_precision
 from ..errors import BadInput
@@ -139,7 +140,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
     if main:
         write_config(fit.run_dir, fit.config)
         fit.callbacks.start(fit.run_dir, fit.config)
-    print(fit.describe())
+    messages.info(fit.describe())
     fit.before_epochs(resume)
     optim = fit.recipe.optim
     for epoch in range(history.last + 1, optim.epochs + 1):
@@ -286,7 +287,7 @@ def resume_history(fit: Fit, extend: str | None = None) -> History:
         fit.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     fit.restore(ckpt)
-    print(f"resuming {fit.run_dir} after epoch {ckpt['epoch']}" + (f"; {extension}" if extension else ""))
+    messages.info(f"resuming {fit.run_dir} after epoch {ckpt['epoch']}" + (f"; {extension}" if extension else ""))
     return History(ckpt["history"], ckpt["best"], ckpt["bad_epochs"], ckpt["epoch"])
 
 
@@ -304,9 +305,9 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     plot_curves(run_dir / CURVES, history.epochs)
     best, first = history.best, history.epochs[0]["epoch"]
     per_type = history.epochs[best["epoch"] - first]["val_accuracy_per_type"] if first <= best["epoch"] else {}
-    print(f"\nbest val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}"
+    messages.info(f"\nbest val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}"
           + (f" ({', '.join(f'{k} {v:.4f}' for k, v in per_type.items())})" if per_type else ""))
-    print(f"{history.last} epochs, {np.mean([h['seconds'] for h in history.epochs]):.2f} s/epoch, "
+    messages.info(f"{history.last} epochs, {np.mean([h['seconds'] for h in history.epochs]):.2f} s/epoch, "
           f"{time.time() - started:.1f} s in all")
-    print(f"results in {run_dir}/: {METRICS} {CURVES} {PREDICTIONS} {BEST} {LAST} {CONFIG}")
+    messages.info(f"results in {run_dir}/: {METRICS} {CURVES} {PREDICTIONS} {BEST} {LAST} {CONFIG}")
     return metrics

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from .. import messages
 from .. import data
 from ..answers import Vocabulary
 from ..answers.table import AnswerTable, answer_table, vocabulary
@@ -91,7 +92,7 @@ def build_splits(plan, tensors: dict, recipe: TrainRecipe, root=None) -> Splits:
     keep = features_mask(plan.samples, tensors["image"][0])
     table, dropped = (plan.samples, 0) if keep.all() else (plan.samples.filter(keep), int((~keep).sum()))
     if dropped:
-        print(f"dropping {dropped} questions whose images were skipped as unreadable at extraction")
+        messages.info(f"dropping {dropped} questions whose images were skipped as unreadable at extraction")
     answers = cached_answer_table(root, plan.samples.column("answers"), write=False) if root is not None else \
         answer_table(plan.samples.column("answers"))
     if dropped:

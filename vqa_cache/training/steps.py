@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import messages
 from .. import distributed as dist
 from ..errors import Diverged
 from .batches import batches
@@ -225,6 +226,6 @@ class History:
         else:
             self.bad_epochs += 1
         self.last = epoch
-        print(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  train acc {train_acc:.4f}  val loss {val_loss:.4f}  "
+        messages.info(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  train acc {train_acc:.4f}  val loss {val_loss:.4f}  "
               f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
         return row, improved
