@@ -146,6 +146,7 @@ def distinct_setups() -> list[str]:
 STEMS = distinct_setups()
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 @pytest.mark.parametrize("stem", STEMS)
 def test_recipe_comment_commands_run(cli, scratch, stem, monkeypatch):
     where, data, text = scratch

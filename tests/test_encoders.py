@@ -311,6 +311,7 @@ def test_hf_image_processor_in_either_layout(cli, tmp_path, hf_clip_dir):
     assert r.code == 0, r
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_finetune_trains_other_families_with_lora_where_it_fits(cli, tmp_path):
     """finetune takes any image encoder: LoRA goes into the query/value projections of an attention (packed
     ones whole: torchvision's nn.MultiheadAttention, timm's qkv), else into a CNN's ungrouped convolutions."""

@@ -88,6 +88,7 @@ def grid_args(tiny_bert_dir):
             "--set", "features.text.tokens=true", "--set", "features.text.max_length=16", "--set", "features.text.ids=true"]
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 @pytest.mark.parametrize("name", ["bilinear", "attention", "coattention", "lstm", "butd"])
 def test_head_trains_predicts_and_answers(cli, grid_cache, tiny_bert_dir, tmp_path, name):
     run = tmp_path / name

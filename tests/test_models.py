@@ -100,6 +100,7 @@ def test_export_a_finetune_run_and_ask_it_without_the_run(cli, ft_run, tmp_path,
     assert np.allclose(again["attention"], explained["attention"], atol=1e-5)
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 @pytest.mark.parametrize("head", ["concat", "lstm"])
 def test_export_a_train_run_answers_as_the_run_with_no_cache(cli, tmp_path, tiny_bert_dir, monkeypatch, head):
     """A train run (tiny BERT pooled for concat; bag-of-words word ids for lstm) exported; with its cache moved

@@ -24,6 +24,7 @@ def test_resolution_and_autocast():
         assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
 
 
+@pytest.mark.slow    # trains for long: not in `make test-fast`
 def test_extract_train_and_finetune_in_bf16_on_the_cpu(cli, tmp_path):
     r = cli("--cache-dir", tmp_path / "c", "extract", *LIMIT, *FAST, "--precision", "bf16", "--workers", 0)
     assert r.code == 0, r

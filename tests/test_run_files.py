@@ -73,6 +73,7 @@ def leftovers(folder: Path) -> list[str]:
 
 # ---------------------------------------------------------------- a full disk or the file-size limit
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_report_under_the_file_size_limit_keeps_the_old_report_whole(cache, trained, tmp_path):
     """The issue's repro: `report RUN` once, then `(ulimit -f 100; vqa-cache report RUN)`."""
     run = tmp_path / "run"
@@ -87,6 +88,7 @@ def test_report_under_the_file_size_limit_keeps_the_old_report_whole(cache, trai
         assert snapshot(run) == before and leftovers(run) == []
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_predict_out_under_the_limit_keeps_the_old_file_whole(cache, trained, tmp_path):
     out = tmp_path / "p.json"
     out.write_text("[" + ", ".join(['{"question_id": 1, "answer": "old"}'] * 400) + "]")
@@ -96,6 +98,7 @@ def test_predict_out_under_the_limit_keeps_the_old_file_whole(cache, trained, tm
     assert out.read_bytes() == before and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_resume_under_the_limit_keeps_config_and_checkpoints_whole(cache, trained, tmp_path):
     """config.json is rewritten on --resume: under a limit below its size, exit 2 and everything as it was."""
     run = tmp_path / "run"
@@ -108,6 +111,7 @@ def test_resume_under_the_limit_keeps_config_and_checkpoints_whole(cache, traine
     assert snapshot(run) == before and leftovers(run) == []
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_a_checkpoint_that_does_not_fit_leaves_no_temporary_file(cache, tmp_path):
     """best.pt is the first file past the limit: exit 2, and no best.pt.tmp holding the space."""
     run = tmp_path / "run"
@@ -130,6 +134,7 @@ except BadInput as e:
 """
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_the_lock_file_on_a_full_disk_is_one_line_and_leaves_no_empty_lock(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -179,6 +184,7 @@ def test_every_run_file_is_replaced_not_rewritten_in_place(cache, trained, tmp_p
         assert after[name] != inodes[name], name
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_a_reader_during_training_never_sees_invalid_json(cache, tmp_path):
     """The issue saw "metrics.json: not valid JSON" 704 times in 40 s; a reader polling metrics.json and
     config.json through a 6-epoch run must see none."""
@@ -210,6 +216,7 @@ def test_a_reader_during_training_never_sees_invalid_json(cache, tmp_path):
 
 # ---------------------------------------------------------------- symlinks are never followed
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_report_replaces_a_planted_symlink_and_leaves_its_target_alone(cache, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)

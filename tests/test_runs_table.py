@@ -175,6 +175,7 @@ def test_one_malformed_run_is_a_row_marked_unreadable_and_the_rest_print(cli, ru
     assert why in cli("runs", base, "--csv").out
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_runs_imports_no_torch(runs):
     """Issue 23 (weak spot): `vqa-cache runs` reads JSON; it imports neither torch nor numpy (config.json
     records the head's parameter count)."""

@@ -64,6 +64,7 @@ def test_set_threads_as_asked_or_by_default(monkeypatch):
     assert threads.describe() == "1 thread (--threads)"
 
 
+@pytest.mark.slow    # a subprocess: not in `make test-fast`
 def test_passive_wait_is_set_before_torch_loads_and_never_overrides_the_user():
     code = "import os, vqa_cache.threads as t; t.prefer_passive_wait(); print(os.environ.get('OMP_WAIT_POLICY'))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
