@@ -67,12 +67,12 @@ test-latest: $(STAMP)
 	  "transformers", transformers.__version__, "timm", timm.__version__, "datasets", datasets.__version__)'
 	PYTHONPATH=$(CURDIR) $(LATEST)/bin/python -m pytest -q $(LATEST_TESTS)
 
-# ruff (pyproject.toml [tool.ruff]) and mypy ([tool.mypy]); CI (.ci/run) runs it before the tests.
+# ruff check, ruff format --check (pyproject.toml [tool.ruff]) and mypy ([tool.mypy]); CI (.ci/run) runs it
+# before the tests. `ruff format .` and `ruff check --fix .` make most of it right.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-# The format check joins once the tree has had its one `ruff format` pass (in flight until then):
-#	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/extract.py

@@ -19,6 +19,7 @@ bounding box. A cell's mass counts in the share of the cell the box covers. Prin
 maps scored against the box of another image (a control that should give about 1.0), the maps transposed
 (a check of their row-major orientation: it should score lower), and per answer type.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,17 @@ def box_ratio(attention: np.ndarray, box, size: tuple[int, int]) -> float:
 
 def make_run(cache: str, out: Path, fraction: float, hidden: int, epochs: int) -> Path:
     import vqa_cache
+
     feats = dict(image_size=224, features="grid", image_fraction=fraction, data_seed=0)
     vqa_cache.extract(cache_dir=cache, **feats)
-    run = vqa_cache.train(cache_dir=cache, head="attention", epochs=epochs, out=str(out / "attention224"),
-                          set=[f"head.hidden={hidden}"], **feats)
+    run = vqa_cache.train(
+        cache_dir=cache,
+        head="attention",
+        epochs=epochs,
+        out=str(out / "attention224"),
+        set=[f"head.hidden={hidden}"],
+        **feats,
+    )
     return run.dir
 
 
@@ -80,8 +88,11 @@ def main() -> None:
     from vqa_cache.predict import prepare
 
     cache = a.cache_dir or tempfile.mkdtemp(prefix="vqa-attention-cache-")
-    run = Path(a.run) if a.run else make_run(cache, Path(tempfile.mkdtemp(prefix="vqa-attention-runs-")),
-                                             a.image_fraction, a.hidden, a.epochs)
+    run = (
+        Path(a.run)
+        if a.run
+        else make_run(cache, Path(tempfile.mkdtemp(prefix="vqa-attention-runs-")), a.image_fraction, a.hidden, a.epochs)
+    )
     t0 = time.time()
     p = prepare(run, cache_root(cache))
     if p.config["head"]["name"] != "attention":
@@ -101,7 +112,7 @@ def main() -> None:
     per_image, control, transposed, by_type, shares = [], [], [], {}, []
     for k, img in enumerate(chosen):
         box, size = boxes[img]
-        other = boxes[chosen[(k + 1) % len(chosen)]][0]       # the next image's box: blind to this one
+        other = boxes[chosen[(k + 1) % len(chosen)]][0]  # the next image's box: blind to this one
         shares.append((box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1]))
         ratios = []
         for i in rows[img]:
@@ -113,17 +124,23 @@ def main() -> None:
         transposed.append(np.mean([box_ratio(np.asarray(maps[i]).T, box, size) for i in rows[img]]))
     grid = np.asarray(maps[rows[chosen[0]][0]]).shape
     per_image, control = np.array(per_image), np.array(control)
-    print(f"run {run}: head attention, grid {grid[0]}x{grid[1]}, {len(chosen)} validation images "
-          f"({sum(len(rows[i]) for i in chosen)} questions), shape box {np.mean(shares):.1%} of the image on average")
-    print(f"mass in the shape's box / its area share, mean over images: {per_image.mean():.2f} "
-          f"(median {np.median(per_image):.2f}; > 1 on {np.mean(per_image > 1):.0%} of the images)")
+    print(
+        f"run {run}: head attention, grid {grid[0]}x{grid[1]}, {len(chosen)} validation images "
+        f"({sum(len(rows[i]) for i in chosen)} questions), shape box {np.mean(shares):.1%} of the image on average"
+    )
+    print(
+        f"mass in the shape's box / its area share, mean over images: {per_image.mean():.2f} "
+        f"(median {np.median(per_image):.2f}; > 1 on {np.mean(per_image > 1):.0%} of the images)"
+    )
     print(f"the same maps against another image's box (control):       {control.mean():.2f}")
     print(f"ratio of the two: {per_image.mean() / control.mean():.2f}")
     print(f"the maps transposed (rows and columns swapped: checks their orientation): {np.mean(transposed):.2f}")
     for kind, values in sorted(by_type.items()):
         print(f"  {kind:7s} questions: {np.mean(values):.2f} ({len(values)})")
-    print(f"measured in {time.time() - t0:.1f} s on {platform.machine()} with {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}")
+    print(
+        f"measured in {time.time() - t0:.1f} s on {platform.machine()} with {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ GPU:  python bench/extract.py --device cuda --jpeg --size 224 --images 20000 --b
       re-encodes the easy-VQA images as 224 px JPEG files in a temporary directory (cycled to reach
       --images) and reports images/s and the ratio. Weights are random (no download): speed is the same.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,14 @@ def main():
     a = p.parse_args()
     size = a.size or (224 if a.device == "cuda" else 64)
 
+    import easy_vqa
     import torch
     from PIL import Image
 
-    import easy_vqa
     from vqa_cache import data
-    from vqa_cache.encoders.image import ImageFiles, collate
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.device import pick_device
+    from vqa_cache.encoders.image import ImageFiles, collate
     from vqa_cache.extraction.images import build_image_encoder, encode_images, extract_images
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
 
@@ -79,17 +80,38 @@ def main():
                 path = str(tmp / "jpeg" / f"{i % len(src):06d}.jpg")
         paths.append(path)
     ids = [f"img{i:06d}" for i in range(a.images)]
-    table = data.make_table({"question_id": ids, "image_id": ids, "image_path": paths, "question": ["q?"] * len(ids),
-                             "answers": [["a"]] * len(ids), "answer_type": ["other"] * len(ids),
-                             "question_type": ["q"] * len(ids), "split": ["train"] * len(ids)})
-    recipe = ExtractRecipe(DatasetSettings(), ImageSettings(encoder=a.encoder, weights="random", size=size,
-                                                    features=a.features, batch_size=a.batch_size,
-                                                    workers=a.workers),
-                           TextSettings(encoder="bow", weights="random"), device=a.device, shard_size=a.shard_size)
+    table = data.make_table(
+        {
+            "question_id": ids,
+            "image_id": ids,
+            "image_path": paths,
+            "question": ["q?"] * len(ids),
+            "answers": [["a"]] * len(ids),
+            "answer_type": ["other"] * len(ids),
+            "question_type": ["q"] * len(ids),
+            "split": ["train"] * len(ids),
+        }
+    )
+    recipe = ExtractRecipe(
+        DatasetSettings(),
+        ImageSettings(
+            encoder=a.encoder,
+            weights="random",
+            size=size,
+            features=a.features,
+            batch_size=a.batch_size,
+            workers=a.workers,
+        ),
+        TextSettings(encoder="bow", weights="random"),
+        device=a.device,
+        shard_size=a.shard_size,
+    )
     plan = make_plan(recipe, samples=table)
     kind = "JPEG" if a.jpeg else "PNG"
-    print(f"{a.images} {kind} files -> {a.encoder} {a.features} at {size} px, batch {a.batch_size}, "
-          f"{a.workers} decode workers, device {device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{a.images} {kind} files -> {a.encoder} {a.features} at {size} px, batch {a.batch_size}, "
+        f"{a.workers} decode workers, device {device}, torch threads {torch.get_num_threads()}"
+    )
 
     # ---- end to end: files -> cache entry
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -104,8 +126,8 @@ def main():
     if device.type == "cuda":
         decoded = decoded.pin_memory()
     encoder = build_image_encoder(plan, device)
-    batches = [decoded[i:i + a.batch_size] for i in range(0, len(decoded), a.batch_size)]
-    encode_images(encoder, batches[0], device)      # warm-up (not timed)
+    batches = [decoded[i : i + a.batch_size] for i in range(0, len(decoded), a.batch_size)]
+    encode_images(encoder, batches[0], device)  # warm-up (not timed)
     sync()
     t = time.perf_counter()
     for b in batches:
@@ -114,12 +136,14 @@ def main():
     fwd = time.perf_counter() - t
 
     import shutil
+
     shutil.rmtree(tmp, ignore_errors=True)
-    machine = (torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()) + \
-        f", {os.cpu_count()} CPU cores"
+    machine = (torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()) + f", {os.cpu_count()} CPU cores"
     print(f"machine        {machine}")
-    print(f"end to end     {e2e:8.2f} s  {a.images / e2e:9.1f} images/s  (files -> complete cache entry, "
-          f"model build included)")
+    print(
+        f"end to end     {e2e:8.2f} s  {a.images / e2e:9.1f} images/s  (files -> complete cache entry, "
+        f"model build included)"
+    )
     print(f"forward only   {fwd:8.2f} s  {a.images / fwd:9.1f} images/s  (pre-decoded uint8 tensors in memory)")
     print(f"ratio          {e2e / fwd:8.2f}    (goal <= 1.2)")
 

@@ -7,6 +7,7 @@ on the same easy-VQA data, as ratios measured in one run, beside the accuracy ea
 The cache is extracted first (not timed as part of train); finetune decodes the images once (not in
 the per-epoch time either). Per-epoch seconds include the validation pass for all three.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--group-by-image", action="store_true",
-                    help="finetune batches hold all questions of few images (each image once per epoch)")
+    ap.add_argument(
+        "--group-by-image",
+        action="store_true",
+        help="finetune batches hold all questions of few images (each image once per epoch)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--cache-dir", help="reuse this cache root (default: a temporary one)")
     a = ap.parse_args()
@@ -49,9 +53,14 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     os.chdir(ROOT)
     feature = {"image_encoder": a.image_encoder, "weights": a.weights, "image_size": a.image_size}
-    common = [f"features.dataset.image_fraction={a.image_fraction}", f"optim.epochs={a.epochs}",
-              f"optim.batch_size={a.batch_size}", "optim.patience=0", f'device="{a.device}"',
-              f'features.device="{a.device}"']
+    common = [
+        f"features.dataset.image_fraction={a.image_fraction}",
+        f"optim.epochs={a.epochs}",
+        f"optim.batch_size={a.batch_size}",
+        "optim.patience=0",
+        f'device="{a.device}"',
+        f'features.device="{a.device}"',
+    ]
     work = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     root = Path(a.cache_dir) if a.cache_dir else work / "cache"
 
@@ -70,8 +79,10 @@ def main() -> None:
     rows.append(("train (cache)", m))
     for scope in ("none", "top:1"):
         group = "true" if a.group_by_image else "false"
-        r = finetune_recipe("train/easyvqa-finetune.toml", {**feature, "set": common + [
-            f'finetune.train_encoders="{scope}"', f"finetune.group_by_image={group}"]})
+        r = finetune_recipe(
+            "train/easyvqa-finetune.toml",
+            {**feature, "set": common + [f'finetune.train_encoders="{scope}"', f"finetune.group_by_image={group}"]},
+        )
         m = finetune(r, out=str(work / f"finetune-{scope.replace(':', '')}"))
         rows.append((f"finetune {scope}", m))
 
@@ -79,9 +90,11 @@ def main() -> None:
         return float(np.mean([e["seconds"] for e in m["epochs"]]))
 
     base = per_epoch(rows[0][1])
-    print(f"\n{a.image_encoder} ({a.weights}) at {a.image_size}px, image_fraction {a.image_fraction}, batch "
-          f"{a.batch_size}, {a.epochs} epochs, device {a.device}, torch threads {torch.get_num_threads()}, "
-          f"group_by_image {a.group_by_image}; extract took {extract_s:.1f}s")
+    print(
+        f"\n{a.image_encoder} ({a.weights}) at {a.image_size}px, image_fraction {a.image_fraction}, batch "
+        f"{a.batch_size}, {a.epochs} epochs, device {a.device}, torch threads {torch.get_num_threads()}, "
+        f"group_by_image {a.group_by_image}; extract took {extract_s:.1f}s"
+    )
     print(f"{'mode':<18}{'s/epoch':>10}{'x train':>10}{'best val acc':>14}")
     for name, m in rows:
         s = per_epoch(m)

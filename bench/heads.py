@@ -11,6 +11,7 @@ One cache serves every head: pooled + grid image features, question vectors, tok
 coattention; not with bag-of-words) and token ids (lstm, butd). Seconds per epoch are the median over the
 run's epochs and include the validation pass; the cache is extracted first and not timed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,11 @@ def main() -> None:
 
     import vqa_cache
     from vqa_cache.heads import from_config
+
     recipe = ROOT / "extract" / "resnet50-tinybert-concat.toml"
     cache = a.cache_dir or tempfile.mkdtemp(prefix="vqa-heads-cache-")
     out = Path(a.out or tempfile.mkdtemp(prefix="vqa-heads-runs-"))
-    bow = a.weights == "random"     # --weights random: a random image model and bag-of-words text
+    bow = a.weights == "random"  # --weights random: a random image model and bag-of-words text
     text = ["text.ids=true"] + ([] if bow else ["text.tokens=true"])
     feats = dict(features="pooled+grid", weights=a.weights, limit=a.limit)
     vqa_cache.extract(str(recipe), cache_dir=cache, set=text, **feats)
@@ -50,35 +52,57 @@ def main() -> None:
     results = {}
     for head in heads:
         for norm in a.norms.split(","):
-            run = vqa_cache.train(str(ROOT / "train" / "resnet50-tinybert-concat.toml"), cache_dir=cache,
-                                  head=head, epochs=a.epochs, out=str(out / f"{head}-{norm}"), verbose=False,
-                                  set=[f"features.{s}" for s in text] + [f"head.standardize={norm == 'standardize'}".lower()],
-                                  **feats)
+            run = vqa_cache.train(
+                str(ROOT / "train" / "resnet50-tinybert-concat.toml"),
+                cache_dir=cache,
+                head=head,
+                epochs=a.epochs,
+                out=str(out / f"{head}-{norm}"),
+                verbose=False,
+                set=[f"features.{s}" for s in text] + [f"head.standardize={norm == 'standardize'}".lower()],
+                **feats,
+            )
             m = json.loads((run.dir / "metrics.json").read_text())
             best = m["epochs"][m["best"]["epoch"] - 1]
             config = run.config
-            results[head, norm] = dict(acc=best["val_accuracy"], epoch=best["epoch"], types=best["val_accuracy_per_type"],
-                                       s=statistics.median(e["seconds"] for e in m["epochs"]),
-                                       params=sum(p.numel() for p in from_config(config["head"]).parameters()), hidden=config["head"]["hidden"],
-                                       layers=config["head"].get("layers", "-"))
+            results[head, norm] = dict(
+                acc=best["val_accuracy"],
+                epoch=best["epoch"],
+                types=best["val_accuracy_per_type"],
+                s=statistics.median(e["seconds"] for e in m["epochs"]),
+                params=sum(p.numel() for p in from_config(config["head"]).parameters()),
+                hidden=config["head"]["hidden"],
+                layers=config["head"].get("layers", "-"),
+            )
             r = results[head, norm]
-            print(f"{head:12s} {norm:11s} best val acc {r['acc']:.4f} (epoch {r['epoch']}; yes/no "
-                  f"{r['types'].get('yes/no', 0):.4f}, other {r['types'].get('other', 0):.4f})  {r['s']:.2f} s/epoch",
-                  flush=True)
+            print(
+                f"{head:12s} {norm:11s} best val acc {r['acc']:.4f} (epoch {r['epoch']}; yes/no "
+                f"{r['types'].get('yes/no', 0):.4f}, other {r['types'].get('other', 0):.4f})  {r['s']:.2f} s/epoch",
+                flush=True,
+            )
 
     norms = a.norms.split(",")
     print(f"\n{a.epochs} epochs, weights {a.weights}, runs in {out}")
-    print("| head | width, depth | parameters | " + " | ".join(f"val acc, {n}" for n in norms)
-          + (" | standardize - layernorm" if sorted(norms) == ["layernorm", "standardize"] else "") + " | s/epoch | x concat |")
+    print(
+        "| head | width, depth | parameters | "
+        + " | ".join(f"val acc, {n}" for n in norms)
+        + (" | standardize - layernorm" if sorted(norms) == ["layernorm", "standardize"] else "")
+        + " | s/epoch | x concat |"
+    )
     print("|---" * (5 + len(norms) + (sorted(norms) == ["layernorm", "standardize"])) + "|")
     base = results.get(("concat", norms[0]), {}).get("s")
     for head in heads:
         r = results[head, norms[0]]
         accs = " | ".join(f"{results[head, n]['acc']:.4f}" for n in norms)
-        gain = (f" | {results[head, 'standardize']['acc'] - results[head, 'layernorm']['acc']:+.4f}"
-                if sorted(norms) == ["layernorm", "standardize"] else "")
+        gain = (
+            f" | {results[head, 'standardize']['acc'] - results[head, 'layernorm']['acc']:+.4f}"
+            if sorted(norms) == ["layernorm", "standardize"]
+            else ""
+        )
         ratio = f"{r['s'] / base:.2f}" if base else "-"
-        print(f"| {head} | {r['hidden']}, {r['layers']} | {r['params'] / 1e6:.2f}M | {accs}{gain} | {r['s']:.2f} | {ratio} |")
+        print(
+            f"| {head} | {r['hidden']}, {r['layers']} | {r['params'] / 1e6:.2f}M | {accs}{gain} | {r['s']:.2f} | {ratio} |"
+        )
 
 
 if __name__ == "__main__":

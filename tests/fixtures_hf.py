@@ -1,6 +1,7 @@
 """Small Hugging Face datasets made by the tests from easy-VQA's images and questions: written with
 `save_to_disk`, or put into a Hugging Face cache folder exactly where `load_dataset("OWNER/NAME")` finds a
 Hub dataset it downloaded before (so that it loads offline)."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,10 @@ def easyvqa_splits(images: dict | None = None, questions_per_image: int = 3, ans
     import easy_vqa
 
     images = images or {"train": 12, "validation": 4}
-    source = {"train": (easy_vqa.get_train_questions(), easy_vqa.get_train_image_paths()),
-              "validation": (easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths())}
+    source = {
+        "train": (easy_vqa.get_train_questions(), easy_vqa.get_train_image_paths()),
+        "validation": (easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths()),
+    }
     out, qid = {}, 1000
     for split, n in images.items():
         (qs, ans, ids), paths = source[split]
@@ -39,10 +42,18 @@ def easyvqa_splits(images: dict | None = None, questions_per_image: int = 3, ans
 def features(answers: str = "records"):
     from datasets import Features, Image, List, Value
 
-    answer = {"answer": Value("string"), "answer_confidence": Value("string")} if answers == "records" \
-        else Value("string")
-    return Features({"image": Image(), "question": Value("string"), "answers": List(answer),
-                     "question_id": Value("int64"), "image_id": Value("int64")})
+    answer = (
+        {"answer": Value("string"), "answer_confidence": Value("string")} if answers == "records" else Value("string")
+    )
+    return Features(
+        {
+            "image": Image(),
+            "question": Value("string"),
+            "answers": List(answer),
+            "question_id": Value("int64"),
+            "image_id": Value("int64"),
+        }
+    )
 
 
 def dataset_dict(splits: dict, feats=None):
@@ -68,8 +79,9 @@ def put_in_hub_cache(cache_dir: Path, repo: str, splits: dict, feats, work: Path
     for split, ds in dataset_dict(splits, feats).items():
         files[split] = str(work / f"{split}.parquet")
         ds.to_parquet(files[split])
-    builder = Parquet(cache_dir=str(work / "build"), dataset_name=name, config_id="default", hash="0123abcd",
-                      data_files=files)
+    builder = Parquet(
+        cache_dir=str(work / "build"), dataset_name=name, config_id="default", hash="0123abcd", data_files=files
+    )
     builder.download_and_prepare()
     target = Path(cache_dir) / f"{owner}___{name}"
     target.mkdir(parents=True, exist_ok=True)

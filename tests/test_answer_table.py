@@ -1,6 +1,7 @@
 """The vectorized answer table (answers/table.py) against the one-question-at-a-time functions it replaces
 (ground_truth, soft_scores, best_answer, build_vocabulary, Vocabulary.coverage), bit for bit, on messy
 answers; and its cache entry (cache/targets.py): read back equal, computed once, recomputed when damaged."""
+
 from __future__ import annotations
 
 import random
@@ -14,10 +15,51 @@ from vqa_cache.answers.table import answer_table, column_digest, vocabulary
 from vqa_cache.cache import targets
 from vqa_cache.training.splits import Split
 
-MESSY = ["yes", "Yes", "yes ", " yes\n", "yes.", "no", "No!", "2", "two", "Two", "2.", "2,000", "2000", "a dog",
-         "the dog", "dog", "dogs", "dont", "don't", "Dont", "red;blue", "red / blue", "red/blue", "3.5", "3 .5",
-         "", " ", "the", "an apple", "ten", "10", "left-", "i'm", "im", "couldnt", "...", "ok.", "ok", "x" * 40,
-         "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h.i", "café", "Café ", "\t"]
+MESSY = [
+    "yes",
+    "Yes",
+    "yes ",
+    " yes\n",
+    "yes.",
+    "no",
+    "No!",
+    "2",
+    "two",
+    "Two",
+    "2.",
+    "2,000",
+    "2000",
+    "a dog",
+    "the dog",
+    "dog",
+    "dogs",
+    "dont",
+    "don't",
+    "Dont",
+    "red;blue",
+    "red / blue",
+    "red/blue",
+    "3.5",
+    "3 .5",
+    "",
+    " ",
+    "the",
+    "an apple",
+    "ten",
+    "10",
+    "left-",
+    "i'm",
+    "im",
+    "couldnt",
+    "...",
+    "ok.",
+    "ok",
+    "x" * 40,
+    "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h.i",
+    "café",
+    "Café ",
+    "\t",
+]
 
 
 def messy_answers(n: int, seed: int = 0) -> list[list[str]]:
@@ -47,8 +89,9 @@ def reference_targets(answers: list[list[str]], vocab: Vocabulary):
 
 
 def samples(answers):
-    return pa.table({"answers": pa.array(answers, pa.list_(pa.string())),
-                     "answer_type": pa.array(["other"] * len(answers))})
+    return pa.table(
+        {"answers": pa.array(answers, pa.list_(pa.string())), "answer_type": pa.array(["other"] * len(answers))}
+    )
 
 
 @pytest.mark.parametrize("top_k, min_count", [(1000, 1), (7, 1), (None, 2), (3, 3)])
@@ -60,15 +103,18 @@ def test_split_targets_vocabulary_and_coverage_equal_the_one_at_a_time_code(top_
     split = Split(samples(answers), np.zeros(len(answers)), np.zeros(len(answers)), vocab)
     idx, val = reference_targets(answers, vocab)
     assert np.array_equal(split.target_idx.numpy(), idx)
-    assert split.target_val.numpy().tobytes() == val.tobytes()          # bit for bit
+    assert split.target_val.numpy().tobytes() == val.tobytes()  # bit for bit
     answered = [a for a in answers if a]
     assert table.rows(table.n > 0).coverage(vocab) == vocab.coverage(answered)
 
 
 def test_every_soft_score_is_bit_identical_and_candidates_in_first_appearance_order():
     answers = messy_answers(400, seed=1)
-    table = answer_table(pa.chunked_array([pa.array(answers[:150], pa.list_(pa.string())),
-                                           pa.array(answers[150:], pa.list_(pa.string()))]))
+    table = answer_table(
+        pa.chunked_array(
+            [pa.array(answers[:150], pa.list_(pa.string())), pa.array(answers[150:], pa.list_(pa.string()))]
+        )
+    )
     for i, raw in enumerate(answers):
         expected = soft_scores(ground_truth(raw)) if raw else {}
         got = {table.strings[c]: s for c, s in zip(table.candidates[i], table.scores[i]) if c >= 0}
@@ -82,14 +128,15 @@ def test_sliced_columns_digest_by_content():
     whole = pa.array(answers, pa.list_(pa.string()))
     assert column_digest(whole.slice(10, 20)) == column_digest(pa.array(answers[10:30], pa.list_(pa.string())))
     assert column_digest(whole.slice(10, 20)) != column_digest(whole.slice(11, 20))
-    assert column_digest(pa.array([["ab"], ["c"]], pa.list_(pa.string()))) != \
-        column_digest(pa.array([["a"], ["bc"]], pa.list_(pa.string())))
+    assert column_digest(pa.array([["ab"], ["c"]], pa.list_(pa.string()))) != column_digest(
+        pa.array([["a"], ["bc"]], pa.list_(pa.string()))
+    )
 
 
 def test_the_cache_entry_is_computed_once_and_recomputed_when_damaged(tmp_path, monkeypatch):
     column = pa.array(messy_answers(300, seed=2), pa.list_(pa.string()))
     targets._MEMO.clear()
-    targets.cached_answer_table(tmp_path, column, write=False)     # (stage two reads, never writes)
+    targets.cached_answer_table(tmp_path, column, write=False)  # (stage two reads, never writes)
     assert not (tmp_path / "answers").exists()
     first = targets.cached_answer_table(tmp_path, column)
     entries = list((tmp_path / "answers").iterdir())
@@ -97,8 +144,9 @@ def test_the_cache_entry_is_computed_once_and_recomputed_when_damaged(tmp_path, 
 
     def boom(*a, **k):
         raise AssertionError("computed again")
+
     monkeypatch.setattr(targets, "answer_table", boom)
-    targets._MEMO.clear()                               # read from the entry, not this process's memo
+    targets._MEMO.clear()  # read from the entry, not this process's memo
     again = targets.cached_answer_table(tmp_path, column)
     for name in first._fields:
         a, b = getattr(first, name), getattr(again, name)
@@ -106,9 +154,9 @@ def test_the_cache_entry_is_computed_once_and_recomputed_when_damaged(tmp_path, 
     monkeypatch.undo()
     entry = next(p for p in (tmp_path / "answers").iterdir() if p.is_dir())
     path = entry / targets.TARGETS
-    path.write_bytes(path.read_bytes()[:-10])          # truncated: read as damaged, computed again
+    path.write_bytes(path.read_bytes()[:-10])  # truncated: read as damaged, computed again
     targets._MEMO.clear()
     assert targets.read_answer_table(targets.Entry(tmp_path, entry.name)) is None
     again = targets.cached_answer_table(tmp_path, column)
     assert np.array_equal(again.scores, first.scores)
-    assert targets.read_answer_table(targets.Entry(tmp_path, entry.name)) is not None    # and replaced
+    assert targets.read_answer_table(targets.Entry(tmp_path, entry.name)) is not None  # and replaced

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import pytest
+from conftest import FAST
 
 from vqa_cache.answers import (
     CONTRACTIONS,
@@ -23,60 +24,61 @@ from vqa_cache.answers import (
 )
 from vqa_cache.errors import BadInput
 
-from conftest import FAST
 
-
-@pytest.mark.parametrize("raw, expected", [
-    # whitespace: newline/tab -> space, strip, words re-joined by one space
-    ("\tyes\n", "yes"),
-    ("  many   spaces ", "many spaces"),
-    ("x-y\t-z", "xy z"),             # the tab is a space before the marks are tested
-    # a mark with no space beside it becomes a space; beside a space it is deleted
-    ("red,blue", "red blue"),
-    ("red, blue", "red blue"),
-    ("hello-world", "hello world"),
-    ("x/y (z)", "x y z"),            # "/" and ")" spaced, " (" deleted
-    ("a-b c -d", "ab c d"),          # " -" occurs once, so every "-" is deleted
-    ("a-b c-d", "b c d"),            # every "-" a space, then the article "a" goes
-    ("yes!", "yes"),
-    ("why?", "why"),
-    # a comma between digits anywhere deletes every mark
-    ("1,000", "1000"),
-    ("a/b 1,2", "ab 12"),
-    ("well-known 1,5", "wellknown 15"),
-    # periods: deleted unless a digit follows
-    ("no.", "no"),
-    ("3.5", "3.5"),
-    ("3.", "3"),
-    (".5", ".5"),
-    ("u.s.a.", "usa"),
-    ("e.g. i.e.", "eg ie"),
-    ("." * 40 + "x", "." * 8 + "x"),  # only the first 32 periods go (re.UNICODE as count)
-    # not punctuation in the official list: kept
-    ("10:30", "10:30"),
-    ("it's", "it's"),
-    ("100%", "100%"),
-    ("$5 & #1", "$5 & #1"),
-    # lowercase, number words, articles
-    ("Two", "2"),
-    ("two dogs", "2 dogs"),
-    ("TEN", "10"),
-    ("twenty", "twenty"),
-    ("None", "0"),
-    ("none of them", "0 of them"),
-    ("The Cat", "cat"),
-    ("an apple a day", "apple day"),
-    ("theater", "theater"),
-    ("the", ""),
-    # contractions
-    ("dont", "don't"),
-    ("Dont know", "don't know"),
-    ("wont", "won't"),
-    ("won't", "won't"),
-    ("isnt it", "isn't it"),
-    ("somebody'd", "somebodyd"),     # the official table maps this one backwards
-    ("Im", "im"),                    # the key "Im" can never match: text is lowercased first
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # whitespace: newline/tab -> space, strip, words re-joined by one space
+        ("\tyes\n", "yes"),
+        ("  many   spaces ", "many spaces"),
+        ("x-y\t-z", "xy z"),  # the tab is a space before the marks are tested
+        # a mark with no space beside it becomes a space; beside a space it is deleted
+        ("red,blue", "red blue"),
+        ("red, blue", "red blue"),
+        ("hello-world", "hello world"),
+        ("x/y (z)", "x y z"),  # "/" and ")" spaced, " (" deleted
+        ("a-b c -d", "ab c d"),  # " -" occurs once, so every "-" is deleted
+        ("a-b c-d", "b c d"),  # every "-" a space, then the article "a" goes
+        ("yes!", "yes"),
+        ("why?", "why"),
+        # a comma between digits anywhere deletes every mark
+        ("1,000", "1000"),
+        ("a/b 1,2", "ab 12"),
+        ("well-known 1,5", "wellknown 15"),
+        # periods: deleted unless a digit follows
+        ("no.", "no"),
+        ("3.5", "3.5"),
+        ("3.", "3"),
+        (".5", ".5"),
+        ("u.s.a.", "usa"),
+        ("e.g. i.e.", "eg ie"),
+        ("." * 40 + "x", "." * 8 + "x"),  # only the first 32 periods go (re.UNICODE as count)
+        # not punctuation in the official list: kept
+        ("10:30", "10:30"),
+        ("it's", "it's"),
+        ("100%", "100%"),
+        ("$5 & #1", "$5 & #1"),
+        # lowercase, number words, articles
+        ("Two", "2"),
+        ("two dogs", "2 dogs"),
+        ("TEN", "10"),
+        ("twenty", "twenty"),
+        ("None", "0"),
+        ("none of them", "0 of them"),
+        ("The Cat", "cat"),
+        ("an apple a day", "apple day"),
+        ("theater", "theater"),
+        ("the", ""),
+        # contractions
+        ("dont", "don't"),
+        ("Dont know", "don't know"),
+        ("wont", "won't"),
+        ("won't", "won't"),
+        ("isnt it", "isn't it"),
+        ("somebody'd", "somebodyd"),  # the official table maps this one backwards
+        ("Im", "im"),  # the key "Im" can never match: text is lowercased first
+    ],
+)
 def test_normalize_answer(raw, expected):
     assert normalize_answer(raw) == expected
 
@@ -97,19 +99,22 @@ def test_normalizer_version():
     assert NORMALIZER_VERSION == "vqa-eval-2"
 
 
-@pytest.mark.parametrize("answers, current, old", [
-    # all identical: current cleans whitespace only, 2016 leaves them as given
-    (["Yes"] * 3, ["Yes"] * 3, ["Yes"] * 3),
-    ([" two\n"] * 2, ["two"] * 2, [" two\n"] * 2),
-    # identical once cleaned: current still leaves them unnormalized; for 2016 they differ
-    (["red\twhite!", " red white!"], ["red white!"] * 2, ["red\twhite ", " red white "]),
-    # differing: current normalizes fully, 2016 processPunctuation only
-    (["Two", "2", "the dog."], ["2", "2", "dog"], ["Two", "2", "the dog"]),
-    (["yes!", "yes", "No"], ["yes", "yes", "no"], ["yes ", "yes", "No"]),
-    # single answer: normalized in both (the project's exact-match choice)
-    ([" The Two.\n"], ["2"], ["2"]),
-    ([], [], []),
-])
+@pytest.mark.parametrize(
+    "answers, current, old",
+    [
+        # all identical: current cleans whitespace only, 2016 leaves them as given
+        (["Yes"] * 3, ["Yes"] * 3, ["Yes"] * 3),
+        ([" two\n"] * 2, ["two"] * 2, [" two\n"] * 2),
+        # identical once cleaned: current still leaves them unnormalized; for 2016 they differ
+        (["red\twhite!", " red white!"], ["red white!"] * 2, ["red\twhite ", " red white "]),
+        # differing: current normalizes fully, 2016 processPunctuation only
+        (["Two", "2", "the dog."], ["2", "2", "dog"], ["Two", "2", "the dog"]),
+        (["yes!", "yes", "No"], ["yes", "yes", "no"], ["yes ", "yes", "No"]),
+        # single answer: normalized in both (the project's exact-match choice)
+        ([" The Two.\n"], ["2"], ["2"]),
+        ([], [], []),
+    ],
+)
 def test_ground_truth(answers, current, old):
     assert ground_truth(answers) == current
     assert ground_truth(answers, "current") == current
@@ -119,9 +124,9 @@ def test_ground_truth(answers, current, old):
 def test_prediction_as_compared():
     differ, same = ["yes", "no"], ["Yes", "Yes"]
     assert prediction_as_compared(" The Two.\n", differ) == "2"
-    assert prediction_as_compared(" The Two.\n", same) == "The Two."               # cleaned only
+    assert prediction_as_compared(" The Two.\n", same) == "The Two."  # cleaned only
     assert prediction_as_compared(" The Two.\n", [" yes", "yes\t"]) == "The Two."  # identical once cleaned
-    assert prediction_as_compared(" The Two.\n", ["x"]) == "2"                      # single answer
+    assert prediction_as_compared(" The Two.\n", ["x"]) == "2"  # single answer
     for answers in (differ, same, ["x"]):
         assert prediction_as_compared(" The Two.\n", answers, "2016") == "2"
     with pytest.raises(ValueError):
@@ -166,15 +171,15 @@ def test_soft_scores_compare_strings_as_given():
 
 def test_soft_scores_of_the_ground_truth():
     assert soft_scores(ground_truth(["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4)) == {"pizza": 1.0, "food": 1.0}
-    assert soft_scores(ground_truth(["Yes"] * 10)) == {"Yes": 1.0}          # identical: not lowercased
+    assert soft_scores(ground_truth(["Yes"] * 10)) == {"Yes": 1.0}  # identical: not lowercased
     assert soft_scores(ground_truth(["  blue\n"] * 4 + ["green"] * 6)) == {"blue": 1.0, "green": 1.0}
     assert soft_scores(ground_truth(["yes!"] * 2 + ["yes"] + ["no"] * 7)) == pytest.approx({"yes": 0.9, "no": 1.0})
     assert soft_scores(ground_truth([" Circle."])) == {"circle": 1.0}
 
 
 def test_best_answer_ties():
-    assert best_answer(["b"] * 5 + ["a"] * 5) == "a"       # same score and count: a-z
-    assert best_answer(["b"] * 6 + ["a"] * 4) == "b"       # both 1.0: higher count wins
+    assert best_answer(["b"] * 5 + ["a"] * 5) == "a"  # same score and count: a-z
+    assert best_answer(["b"] * 6 + ["a"] * 4) == "b"  # both 1.0: higher count wins
     assert best_answer(["b"] * 2 + ["a"] + ["c"] * 7) == "c"
 
 
@@ -194,14 +199,14 @@ def test_build_vocabulary_counts_normalized_answers():
     lists = [
         ["Two", "2", "two", "3"],
         ["yes", "Yes", "yes."],
-        ["no", "the"],          # "the" normalizes to "" which is never a class
+        ["no", "the"],  # "the" normalizes to "" which is never a class
         ["3", "red"],
     ]
     vocab = build_vocabulary(lists, top_k=None)
     # counts: 2->3, yes->3, 3->2, no->1, red->1; ties: answer a-z
     assert vocab.answers == ["2", "yes", "3", "no", "red"]
     assert vocab.index("yes") == 1
-    assert vocab.index("Yes") is None     # index takes ground-truth strings as given
+    assert vocab.index("Yes") is None  # index takes ground-truth strings as given
     assert vocab.index("blue") is None
     assert len(vocab) == 5
     assert build_vocabulary(lists, top_k=2).answers == ["2", "yes"]
@@ -211,12 +216,12 @@ def test_build_vocabulary_counts_normalized_answers():
 
 def test_build_vocabulary_counts_the_ground_truth():
     lists = [
-        ["Yes"] * 4,                        # identical: "Yes" as given, 4 counts
-        [" yes\n", "yes", "\tyes"],         # identical once cleaned: "yes", 3 counts
-        ["Yes", "yes!", "no"],              # differ: "yes" x2, "no"
-        ["the"] * 2,                        # identical: the class "the" (it scores there)
-        [" \n", "\t"],                      # identical once cleaned: "" is never a class
-        ["The Two."],                       # single answer: normalized, "2"
+        ["Yes"] * 4,  # identical: "Yes" as given, 4 counts
+        [" yes\n", "yes", "\tyes"],  # identical once cleaned: "yes", 3 counts
+        ["Yes", "yes!", "no"],  # differ: "yes" x2, "no"
+        ["the"] * 2,  # identical: the class "the" (it scores there)
+        [" \n", "\t"],  # identical once cleaned: "" is never a class
+        ["The Two."],  # single answer: normalized, "2"
     ]
     counts = {"Yes": 4, "yes": 5, "the": 2, "no": 1, "2": 1}
     assert build_vocabulary(lists, top_k=None).answers == sorted(counts, key=lambda a: (-counts[a], a))
@@ -234,12 +239,12 @@ def test_build_vocabulary_rejects_bad_limits():
 def test_coverage():
     vocab = Vocabulary(["yes", "2"])
     lists = [
-        ["Yes"] * 6 + ["no"] * 4,      # differ: best yes (1.0, count 6)
-        ["two"] * 3 + ["3"] * 7,       # best: 3 -> not covered
-        ["red"],                       # single answer: red -> not covered
-        ["2", "2", "2", "yes"],        # best: 2
-        ["Yes"] * 10,                  # identical: "Yes" -> not covered
-        [" Two "] * 4 + ["two\n"],     # differ: 2 (count 5)
+        ["Yes"] * 6 + ["no"] * 4,  # differ: best yes (1.0, count 6)
+        ["two"] * 3 + ["3"] * 7,  # best: 3 -> not covered
+        ["red"],  # single answer: red -> not covered
+        ["2", "2", "2", "yes"],  # best: 2
+        ["Yes"] * 10,  # identical: "Yes" -> not covered
+        [" Two "] * 4 + ["two\n"],  # differ: 2 (count 5)
     ]
     assert vocab.coverage(lists) == 0.5
     assert vocab.coverage([]) == 0.0
@@ -253,11 +258,16 @@ def test_vocabulary_roundtrip_and_bad_records():
     assert data == {"answers": ["cat", "dog"], "top_k": 5, "min_count": 1, "normalizer": "vqa-eval-2"}
     again = Vocabulary.from_dict(data)
     assert again == vocab and again.index("dog") == 1
-    for version in ("vqa-eval-1", "other-0"):     # older vocabularies load as they are
+    for version in ("vqa-eval-1", "other-0"):  # older vocabularies load as they are
         old = Vocabulary.from_dict(dict(data, normalizer=version))
         assert old.normalizer == version and old.answers == ["cat", "dog"]
-    for bad in ([], {"answers": ["a"]}, dict(data, answers="cat"), dict(data, answers=["a", "a"]),
-                dict(data, answers=[1])):
+    for bad in (
+        [],
+        {"answers": ["a"]},
+        dict(data, answers="cat"),
+        dict(data, answers=["a", "a"]),
+        dict(data, answers=[1]),
+    ):
         with pytest.raises(BadInput):
             Vocabulary.from_dict(bad)
     with pytest.raises(ValueError):
@@ -271,20 +281,30 @@ def test_training_targets_are_the_current_metric():
     from vqa_cache.metrics import vqa_accuracy
     from vqa_cache.training.splits import Split
 
-    answers = [["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, ["Yes"] * 10, ["yes"] * 10,
-               ["  blue\n"] * 4 + ["green"] * 6, ["Two", "2", "3"], ["circle"], []]
+    answers = [
+        ["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4,
+        ["Yes"] * 10,
+        ["yes"] * 10,
+        ["  blue\n"] * 4 + ["green"] * 6,
+        ["Two", "2", "3"],
+        ["circle"],
+        [],
+    ]
     vocab = build_vocabulary(answers, top_k=None)
     assert set(vocab.answers) == {"pizza", "food", "Yes", "yes", "blue", "green", "2", "3", "circle"}
     table = pa.table({"answers": answers, "answer_type": ["other"] * len(answers)})
     split = Split(table, range(len(answers)), range(len(answers)), vocab)
     for i, raw in enumerate(answers):
-        targets = {vocab.answers[c]: v for c, v in zip(split.target_idx[i].tolist(), split.target_val[i].tolist())
-                   if c < len(vocab)}
+        targets = {
+            vocab.answers[c]: v
+            for c, v in zip(split.target_idx[i].tolist(), split.target_val[i].tolist())
+            if c < len(vocab)
+        }
         expected = {a: vqa_accuracy(a, raw) for a in vocab.answers} if raw else {}
         assert targets == pytest.approx({a: s for a, s in expected.items() if s > 0}), raw
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_a_run_with_an_older_vocabulary_still_predicts_and_answers(cli, tmp_path):
     """Checkpoints saved before NORMALIZER_VERSION "vqa-eval-2" load: their answers are plain strings."""
     import easy_vqa

@@ -3,6 +3,7 @@ Sweep; the CLI is a thin layer over it (same option names, same keys, same answe
 verbose=False is quiet but for warnings; unknown option names are BadInput naming the close ones; and
 the stage packages (training, extraction, finetuning, search) have names of their own, so every
 `vqa_cache.<package>` imports as a module and the API's functions are never shadowed."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures_data import make_csv
 
 import vqa_cache
@@ -24,8 +24,18 @@ from vqa_cache.progress import progress, silenced
 ROOT = Path(__file__).resolve().parent.parent
 # the options that name the tiny cache, as the API takes them and as the CLI does
 FEATURES = dict(limit=40, image_encoder="resnet18", image_size=32, weights="random", features="pooled+grid")
-FLAGS = ["--limit", 40, "--image-encoder", "resnet18", "--image-size", 32, "--weights", "random",
-         "--features", "pooled+grid"]
+FLAGS = [
+    "--limit",
+    40,
+    "--image-encoder",
+    "resnet18",
+    "--image-size",
+    32,
+    "--weights",
+    "random",
+    "--features",
+    "pooled+grid",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +46,21 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(keys, tmp_path_factory):
     """A finished 2-epoch attention run (grid image features), made through the API."""
-    return vqa_cache.train(head="attention", epochs=2, out=tmp_path_factory.mktemp("runs") / "att",
-                           cache_dir=keys.root, verbose=False, **FEATURES)
+    return vqa_cache.train(
+        head="attention",
+        epochs=2,
+        out=tmp_path_factory.mktemp("runs") / "att",
+        cache_dir=keys.root,
+        verbose=False,
+        **FEATURES,
+    )
 
 
 @pytest.fixture
 def image_file():
     from vqa_cache.data import load_samples
     from vqa_cache.recipes import DatasetSettings
+
     return load_samples(DatasetSettings(limit=5)).column("image_path")[0].as_py()
 
 
@@ -78,13 +95,13 @@ def test_cache_ls_info_verify_rm_are_the_cli_cache_commands(keys, cli, tmp_path)
     listed = vqa_cache.cache_ls(cache_dir=root)
     assert listed == json.loads(cli("--cache-dir", root, "cache", "ls", "--json").out)
     assert {keys.image, keys.question} <= {row["key"] for row in listed}
-    info = vqa_cache.cache_info(keys.image[:12], cache_dir=root)            # a unique prefix will do
+    info = vqa_cache.cache_info(keys.image[:12], cache_dir=root)  # a unique prefix will do
     assert info == json.loads(cli("--cache-dir", root, "cache", "info", keys.image, "--json").out)
     assert info["key"] == keys.image and info["complete"]
     ok = vqa_cache.cache_verify(keys.image, cache_dir=root)
     assert ok["ok"] and ok["problems"] == [] and ok["rows"] == info["rows"]
     shard = next((root / "image" / keys.image).glob("*.h5"))
-    shard.write_bytes(shard.read_bytes()[:-10])                               # damaged
+    shard.write_bytes(shard.read_bytes()[:-10])  # damaged
     bad = vqa_cache.cache_verify(keys.image, cache_dir=root)
     assert not bad["ok"] and bad["problems"]
     removed = vqa_cache.cache_rm(keys.question, cache_dir=root)
@@ -103,11 +120,11 @@ def test_a_run_reads_its_directory(run, keys):
     types = sorted(metrics["epochs"][0]["val_accuracy_per_type"])
     assert {f"val_accuracy_per_type.{t}" for t in types} <= set(run.metrics.columns)
     assert run.cache_keys == keys
-    assert vqa_cache.Run(str(run.dir)) == run and Path(run) == run.dir       # path-like both ways
+    assert vqa_cache.Run(str(run.dir)) == run and Path(run) == run.dir  # path-like both ways
 
 
 def test_metrics_without_pandas_are_the_rows_of_metrics_json(run, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pandas", None)        # import pandas -> ImportError
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
     assert run.metrics == json.loads((run.dir / "metrics.json").read_text())["epochs"]
 
 
@@ -121,8 +138,19 @@ def test_predict_and_ask_give_what_the_cli_prints(run, keys, cli, tmp_path, imag
     answers = vqa_cache.ask(run, image_file, "what color is the shape?", top=3, cache_dir=keys.root)
     assert len(answers) == 3 and answers == run.ask(image_file, "what color is the shape?", top=3)
     assert answers == sorted(answers, key=lambda a: -a[1]) and 0 < sum(p for _, p in answers) <= 1 + 1e-6
-    r = cli("--cache-dir", keys.root, "ask", "--run", run.dir, "--image", image_file,
-            "--question", "what color is the shape?", "--top", 3)
+    r = cli(
+        "--cache-dir",
+        keys.root,
+        "ask",
+        "--run",
+        run.dir,
+        "--image",
+        image_file,
+        "--question",
+        "what color is the shape?",
+        "--top",
+        3,
+    )
     assert r.code == 0 and r.out.splitlines() == [f"{p:7.2%}  {a}" for a, p in answers], r
 
 
@@ -144,8 +172,12 @@ def test_runs_gives_the_table_of_the_cli_and_a_run_its_report(run, keys, cli, tm
 
 def test_evaluate_takes_paths_or_loaded_json(tmp_path):
     questions = {"questions": [{"question_id": i, "image_id": 0, "question": "q?"} for i in (1, 2)]}
-    annotations = {"annotations": [{"question_id": i, "answers": [{"answer": a}], "answer_type": "other",
-                                    "question_type": "what"} for i, a in ((1, "red"), (2, "blue"))]}
+    annotations = {
+        "annotations": [
+            {"question_id": i, "answers": [{"answer": a}], "answer_type": "other", "question_type": "what"}
+            for i, a in ((1, "red"), (2, "blue"))
+        ]
+    }
     predictions = [{"question_id": 1, "answer": "red"}, {"question_id": 2, "answer": "red"}]
     loaded = vqa_cache.evaluate(questions, annotations, predictions)
     assert loaded["overall"] == 50.0 and loaded["protocol"] == "current"
@@ -161,8 +193,7 @@ def test_verbose_false_is_quiet_but_for_warnings(keys, tmp_path, capsys):
     vqa_cache.train(head="concat", epochs=1, out=tmp_path / "loud", cache_dir=keys.root, **FEATURES)
     out, _ = capsys.readouterr()
     assert "epoch   1  train loss" in out and "best val accuracy" in out
-    vqa_cache.train(head="concat", epochs=1, out=tmp_path / "quiet", cache_dir=keys.root, verbose=False,
-                    **FEATURES)
+    vqa_cache.train(head="concat", epochs=1, out=tmp_path / "quiet", cache_dir=keys.root, verbose=False, **FEATURES)
     out, err = capsys.readouterr()
     assert out == "" and "epoch 1/1" not in err and (tmp_path / "quiet" / "best.pt").is_file()
     # a warning still shows: a damaged dataset entry, parsed again
@@ -182,6 +213,7 @@ def test_verbose_false_is_a_log_level_not_a_redirect(keys, tmp_path, capsys, mon
     import logging
 
     from vqa_cache.training.cached import CachedFit
+
     describe = CachedFit.describe
 
     def chatty(fit):
@@ -197,7 +229,7 @@ def test_verbose_false_is_a_log_level_not_a_redirect(keys, tmp_path, capsys, mon
     assert out == "the user's own line\n" and logger.level == before
     records = []
     handler = logging.Handler()
-    handler.emit = records.append          # a program taking the messages over with the logging module
+    handler.emit = records.append  # a program taking the messages over with the logging module
     logger.addHandler(handler)
     try:
         vqa_cache.train(head="concat", epochs=1, out=tmp_path / "loud", cache_dir=keys.root, **FEATURES)
@@ -215,18 +247,21 @@ def test_silenced_progress_bars_are_disabled():
     assert not progress(range(3)).disable
 
 
-@pytest.mark.parametrize("command, options, named", [
-    ("train", {"epoch": 3}, "train: unknown option 'epoch' (close matches: epochs)"),
-    ("extract", {"imagesize": 32}, "extract: unknown option 'imagesize' (close matches: image_size)"),
-    ("train", {"verbos": False}, "train: unknown option 'verbos' (close matches: verbose)"),
-    ("sweep", {"epochs": 3}, "sweep: unknown option 'epochs' (no close match among "),
-    ("finetune", {"resume": "yes"}, "finetune: option resume = 'yes': expected bool"),
-    ("train", {"split": 3}, "train: option split = 3: expected a string or a list of strings"),
-    ("train", {"epochs": "3"}, "recipe key 'optim.epochs' must be int, got '3'"),
-])
+@pytest.mark.parametrize(
+    "command, options, named",
+    [
+        ("train", {"epoch": 3}, "train: unknown option 'epoch' (close matches: epochs)"),
+        ("extract", {"imagesize": 32}, "extract: unknown option 'imagesize' (close matches: image_size)"),
+        ("train", {"verbos": False}, "train: unknown option 'verbos' (close matches: verbose)"),
+        ("sweep", {"epochs": 3}, "sweep: unknown option 'epochs' (no close match among "),
+        ("finetune", {"resume": "yes"}, "finetune: option resume = 'yes': expected bool"),
+        ("train", {"split": 3}, "train: option split = 3: expected a string or a list of strings"),
+        ("train", {"epochs": "3"}, "recipe key 'optim.epochs' must be int, got '3'"),
+    ],
+)
 def test_bad_options_are_bad_input_and_nothing_is_written(tmp_path, command, options, named):
     where = {} if command == "extract" else {"out": tmp_path / "out"}
-    if command != "finetune":           # (finetune reads no cache)
+    if command != "finetune":  # (finetune reads no cache)
         where["cache_dir"] = tmp_path / "cache"
     with pytest.raises(ValueError) as info:
         getattr(vqa_cache, command)(**where, **options)
@@ -259,17 +294,20 @@ def test_bad_input_is_a_value_error_that_keeps_its_own_message(run, keys, cli, t
 def test_the_api_options_are_the_cli_options(command):
     from vqa_cache.cli import cli
     from vqa_cache.options import option_names
+
     assert {p.name for p in cli.commands[command].params} == set(option_names(command)) | {"recipe"}
 
 
 def test_docs_api_names_every_option():
     """Each function's section of docs/api.md names its options (the feature options once, above)."""
     from vqa_cache.options import FEATURE_KEYS, option_names
+
     text = (ROOT / "docs" / "api.md").read_text()
     features = {name for name, _, _ in FEATURE_KEYS}
-    section = {c: text.split(f"### {c}\n", 1)[1].split("\n### ", 1)[0]
-               for c in ("extract", "train", "finetune", "sweep")}
-    section["finetune"] += section["train"]         # "those of `train` but `stream`, and ..."
+    section = {
+        c: text.split(f"### {c}\n", 1)[1].split("\n### ", 1)[0] for c in ("extract", "train", "finetune", "sweep")
+    }
+    section["finetune"] += section["train"]  # "those of `train` but `stream`, and ..."
     for command, words in section.items():
         missing = [n for n in option_names(command) if n not in features and f"`{n}`" not in words]
         assert missing == [], f"docs/api.md, {command}: options not named: {missing}"
@@ -277,15 +315,22 @@ def test_docs_api_names_every_option():
 
 
 def test_a_sweep_through_the_api(keys, tmp_path):
-    sweep = vqa_cache.sweep("train/easyvqa-sweep.toml", trials=2, jobs=1, out=tmp_path / "s", cache_dir=keys.root,
-                            verbose=False, set=["sweep.epochs=1", "sweep.train_fraction=1.0", "head.hidden=32",
-                                                "space.head.hidden={choices=[16, 32]}"], **FEATURES)
+    sweep = vqa_cache.sweep(
+        "train/easyvqa-sweep.toml",
+        trials=2,
+        jobs=1,
+        out=tmp_path / "s",
+        cache_dir=keys.root,
+        verbose=False,
+        set=["sweep.epochs=1", "sweep.train_fraction=1.0", "head.hidden=32", "space.head.hidden={choices=[16, 32]}"],
+        **FEATURES,
+    )
     assert isinstance(sweep, Sweep) and sweep.dir == tmp_path / "s"
     assert len(sweep.trials) == 2 and set(sweep.trials["state"]) <= {"complete", "pruned"}
     assert sweep.result["trials"]["complete"] >= 1 and sweep.best_recipe == tmp_path / "s" / "best.toml"
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_the_package_face():
     """In a fresh interpreter: `import vqa_cache` (and the CLI) load no torch; vqa_cache.train & co. are the
     API's functions, and every subpackage and its submodules import as modules under names of their own."""
@@ -310,6 +355,12 @@ for info in pkgutil.walk_packages(vqa_cache.__path__, "vqa_cache."):
 for name in ("extract", "train", "finetune", "sweep", "runs"):
     assert getattr(vqa_cache, name) is getattr(api, name), name + " shadowed after the imports"
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert r.returncode == 0, r.stderr

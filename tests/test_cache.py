@@ -1,5 +1,6 @@
 """The cache engine: resume after kill -9, verify/info/rm, bad shards and manifests, the lock,
 --skip-bad, --dry-run, grid and token features, and reading an entry with plain h5py/pyarrow."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ def image_rows(root, key, dataset="features"):
     """ids and features of an image entry, through its index and h5py only."""
     import h5py
     import pyarrow.parquet as pq
+
     d = Path(root) / "image" / key
     index = pq.read_table(d / "index.parquet").to_pydict()
     files = {}
@@ -44,13 +45,19 @@ def image_rows(root, key, dataset="features"):
 
 # ---------------------------------------------------------------- resume after kill -9
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_kill9_after_first_shard_then_resume_equals_uninterrupted(cli, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     args = ["extract", "--limit", 1000, *FAST, "--shard-size", 16, "--batch-size", 8, "--workers", 0]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "vqa_cache", "--cache-dir", str(killed), *map(str, args)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vqa_cache", "--cache-dir", str(killed), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -89,8 +96,11 @@ def test_kill9_after_first_shard_then_resume_equals_uninterrupted(cli, tmp_path)
 
 def error_lines(err: str) -> list[str]:
     """stderr without the progress bars."""
-    return [line for line in err.replace("\r", "\n").splitlines()
-            if line.strip() and not line.startswith(("images:", "questions:"))]
+    return [
+        line
+        for line in err.replace("\r", "\n").splitlines()
+        if line.strip() and not line.startswith(("images:", "questions:"))
+    ]
 
 
 def _read(path):
@@ -101,6 +111,7 @@ def _read(path):
 
 
 # ---------------------------------------------------------------- verify / info / rm / bad files
+
 
 @pytest.fixture
 def small(cli, tmp_path):
@@ -127,7 +138,7 @@ def test_flipped_byte_fails_verify_naming_the_shard(cli, small):
     data = bytearray(qshard.read_bytes())
     data[10] ^= 0xFF
     qshard.write_bytes(bytes(data))
-    r = cli("--cache-dir", root, "cache", "verify", question["key"][:12])   # a key prefix works too
+    r = cli("--cache-dir", root, "cache", "verify", question["key"][:12])  # a key prefix works too
     assert r.code == 1 and question["shards"][-1]["file"] in r.err, r
 
 
@@ -141,6 +152,7 @@ def test_truncated_shard_is_reported_not_read(cli, small):
     from vqa_cache.cache import Entry
     from vqa_cache.cache.reader import load_rows
     from vqa_cache.errors import BadInput
+
     entry = Entry(root, image["key"])
     with pytest.raises(BadInput, match=r"image-00000\.h5.*truncated"):
         load_rows(entry, entry.manifest(), "features")
@@ -159,9 +171,12 @@ def test_manifest_of_another_format_is_refused(cli, small):
     m = json.loads(path.read_text())
     m["format"] = 99
     path.write_text(json.dumps(m))
-    for args in (["cache", "verify", image["key"]], ["cache", "info", image["key"]],
-                 ["extract", "--limit", 30, *FAST, "--shard-size", 3],
-                 ["train", "--limit", 30, *FAST, "--epochs", 1, "--out", root / "run"]):
+    for args in (
+        ["cache", "verify", image["key"]],
+        ["cache", "info", image["key"]],
+        ["extract", "--limit", 30, *FAST, "--shard-size", 3],
+        ["train", "--limit", 30, *FAST, "--epochs", 1, "--out", root / "run"],
+    ):
         r = cli("--cache-dir", root, *args)
         assert r.code == 2, (args, r)
         assert "format 99" in r.err and "Traceback" not in r.err and len(error_lines(r.err)) == 1, r
@@ -189,13 +204,20 @@ def test_info_and_rm(cli, small):
 
 # ---------------------------------------------------------------- the lock
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_lock_no_wait_wait_and_stale(cli, tmp_path, monkeypatch):
     from vqa_cache.cache import Entry
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
-    plan = make_plan(ExtractRecipe(DatasetSettings(limit=10), ImageSettings(encoder="resnet18", weights="random", size=32),
-                                   TextSettings(encoder="bow", weights="random")))
+
+    plan = make_plan(
+        ExtractRecipe(
+            DatasetSettings(limit=10),
+            ImageSettings(encoder="resnet18", weights="random", size=32),
+            TextSettings(encoder="bow", weights="random"),
+        )
+    )
     entry = Entry(tmp_path, plan.image_key)
     args = ["--cache-dir", tmp_path, "extract", "--limit", 10, *FAST, "--workers", 0]
 
@@ -207,13 +229,16 @@ def test_lock_no_wait_wait_and_stale(cli, tmp_path, monkeypatch):
 
     # a waiting writer goes on when the holder lets go (here: during the waiter's first pause)
     import types
+
     import vqa_cache.cache.store as store
+
     holder = entry.lock()
     holder.__enter__()
 
     def let_go(seconds):
         holder.__exit__(None, None, None)
         time.sleep(0.01)
+
     monkeypatch.setattr(store, "time", types.SimpleNamespace(sleep=let_go, strftime=time.strftime, time=time.time))
     r = cli(*args)
     assert r.code == 0 and "waiting for another writer" in r.out, r
@@ -230,12 +255,15 @@ def test_lock_no_wait_wait_and_stale(cli, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- bad images
 
+
 @pytest.fixture
 def corrupt_dataset(monkeypatch, tmp_path):
     """easy-VQA (limit 1500: ~310 images) with the 101st image (sorted id order) replaced by a corrupt file."""
     import pyarrow as pa
+
     import vqa_cache.cache.plan as plan
     from vqa_cache.cache.samples import load_samples as real
+
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
 
@@ -243,12 +271,15 @@ def corrupt_dataset(monkeypatch, tmp_path):
         table = real(spec, **kw)
         ids = sorted(set(table.column("image_id").to_pylist()))
         victim = ids[100]
-        paths = [str(bad) if i == victim else p
-                 for i, p in zip(table.column("image_id").to_pylist(), table.column("image_path").to_pylist())]
+        paths = [
+            str(bad) if i == victim else p
+            for i, p in zip(table.column("image_id").to_pylist(), table.column("image_path").to_pylist())
+        ]
         return table.set_column(table.schema.get_field_index("image_path"), "image_path", pa.array(paths)), victim
 
     monkeypatch.setattr(plan, "load_samples", lambda spec, **kw: load(spec, **kw)[0])
     from vqa_cache.recipes import DatasetSettings
+
     _, victim = load(DatasetSettings(limit=1500))
     questions = sum(1 for i in real(DatasetSettings(limit=1500)).column("image_id").to_pylist() if i == victim)
     return bad, victim, questions
@@ -257,8 +288,20 @@ def corrupt_dataset(monkeypatch, tmp_path):
 def test_bad_image_stops_the_run_then_skip_bad(cli, tmp_path, corrupt_dataset):
     bad, victim, n_questions = corrupt_dataset
     root = tmp_path / "cache"
-    args = ["--cache-dir", root, "extract", "--limit", 1500, *FAST, "--shard-size", 64, "--batch-size", 32,
-            "--workers", 0]
+    args = [
+        "--cache-dir",
+        root,
+        "extract",
+        "--limit",
+        1500,
+        *FAST,
+        "--shard-size",
+        64,
+        "--batch-size",
+        32,
+        "--workers",
+        0,
+    ]
     r = cli(*args)
     assert r.code == 2, r
     assert len(error_lines(r.err)) == 1 and str(bad) in error_lines(r.err)[0] and "Traceback" not in r.err, r
@@ -283,16 +326,20 @@ def test_a_first_shard_of_skipped_images_has_the_grid_shape(cli, tmp_path, monke
     """Every image of the first shard unreadable (--skip-bad): its empty grid dataset still has the grid's row
     shape [cells, D] (from the encoder, since no image was encoded yet), so the entry reads back whole."""
     import pyarrow as pa
+
     import vqa_cache.cache.plan as plan
     from vqa_cache.cache.samples import load_samples as real
+
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
 
     def load(spec, **kw):
         table = real(spec, **kw)
         first = sorted(set(table.column("image_id").to_pylist()))[:2]
-        paths = [str(bad) if i in first else p
-                 for i, p in zip(table.column("image_id").to_pylist(), table.column("image_path").to_pylist())]
+        paths = [
+            str(bad) if i in first else p
+            for i, p in zip(table.column("image_id").to_pylist(), table.column("image_path").to_pylist())
+        ]
         return table.set_column(table.schema.get_field_index("image_path"), "image_path", pa.array(paths))
 
     monkeypatch.setattr(plan, "load_samples", load)
@@ -301,10 +348,13 @@ def test_a_first_shard_of_skipped_images_has_the_grid_shape(cli, tmp_path, monke
     r = cli("--cache-dir", root, "extract", *opts, "--shard-size", 2, "--workers", 0, "--skip-bad")
     assert r.code == 0, r
     import h5py
+
     image = entry_of(root, "image")
     assert image["shards"][0]["rows"] == 0 and len(image["skipped"]) == 2
-    with h5py.File(root / "image" / image["key"] / "image-00000.h5") as f, \
-            h5py.File(root / "image" / image["key"] / "image-00001.h5") as g:
+    with (
+        h5py.File(root / "image" / image["key"] / "image-00000.h5") as f,
+        h5py.File(root / "image" / image["key"] / "image-00001.h5") as g,
+    ):
         assert f["grid"].shape == (0, 4, 512) and g["grid"].shape[1:] == (4, 512)
     assert cli("--cache-dir", root, "cache", "verify", image["key"]).code == 0
     t = cli("--cache-dir", root, "train", *opts, "--head", "attention", "--epochs", 1, "--out", tmp_path / "run")
@@ -313,18 +363,36 @@ def test_a_first_shard_of_skipped_images_has_the_grid_shape(cli, tmp_path, monke
 
 # ---------------------------------------------------------------- --dry-run
 
+
 def test_dry_run_estimates_and_writes_nothing(cli, tmp_path):
-    r = cli("--cache-dir", tmp_path, "extract", "--limit", 100, *FAST, "--features", "pooled+grid",
-            "--image-size", 64, "--dry-run")
+    r = cli(
+        "--cache-dir",
+        tmp_path,
+        "extract",
+        "--limit",
+        100,
+        *FAST,
+        "--features",
+        "pooled+grid",
+        "--image-size",
+        64,
+        "--dry-run",
+    )
     assert r.code == 0, r
     assert "ESTIMATE" in r.out and "21 rows" in r.out and "on disk" in r.out and "for 21 rows (new)" in r.out
     assert not list(tmp_path.rglob("*.h5")) and not list(tmp_path.rglob("manifest.json"))
 
     from vqa_cache.extraction import dry_run
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
-    est = dry_run(ExtractRecipe(DatasetSettings(limit=100), ImageSettings(encoder="resnet18", weights="random", size=64,
-                                                                 features="pooled+grid", batch_size=4),
-                                TextSettings(encoder="bow")), tmp_path)
+
+    est = dry_run(
+        ExtractRecipe(
+            DatasetSettings(limit=100),
+            ImageSettings(encoder="resnet18", weights="random", size=64, features="pooled+grid", batch_size=4),
+            TextSettings(encoder="bow"),
+        ),
+        tmp_path,
+    )
     img = est["entries"][0]
     # pooled 512 + grid 2x2x512 float16 per image: the estimate is at least the raw bytes
     assert img["rows"] == 21 and img["bytes"] >= 21 * (512 + 4 * 512) * 2 and img["seconds"] > 0
@@ -332,15 +400,41 @@ def test_dry_run_estimates_and_writes_nothing(cli, tmp_path):
 
 # ---------------------------------------------------------------- grid + tokens, read with plain h5py/pyarrow
 
+
 def test_plain_h5py_pyarrow_read_of_grid_and_token_entries(cli, tmp_path, tiny_bert_dir):
-    r = cli("--cache-dir", tmp_path, "extract", "--limit", 30, "--image-encoder", "resnet18", "--weights", "random",
-            "--image-size", 64, "--features", "pooled+grid", "--text-encoder", tiny_bert_dir,
-            "--set", "text.weights=auto", "--set", "text.tokens=true", "--set", "text.max_length=12", "--shard-size", 5, "--workers", 0)
+    r = cli(
+        "--cache-dir",
+        tmp_path,
+        "extract",
+        "--limit",
+        30,
+        "--image-encoder",
+        "resnet18",
+        "--weights",
+        "random",
+        "--image-size",
+        64,
+        "--features",
+        "pooled+grid",
+        "--text-encoder",
+        tiny_bert_dir,
+        "--set",
+        "text.weights=auto",
+        "--set",
+        "text.tokens=true",
+        "--set",
+        "text.max_length=12",
+        "--shard-size",
+        5,
+        "--workers",
+        0,
+    )
     assert r.code == 0, r
 
     # --- only json, h5py, pyarrow and numpy from here: the documented layout (docs/cache-format.md)
     import h5py
     import pyarrow.parquet as pq
+
     found = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/*/manifest.json")}
     image = next(m for m in found.values() if m["kind"] == "image")
     question = next(m for m in found.values() if m["kind"] == "question")
@@ -367,17 +461,19 @@ def test_plain_h5py_pyarrow_read_of_grid_and_token_entries(cli, tmp_path, tiny_b
         # mean pooling = the masked mean of the token states
         np.testing.assert_allclose((tokens * mask[:, None]).sum(0) / mask.sum(), emb, rtol=2e-2, atol=2e-2)
     assert len(texts) == len(set(texts)) == question["rows"]
-    assert [len(x) for x in texts] == sorted(len(x) for x in texts)   # length-sorted: little padding
+    assert [len(x) for x in texts] == sorted(len(x) for x in texts)  # length-sorted: little padding
 
 
 def test_text_keys_change_with_tokens_length_pooling(tiny_bert_dir):
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
+
     img = ImageSettings(encoder="resnet18", weights="random", size=32)
 
     def key(**kw):
-        return make_plan(ExtractRecipe(DatasetSettings(limit=5), img, TextSettings(encoder=str(tiny_bert_dir), **kw))
-                         ).question_key
+        return make_plan(
+            ExtractRecipe(DatasetSettings(limit=5), img, TextSettings(encoder=str(tiny_bert_dir), **kw))
+        ).question_key
 
     base = key()
     assert len({base, key(tokens=True), key(max_length=16), key(pooling="cls")}) == 4

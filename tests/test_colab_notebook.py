@@ -2,6 +2,7 @@
 bottom as tests/test_notebook.py runs the quickstart (VQA_CACHE_QUICK=1); the Colab cells say what the page
 promises (install from git, VQA_CACHE_HOME and the runs on Drive, TensorBoard), and the attention warning is
 there."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
 from test_notebook import kernel_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "colab.ipynb"
-pytestmark = pytest.mark.slow     # a notebook kernel: not in `make test-fast`
+pytestmark = pytest.mark.slow  # a notebook kernel: not in `make test-fast`
 
 
 def colab(cell) -> bool:
@@ -32,8 +32,9 @@ def test_the_local_cells_run(tmp_path, monkeypatch):
     skipped = [c for c in nb.cells if colab(c)]
     nb.cells = [c for c in nb.cells if not colab(c)]
     assert len(skipped) == 3 and all(c.cell_type == "code" for c in skipped)
-    NotebookClient(nb, km=kernel_manager(tmp_path), timeout=180,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, km=kernel_manager(tmp_path), timeout=180, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code)
     for head in ("concat", "attention"):
@@ -51,4 +52,4 @@ def test_the_colab_cells_install_from_git_and_keep_the_cache_on_drive():
     assert 'RUNS = f"{BASE}/runs"' in text and "%tensorboard --logdir {RUNS}" in text
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "The attention head costs 4-5x concat per epoch" in prose
-    assert "T4" in prose and "minutes" not in prose        # no guessed Colab times
+    assert "T4" in prose and "minutes" not in prose  # no guessed Colab times

@@ -7,6 +7,7 @@ What differs from the printed command, and only that, to keep the suite affordab
 a tiny BERT or GPT-2 built here, given by appending --image-encoder/--image-size/--weights/--text-encoder),
 and a budget appended to each command that trains or encodes: --limit (easy-VQA), one epoch, two sweep
 trials, no DataLoader worker processes. Each command must exit 0."""
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,7 @@ def page_commands(text: str) -> list[str]:
             while line.endswith("\\") and i + 1 < len(lines):
                 i += 1
                 line = line[:-1] + " " + lines[i].strip()
-            out.append(line[len("$ vqa-cache "):].split("  #")[0].strip())
+            out.append(line[len("$ vqa-cache ") :].split("  #")[0].strip())
         i += 1
     return out
 
@@ -63,9 +64,11 @@ def seed_sections() -> dict[str, list[str]]:
 
 def test_the_parsers_find_the_commands():
     found = {f"{p.parent.name}/{p.name}": recipe_commands(p) for p in RECIPES}
-    assert found["extract/vit-bert-lora.toml"][:3] == ["extract extract/vit-bert-lora.toml",
-                                              "train train/vit-bert-head.toml --out runs/vit-bert-head",
-                                              "finetune train/vit-bert-lora.toml --init-head runs/vit-bert-head"]
+    assert found["extract/vit-bert-lora.toml"][:3] == [
+        "extract extract/vit-bert-lora.toml",
+        "train train/vit-bert-head.toml --out runs/vit-bert-head",
+        "finetune train/vit-bert-lora.toml --init-head runs/vit-bert-head",
+    ]
     assert sum(map(len, found.values())) >= 15
     assert len(page_commands((ROOT / "README.md").read_text())) >= 4
     sections = seed_sections()
@@ -97,8 +100,9 @@ def run_commands(cli, commands: list[str], text: str | None, data: dict, where: 
     for command in commands:
         for printed, real in data.items():
             command = command.replace(printed, real)
-        if "$(python -c" in command:           # the README's easy-VQA test image
+        if "$(python -c" in command:  # the README's easy-VQA test image
             import easy_vqa
+
             command = re.sub(r'"\$\(python -c [^"]*\)"', shlex.quote(easy_vqa.get_test_image_paths()[3]), command)
         words = shlex.split(command)
         r = cli(*words, *tiny_args(words, text))
@@ -110,25 +114,35 @@ def scratch(tmp_path, monkeypatch, tiny_bert_dir, tiny_gpt2_dir):
     """A directory with the recipes, its own cache, tiny VQA v2 and DACON datasets; and the text model per
     setup."""
     from fixtures_data import make_csv, make_vqa2
+
     for d in ("extract", "train"):
         shutil.copytree(ROOT / d, tmp_path / d)
     monkeypatch.setenv("VQA_CACHE_HOME", str(tmp_path / "cache"))
     make_vqa2(tmp_path / "vqa2", images=(("train2014", 40), ("val2014", 4), ("test2015", 2)))
     make_csv(tmp_path / "dacon", train_images=12, test_images=2)
     data = {"/data/vqa2": str(tmp_path / "vqa2"), "/data/dacon": str(tmp_path / "dacon")}
-    texts = {"vit-bert-lora": str(tiny_bert_dir), "vit-bert-head": str(tiny_bert_dir),
-             "resnet50-gpt2-yesno": str(tiny_gpt2_dir), "resnet50-bow-lstm": None,
-             "easyvqa-finetune": None}
+    texts = {
+        "vit-bert-lora": str(tiny_bert_dir),
+        "vit-bert-head": str(tiny_bert_dir),
+        "resnet50-gpt2-yesno": str(tiny_gpt2_dir),
+        "resnet50-bow-lstm": None,
+        "easyvqa-finetune": None,
+    }
     return tmp_path, data, lambda stem: texts.get(stem, str(tiny_bert_dir))
 
 
 def setup_commands(stem: str) -> list[str]:
     """The commands of extract/STEM.toml's comment, then train/STEM.toml's; when the first of them trains, the
     extract of the cache it reads comes first (a prerequisite the comment assumes, as `make train` does)."""
-    commands = [c for d in ("extract", "train") if (ROOT / d / f"{stem}.toml").is_file()
-                for c in recipe_commands(ROOT / d / f"{stem}.toml")]
+    commands = [
+        c
+        for d in ("extract", "train")
+        if (ROOT / d / f"{stem}.toml").is_file()
+        for c in recipe_commands(ROOT / d / f"{stem}.toml")
+    ]
     if commands and commands[0].split()[0] in ("train", "sweep"):
         import tomllib
+
         data = tomllib.loads((ROOT / "train" / f"{stem}.toml").read_text())
         if "base" in data:
             data = tomllib.loads((ROOT / "train" / Path(data["base"]).name).read_text())
@@ -139,14 +153,13 @@ def setup_commands(stem: str) -> list[str]:
 def distinct_setups() -> list[str]:
     """The recipe stems with commands, less those whose commands another stem's run includes."""
     sets = {stem: set(setup_commands(stem)) for stem in sorted({p.stem for p in RECIPES if recipe_commands(p)})}
-    return [s for s in sets if not any(o != s and (sets[s] < sets[o] or (sets[s] == sets[o] and o < s))
-                                       for o in sets)]
+    return [s for s in sets if not any(o != s and (sets[s] < sets[o] or (sets[s] == sets[o] and o < s)) for o in sets)]
 
 
 STEMS = distinct_setups()
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 @pytest.mark.parametrize("stem", STEMS)
 def test_recipe_comment_commands_run(cli, scratch, stem, monkeypatch):
     where, data, text = scratch
@@ -173,15 +186,39 @@ def test_extract_spelling_of_set_works_in_train(cli, tmp_path):
     tiny = ["--image-encoder", "resnet18", "--image-size", "32", "--weights", "random", "--limit", "60"]
     r = cli("--cache-dir", tmp_path, "extract", *tiny, "--set", "text.ids=true", "--workers", 0)
     assert r.code == 0, r
-    r = cli("--cache-dir", tmp_path, "train", *tiny, "--head", "lstm", "--set", "text.ids=true", "--epochs", 1,
-            "--out", tmp_path / "run")
+    r = cli(
+        "--cache-dir",
+        tmp_path,
+        "train",
+        *tiny,
+        "--head",
+        "lstm",
+        "--set",
+        "text.ids=true",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "run",
+    )
     assert r.code == 0, r
-    r = cli("--cache-dir", tmp_path, "train", *tiny, "--head", "lstm", "--set", "features.text.ids=true",
-            "--epochs", 1, "--out", tmp_path / "run2")
+    r = cli(
+        "--cache-dir",
+        tmp_path,
+        "train",
+        *tiny,
+        "--head",
+        "lstm",
+        "--set",
+        "features.text.ids=true",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "run2",
+    )
     assert r.code == 0, r
 
 
-if __name__ == "__main__":          # print what the tests would run
+if __name__ == "__main__":  # print what the tests would run
     for p in RECIPES:
         print(p.name, recipe_commands(p))
     print(page_commands((ROOT / "README.md").read_text()))

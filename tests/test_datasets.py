@@ -1,13 +1,13 @@
 """Real dataset layouts (VQA v2, VizWiz records and column-wise, DACON CSV) on tiny fixtures made here:
 extract + train + eval through the CLI, the dataset entry in the cache, subsets, soft scores vs the
 metric, and every kind of bad input (one line, exit 2, nothing half-written)."""
+
 from __future__ import annotations
 
 import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import FAST
 from fixtures_data import make_csv, make_vizwiz, make_vqa2
 
@@ -28,6 +28,7 @@ def run_json(path):
 
 # ---------------------------------------------------------------- end to end, per layout
 
+
 def test_vqa2_extract_train_eval(cli, tmp_path):
     d = tmp_path / "vqa"
     files = make_vqa2(d)
@@ -35,7 +36,7 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
     ds = ["--dataset", f"vqa2:{d}"]
     r = cli("--cache-dir", cache, "extract", *ds, *FAST)
     assert r.code == 0, r
-    assert "36 questions" in r.out and "12 images" in r.out   # train + val + test
+    assert "36 questions" in r.out and "12 images" in r.out  # train + val + test
 
     # the parsed samples table is a dataset entry, readable with plain pyarrow
     [manifest] = [json.loads(p.read_text()) for p in (cache / "dataset").glob("*/manifest.json")]
@@ -53,8 +54,16 @@ def test_vqa2_extract_train_eval(cli, tmp_path):
     assert sorted(p["question_id"] for p in preds) == sorted(files["val"]["qids"])
     assert all(isinstance(p["answer"], str) for p in preds)
 
-    r = cli("eval", "--questions", files["val"]["questions"], "--annotations", files["val"]["annotations"],
-            "--predictions", run / "predictions.json", "--json")
+    r = cli(
+        "eval",
+        "--questions",
+        files["val"]["questions"],
+        "--annotations",
+        files["val"]["annotations"],
+        "--predictions",
+        run / "predictions.json",
+        "--json",
+    )
     assert r.code == 0, r
     result = json.loads(r.out)
     # training's validation accuracy (soft scores) is the official metric of the same predictions
@@ -83,7 +92,7 @@ def test_vqa2_trains_with_soft_score_bce(tmp_path):
         vocab = build_vocabulary(t.column("answers").to_pylist(), top_k=1000)
         s = Split(t, list(range(t.num_rows)), list(range(t.num_rows)), vocab)
         assert s.multi is multi
-        if multi:   # targets are soft scores: some strictly between 0 and 1
+        if multi:  # targets are soft scores: some strictly between 0 and 1
             v = s.target_val[s.target_val > 0]
             assert ((v > 0) & (v < 1)).any() and (v <= 1).all()
 
@@ -146,9 +155,11 @@ def test_csv_column_and_folder_renames(cli, tmp_path):
 
 # ---------------------------------------------------------------- the dataset entry
 
+
 def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, capsys):
     from vqa_cache.cache.samples import load_samples
     from vqa_cache.data import vqa2
+
     d, root = tmp_path / "vqa", tmp_path / "cache"
     files = make_vqa2(d)
     spec = DatasetSettings(name=f"vqa2:{d}")
@@ -172,6 +183,7 @@ def test_dataset_entry_parsed_once_and_rekeyed_on_change(tmp_path, monkeypatch, 
 
 def test_dataset_entry_verifies_and_a_flipped_byte_is_named(cli, tmp_path):
     from vqa_cache.cache.samples import load_samples
+
     d, root = tmp_path / "vqa", tmp_path / "cache"
     make_vqa2(d)
     load_samples(DatasetSettings(name=f"vqa2:{d}"), root=root)
@@ -188,6 +200,7 @@ def test_dataset_entry_verifies_and_a_flipped_byte_is_named(cli, tmp_path):
 
 # ---------------------------------------------------------------- subsets
 
+
 def test_subsets(tmp_path):
     d = tmp_path / "vqa"
     make_vqa2(d, images=(("train2014", 12), ("val2014", 6)))
@@ -197,10 +210,11 @@ def test_subsets(tmp_path):
 
     def frac(seed):
         return load_samples(DatasetSettings(name=name, image_fraction=0.5, seed=seed))
+
     a, b = frac(1), frac(1)
     assert a.equals(b)
     kept = set(a.column("image_id").to_pylist())
-    assert len(kept) == 9 and a.num_rows == 27          # every question of each kept image
+    assert len(kept) == 9 and a.num_rows == 27  # every question of each kept image
     assert kept != set(frac(2).column("image_id").to_pylist())
 
     lim = load_samples(DatasetSettings(name=name, limit=5))
@@ -221,6 +235,7 @@ def test_held_out_val_is_by_image_and_seeded(tmp_path):
         val = {i for i, s in zip(ids, split) if s == "val"}
         assert not val & {i for i, s in zip(ids, split) if s == "train"}
         return val
+
     assert len(val_images(0.25, 0)) == 5
     assert val_images(0.25, 0) == val_images(0.25, 0) != val_images(0.25, 1)
 
@@ -228,17 +243,30 @@ def test_held_out_val_is_by_image_and_seeded(tmp_path):
 def test_cli_subset_options_reach_the_recipe():
     from vqa_cache import recipes
     from vqa_cache.options import feature_argv, feature_overrides
-    feature = dict(dataset="csv:/x", answer_types=("yes/no,number",), image_fraction=0.25, val_fraction=0.2,
-                   data_seed=7, skip_missing=True)
+
+    feature = dict(
+        dataset="csv:/x",
+        answer_types=("yes/no,number",),
+        image_fraction=0.25,
+        val_fraction=0.2,
+        data_seed=7,
+        skip_missing=True,
+    )
     data = recipes.apply_overrides({}, feature_overrides("", **feature))
     ds = recipes.build(recipes.ExtractRecipe, data).dataset
-    assert (ds.answer_types, ds.image_fraction, ds.val_fraction, ds.seed, ds.skip_missing) == \
-        (("yes/no", "number"), 0.25, 0.2, 7, True)
+    assert (ds.answer_types, ds.image_fraction, ds.val_fraction, ds.seed, ds.skip_missing) == (
+        ("yes/no", "number"),
+        0.25,
+        0.2,
+        7,
+        True,
+    )
     argv = feature_argv(feature)
     assert "--skip-missing" in argv and argv[argv.index("--data-seed") + 1] == "7"
 
 
 # ---------------------------------------------------------------- soft scores and the metric
+
 
 def test_soft_scores_agree_with_the_metric(tmp_path):
     from vqa_cache.answers import best_answer, ground_truth, soft_scores
@@ -247,8 +275,12 @@ def test_soft_scores_agree_with_the_metric(tmp_path):
     make_vqa2(tmp_path / "v")
     t = load_samples(DatasetSettings(name=f"vqa2:{tmp_path / 'v'}", splits=("train", "val")))
     cases = t.column("answers").to_pylist() + [
-        ["2"] * 3 + ["3"] * 7, ["yes"] * 10, ["red", "blue"] * 5, ["big dog"] * 2 + ["dog"] * 8,
-        ["white", "white", "gray", "grey", "silver", "white", "gray", "white", "light gray", "gray"]]
+        ["2"] * 3 + ["3"] * 7,
+        ["yes"] * 10,
+        ["red", "blue"] * 5,
+        ["big dog"] * 2 + ["dog"] * 8,
+        ["white", "white", "gray", "grey", "silver", "white", "gray", "white", "light gray", "gray"],
+    ]
     for answers in cases:
         scores = soft_scores(ground_truth(answers))
         best = best_answer(ground_truth(answers))
@@ -260,6 +292,7 @@ def test_soft_scores_agree_with_the_metric(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def _vqa2(tmp_path):
     d = tmp_path / "vqa"
@@ -291,7 +324,7 @@ def bad_no_files(tmp_path):
 def bad_malformed_json(tmp_path):
     d, files = _vqa2(tmp_path)
     lines = json.dumps(json.loads(files["train"]["annotations"].read_text()), indent=1).splitlines()
-    lines[6] = lines[6].rstrip(",")      # a missing comma on line 7
+    lines[6] = lines[6].rstrip(",")  # a missing comma on line 7
     files["train"]["annotations"].write_text("\n".join(lines))
     return f"vqa2:{d}", [], "v2_mscoco_train2014_annotations.json: malformed JSON at line 8 column"
 
@@ -312,6 +345,7 @@ def bad_duplicate_qid(tmp_path):
 
     def dup(x):
         x["questions"][1]["question_id"] = x["questions"][0]["question_id"]
+
     _edit_json(files["train"]["questions"], dup)
     return f"vqa2:{d}", [], "duplicate question_id 9000"
 
@@ -385,13 +419,16 @@ def bad_image_id_too_long(tmp_path):
     make_csv(tmp_path / "c")
     path = tmp_path / "c" / "train.csv"
     path.write_text(path.read_text().replace("train_00001", "x" * 300, 1))
-    return f"csv:{tmp_path / 'c'}", [], ("train.csv line 5 (image_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'): "
-                                         "image file name 'xxxxx")
+    return (
+        f"csv:{tmp_path / 'c'}",
+        [],
+        ("train.csv line 5 (image_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'): image file name 'xxxxx"),
+    )
 
 
 def bad_path_too_long(tmp_path):
     make_csv(tmp_path / "c")
-    deep = "/".join(["d" * 200] * 25)          # every name fits, the whole path (5,000 bytes) does not
+    deep = "/".join(["d" * 200] * 25)  # every name fits, the whole path (5,000 bytes) does not
     return f"csv:{tmp_path / 'c'}", ["--set", f"dataset.options.image_dir={deep}"], "File name too long"
 
 
@@ -430,11 +467,32 @@ def bad_empty_question_csv(tmp_path):
     return f"csv:{tmp_path / 'c'}", [], "test.csv: line 3: empty question"
 
 
-BAD = [bad_missing_dir, bad_missing_file, bad_no_files, bad_malformed_json, bad_missing_key, bad_missing_column,
-       bad_duplicate_qid, bad_duplicate_csv_id, bad_missing_images, bad_empty_split, bad_answer_type,
-       bad_path_escape, bad_csv_option, bad_fraction, bad_header_only_csv, bad_no_questions_vqa2,
-       bad_no_records_vizwiz, bad_image_id_too_long, bad_path_too_long, bad_image_path_too_long, bad_deep_json, bad_empty_question_vqa2,
-       bad_empty_question_vizwiz, bad_empty_question_csv]
+BAD = [
+    bad_missing_dir,
+    bad_missing_file,
+    bad_no_files,
+    bad_malformed_json,
+    bad_missing_key,
+    bad_missing_column,
+    bad_duplicate_qid,
+    bad_duplicate_csv_id,
+    bad_missing_images,
+    bad_empty_split,
+    bad_answer_type,
+    bad_path_escape,
+    bad_csv_option,
+    bad_fraction,
+    bad_header_only_csv,
+    bad_no_questions_vqa2,
+    bad_no_records_vizwiz,
+    bad_image_id_too_long,
+    bad_path_too_long,
+    bad_image_path_too_long,
+    bad_deep_json,
+    bad_empty_question_vqa2,
+    bad_empty_question_vizwiz,
+    bad_empty_question_csv,
+]
 
 
 @pytest.mark.parametrize("make", BAD, ids=[f.__name__[4:] for f in BAD])
@@ -459,8 +517,11 @@ def test_bad_input_one_line_exit_2_nothing_written(cli, tmp_path, make, command)
 def test_missing_images_named_up_to_ten_and_skip_missing(cli, tmp_path):
     name, _, _ = bad_missing_images(tmp_path)
     r = cli("--cache-dir", tmp_path / "cache", "extract", "--dataset", name, *FAST)
-    assert r.code == 2 and r.err.count("COCO_train2014_") == 10 and r.err.rstrip().endswith(
-        "(--skip-missing drops their questions; --split picks splits)"), r
+    assert (
+        r.code == 2
+        and r.err.count("COCO_train2014_") == 10
+        and r.err.rstrip().endswith("(--skip-missing drops their questions; --split picks splits)")
+    ), r
     r = cli("--cache-dir", tmp_path / "cache", "extract", "--dataset", name, "--skip-missing", *FAST)
     assert r.code == 0, r
     assert "--skip-missing: dropped 36 question(s) whose 12 image file(s) are missing" in r.out
@@ -471,26 +532,38 @@ def test_eval_predictions_nested_too_deeply_is_bad_input(cli, tmp_path):
     files = make_vqa2(tmp_path / "v", images=(("val2014", 2),))
     predictions = tmp_path / "p.json"
     predictions.write_text("[" * 100_000 + "]" * 100_000)
-    r = cli("eval", "--questions", files["val"]["questions"], "--annotations", files["val"]["annotations"],
-            "--predictions", predictions)
+    r = cli(
+        "eval",
+        "--questions",
+        files["val"]["questions"],
+        "--annotations",
+        files["val"]["annotations"],
+        "--predictions",
+        predictions,
+    )
     assert r.code == 2, r
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and f"{predictions}: JSON nested too deeply" in lines[0], r
 
 
-@pytest.mark.parametrize("layout, options, message", [
-    ("csv", {"image_dir": 3}, "csv dataset option 'image_dir' must be a non-empty string, got 3"),
-    ("csv", {"train_file": ""}, "csv dataset option 'train_file' must be a non-empty string, got ''"),
-    ("hf", {"question_column": ""}, "hf dataset option 'question_column' must be a non-empty string, got ''"),
-    ("hf", {"config": 1}, "hf dataset option 'config' must be a string, got 1"),
-])
+@pytest.mark.parametrize(
+    "layout, options, message",
+    [
+        ("csv", {"image_dir": 3}, "csv dataset option 'image_dir' must be a non-empty string, got 3"),
+        ("csv", {"train_file": ""}, "csv dataset option 'train_file' must be a non-empty string, got ''"),
+        ("hf", {"question_column": ""}, "hf dataset option 'question_column' must be a non-empty string, got ''"),
+        ("hf", {"config": 1}, "hf dataset option 'config' must be a string, got 1"),
+    ],
+)
 def test_layout_options_are_strings_empty_only_where_allowed(layout, options, message):
-    from vqa_cache.errors import BadInput
     from vqa_cache.data import csvdata, hf
+    from vqa_cache.errors import BadInput
     from vqa_cache.recipes import DatasetSettings
+
     module = {"csv": csvdata, "hf": hf}[layout]
     with pytest.raises(BadInput) as e:
         module.options(DatasetSettings(name=f"{layout}:x", options=options))
     assert str(e.value) == message
-    assert module.options(DatasetSettings(name=f"{layout}:x", options={"image_ext": ""} if layout == "csv"
-                                          else {"config": ""}))
+    assert module.options(
+        DatasetSettings(name=f"{layout}:x", options={"image_ext": ""} if layout == "csv" else {"config": ""})
+    )

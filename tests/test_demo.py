@@ -1,13 +1,13 @@
 """`vqa-cache demo`: the Gradio page's API endpoint /predict answers like `ask` through gradio_client (a server
 on 127.0.0.1 only); an attention head's answer comes with its map over the image; without the [demo] extra
 the command is one line naming the install command, exit 2."""
+
 from __future__ import annotations
 
 import importlib.util
 import socket
 
 import pytest
-
 from conftest import FAST, run_cli
 
 QUESTION = "what is the color of the shape?"
@@ -21,13 +21,26 @@ def need_demo():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """An attention head (1 epoch) on a small easy-VQA cache with grid features; (run dir, cache, an image)."""
-    need_demo()                 # (before the training: the tests that use it need the extra)
+    need_demo()  # (before the training: the tests that use it need the extra)
     import easy_vqa
+
     work = tmp_path_factory.mktemp("demo")
     features = ["--limit", 300, *FAST, "--features", "pooled+grid"]
     run_cli("--cache-dir", work / "cache", "extract", *features, "--workers", 0)
-    run_cli("--cache-dir", work / "cache", "train", *features, "--head", "attention", "--set", "head.hidden=64",
-            "--epochs", 1, "--out", work / "run")
+    run_cli(
+        "--cache-dir",
+        work / "cache",
+        "train",
+        *features,
+        "--head",
+        "attention",
+        "--set",
+        "head.hidden=64",
+        "--epochs",
+        1,
+        "--out",
+        work / "run",
+    )
     image = sorted(easy_vqa.get_test_image_paths().items())[0][1]
     return work / "run", work / "cache", image
 
@@ -41,6 +54,7 @@ def free_port() -> int:
 def test_the_api_endpoint_answers_like_ask(run):
     need_demo()
     from gradio_client import Client, handle_file
+
     import vqa_cache
     from vqa_cache.demo import build
 
@@ -72,6 +86,7 @@ def test_an_attention_head_shows_where_it_looked(run):
 
 def test_it_binds_127_0_0_1_by_default():
     from vqa_cache.cli import cli
+
     [host] = [p for p in cli.commands["demo"].params if p.name == "host"]
     assert host.default == "127.0.0.1"
 
@@ -80,13 +95,16 @@ def test_without_the_extra_it_is_one_line_exit_2(cli, monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
     r = cli("demo", tmp_path)
-    assert r.code == 2 and r.err.strip() == ("vqa-cache: error: demo: gradio is not installed; install it with "
-                                             "pip install 'vqa-cache[demo]' (or pip install gradio)"), r
+    assert r.code == 2 and r.err.strip() == (
+        "vqa-cache: error: demo: gradio is not installed; install it with "
+        "pip install 'vqa-cache[demo]' (or pip install gradio)"
+    ), r
 
 
 def test_not_a_run_is_one_line_exit_2(tmp_path):
     need_demo()
     import vqa_cache
     from vqa_cache.demo import build
+
     with pytest.raises(vqa_cache.BadInput):
         build(tmp_path)

@@ -3,6 +3,7 @@ of every process, and DistributedDataParallel training (with --resume) and finet
 
 Each torchrun starts three Python processes on a shared 2-core machine: the tests keep to four of them.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FAST, run_cli
 
-pytestmark = pytest.mark.slow     # torchrun: not in `make test-fast`
+pytestmark = pytest.mark.slow  # torchrun: not in `make test-fast`
 ROOT = Path(__file__).resolve().parents[1]
 EXTRACT = ["extract", "--limit", 1000, *FAST, "--shard-size", 8, "--batch-size", 4, "--workers", 0]
 # constant learning rate and no dropout: a 2-rank run takes the same steps as one process (DDP averages
 # the gradients of the two halves of each batch), so the two can be compared closely, across a --resume too
-TRAIN = ["train", "train/easyvqa-concat.toml", "--limit", 1000, *FAST, "--batch-size", 64, "--lr", 0.003,
-         "--set", "head.hidden=64", "--set", "head.dropout=0", "--set", "optim.warmup_epochs=0",
-         "--set", "optim.min_lr=0.003", "--set", "optim.patience=0"]
+TRAIN = [
+    "train",
+    "train/easyvqa-concat.toml",
+    "--limit",
+    1000,
+    *FAST,
+    "--batch-size",
+    64,
+    "--lr",
+    0.003,
+    "--set",
+    "head.hidden=64",
+    "--set",
+    "head.dropout=0",
+    "--set",
+    "optim.warmup_epochs=0",
+    "--set",
+    "optim.min_lr=0.003",
+    "--set",
+    "optim.patience=0",
+]
 
 
 def free_port() -> int:
@@ -38,16 +56,29 @@ def free_port() -> int:
 def torchrun_cmd(cache_dir, *args, nproc: int = 2) -> list[str]:
     exe = Path(sys.executable).with_name("torchrun")
     launcher = [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1", "--master-port",
-            str(free_port()), "-m", "vqa_cache", "--cache-dir", str(cache_dir), *map(str, args)]
+    return [
+        *launcher,
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "vqa_cache",
+        "--cache-dir",
+        str(cache_dir),
+        *map(str, args),
+    ]
 
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
 def torchrun(cache_dir, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-    p = subprocess.run(torchrun_cmd(cache_dir, *args), cwd=ROOT, env=ENV, capture_output=True, text=True,
-                       timeout=timeout, check=False)
+    p = subprocess.run(
+        torchrun_cmd(cache_dir, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-3000:]}"
     return p
 
@@ -70,21 +101,28 @@ def assert_same_cache(cli, dist_root, single_root):
     `cache verify` ok, no leftovers (progress files, temporaries)."""
     import h5py
     import pyarrow.parquet as pq
+
     for kind in ("image", "question"):
         a, b = manifest(dist_root, kind), manifest(single_root, kind)
         assert a["key"] == b["key"] and a["complete"] and a["rows"] == b["rows"] and a["dim"] == b["dim"]
-        assert [(s["file"], s["start"], s["stop"], s["rows"], s["sha256"]) for s in a["shards"]] == \
-               [(s["file"], s["start"], s["stop"], s["rows"], s["sha256"]) for s in b["shards"]]
+        assert [(s["file"], s["start"], s["stop"], s["rows"], s["sha256"]) for s in a["shards"]] == [
+            (s["file"], s["start"], s["stop"], s["rows"], s["sha256"]) for s in b["shards"]
+        ]
         v = cli("--cache-dir", dist_root, "cache", "verify", a["key"])
         assert v.code == 0 and v.out.startswith("ok "), v
         d = Path(dist_root) / kind / a["key"]
-        assert sorted(p.name for p in d.iterdir()) == sorted(p.name for p in (Path(single_root) / kind / a["key"]).iterdir())
+        assert sorted(p.name for p in d.iterdir()) == sorted(
+            p.name for p in (Path(single_root) / kind / a["key"]).iterdir()
+        )
     key = manifest(single_root, "image")["key"]
     ia = pq.read_table(Path(dist_root) / "image" / key / "index.parquet").to_pydict()
     ib = pq.read_table(Path(single_root) / "image" / key / "index.parquet").to_pydict()
     assert ia == ib and len(set(ia["image_id"])) == len(ia["image_id"])
     for name in set(ia["shard"]):
-        with h5py.File(Path(dist_root) / "image" / key / name) as fa, h5py.File(Path(single_root) / "image" / key / name) as fb:
+        with (
+            h5py.File(Path(dist_root) / "image" / key / name) as fa,
+            h5py.File(Path(single_root) / "image" / key / name) as fb,
+        ):
             np.testing.assert_array_equal(fa["features"][:], fb["features"][:])
 
 
@@ -98,8 +136,15 @@ def test_two_process_extraction_equals_single_process(cli, single, tmp_path):
 
 def test_two_process_extraction_killed_then_resumed(cli, single, tmp_path):
     import psutil
-    proc = subprocess.Popen(torchrun_cmd(tmp_path, *EXTRACT), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    proc = subprocess.Popen(
+        torchrun_cmd(tmp_path, *EXTRACT),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -139,7 +184,7 @@ def _records(path) -> int:
 def test_two_process_training_and_resume_match_single_process(cli, single, tmp_path):
     dist_run, one_run = tmp_path / "ddp", tmp_path / "one"
     p = torchrun(single, *TRAIN, "--epochs", 2, "--out", dist_run)
-    assert p.stdout.count("run ") == 1, p.stdout                    # rank 0 alone prints
+    assert p.stdout.count("run ") == 1, p.stdout  # rank 0 alone prints
     assert [e["epoch"] for e in json.loads((dist_run / "metrics.json").read_text())["epochs"]] == [1, 2]
     p = torchrun(single, *TRAIN, "--epochs", 4, "--resume", "--out", dist_run)
     assert "resuming" in p.stdout
@@ -149,7 +194,7 @@ def test_two_process_training_and_resume_match_single_process(cli, single, tmp_p
     ddp = json.loads((dist_run / "metrics.json").read_text())
     one = json.loads((one_run / "metrics.json").read_text())
     assert [e["epoch"] for e in ddp["epochs"]] == [1, 2, 3, 4]
-    assert one["best"]["val_accuracy"] > 0.6                          # it learned something
+    assert one["best"]["val_accuracy"] > 0.6  # it learned something
     assert abs(ddp["best"]["val_accuracy"] - one["best"]["val_accuracy"]) <= 0.01
     for a, b in zip(ddp["epochs"], one["epochs"]):
         assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.01
@@ -160,12 +205,26 @@ def test_two_process_training_and_resume_match_single_process(cli, single, tmp_p
         assert (dist_run / name).is_file()
     # the checkpoint is a plain head's (no DDP "module." prefix): predict reads it like any other
     import torch
+
     state = torch.load(dist_run / "best.pt", weights_only=False)["model"]
     assert not any(k.startswith("module.") for k in state)
 
 
-FINETUNE = ["finetune", "train/easyvqa-finetune.toml", "--limit", 200, *FAST, "--train-encoders", "top:1",
-            "--epochs", 2, "--set", "head.dropout=0", "--set", "finetune.workers=0"]
+FINETUNE = [
+    "finetune",
+    "train/easyvqa-finetune.toml",
+    "--limit",
+    200,
+    *FAST,
+    "--train-encoders",
+    "top:1",
+    "--epochs",
+    2,
+    "--set",
+    "head.dropout=0",
+    "--set",
+    "finetune.workers=0",
+]
 
 
 def test_two_process_finetune_matches_single_process(cli, tmp_path):
@@ -173,14 +232,14 @@ def test_two_process_finetune_matches_single_process(cli, tmp_path):
     group_by_image batches cut between images: the single-process metrics, rank 0 alone writing."""
     dist_run, one_run, cache = tmp_path / "ddp", tmp_path / "one", tmp_path / "cache"
     p = torchrun(cache, *FINETUNE, "--out", dist_run)
-    assert p.stdout.count("run ") == 1 and p.stdout.count("epoch   1 ") == 1, p.stdout   # rank 0 alone prints
+    assert p.stdout.count("run ") == 1 and p.stdout.count("epoch   1 ") == 1, p.stdout  # rank 0 alone prints
     r = cli("--cache-dir", cache, *FINETUNE, "--out", one_run)
     assert r.code == 0, r
 
     ddp = json.loads((dist_run / "metrics.json").read_text())
     one = json.loads((one_run / "metrics.json").read_text())
     assert [e["epoch"] for e in ddp["epochs"]] == [e["epoch"] for e in one["epochs"]] == [1, 2]
-    assert one["epochs"][1]["train_loss"] < 0.8 * one["epochs"][0]["train_loss"]   # it learned something
+    assert one["epochs"][1]["train_loss"] < 0.8 * one["epochs"][0]["train_loss"]  # it learned something
     assert abs(ddp["best"]["val_accuracy"] - one["best"]["val_accuracy"]) <= 0.01
     for a, b in zip(ddp["epochs"], one["epochs"]):
         assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.01
@@ -190,6 +249,10 @@ def test_two_process_finetune_matches_single_process(cli, tmp_path):
         assert (dist_run / name).is_file()
     # the checkpoint holds what a single-process run's does: plain head, layer4 weights and BN statistics
     import torch
+
     a, b = (torch.load(d / "last.pt", weights_only=False) for d in (dist_run, one_run))
-    assert a["model"].keys() == b["model"].keys() and a["encoders"]["image_enc"].keys() == b["encoders"]["image_enc"].keys()
+    assert (
+        a["model"].keys() == b["model"].keys()
+        and a["encoders"]["image_enc"].keys() == b["encoders"]["image_enc"].keys()
+    )
     assert any("running_mean" in k for k in a["encoders"]["image_enc"])

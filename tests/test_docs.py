@@ -1,5 +1,6 @@
 """The README and docs/ stay true, cheaply: their relative links lead somewhere, and every
 `vqa-cache COMMAND --option` they show is an option that command has."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^(```|~~~)")
-LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")   # [text](target "title")
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 MAKE_TARGETS = {"features": "extract", "train": "train", "finetune": "finetune", "sweep": "sweep"}
@@ -51,7 +52,7 @@ def anchors(page: Path) -> set[str]:
 
 def links(page: Path) -> list[str]:
     prose = "\n".join(prose_and_code(page.read_text(encoding="utf-8"))[0])
-    prose = re.sub(r"`[^`\n]*`", "", prose)          # code spans are not links
+    prose = re.sub(r"`[^`\n]*`", "", prose)  # code spans are not links
     return LINK.findall(prose)
 
 
@@ -60,7 +61,7 @@ def test_relative_links_lead_somewhere(page):
     """Every relative link (and its #anchor) names a file, folder or heading that exists."""
     broken = []
     for target in links(page):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target):          # https:, mailto: ...
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
             continue
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
@@ -79,8 +80,11 @@ def test_every_page_in_docs_is_reached_from_the_readme():
         if page in reached or page.suffix != ".md" or not page.is_file():
             continue
         reached.add(page)
-        todo += [(page.parent / t.partition("#")[0]).resolve() for t in links(page)
-                 if t.partition("#")[0] and not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+        todo += [
+            (page.parent / t.partition("#")[0]).resolve()
+            for t in links(page)
+            if t.partition("#")[0] and not re.match(r"^[a-z][a-z0-9+.-]*:", t)
+        ]
     missing = [p.name for p in PAGES[1:] if p.resolve() not in reached]
     assert not missing, f"docs pages that README.md does not lead to: {missing}"
 
@@ -121,7 +125,7 @@ def words(text: str) -> list[str]:
     text = re.sub(r"[\[\]]|\.\.\.|…", " ", text)
     try:
         return shlex.split(text.replace("|", " | "))
-    except ValueError:                               # an unbalanced quote in a usage line
+    except ValueError:  # an unbalanced quote in a usage line
         return text.replace("|", " | ").split()
 
 
@@ -145,18 +149,18 @@ def wrong_options(argv: list[str], lookup) -> tuple[int, list[str]]:
     (options, subcommands) of `vqa-cache COMMAND`."""
     options, subcommands = lookup()
     wrong = []
-    while argv and argv[0].startswith("-"):              # global options: --cache-dir DIR, --debug
+    while argv and argv[0].startswith("-"):  # global options: --cache-dir DIR, --debug
         flag = argv.pop(0).split("=")[0]
         if flag not in options:
             wrong.append(f"vqa-cache {flag} (not a global option)")
         elif flag == "--cache-dir" and argv:
             argv.pop(0)
     if not argv or not re.fullmatch(r"[a-z]+", argv[0]):
-        return 0, wrong                                   # `vqa-cache` alone, `vqa-cache COMMAND`, ...
+        return 0, wrong  # `vqa-cache` alone, `vqa-cache COMMAND`, ...
     if argv[0] not in subcommands:
         return 0, wrong + [f"vqa-cache {argv[0]} (no such command)"]
     calls = [((argv[0],), argv[1:])]
-    if lookup(argv[0])[1]:                                # a group: `cache ls [--json] | info KEY | ...`
+    if lookup(argv[0])[1]:  # a group: `cache ls [--json] | info KEY | ...`
         calls = []
         for part in " ".join(argv[1:]).split(" | "):
             sub, *rest = part.split() or [""]

@@ -1,5 +1,6 @@
 """Where a run looked: attention maps of the grid heads, Grad-CAM for pooled heads (vqa_cache/explain.py),
 `ask --json`, `ask --explain OUT.png`, the report's gallery maps, and their bad input."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,23 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from torch import nn
 
-from conftest import run_cli
 from vqa_cache import explain, heads
 
 LIMIT = ["--limit", 200]
-FEATURES = [*LIMIT, "--image-encoder", "resnet18", "--image-size", "64", "--weights", "random",
-            "--features", "pooled+grid"]          # ResNet18 at 64 px: a 2 x 2 grid
+FEATURES = [
+    *LIMIT,
+    "--image-encoder",
+    "resnet18",
+    "--image-size",
+    "64",
+    "--weights",
+    "random",
+    "--features",
+    "pooled+grid",
+]  # ResNet18 at 64 px: a 2 x 2 grid
 QUESTION = "What color is the shape?"
 
 
@@ -30,8 +40,20 @@ def cache(tmp_path_factory):
 def runs(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     for head in ("attention", "concat"):
-        run_cli("--cache-dir", cache, "train", *FEATURES, "--head", head, "--epochs", 1, "--set", "head.hidden=32",
-                "--out", out / head)
+        run_cli(
+            "--cache-dir",
+            cache,
+            "train",
+            *FEATURES,
+            "--head",
+            head,
+            "--epochs",
+            1,
+            "--set",
+            "head.hidden=32",
+            "--out",
+            out / head,
+        )
     return out
 
 
@@ -39,6 +61,7 @@ def runs(cache, tmp_path_factory):
 def image_file():
     from vqa_cache.data import load_samples
     from vqa_cache.recipes import DatasetSettings
+
     return load_samples(DatasetSettings(limit=5)).column("image_path")[0].as_py()
 
 
@@ -50,12 +73,13 @@ def one_line(r) -> str:
 
 # ---------------------------------------------------------------- the heads keep their maps, same logits
 
+
 def grid_inputs(name: str, batch: int = 3, cells: int = 9):
     torch.manual_seed(0)
     image = torch.randn(batch, cells, 16)
     if name == "coattention":
         question = torch.randn(batch, 5, 12)
-        question[0, 3:] = 0                                           # padding
+        question[0, 3:] = 0  # padding
     elif name == "butd":
         question = torch.randint(1, 20, (batch, 6))
     else:
@@ -74,8 +98,8 @@ def test_grid_heads_keep_a_map_over_the_cells_and_the_same_logits(name):
     assert torch.equal(logits, plain)
     assert weights.shape == (3, 9) and (weights >= 0).all()
     assert torch.allclose(weights.sum(-1), torch.ones(3))
-    assert weights.std() > 0                                          # not a uniform placeholder
-    assert model.keep_attention is False and model.last_attention is None   # nothing kept afterwards
+    assert weights.std() > 0  # not a uniform placeholder
+    assert model.keep_attention is False and model.last_attention is None  # nothing kept afterwards
     assert not any("attention" in k and "last" in k for k in model.state_dict())
 
 
@@ -98,13 +122,15 @@ def test_pooled_heads_do_not_attend_and_grid_shapes():
 
 # ---------------------------------------------------------------- Grad-CAM against a hand computation
 
+
 def test_grad_cam_of_a_linear_head_is_relu_of_the_weighted_map():
     """pooled = mean of the map, logit = W pooled: d logit / d A_d = W[a, d] / (h w), so the map is
     relu(sum_d W[a, d] A_d) / (h w), normalized."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1)
-    encoder = types.SimpleNamespace(mean=torch.zeros(1, 3, 1, 1), std=torch.ones(1, 3, 1, 1),
-                                    convolutional=True, body=conv)
+    encoder = types.SimpleNamespace(
+        mean=torch.zeros(1, 3, 1, 1), std=torch.ones(1, 3, 1, 1), convolutional=True, body=conv
+    )
     linear = nn.Linear(4, 5)
 
     class Head(nn.Module):
@@ -122,11 +148,24 @@ def test_grad_cam_of_a_linear_head_is_relu_of_the_weighted_map():
 
 # ---------------------------------------------------------------- ask --json, ask --explain, the API
 
+
 def test_ask_json_gives_the_answers_of_ask_and_the_attention_map(cli, cache, runs, image_file):
     from vqa_cache import ask
 
-    r = cli("--cache-dir", cache, "ask", "--run", runs / "attention", "--image", image_file, "--question", QUESTION,
-            "--json", "--top", 3)
+    r = cli(
+        "--cache-dir",
+        cache,
+        "ask",
+        "--run",
+        runs / "attention",
+        "--image",
+        image_file,
+        "--question",
+        QUESTION,
+        "--json",
+        "--top",
+        3,
+    )
     assert r.code == 0, r
     result = json.loads(r.out)
     plain = ask(runs / "attention", image_file, QUESTION, top=3, cache_dir=cache)
@@ -136,8 +175,9 @@ def test_ask_json_gives_the_answers_of_ask_and_the_attention_map(cli, cache, run
 
 
 def test_ask_json_of_a_pooled_head_gives_grad_cam(cli, cache, runs, image_file):
-    r = cli("--cache-dir", cache, "ask", "--run", runs / "concat", "--image", image_file, "--question", QUESTION,
-            "--json")
+    r = cli(
+        "--cache-dir", cache, "ask", "--run", runs / "concat", "--image", image_file, "--question", QUESTION, "--json"
+    )
     assert r.code == 0, r
     result = json.loads(r.out)
     assert result["method"] == "grad-cam" and result["grid"] == [2, 2] and len(result["answers"]) == 5
@@ -149,8 +189,19 @@ def test_ask_explain_draws_the_map_over_the_image(cli, cache, runs, image_file, 
     from PIL import Image
 
     out = tmp_path / "map.png"
-    r = cli("--cache-dir", cache, "ask", "--run", runs / head, "--image", image_file, "--question", QUESTION,
-            "--explain", out)
+    r = cli(
+        "--cache-dir",
+        cache,
+        "ask",
+        "--run",
+        runs / head,
+        "--image",
+        image_file,
+        "--question",
+        QUESTION,
+        "--explain",
+        out,
+    )
     assert r.code == 0, r
     assert f"map 2x2 over the image in {out}" in r.out
     with Image.open(out) as im:
@@ -161,13 +212,14 @@ def test_ask_explain_draws_the_map_over_the_image(cli, cache, runs, image_file, 
 def test_run_explain_api(cache, runs, image_file, tmp_path):
     from vqa_cache import Run
 
-    question = "what costs $x^$ here?"          # drawn as written, not as (malformed) mathtext
+    question = "what costs $x^$ here?"  # drawn as written, not as (malformed) mathtext
     result = Run(runs / "attention").explain(image_file, question, top=2, cache_dir=cache, out=tmp_path / "m.png")
     assert set(result) == {"answers", "attention", "method", "grid"} and len(result["answers"]) == 2
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing lost
+
 
 def test_ask_explain_bad_input(cli, cache, runs, image_file, tmp_path, monkeypatch):
     old = tmp_path / "old.png"
@@ -185,17 +237,19 @@ def test_ask_explain_bad_input(cli, cache, runs, image_file, tmp_path, monkeypat
     for args, message in cases:
         line = one_line(cli(*ask, *args))
         assert message in line, line
-    monkeypatch.setattr(explain, "spatial_forward", lambda encoder, pixels: None)   # an encoder without a map
+    monkeypatch.setattr(explain, "spatial_forward", lambda encoder, pixels: None)  # an encoder without a map
     line = one_line(cli(*ask, old, "--run", runs / "concat", "--image", image_file))
     assert "gives no map" in line and "head concat" in line
     assert old.read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "old.png"]
-    r = cli("--cache-dir", cache, "ask", "--question", QUESTION, "--json", "--run", runs / "concat", "--image",
-            image_file)
+    r = cli(
+        "--cache-dir", cache, "ask", "--question", QUESTION, "--json", "--run", runs / "concat", "--image", image_file
+    )
     assert r.code == 0 and json.loads(r.out)["attention"] is None and json.loads(r.out)["method"] is None
 
 
 # ---------------------------------------------------------------- the report
+
 
 def test_report_shows_attention_maps_and_per_answer_scores(cache, runs, tmp_path):
     from vqa_cache import Run
@@ -219,7 +273,7 @@ def test_the_report_draws_a_finetune_runs_maps_with_its_models_preprocessing(cac
     shutil.copytree(runs / "attention", run)
     config = json.loads((run / "config.json").read_text())
     recorded = config.pop("cache_specs")["image"]
-    (run / "config.json").write_text(json.dumps(config))      # as a run from before config.json kept specs
+    (run / "config.json").write_text(json.dumps(config))  # as a run from before config.json kept specs
     assert display_spec(runs / "attention", cache, {"cache_specs": {"image": recorded}}) == recorded
-    spec = display_spec(run, cache, config)                   # through vqa_cache.load (the cache's manifests)
+    spec = display_spec(run, cache, config)  # through vqa_cache.load (the cache's manifests)
     assert {k: spec[k] for k in ("size", "resize")} == {k: recorded[k] for k in ("size", "resize")}

@@ -1,4 +1,5 @@
 """Stage one on small data: the on-disk format, encode-once, weights policy, keys."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import FAST
 
 
@@ -46,6 +46,7 @@ def test_extract_writes_documented_format(cli, tmp_path):
 
     from vqa_cache.data import load_samples
     from vqa_cache.recipes import DatasetSettings
+
     samples = load_samples(DatasetSettings(limit=30))
     assert set(ids) == set(samples.column("image_id").to_pylist())
     assert set(texts) == set(samples.column("question").to_pylist())
@@ -60,20 +61,36 @@ def test_rerun_reuses_the_cache(cli, tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_weights_file_loads_real_weights(cli, tmp_path, resnet18_file):
     """--weights PATH goes through torch.load(weights_only=True) and the features are that model's."""
-    r = cli("--cache-dir", tmp_path, "extract", "--limit", 4, "--image-encoder", "resnet18",
-            "--image-size", "32", "--weights", resnet18_file, "--text-encoder", "bow")
+    r = cli(
+        "--cache-dir",
+        tmp_path,
+        "extract",
+        "--limit",
+        4,
+        "--image-encoder",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--weights",
+        resnet18_file,
+        "--text-encoder",
+        "bow",
+    )
     assert r.code == 0, r
     image = next(m for m in entries(tmp_path).values() if m["kind"] == "image")
     from vqa_cache.digest import sha256_file
+
     assert image["spec"]["weights"] == f"sha256:{sha256_file(resnet18_file)}"
 
     import torchvision
     from PIL import Image
+
     from vqa_cache.data import load_samples
     from vqa_cache.recipes import DatasetSettings
+
     samples = load_samples(DatasetSettings(limit=4))
     first = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
     with h5py.File(tmp_path / "image" / image["key"] / image["shards"][0]["file"]) as f:
@@ -89,8 +106,21 @@ def test_weights_file_loads_real_weights(cli, tmp_path, resnet18_file):
         expected = model(x)[0].numpy()
     np.testing.assert_allclose(feats.astype(np.float32), expected, rtol=2e-2, atol=2e-2)
     # a different weights file is a different cache entry
-    r = cli("--cache-dir", tmp_path, "extract", "--limit", 4, "--image-encoder", "resnet18",
-            "--image-size", "32", "--weights", "random", "--text-encoder", "bow")
+    r = cli(
+        "--cache-dir",
+        tmp_path,
+        "extract",
+        "--limit",
+        4,
+        "--image-encoder",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--weights",
+        "random",
+        "--text-encoder",
+        "bow",
+    )
     assert len([m for m in entries(tmp_path).values() if m["kind"] == "image"]) == 2
 
 
@@ -104,6 +134,7 @@ def test_tiny_bert_directory_is_loaded_with_from_pretrained(cli, tmp_path, tiny_
     got = np.asarray(t.column("embedding")[0].as_py(), dtype=np.float32)
 
     from transformers import AutoModel, AutoTokenizer
+
     tok, model = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir).eval()
     with torch.no_grad():
         states = model(**tok([text], return_tensors="pt")).last_hidden_state[0]
@@ -114,6 +145,7 @@ def test_real_pretrained_minilm(cli, tmp_path, minilm_dir):
     """The real all-MiniLM-L6-v2: paraphrases land closer than unrelated questions."""
     from vqa_cache.encoders.text import HFEncoder
     from vqa_cache.encoders.text_family import resolve_text
+
     choice = resolve_text(str(minilm_dir), "auto")
     enc = HFEncoder(choice, pooling="mean")
     v = enc.encode(["what color is the shape?", "which colour does the shape have?", "is there a triangle?"])["pooled"]
@@ -127,14 +159,21 @@ def test_real_pretrained_minilm(cli, tmp_path, minilm_dir):
 def test_keys_change_with_what_shapes_the_bytes():
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
-    base = ExtractRecipe(DatasetSettings(limit=5), ImageSettings(encoder="resnet18", weights="random", size=32),
-                         TextSettings(encoder="bow"))
+
+    base = ExtractRecipe(
+        DatasetSettings(limit=5),
+        ImageSettings(encoder="resnet18", weights="random", size=32),
+        TextSettings(encoder="bow"),
+    )
     p0 = make_plan(base)
-    for changed in (ExtractRecipe(DatasetSettings(limit=30), base.image, base.text),   # more images
-                    ExtractRecipe(base.dataset, ImageSettings(encoder="resnet18", weights="random", size=48), base.text),
-                    ExtractRecipe(base.dataset, ImageSettings(encoder="resnet34", weights="random", size=32), base.text),
-                    ExtractRecipe(base.dataset, ImageSettings(encoder="resnet18", weights="random", size=32,
-                                                          features="grid"), base.text)):
+    for changed in (
+        ExtractRecipe(DatasetSettings(limit=30), base.image, base.text),  # more images
+        ExtractRecipe(base.dataset, ImageSettings(encoder="resnet18", weights="random", size=48), base.text),
+        ExtractRecipe(base.dataset, ImageSettings(encoder="resnet34", weights="random", size=32), base.text),
+        ExtractRecipe(
+            base.dataset, ImageSettings(encoder="resnet18", weights="random", size=32, features="grid"), base.text
+        ),
+    ):
         assert make_plan(changed).image_key != p0.image_key
     assert make_plan(ExtractRecipe(DatasetSettings(limit=6), base.image, base.text)).question_key != p0.question_key
     assert make_plan(base).image_key == p0.image_key
@@ -143,7 +182,9 @@ def test_keys_change_with_what_shapes_the_bytes():
 def test_auto_falls_back_loudly_and_fast(capsys, monkeypatch):
     """The last resort of `auto` (no packaged model installed either: test_pretrained.py has the chain)."""
     import time
+
     from vqa_cache.encoders import families, text_family
+
     monkeypatch.setattr(families, "IMAGE_FALLBACKS", ())
     monkeypatch.setattr(text_family, "TEXT_FALLBACKS", ())
     t = time.time()
@@ -154,14 +195,17 @@ def test_auto_falls_back_loudly_and_fast(capsys, monkeypatch):
     assert "RANDOM-INIT" in err and "BAG-OF-WORDS" in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--weights", "/nonexistent.pt"], "no such file"),
-    (["--weights", "pretrained", "--image-encoder", "resnet18"], "cannot be downloaded"),
-    (["--image-encoder", "nosuchnet"], "unknown image encoder"),
-    (["--dataset", "nosuchkind:/x"], "unknown dataset kind"),
-    (["--set", "image.sise=3"], "unknown recipe key"),
-    (["--set", "image.size=big"], "must be int"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--weights", "/nonexistent.pt"], "no such file"),
+        (["--weights", "pretrained", "--image-encoder", "resnet18"], "cannot be downloaded"),
+        (["--image-encoder", "nosuchnet"], "unknown image encoder"),
+        (["--dataset", "nosuchkind:/x"], "unknown dataset kind"),
+        (["--set", "image.sise=3"], "unknown recipe key"),
+        (["--set", "image.size=big"], "must be int"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(cli, tmp_path, args, message):
     r = cli("--cache-dir", tmp_path, "extract", "--limit", 3, *args)
     assert r.code == 2, r

@@ -1,15 +1,15 @@
 """Image decoding shared by extract, finetune and ask (encoders.image.decode_image): EXIF orientation,
 16-bit grayscale, and the pixel cap that stops decompression bombs before anything is decoded."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
-
 from conftest import FAST
 from fixtures_data import make_csv
+from PIL import Image, PngImagePlugin
 
 from vqa_cache.encoders.image import ImageFiles, decode_image, to_8bit_rgb
 
@@ -18,16 +18,16 @@ def halves(width: int, height: int) -> Image.Image:
     """Left half red, right half blue."""
     a = np.zeros((height, width, 3), np.uint8)
     a[:, : width // 2] = (255, 0, 0)
-    a[:, width // 2:] = (0, 0, 255)
+    a[:, width // 2 :] = (0, 0, 255)
     return Image.fromarray(a)
 
 
 def test_exif_orientation_is_applied(tmp_path):
     im = halves(40, 20)
     exif = Image.Exif()
-    exif[0x0112] = 6                    # "rotate 90 degrees clockwise to display" (a phone held upright)
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display" (a phone held upright)
     im.save(tmp_path / "tagged.png", exif=exif)
-    im.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")   # the same, already upright
+    im.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")  # the same, already upright
     im.save(tmp_path / "plain.png")
 
     tagged = decode_image(str(tmp_path / "tagged.png"), 16)
@@ -37,16 +37,18 @@ def test_exif_orientation_is_applied(tmp_path):
     # upright: red on top, blue below
     assert tagged[0, 0, 8] == 255 and tagged[2, 0, 8] == 0 and tagged[2, 15, 8] == 255 and tagged[0, 15, 8] == 0
     # a cache made before orientation was applied (no "exif" in its spec) is reproduced by `ask` without it
-    assert np.array_equal(decode_image(str(tmp_path / "tagged.png"), 16, exif=False).numpy(),
-                          decode_image(str(tmp_path / "plain.png"), 16).numpy())
+    assert np.array_equal(
+        decode_image(str(tmp_path / "tagged.png"), 16, exif=False).numpy(),
+        decode_image(str(tmp_path / "plain.png"), 16).numpy(),
+    )
 
 
 @pytest.mark.parametrize("level", [0, 1000, 32896, 40000, 65535])
 def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path, level):
     path = tmp_path / "gray16.png"
     Image.fromarray(np.full((8, 8), level, np.uint16)).save(path)
-    assert Image.open(path).mode.startswith("I;16")           # really a 16-bit PNG
-    expected = int(np.round(level * 255 / 65535))               # e.g. 40000 -> 156, not 255
+    assert Image.open(path).mode.startswith("I;16")  # really a 16-bit PNG
+    expected = int(np.round(level * 255 / 65535))  # e.g. 40000 -> 156, not 255
     _, pixels, err = ImageFiles([str(path)], 4)[0]
     assert err is None and (pixels.numpy() == expected).all(), (pixels.unique(), expected)
 
@@ -64,11 +66,12 @@ def bomb(path, width=8000, height=6000):
 
 
 def test_too_many_pixels_are_refused_from_the_header(tmp_path, monkeypatch):
-    path = bomb(tmp_path / "bomb.png")                   # 48 megapixels, over the 40 MP default
+    path = bomb(tmp_path / "bomb.png")  # 48 megapixels, over the 40 MP default
     assert path.stat().st_size < 20_000
 
     def decoded(self):
         raise AssertionError("the image was decoded")
+
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", decoded)
     _, pixels, err = ImageFiles([str(path)], 32)[0]
     assert pixels is None
@@ -95,12 +98,12 @@ def test_a_bomb_in_a_dataset_is_bad_input_or_skipped(cli, tmp_path):
     d = tmp_path / "c"
     make_csv(d, train_images=6, test_images=0)
     target = d / "image" / "train" / "train_00002.jpg"
-    bomb(target, 2000, 1000)                             # PIL reads the PNG whatever its name
+    bomb(target, 2000, 1000)  # PIL reads the PNG whatever its name
     cache = tmp_path / "cache"
     args = ["--cache-dir", cache, "extract", "--dataset", f"csv:{d}", *FAST, "--set", "image.max_pixels=1000000"]
     r = cli(*args)
     assert r.code == 2, r
-    errors = [line for line in r.err.splitlines() if line.startswith("vqa-cache:")]   # (the rest: progress bars)
+    errors = [line for line in r.err.splitlines() if line.startswith("vqa-cache:")]  # (the rest: progress bars)
     assert len(errors) == 1 and str(target) in errors[0] and "2000x1000 = 2,000,000 pixels" in errors[0], r
     r = cli(*args, "--skip-bad")
     assert r.code == 0, r

@@ -2,6 +2,7 @@
 model directories checked before any entry exists, damaged entries found by `train` and repaired by
 `extract`, a tampered dataset entry parsed again, a dry run that writes nothing, the lock of a killed
 writer, leftovers of killed writers, a cache root that is a file, and progress bars out of an error's way."""
+
 from __future__ import annotations
 
 import io
@@ -18,7 +19,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import FAST
 from fixtures_data import make_csv
 
@@ -64,21 +64,46 @@ def vqa_cache(*args, limit_bytes=None, roomy=False, **kw):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
-    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True,
-                       timeout=300, preexec_fn=limit if limit_bytes else None, check=False, **kw)
-    return r.returncode, r.stderr.decode()          # (not text=True: that turns a "\r" into a line break)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        timeout=300,
+        preexec_fn=limit if limit_bytes else None,
+        check=False,
+        **kw,
+    )
+    return r.returncode, r.stderr.decode()  # (not text=True: that turns a "\r" into a line break)
 
 
 # ---------------------------------------------------------------- 1. a full disk
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_file_size_limit_stops_cleanly_then_resumes(cli, tmp_path):
     """62 images of pooled+grid features at 64 px are one 0.3 MiB shard: over a 150 KiB ulimit -f.
     The free-space check sees the limit first; with it fooled, the write itself meets EFBIG. Either
     way: exit 2, one line, no temporary file, no crash; then a run without the limit completes."""
     root = tmp_path / "cache"
-    args = ["--cache-dir", root, "extract", "--limit", 300, *FAST[:4], "--image-size", 64, "--weights", "random",
-            "--features", "pooled+grid", "--shard-size", 64, "--workers", 0]
+    args = [
+        "--cache-dir",
+        root,
+        "extract",
+        "--limit",
+        300,
+        *FAST[:4],
+        "--image-size",
+        64,
+        "--weights",
+        "random",
+        "--features",
+        "pooled+grid",
+        "--shard-size",
+        64,
+        "--workers",
+        0,
+    ]
     for roomy in (False, True):
         code, err = vqa_cache(*args, limit_bytes=150 * 1024, roomy=roomy)
         assert code == 2, (roomy, code, err[-3000:])
@@ -98,6 +123,7 @@ def test_full_disk_keeps_finished_shards_and_the_manifest_contiguous(cli, tmp_pa
     """The disk fills up after two 16-row shards: the third fails on the writer thread, the fourth
     (queued behind it) is never written, the error is one clean line, and a re-run resumes."""
     import vqa_cache.digest as digest
+
     root = tmp_path / "cache"
 
     def free_space(directory):
@@ -105,8 +131,20 @@ def test_full_disk_keeps_finished_shards_and_the_manifest_contiguous(cli, tmp_pa
         return (8000 if full else 1 << 40), "on the device of TEST"
 
     monkeypatch.setattr(digest, "free_space", free_space)
-    args = ["--cache-dir", root, "extract", "--limit", 300, *FAST, "--shard-size", 16, "--batch-size", 8,
-            "--workers", 0]
+    args = [
+        "--cache-dir",
+        root,
+        "extract",
+        "--limit",
+        300,
+        *FAST,
+        "--shard-size",
+        16,
+        "--batch-size",
+        8,
+        "--workers",
+        0,
+    ]
     r = cli(*args)
     assert r.code == 2, r
     shown = screen(r.err)
@@ -114,7 +152,10 @@ def test_full_disk_keeps_finished_shards_and_the_manifest_contiguous(cli, tmp_pa
     [image] = manifests(root, "image")
     assert [s["file"] for s in image["shards"]] == ["image-00000.h5", "image-00001.h5"] and not image["complete"]
     assert sorted(p.name for p in (root / "image" / image["key"]).iterdir()) == [
-        "image-00000.h5", "image-00001.h5", "manifest.json"]
+        "image-00000.h5",
+        "image-00001.h5",
+        "manifest.json",
+    ]
     monkeypatch.undo()
     r = cli(*args)
     assert r.code == 0 and "resuming" in r.out, r
@@ -122,6 +163,7 @@ def test_full_disk_keeps_finished_shards_and_the_manifest_contiguous(cli, tmp_pa
 
 
 # ---------------------------------------------------------------- 2, 6. weights and encoders before any work
+
 
 class Evil:
     """Unpickling this would create `path` (a stand-in for running any code)."""
@@ -135,8 +177,10 @@ class Evil:
 
 def test_bad_weights_file_is_one_line_before_any_work(cli, tmp_path, resnet18_file):
     import pickle
+
     import torch
     import torchvision
+
     d = tmp_path / "csv"
     make_csv(d)
     marker = tmp_path / "ran"
@@ -151,16 +195,17 @@ def test_bad_weights_file_is_one_line_before_any_work(cli, tmp_path, resnet18_fi
     root = tmp_path / "cache"
     # (text weights stay auto: the loud fallback warning would be printed, were the file checked late)
     base = ["--cache-dir", root, "extract", "--dataset", f"csv:{d}", "--image-size", 32, "--workers", 0]
-    for weights, encoder, message in ((evil, "resnet18", f"--weights {evil}: not a PyTorch state dict (unpickling "
-                                                         f"refused"),
-                                      (nan, "resnet18", f"--weights {nan}: tensor 'fc.bias' holds NaN or inf"),
-                                      (wrong, "nosuchnet", "unknown image encoder 'nosuchnet'")):
+    for weights, encoder, message in (
+        (evil, "resnet18", f"--weights {evil}: not a PyTorch state dict (unpickling refused"),
+        (nan, "resnet18", f"--weights {nan}: tensor 'fc.bias' holds NaN or inf"),
+        (wrong, "nosuchnet", "unknown image encoder 'nosuchnet'"),
+    ):
         r = cli(*base, "--image-encoder", encoder, "--weights", weights)
         assert r.code == 2, r
         lines = r.err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "weights_only" not in r.err and "WARNING" not in r.err, r
-        assert not root.exists(), files(root)          # before the dataset was parsed into the cache
-    assert not marker.exists()                         # nothing in the file was run
+        assert not root.exists(), files(root)  # before the dataset was parsed into the cache
+    assert not marker.exists()  # nothing in the file was run
     # a state dict of another architecture is found when the encoder is built: before any feature entry
     r = cli(*base, "--image-encoder", "resnet18", "--weights", wrong, "--text-encoder", "bow")
     assert r.code == 2 and "does not fit resnet18" in r.err and len(r.err.strip().splitlines()) == 1, r
@@ -170,14 +215,16 @@ def test_bad_weights_file_is_one_line_before_any_work(cli, tmp_path, resnet18_fi
 
 def test_bad_text_encoder_directories_refused_before_any_entry(cli, tmp_path, tiny_bert_dir):
     import pickle
+
     marker = tmp_path / "ran"
     cases = {}
     d = cases["needs its own code (trust_remote_code)"] = tmp_path / "remote"
     shutil.copytree(tiny_bert_dir, d)
     config = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling.Net"}}))
-    d = cases["only pickled weights (pytorch_model.bin) and no *.safetensors; loading a pickle can run code"] = \
+    d = cases["only pickled weights (pytorch_model.bin) and no *.safetensors; loading a pickle can run code"] = (
         tmp_path / "pickled"
+    )
     shutil.copytree(tiny_bert_dir, d)
     (d / "model.safetensors").unlink()
     (d / "pytorch_model.bin").write_bytes(pickle.dumps(Evil(marker)))
@@ -189,12 +236,24 @@ def test_bad_text_encoder_directories_refused_before_any_entry(cli, tmp_path, ti
     (d / "config.json").write_text(json.dumps({**config, "model_type": "nosuchmodel"}))
     root = tmp_path / "cache"
     for message, d in cases.items():
-        r = cli("--cache-dir", root, "extract", "--limit", 6, *FAST[:4], "--weights", "random",
-                "--set", "text.weights=auto", "--text-encoder", d)
+        r = cli(
+            "--cache-dir",
+            root,
+            "extract",
+            "--limit",
+            6,
+            *FAST[:4],
+            "--weights",
+            "random",
+            "--set",
+            "text.weights=auto",
+            "--text-encoder",
+            d,
+        )
         assert r.code == 2, r
         last = r.err.strip().splitlines()[-1]
         assert last.startswith(f"vqa-cache: error: --text-encoder {d}") and message in last, r
-        if message != "cannot load the model":      # (transformers logs a warning of its own first)
+        if message != "cannot load the model":  # (transformers logs a warning of its own first)
             assert len(r.err.strip().splitlines()) == 1, r
     assert not marker.exists()
     assert not (root / "image").exists() and not (root / "question").exists(), files(root)
@@ -210,14 +269,17 @@ def test_cache_root_that_is_a_file_is_one_line(cli, tmp_path, monkeypatch):
             assert r.code == 2, r
             assert r.err.strip().splitlines() == [
                 f"vqa-cache: error: $VQA_CACHE_HOME {home}: {a_file} is a file, not a directory "
-                f"(point it at a directory)"], r
+                f"(point it at a directory)"
+            ], r
     monkeypatch.delenv("VQA_CACHE_HOME")
     r = cli("--cache-dir", a_file, "cache", "ls")
     assert r.code == 2 and r.err.strip().splitlines() == [
-        f"vqa-cache: error: --cache-dir {a_file}: {a_file} is a file, not a directory (point it at a directory)"], r
+        f"vqa-cache: error: --cache-dir {a_file}: {a_file} is a file, not a directory (point it at a directory)"
+    ], r
 
 
 # ---------------------------------------------------------------- 3, 5. damaged entries
+
 
 @pytest.fixture
 def small(cli, tmp_path):
@@ -232,7 +294,7 @@ def small(cli, tmp_path):
 TRAIN = ["train", "--limit", 30, *FAST, "--epochs", 1]
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_train_refuses_damaged_entries_naming_them(cli, small, tmp_path):
     root, image, question = small
     idir, qdir = root / "image" / image["key"], root / "question" / question["key"]
@@ -244,8 +306,14 @@ def test_train_refuses_damaged_entries_naming_them(cli, small, tmp_path):
         shutil.copytree(pristine, root)
 
     def refused(key, *words, stream=False):
-        r = cli("--cache-dir", root, *TRAIN, "--out", tmp_path / f"run{time.monotonic_ns()}",
-                *(["--stream"] if stream else []))
+        r = cli(
+            "--cache-dir",
+            root,
+            *TRAIN,
+            "--out",
+            tmp_path / f"run{time.monotonic_ns()}",
+            *(["--stream"] if stream else []),
+        )
         assert r.code == 2, r
         shown = screen(r.err)
         assert len(shown) == 1 and f"features {key} in {root} are damaged" in shown[0], r
@@ -259,8 +327,13 @@ def test_train_refuses_damaged_entries_naming_them(cli, small, tmp_path):
         f.seek(offset)
         f.write(b"\xff" * 2000)
     for stream in (False, True):
-        refused(image["key"], "image-00001.h5 holds non-finite values", f"cache verify {image['key']}",
-                f"cache rm {image['key']}", stream=stream)
+        refused(
+            image["key"],
+            "image-00001.h5 holds non-finite values",
+            f"cache verify {image['key']}",
+            f"cache rm {image['key']}",
+            stream=stream,
+        )
 
     # the last shard record dropped from a complete manifest: the rows no longer add up
     for entry, kind in ((image, "image"), (question, "question")):
@@ -269,8 +342,9 @@ def test_train_refuses_damaged_entries_naming_them(cli, small, tmp_path):
         m = json.loads(path.read_text())
         m["shards"].pop()
         path.write_text(json.dumps(m))
-        line = refused(entry["key"], f"the shards end at row {m['shards'][-1]['stop']}, "
-                                     f"the manifest says {m['rows']} rows")
+        line = refused(
+            entry["key"], f"the shards end at row {m['shards'][-1]['stop']}, the manifest says {m['rows']} rows"
+        )
         assert "run the same `vqa-cache extract` again to repair it" in line
 
     # ids that are not the dataset's (as if another entry's shard had been copied in)
@@ -289,19 +363,22 @@ def test_extract_repairs_a_damaged_complete_entry(cli, small):
     root, image, question = small
     idir, qdir = root / "image" / image["key"], root / "question" / question["key"]
     before = {p.name: p.read_bytes() for d in (idir, qdir) for p in d.iterdir() if p.name != "manifest.json"}
-    (idir / "image-00001.h5").write_bytes(before["image-00001.h5"][:1000])     # truncated
-    (qdir / "question-00004.parquet").unlink()                                 # deleted
+    (idir / "image-00001.h5").write_bytes(before["image-00001.h5"][:1000])  # truncated
+    (qdir / "question-00004.parquet").unlink()  # deleted
     r = cli("--cache-dir", root, "extract", "--limit", 30, *FAST, "--shard-size", 3, "--workers", 0)
     assert r.code == 0, r
     assert f"cache entry {image['key']} is damaged (image-00001.h5: 1000 bytes" in r.err, r
-    assert f"cache entry {question['key']} is damaged (question-00004.parquet: missing); encoding again from " \
-           f"row 12" in r.err, r
+    assert (
+        f"cache entry {question['key']} is damaged (question-00004.parquet: missing); encoding again from "
+        f"row 12" in r.err
+    ), r
     for entry in (image, question):
         assert cli("--cache-dir", root, "cache", "verify", entry["key"]).code == 0
     # the same features as before: shards before the damage untouched, the rest encoded again
     with h5py.File(io.BytesIO(before["image-00001.h5"])) as old, h5py.File(idir / "image-00001.h5") as new:
         np.testing.assert_array_equal(old["features"][:], new["features"][:])
     import pyarrow.parquet as pq
+
     old = pq.read_table(io.BytesIO(before["question-00004.parquet"]))
     assert pq.read_table(qdir / "question-00004.parquet").equals(old)
     assert (idir / "image-00000.h5").read_bytes() == before["image-00000.h5"]
@@ -311,11 +388,14 @@ def test_extract_repairs_a_damaged_complete_entry(cli, small):
 
 # ---------------------------------------------------------------- 4. the dataset entry
 
+
 def test_tampered_dataset_entry_is_parsed_again(cli, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from vqa_cache.cache.samples import load_samples
     from vqa_cache.recipes import DatasetSettings
+
     d, root = tmp_path / "csv", tmp_path / "cache"
     make_csv(d)
     spec = DatasetSettings(name=f"csv:{d}")
@@ -331,12 +411,13 @@ def test_tampered_dataset_entry_is_parsed_again(cli, tmp_path):
     r = cli("--cache-dir", root, "train", "--dataset", f"csv:{d}", *FAST, "--epochs", 1, "--out", tmp_path / "run")
     assert r.code == 0, r
     assert f"cache entry {entry.name} is damaged (samples.parquet changed since it was written" in r.err, r
-    assert pq.read_table(samples).equals(table)                     # the annotation files' answers again
+    assert pq.read_table(samples).equals(table)  # the annotation files' answers again
     assert load_samples(spec, root=root).equals(original)
     assert cli("--cache-dir", root, "cache", "verify", entry.name).code == 0
 
 
 # ---------------------------------------------------------------- 7. dry run
+
 
 def test_dry_run_writes_nothing_under_the_root(cli, tmp_path):
     d, root = tmp_path / "csv", tmp_path / "cache"
@@ -346,7 +427,7 @@ def test_dry_run_writes_nothing_under_the_root(cli, tmp_path):
     r = cli(*args, "--dry-run")
     assert r.code == 0 and "(new)" in r.out, r
     assert files(root) == []
-    assert cli(*args, "--limit", 3).code == 0                       # another entry set, for a non-empty root
+    assert cli(*args, "--limit", 3).code == 0  # another entry set, for a non-empty root
     listing = files(root)
     r = cli(*args, "--dry-run")
     assert r.code == 0 and "(new)" in r.out, r
@@ -355,15 +436,23 @@ def test_dry_run_writes_nothing_under_the_root(cli, tmp_path):
 
 # ---------------------------------------------------------------- 8, 9. killed writers
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_kill9_frees_the_lock_at_once_despite_dataloader_workers(cli, tmp_path):
     """DataLoader workers outlive a kill -9 of their parent by up to 5 s; they must not hold its lock."""
     import psutil
+
     from vqa_cache.cache import Entry
+
     root = tmp_path / "cache"
     args = ["extract", "--limit", 1000, *FAST, "--shard-size", 16, "--batch-size", 8, "--workers", 2]
-    proc = subprocess.Popen([sys.executable, "-m", "vqa_cache", "--cache-dir", str(root), *map(str, args)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vqa_cache", "--cache-dir", str(root), *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers = []
     try:
         deadline = time.time() + 120
@@ -380,7 +469,7 @@ def test_kill9_frees_the_lock_at_once_despite_dataloader_workers(cli, tmp_path):
         proc.wait()
         assert workers, "no DataLoader worker processes"
         key = found[0]["key"]
-        with Entry(root, key).lock(wait=False):      # BadInput "another process ..." if a worker held it
+        with Entry(root, key).lock(wait=False):  # BadInput "another process ..." if a worker held it
             pass
         r = cli("--cache-dir", root, *args, "--no-wait")
         assert r.code == 0 and "resuming" in r.out, r
@@ -403,6 +492,7 @@ def _read(path):
 
 def test_leftovers_of_killed_writers_are_cleaned_live_ones_kept(cli, tmp_path):
     from vqa_cache.cache import Entry
+
     root = tmp_path / "cache"
     dead, live = "dataset-0123456789abcdef", "dataset-fedcba9876543210"
     for key in (dead, live):
@@ -422,10 +512,11 @@ def test_leftovers_of_killed_writers_are_cleaned_live_ones_kept(cli, tmp_path):
 
 # ---------------------------------------------------------------- 10. progress bars
 
+
 def test_progress_bar_is_cleared_when_an_error_leaves_it():
     from vqa_cache.progress import progress
 
-    class Terminal(io.StringIO):      # bars are drawn on a terminal (in a log they are lines: test_progress.py)
+    class Terminal(io.StringIO):  # bars are drawn on a terminal (in a log they are lines: test_progress.py)
         def isatty(self):
             return True
 
@@ -456,4 +547,4 @@ def test_progress_bar_is_cleared_when_an_error_leaves_it():
         assert "bar" in out.getvalue() and screen(out.getvalue()) == [f"error: {e.value}"], out.getvalue()
     out = Terminal()
     assert list(progress(range(3), desc="bar", file=out)) == [0, 1, 2]
-    assert screen(out.getvalue())[0].startswith("bar: 100%")          # a finished bar stays
+    assert screen(out.getvalue())[0].startswith("bar: 100%")  # a finished bar stays

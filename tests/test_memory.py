@@ -1,10 +1,10 @@
 """Stage two's memory: features stay float16 until the batch (the batch equals a float32 copy's), and the
 memory budget counts image and question features and the answer targets."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import FAST, run_cli
 
 
@@ -13,8 +13,10 @@ def small(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     run_cli("--cache-dir", root, "extract", "--limit", 300, *FAST, "--workers", 0, "--threads", 1)
     from vqa_cache.options import train_recipe
-    recipe, cmd = train_recipe(None, {"limit": 300, "image_encoder": "resnet18", "image_size": 32,
-                                      "weights": "random", "text_encoder": "bow"})
+
+    recipe, cmd = train_recipe(
+        None, {"limit": 300, "image_encoder": "resnet18", "image_size": 32, "weights": "random", "text_encoder": "bow"}
+    )
     return root, recipe, cmd
 
 
@@ -24,19 +26,23 @@ def test_features_are_float16_in_memory_and_batches_float32_equal_to_a_float32_c
     from vqa_cache.training.batches import batches
     from vqa_cache.training.features import load_features
     from vqa_cache.training.splits import build_splits
+
     root, recipe, cmd = small
     features = load_features(recipe, root, cmd, stream=False)
     image, question = features.tensors["image"][1], features.tensors["question"][1]
     assert image.dtype == torch.float16 and question.dtype == torch.float16
     plan = features.plan
-    full = {kind: torch.from_numpy(read_features(Entry(root, key), Entry(root, key).manifest(), "pooled")[1])
-            for kind, key in (("image", plan.image_key), ("question", plan.question_key))}
+    full = {
+        kind: torch.from_numpy(read_features(Entry(root, key), Entry(root, key).manifest(), "pooled")[1])
+        for kind, key in (("image", plan.image_key), ("question", plan.question_key))
+    }
     assert full["image"].dtype == torch.float32
     splits, _, _, _ = build_splits(plan, features.tensors, recipe, root)
     val = splits["val"]
     rows = torch.arange(len(val))
-    for (_, img, q), (_, img32, q32) in zip(batches(val, image, question, rows, 64),
-                                            batches(val, full["image"], full["question"], rows, 64)):
+    for (_, img, q), (_, img32, q32) in zip(
+        batches(val, image, question, rows, 64), batches(val, full["image"], full["question"], rows, 64)
+    ):
         assert img.dtype == torch.float32 and q.dtype == torch.float32
         assert torch.equal(img, img32) and torch.equal(q, q32)
 
@@ -45,6 +51,7 @@ def test_the_budget_counts_images_questions_and_targets(small, monkeypatch):
     from vqa_cache.cache import Entry
     from vqa_cache.cache.reader import ImageStream
     from vqa_cache.training import features as f
+
     root, recipe, cmd = small
     plan = f.make_plan(recipe.features, allow_download=False, root=root)
     image_manifest = Entry(root, plan.image_key).manifest()

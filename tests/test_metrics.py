@@ -22,19 +22,21 @@ from vqa_cache.answers import CONTRACTIONS, ground_truth, normalize_answer, soft
 from vqa_cache.errors import BadInput
 from vqa_cache.metrics import evaluate, evaluate_files, exact_match_accuracy, vqa_accuracy
 
-
 # ---------------------------------------------------------------- hand-worked cases
 
 CURRENT, OLD = "current", "2016"
 
 
-@pytest.mark.parametrize("humans, prediction, current, old", [
-    (["yes"] * 10, "Yes", 0.0, 1.0),
-    (["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, "PIZZA", 1.0, 0.9),
-    (["  blue\n"] * 4 + ["green"] * 6, "blue", 1.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "humans, prediction, current, old",
+    [
+        (["yes"] * 10, "Yes", 0.0, 1.0),
+        (["pizza"] * 3 + ["Pizza"] * 3 + ["food"] * 4, "PIZZA", 1.0, 0.9),
+        (["  blue\n"] * 4 + ["green"] * 6, "blue", 1.0, 0.0),
+    ],
+)
 def test_the_three_examples_of_the_two_protocols(humans, prediction, current, old):
-    assert vqa_accuracy(prediction, humans) == pytest.approx(current)          # current is the default
+    assert vqa_accuracy(prediction, humans) == pytest.approx(current)  # current is the default
     assert vqa_accuracy(prediction, humans, CURRENT) == pytest.approx(current)
     assert vqa_accuracy(prediction, humans, OLD) == pytest.approx(old)
 
@@ -53,7 +55,7 @@ def test_current_cleans_whitespace_on_both_sides_always():
     # identical once cleaned: compared cleaned, not normalized
     assert vqa_accuracy("\tyes ", [" yes\n"] * 10) == 1.0
     assert vqa_accuracy("red white", ["red\twhite"] * 5 + ["red white "] * 5) == 1.0
-    assert vqa_accuracy("Yes", [" yes\n"] * 10) == 0.0                 # cleaned, not lowercased
+    assert vqa_accuracy("Yes", [" yes\n"] * 10) == 0.0  # cleaned, not lowercased
     # "all identical" is judged after cleaning: these ten are, so nothing is normalized
     assert vqa_accuracy("Yes", ["yes", " yes", "yes\n", "\tyes"] * 2 + ["yes"] * 2) == 0.0
     assert vqa_accuracy("yes", ["yes", " yes", "yes\n", "\tyes"] * 2 + ["yes"] * 2) == 1.0
@@ -73,10 +75,10 @@ def test_current_normalizes_both_sides_when_answers_differ():
     assert vqa_accuracy("2", ["Two"] * 3 + ["three"] * 7) == pytest.approx(0.9)
     assert vqa_accuracy("TWO.", ["Two"] * 3 + ["three"] * 7) == pytest.approx(0.9)
     assert vqa_accuracy("dog", ["the dog"] * 3 + ["cat"] * 7) == pytest.approx(0.9)
-    assert vqa_accuracy("yes", ["yes!"] * 9 + ["yes"]) == 1.0           # "yes!" -> "yes"
+    assert vqa_accuracy("yes", ["yes!"] * 9 + ["yes"]) == 1.0  # "yes!" -> "yes"
     assert vqa_accuracy("dont", ["Don't"] * 4 + ["no"] * 6) == 1.0
     assert vqa_accuracy("1000", ["1,000"] * 9 + ["many"]) == 1.0
-    assert vqa_accuracy("1000", ["1,000"] * 10) == 0.0                  # identical: left as given
+    assert vqa_accuracy("1000", ["1,000"] * 10) == 0.0  # identical: left as given
     # "a" is an article: both sides become "", and "" matches ""
     assert vqa_accuracy("a", ["a"] * 4 + ["b"] * 6) == 1.0
     assert vqa_accuracy("the", ["a"] * 4 + ["b"] * 6) == 1.0
@@ -84,7 +86,7 @@ def test_current_normalizes_both_sides_when_answers_differ():
 
 def test_2016_normalizes_the_prediction_always():
     assert vqa_accuracy("Yes", ["yes"] * 10, OLD) == 1.0
-    assert vqa_accuracy("Yes", ["Yes"] * 10, OLD) == 0.0                # "yes" against "Yes"
+    assert vqa_accuracy("Yes", ["Yes"] * 10, OLD) == 0.0  # "yes" against "Yes"
     assert vqa_accuracy("red, white", ["red, white"] * 10, OLD) == 0.0  # prediction -> "red white"
     assert vqa_accuracy("red white", ["red white"] * 10, OLD) == 1.0
     assert vqa_accuracy("  the TWO.\n", ["2"] * 9 + ["two"], OLD) == 1.0
@@ -95,7 +97,7 @@ def test_2016_normalizes_the_prediction_always():
 
 def test_2016_gives_differing_answers_punctuation_only():
     # not lowercased, number words and articles kept, whitespace kept
-    assert vqa_accuracy("two", ["two"] * 4 + ["2"] * 6, OLD) == 1.0     # prediction "2": 6 matches
+    assert vqa_accuracy("two", ["two"] * 4 + ["2"] * 6, OLD) == 1.0  # prediction "2": 6 matches
     assert vqa_accuracy("2", ["Two"] * 3 + ["three"] * 7, OLD) == 0.0
     assert vqa_accuracy("the dog", ["the dog"] * 3 + ["cat"] * 7, OLD) == 0.0
     assert vqa_accuracy("Dog", ["Dog"] * 7 + ["dog"] * 3, OLD) == pytest.approx(0.9)
@@ -135,7 +137,7 @@ def test_soft_scores_of_ground_truth_equal_vqa_accuracy():
             assert score == vqa_accuracy(candidate, humans), (candidate, humans)
         assert vqa_accuracy("zebra crossing", humans) == 0.0
         identical = len({h.replace("\n", " ").replace("\t", " ").strip() for h in humans}) == 1
-        seen_identical += identical and humans[0] not in classes   # e.g. " Yes" -> class "Yes"
+        seen_identical += identical and humans[0] not in classes  # e.g. " Yes" -> class "Yes"
         seen_mixed += not identical and any(normalize_answer(h) != h for h in humans)
     assert seen_identical >= 20 and seen_mixed >= 200
 
@@ -150,22 +152,31 @@ def test_exact_match_accuracy():
 
 # ---------------------------------------------------------------- evaluate
 
+
 def _files(specs):
     """specs: [(qid, answer_type, question_type, human answers, prediction)]"""
     questions = {"questions": [{"question_id": q, "image_id": 7, "question": "?"} for q, *_ in specs]}
-    annotations = {"annotations": [
-        {"question_id": q, "image_id": 7, "answer_type": at, "question_type": qt,
-         "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(h)]}
-        for q, at, qt, h, _ in specs]}
+    annotations = {
+        "annotations": [
+            {
+                "question_id": q,
+                "image_id": 7,
+                "answer_type": at,
+                "question_type": qt,
+                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(h)],
+            }
+            for q, at, qt, h, _ in specs
+        ]
+    }
     predictions = [{"question_id": q, "answer": p} for q, *_, p in specs]
     return questions, annotations, predictions
 
 
-SPECS = [                                                          # current, 2016
-    (1, "yes/no", "is the", ["yes"] * 10, "Yes"),                           # 0.0, 1.0
-    (2, "number", "how many", ["2"] + ["3"] * 9, "two"),                    # 0.3, 0.3
-    (3, "other", "what color", ["red"] * 6 + ["blue"] * 4, "green"),        # 0.0, 0.0
-    (4, "other", "is the", ["blue"] * 2 + ["red"] * 8, "Blue."),            # 0.6, 0.6
+SPECS = [  # current, 2016
+    (1, "yes/no", "is the", ["yes"] * 10, "Yes"),  # 0.0, 1.0
+    (2, "number", "how many", ["2"] + ["3"] * 9, "two"),  # 0.3, 0.3
+    (3, "other", "what color", ["red"] * 6 + ["blue"] * 4, "green"),  # 0.0, 0.0
+    (4, "other", "is the", ["blue"] * 2 + ["red"] * 8, "Blue."),  # 0.6, 0.6
 ]
 
 
@@ -188,10 +199,9 @@ def test_evaluate_hand_computed():
 
 
 def test_evaluate_rounds_like_the_official_code():
-    specs = [(1, "a", "t", ["x"] * 10, "x"), (2, "a", "t", ["x"] + ["y"] * 9, "x"),
-             (3, "a", "t", ["x"] * 10, "z")]
+    specs = [(1, "a", "t", ["x"] * 10, "x"), (2, "a", "t", ["x"] + ["y"] * 9, "x"), (3, "a", "t", ["x"] * 10, "z")]
     result = evaluate(*_files(specs))
-    assert result["overall"] == 43.33          # 100 * 1.3 / 3 = 43.333...
+    assert result["overall"] == 43.33  # 100 * 1.3 / 3 = 43.333...
     assert result["perAnswerType"] == {"a": 43.33}
 
 
@@ -217,13 +227,16 @@ def test_evaluate_coverage_errors():
     assert "predicted twice" in _message(e)
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda p: p[0].pop("question_id"), "record 0 has no 'question_id'"),
-    (lambda p: p[1].pop("answer"), "record 1 has no 'answer'"),
-    (lambda p: p[2].update(answer=3), "record 2 answer 3 is not a string"),
-    (lambda p: p[2].update(question_id=[1]), "is not an integer or string"),
-    (lambda p: p.__setitem__(0, "yes"), "record 0 is not an object"),
-])
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda p: p[0].pop("question_id"), "record 0 has no 'question_id'"),
+        (lambda p: p[1].pop("answer"), "record 1 has no 'answer'"),
+        (lambda p: p[2].update(answer=3), "record 2 answer 3 is not a string"),
+        (lambda p: p[2].update(question_id=[1]), "is not an integer or string"),
+        (lambda p: p.__setitem__(0, "yes"), "record 0 is not an object"),
+    ],
+)
 def test_evaluate_bad_prediction_records(mutate, words):
     q, a, p = _files(SPECS)
     mutate(p)
@@ -232,15 +245,18 @@ def test_evaluate_bad_prediction_records(mutate, words):
     assert words in _message(e) and _message(e).startswith("predictions:")
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda a: a["annotations"][1].pop("answer_type"), "record 1 has no 'answer_type'"),
-    (lambda a: a["annotations"][0].pop("question_type"), "record 0 has no 'question_type'"),
-    (lambda a: a["annotations"][2].pop("answers"), "record 2 has no 'answers'"),
-    (lambda a: a["annotations"][2].update(answers=[]), "'answers' must be a non-empty list"),
-    (lambda a: a["annotations"][3]["answers"][0].update(answer=None), "not an object with a string 'answer'"),
-    (lambda a: a["annotations"].append(dict(a["annotations"][0])), "annotated twice"),
-    (lambda a: a.pop("annotations"), "expected an object with a 'annotations' list"),
-])
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda a: a["annotations"][1].pop("answer_type"), "record 1 has no 'answer_type'"),
+        (lambda a: a["annotations"][0].pop("question_type"), "record 0 has no 'question_type'"),
+        (lambda a: a["annotations"][2].pop("answers"), "record 2 has no 'answers'"),
+        (lambda a: a["annotations"][2].update(answers=[]), "'answers' must be a non-empty list"),
+        (lambda a: a["annotations"][3]["answers"][0].update(answer=None), "not an object with a string 'answer'"),
+        (lambda a: a["annotations"].append(dict(a["annotations"][0])), "annotated twice"),
+        (lambda a: a.pop("annotations"), "expected an object with a 'annotations' list"),
+    ],
+)
 def test_evaluate_bad_annotations(mutate, words):
     q, a, p = _files(SPECS)
     mutate(a)
@@ -319,19 +335,33 @@ def test_eval_command_protocols(cli, tmp_path):
 # from its rules in another style. Flags switch on the common mis-readings, to show
 # that the generated questions catch each of them.
 
-REF_MARKS = frozenset(["!", "?", ",", "`", "@", "<", ">", "-", "_", "\\", "+", "=", ")", "(",
-                       "}", "{", '"', "]", "[", "/", ";"])
-REF_NUMBERS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten".split())} | {"none": "0"}
+REF_MARKS = frozenset(
+    ["!", "?", ",", "`", "@", "<", ">", "-", "_", "\\", "+", "=", ")", "(", "}", "{", '"', "]", "[", "/", ";"]
+)
+REF_NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())} | {
+    "none": "0"
+}
 # The contraction entries the generator can produce (checked in ref_words).
-REF_CONTRACTIONS = {"dont": "don't", "cant": "can't", "wont": "won't", "isnt": "isn't",
-                    "thats": "that's", "whats": "what's", "youre": "you're", "theyre": "they're",
-                    "somebody'd": "somebodyd", "Im": "I'm", "oclock": "o'clock", "yall": "y'all"}
+REF_CONTRACTIONS = {
+    "dont": "don't",
+    "cant": "can't",
+    "wont": "won't",
+    "isnt": "isn't",
+    "thats": "that's",
+    "whats": "what's",
+    "youre": "you're",
+    "theyre": "they're",
+    "somebody'd": "somebodyd",
+    "Im": "I'm",
+    "oclock": "o'clock",
+    "yall": "y'all",
+}
 
 
 def ref_marks(text, strip_after=False, running=False):
     has_digit_comma_digit = any(
-        text[i].isdecimal() and text[i + 1] == "," and text[i + 2].isdecimal() for i in range(len(text) - 2))
+        text[i].isdecimal() and text[i + 1] == "," and text[i + 2].isdecimal() for i in range(len(text) - 2)
+    )
     if running:  # mis-reading: each mark tested on the text as changed by the marks before it
         for ch in ';/[]"{}()=+\\_-><@`,?!':
             gone = has_digit_comma_digit or f"{ch} " in text or f" {ch}" in text
@@ -373,16 +403,30 @@ def ref_clean(text):
     return text.replace("\n", " ").replace("\t", " ").strip()
 
 
-def ref_accuracy(prediction, humans, protocol="current", judge_raw=False, judge_clean=False, keep_space=False,
-                 pred_always=False, gt_punct_only=False, gt_full=False, gt_always=False, **punct):
+def ref_accuracy(
+    prediction,
+    humans,
+    protocol="current",
+    judge_raw=False,
+    judge_clean=False,
+    keep_space=False,
+    pred_always=False,
+    gt_punct_only=False,
+    gt_full=False,
+    gt_always=False,
+    **punct,
+):
     def marks_and_periods(t):
-        return ref_periods(ref_marks(t, punct.get("strip_after", False), punct.get("running", False)),
-                           punct.get("cap", 32), punct.get("keep_after_digit", False))
+        return ref_periods(
+            ref_marks(t, punct.get("strip_after", False), punct.get("running", False)),
+            punct.get("cap", 32),
+            punct.get("keep_after_digit", False),
+        )
 
     def full(t):
         return ref_words(marks_and_periods(ref_clean(t)))
 
-    if len(humans) == 1:                              # vqa_cache's documented choice
+    if len(humans) == 1:  # vqa_cache's documented choice
         return Fraction(int(full(prediction) == full(humans[0])))
     if protocol == "current":
         gts = list(humans) if keep_space else [ref_clean(h) for h in humans]
@@ -401,7 +445,7 @@ def ref_accuracy(prediction, humans, protocol="current", judge_raw=False, judge_
                 gts = [ref_words(g.strip()) for g in gts]
     total = Fraction(0)
     for i in range(len(gts)):
-        rest = gts[:i] + gts[i + 1:]
+        rest = gts[:i] + gts[i + 1 :]
         total += min(Fraction(rest.count(pred), 3), Fraction(1))
     return total / len(gts)
 
@@ -428,16 +472,60 @@ GROUPS = [
     ["dog", "the dog", "a dog", "Dog", "The Dog.", "dogs", "an dog", "dog."],
     ["don't", "dont", "Dont", "do not", "don't know", "dont know", "cant", "can't", "wont"],
     ["1000", "1,000", "1, 000", "1 000", "one thousand", "1.000", "1,000.0", "1000."],
-    ["red white", "red, white", "red,white", "red/white", "red-white", "red - white",
-     "red & white", "(red) white", "red white!", "red; white", "red,-white", "red-,white",
-     "red/(white)", "(red)-(white)", "red white?!"],
+    [
+        "red white",
+        "red, white",
+        "red,white",
+        "red/white",
+        "red-white",
+        "red - white",
+        "red & white",
+        "(red) white",
+        "red white!",
+        "red; white",
+        "red,-white",
+        "red-,white",
+        "red/(white)",
+        "(red)-(white)",
+        "red white?!",
+    ],
     ["3.5", "3.5.", "3,5", "3 .5", ".5", "3.50", "3. 5"],
-    ["isn't", "isnt", "is not", "thats", "that's", "whats", "youre", "theyre", "Im", "I'm",
-     "im", "somebody'd", "somebodyd", "yall", "oclock", "o'clock"],
+    [
+        "isn't",
+        "isnt",
+        "is not",
+        "thats",
+        "that's",
+        "whats",
+        "youre",
+        "theyre",
+        "Im",
+        "I'm",
+        "im",
+        "somebody'd",
+        "somebodyd",
+        "yall",
+        "oclock",
+        "o'clock",
+    ],
     ["10:30", "10:30.", "ten thirty", "10.30", "10,30", "ten"],
-    ["hello-world", "hello world", "hello_world", "hello=world", "hello + world", "[hello] world",
-     "{hello}", "hello@world", "hello`world", 'hello "world"', "hello\\world", "hello<world>", "hello;world",
-     "hello-world\t-", "hello-world\n-"],
+    [
+        "hello-world",
+        "hello world",
+        "hello_world",
+        "hello=world",
+        "hello + world",
+        "[hello] world",
+        "{hello}",
+        "hello@world",
+        "hello`world",
+        'hello "world"',
+        "hello\\world",
+        "hello<world>",
+        "hello;world",
+        "hello-world\t-",
+        "hello-world\n-",
+    ],
     ["\u0663", "\u0663,\u0664", "3,4", "34", "3 4"],
     ["...", "....", "." * 40 + "x", "." * 31 + "x", "." * 33 + "x", "a.b.c", "e.g.", "u.s.a.", "usa"],
     ["", " ", "the", "a", "the the", "an"],
@@ -513,8 +601,7 @@ def test_agreement_with_restated_official_algorithm(protocol):
 @pytest.mark.parametrize("protocol", ["current", "2016"])
 def test_agreement_of_evaluate_with_restated_official_algorithm(protocol):
     questions = adversarial_questions(seed=7, count=400)
-    specs = [(1000 + i, f"type{i % 3}", f"qtype{i % 7}", humans, pred)
-             for i, (humans, pred) in enumerate(questions)]
+    specs = [(1000 + i, f"type{i % 3}", f"qtype{i % 7}", humans, pred) for i, (humans, pred) in enumerate(questions)]
     result = evaluate(*_files(specs), protocol=protocol)
     expected = {qid: ref_accuracy(pred, humans, protocol) for qid, _, _, humans, pred in specs}
     assert result["perQuestion"] == {qid: round(float(100 * acc), 2) for qid, acc in expected.items()}
@@ -522,12 +609,17 @@ def test_agreement_of_evaluate_with_restated_official_algorithm(protocol):
     assert result["overall"] == pytest.approx(float(overall), abs=0.005 + 1e-9)
     for i in range(3):
         accs = [expected[qid] for qid, at, *_ in specs if at == f"type{i}"]
-        assert result["perAnswerType"][f"type{i}"] == pytest.approx(float(100 * sum(accs) / len(accs)), abs=0.005 + 1e-9)
+        assert result["perAnswerType"][f"type{i}"] == pytest.approx(
+            float(100 * sum(accs) / len(accs)), abs=0.005 + 1e-9
+        )
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_generated_questions_catch_each_misreading(variant):
     protocol, flags = VARIANTS[variant]
-    differing = [(h, p) for h, p in adversarial_questions()
-                 if ref_accuracy(p, h, protocol, **flags) != ref_accuracy(p, h, protocol)]
+    differing = [
+        (h, p)
+        for h, p in adversarial_questions()
+        if ref_accuracy(p, h, protocol, **flags) != ref_accuracy(p, h, protocol)
+    ]
     assert len(differing) >= 3, variant

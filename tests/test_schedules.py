@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules (training/schedule.py): the recipe keys, each schedule's lr, the lr
 recorded per epoch, a sweep over them, and `--resume` past the planned epochs (tail by default, a new cycle
 only with --extend cycle)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 300]
@@ -24,11 +24,13 @@ def cache(tmp_path_factory):
 
 def optim(**kw):
     from vqa_cache import recipes
+
     return recipes.build(recipes.OptimSettings, kw)
 
 
 def factor(o, spe=10, **plan):
     from vqa_cache.training.schedule import lr_factor, new_plan
+
     return lr_factor(o, {**new_plan(o, spe), **plan})
 
 
@@ -55,7 +57,7 @@ def test_onecycle_follows_torch_onecyclelr():
         assert 0.01 * f(step) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), step
         opt.step()
         ref.step()
-    assert f(50) == f(20)          # held at its end past the horizon
+    assert f(50) == f(20)  # held at its end past the horizon
 
 
 def test_constant_and_step_schedules():
@@ -65,31 +67,56 @@ def test_constant_and_step_schedules():
     assert [s(e * 10) for e in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
 
 
-@pytest.mark.parametrize("key, message", [
-    ("optim.name=lion", "'optim.name' must be one of adamw, adam, sgd"),
-    ("optim.schedule=linear", "'optim.schedule' must be one of cosine, onecycle, constant, step"),
-    ("optim.nesterov=true", "'optim.nesterov' needs optim.name = \"sgd\""),
-    ("optim.momentum=1.5", "'optim.momentum' must be in [0, 1)"),
-    ("optim.horizon_epochs=-1", "'optim.horizon_epochs' must be >= 0"),
-    ("optim.pct_start=0", "'optim.pct_start' must be in (0, 1)"),
-])
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("optim.name=lion", "'optim.name' must be one of adamw, adam, sgd"),
+        ("optim.schedule=linear", "'optim.schedule' must be one of cosine, onecycle, constant, step"),
+        ("optim.nesterov=true", "'optim.nesterov' needs optim.name = \"sgd\""),
+        ("optim.momentum=1.5", "'optim.momentum' must be in [0, 1)"),
+        ("optim.horizon_epochs=-1", "'optim.horizon_epochs' must be >= 0"),
+        ("optim.pct_start=0", "'optim.pct_start' must be in (0, 1)"),
+    ],
+)
 def test_bad_optimizer_keys_are_bad_input(cli, tmp_path, key, message):
     r = cli("--cache-dir", tmp_path, "train", *SMALL, "--set", key, "--out", tmp_path / "x")
     assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r
 
 
 def test_old_no_schedule_recipe_still_loads():
-    o = optim(lr=3e-4, min_lr=3e-4, warmup_epochs=0)          # the old "no schedule" spelling
+    o = optim(lr=3e-4, min_lr=3e-4, warmup_epochs=0)  # the old "no schedule" spelling
     f = factor(o)
     assert o.schedule == "cosine" and {f(i) for i in range(0, 200, 7)} == {1.0}
 
 
 def test_sgd_nesterov_step_schedule_trains_and_records_the_lr_used(cli, cache, tmp_path):
     from vqa_cache.training.schedule import lr_factor
+
     run = tmp_path / "sgd"
-    r = cli("--cache-dir", cache, "train", *SMALL, "--epochs", 3, "--lr", 0.05, "--out", run,
-            "--set", "optim.name=sgd", "--set", "optim.nesterov=true", "--set", "optim.schedule=step",
-            "--set", "optim.step_epochs=1", "--set", "optim.gamma=0.5", "--set", "optim.warmup_epochs=0")
+    r = cli(
+        "--cache-dir",
+        cache,
+        "train",
+        *SMALL,
+        "--epochs",
+        3,
+        "--lr",
+        0.05,
+        "--out",
+        run,
+        "--set",
+        "optim.name=sgd",
+        "--set",
+        "optim.nesterov=true",
+        "--set",
+        "optim.schedule=step",
+        "--set",
+        "optim.step_epochs=1",
+        "--set",
+        "optim.gamma=0.5",
+        "--set",
+        "optim.warmup_epochs=0",
+    )
     assert r.code == 0, r
     config = json.loads((run / "config.json").read_text())
     plan = config["schedule"]
@@ -100,6 +127,7 @@ def test_sgd_nesterov_step_schedule_trains_and_records_the_lr_used(cli, cache, t
     assert [row["lr"] for row in rows] == pytest.approx([0.05, 0.025, 0.0125])
     assert {row["lr_phase"] for row in rows} == {"step"}
     from vqa_cache import recipes
+
     o = recipes.build(recipes.OptimSettings, config["recipe"]["optim"])
     f = lr_factor(o, plan)
     spe = plan["steps_per_epoch"]
@@ -129,7 +157,7 @@ def test_resume_with_more_epochs_never_raises_the_lr_unless_asked(cli, cache, tm
     assert "epochs 3-4 are a new cosine cycle from lr 0.001 down to min_lr 1e-05" in r.out
     rows = json.loads((cycle / "metrics.json").read_text())["epochs"]
     assert [row["lr_phase"] for row in rows] == ["cosine", "cosine", "cycle", "cycle"]
-    assert rows[2]["lr"] > 10 * rows[1]["lr"] and rows[3]["lr"] == pytest.approx(rows[1]["lr"])     # the same cosine
+    assert rows[2]["lr"] > 10 * rows[1]["lr"] and rows[3]["lr"] == pytest.approx(rows[1]["lr"])  # the same cosine
     # --extend without more epochs, or without --resume: one line, exit 2
     r = cli("--cache-dir", cache, "train", *common, "--epochs", 4, "--resume", "--extend", "cycle", "--out", cycle)
     assert r.code == 2 and "give --epochs beyond 4" in r.err, r
@@ -139,12 +167,15 @@ def test_resume_with_more_epochs_never_raises_the_lr_unless_asked(cli, cache, tm
 
 def test_a_sweep_searches_optimizers_and_schedules(cli, cache, tmp_path):
     recipe = tmp_path / "s.toml"
-    recipe.write_text('[sweep]\ntrials = 2\nepochs = 1\nstartup_trials = 2\n\n[space]\n'
-                      '"optim.name" = {choices = ["adam", "sgd"]}\n'
-                      '"optim.schedule" = {choices = ["onecycle", "constant"]}\n'
-                      '"optim.horizon_epochs" = {low = 0.5, high = 2.0}\n')
-    r = cli("--cache-dir", cache, "sweep", str(recipe), *LIMIT, *FAST, "--set", "head.hidden=32",
-            "--out", tmp_path / "sw")
+    recipe.write_text(
+        "[sweep]\ntrials = 2\nepochs = 1\nstartup_trials = 2\n\n[space]\n"
+        '"optim.name" = {choices = ["adam", "sgd"]}\n'
+        '"optim.schedule" = {choices = ["onecycle", "constant"]}\n'
+        '"optim.horizon_epochs" = {low = 0.5, high = 2.0}\n'
+    )
+    r = cli(
+        "--cache-dir", cache, "sweep", str(recipe), *LIMIT, *FAST, "--set", "head.hidden=32", "--out", tmp_path / "sw"
+    )
     assert r.code == 0, r
     configs = [json.loads(p.read_text()) for p in (tmp_path / "sw").rglob("config.json")]
     assert len(configs) == 2

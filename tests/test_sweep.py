@@ -1,4 +1,5 @@
 """`vqa-cache sweep` on a tiny easy-VQA cache: a sweep completes, resumes after a kill, best.toml trains."""
+
 from __future__ import annotations
 
 import csv
@@ -11,14 +12,25 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 400]
 REPO = Path(__file__).resolve().parent.parent
 # short trials: 2 quasi-random trials then TPE, pruning from the second finished trial on
-QUICK = ["--set", "sweep.epochs=2", "--set", "sweep.train_fraction=1.0", "--set", "sweep.startup_trials=2",
-         "--set", "sweep.prune_startup_trials=2", "--set", "head.hidden=64", "--set", 'space.head.hidden={choices=[32, 64]}']
+QUICK = [
+    "--set",
+    "sweep.epochs=2",
+    "--set",
+    "sweep.train_fraction=1.0",
+    "--set",
+    "sweep.startup_trials=2",
+    "--set",
+    "sweep.prune_startup_trials=2",
+    "--set",
+    "head.hidden=64",
+    "--set",
+    "space.head.hidden={choices=[32, 64]}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +45,24 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_sweep_completes_and_best_toml_trains(cli, cache, tmp_path):
     out = tmp_path / "s"
-    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
-            "--trials", 4, "--jobs", 2, "--out", out)
+    r = cli(
+        "--cache-dir",
+        cache,
+        "sweep",
+        "train/easyvqa-sweep.toml",
+        *LIMIT,
+        *FAST,
+        *QUICK,
+        "--trials",
+        4,
+        "--jobs",
+        2,
+        "--out",
+        out,
+    )
     assert r.code == 0, r
     for name in ("study.db", "sweep.json", "trials.csv", "best.toml", "history.png", "importance.png", "params.png"):
         assert (out / name).is_file(), name
@@ -52,6 +77,7 @@ def test_sweep_completes_and_best_toml_trains(cli, cache, tmp_path):
     assert f"best val accuracy {float(best['best_val_accuracy']):.4f}" in r.out
     # best.toml: the base recipe with the best parameters, trainable as it is
     from vqa_cache.recipes import TrainRecipe, build, read_toml
+
     recipe = build(TrainRecipe, read_toml(out / "best.toml"))
     assert recipe.optim.lr == pytest.approx(float(best["optim.lr"]))
     assert recipe.head.hidden == int(best["head.hidden"]) and recipe.optim.epochs == 20
@@ -60,7 +86,9 @@ def test_sweep_completes_and_best_toml_trains(cli, cache, tmp_path):
     assert r.code == 0, r
     assert (tmp_path / "run" / "best.pt").is_file()
     # a second sweep into the same directory must be asked for with --resume
-    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK, "--trials", 4, "--out", out)
+    r = cli(
+        "--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK, "--trials", 4, "--out", out
+    )
     assert r.code == 2 and "--resume" in r.err, r
 
 
@@ -69,20 +97,42 @@ def states(db: Path) -> list[str]:
     try:
         with sqlite3.connect(db, timeout=1) as con:
             reported = {i for (i,) in con.execute("select trial_id from trial_intermediate_values")}
-            return ["MID-TRAINING" if s == "RUNNING" and i in reported else s
-                    for i, s in con.execute("select trial_id, state from trials order by number")]
+            return [
+                "MID-TRAINING" if s == "RUNNING" and i in reported else s
+                for i, s in con.execute("select trial_id, state from trials order by number")
+            ]
     except sqlite3.Error:
         return []
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     out = tmp_path / "s"
-    args = ["--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
-            "--set", "sweep.epochs=3", "--trials", 4, "--jobs", 1, "--out", out]
+    args = [
+        "--cache-dir",
+        cache,
+        "sweep",
+        "train/easyvqa-sweep.toml",
+        *LIMIT,
+        *FAST,
+        *QUICK,
+        "--set",
+        "sweep.epochs=3",
+        "--trials",
+        4,
+        "--jobs",
+        1,
+        "--out",
+        out,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "vqa_cache", *map(str, args)], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vqa_cache", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     try:
         while time.time() < deadline and p.poll() is None:
@@ -99,37 +149,71 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     assert before[-1] == "MID-TRAINING"
     done_before = sum(x in ("COMPLETE", "PRUNED") for x in before)
 
-    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
-            "--set", "sweep.epochs=3", "--trials", 4, "--resume", "--out", out)
+    r = cli(
+        "--cache-dir",
+        cache,
+        "sweep",
+        "train/easyvqa-sweep.toml",
+        *LIMIT,
+        *FAST,
+        *QUICK,
+        "--set",
+        "sweep.epochs=3",
+        "--trials",
+        4,
+        "--resume",
+        "--out",
+        out,
+    )
     assert r.code == 0, r
     assert f"{done_before} done, {4 - done_before} to run; 1 interrupted, run again" in r.out
     rows = read_csv(out / "trials.csv")
     # finished trials were kept, not repeated; the killed one failed and ran again with its parameters
-    assert [row["state"] for row in rows[:len(before) - 1]] == [x.lower() for x in before[:-1]]
+    assert [row["state"] for row in rows[: len(before) - 1]] == [x.lower() for x in before[:-1]]
     killed = rows[len(before) - 1]
     assert killed["state"] == "fail"
     retry = [row for row in rows if row["retry_of"] == killed["trial"]]
     assert len(retry) == 1 and retry[0]["optim.lr"] == killed["optim.lr"] and retry[0]["state"] != "fail"
-    assert sum(row["state"] in ("complete", "pruned") for row in rows) == 4 and len(rows) == len(before) + 3 - done_before + 1
+    assert (
+        sum(row["state"] in ("complete", "pruned") for row in rows) == 4
+        and len(rows) == len(before) + 3 - done_before + 1
+    )
     # nothing left to do: a further --resume runs no trial; it rewrites the sweep's files by rename (issue
     # 23.1: a new inode each, never truncated in place) and leaves no temporary file
     written = ("sweep.json", "trials.csv", "best.toml", "history.png")
     inodes = {name: (out / name).stat().st_ino for name in written}
-    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
-            "--set", "sweep.epochs=3", "--trials", 4, "--resume", "--out", out)
+    r = cli(
+        "--cache-dir",
+        cache,
+        "sweep",
+        "train/easyvqa-sweep.toml",
+        *LIMIT,
+        *FAST,
+        *QUICK,
+        "--set",
+        "sweep.epochs=3",
+        "--trials",
+        4,
+        "--resume",
+        "--out",
+        out,
+    )
     assert r.code == 0 and "4 done, 0 to run" in r.out, r
     assert len(read_csv(out / "trials.csv")) == len(rows)
     assert all((out / name).stat().st_ino != inodes[name] for name in written), inodes
     assert [p.name for p in out.rglob("*") if ".tmp" in p.name] == []
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", 'space.optim.nosuch={low=1, high=2}'], "space 'optim.nosuch'"),
-    (["--set", 'space.optim.lr={low=1e-3}'], "needs low and high"),
-    (["--set", 'space.head.hidden={choices=["big"]}'], "must be int"),
-    (["--set", "sweep.trials=0"], "sweep.trials"),
-    (["--resume"], "no sweep"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "space.optim.nosuch={low=1, high=2}"], "space 'optim.nosuch'"),
+        (["--set", "space.optim.lr={low=1e-3}"], "needs low and high"),
+        (["--set", 'space.head.hidden={choices=["big"]}'], "must be int"),
+        (["--set", "sweep.trials=0"], "sweep.trials"),
+        (["--resume"], "no sweep"),
+    ],
+)
 def test_sweep_bad_input(cli, cache, tmp_path, args, message):
     r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, "--out", tmp_path / "x", *args)
     assert r.code == 2, r
@@ -138,10 +222,17 @@ def test_sweep_bad_input(cli, cache, tmp_path, args, message):
 
 def test_space_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     from vqa_cache.search.space import distributions, make_recipe
 
-    d = distributions({"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "head.hidden": {"low": 64, "high": 256, "step": 64},
-                       "optim.betas": {"choices": [[0.9, 0.999], [0.9, 0.98]]}, "optim.betas.1": {"low": 0.9, "high": 0.99}})
+    d = distributions(
+        {
+            "optim.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "head.hidden": {"low": 64, "high": 256, "step": 64},
+            "optim.betas": {"choices": [[0.9, 0.999], [0.9, 0.98]]},
+            "optim.betas.1": {"low": 0.9, "high": 0.99},
+        }
+    )
     assert isinstance(d["optim.lr"], FloatDistribution) and d["optim.lr"].log
     assert isinstance(d["head.hidden"], IntDistribution) and d["head.hidden"].step == 64
     assert isinstance(d["optim.betas"], CategoricalDistribution)
@@ -150,11 +241,11 @@ def test_space_syntax():
     assert recipe.optim.betas == (0.9, 0.98) and recipe.head.hidden == 128 and recipe.optim.epochs == 3
     recipe, _ = make_recipe(base, {"optim.betas.1": 0.95})
     assert recipe.optim.betas == (0.9, 0.95)
-    recipe, _ = make_recipe(base, {"optim.epochs": 7}, epochs=3)     # a searched epochs wins over sweep.epochs
+    recipe, _ = make_recipe(base, {"optim.epochs": 7}, epochs=3)  # a searched epochs wins over sweep.epochs
     assert recipe.optim.epochs == 7
 
 
-@pytest.mark.slow    # trains for long: not in `make test-fast`
+@pytest.mark.slow  # trains for long: not in `make test-fast`
 def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, monkeypatch):
     """A trial whose loss becomes NaN (training raises Diverged) is recorded as pruned with the reason;
     the other trials still run and best.toml is written."""
@@ -170,8 +261,21 @@ def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, 
 
     monkeypatch.setattr(loop, "check_finite", diverge_trial_1)
     out = tmp_path / "s"
-    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *LIMIT, *FAST, *QUICK,
-            "--trials", 3, "--jobs", 1, "--out", out)
+    r = cli(
+        "--cache-dir",
+        cache,
+        "sweep",
+        "train/easyvqa-sweep.toml",
+        *LIMIT,
+        *FAST,
+        *QUICK,
+        "--trials",
+        3,
+        "--jobs",
+        1,
+        "--out",
+        out,
+    )
     assert r.code == 0, r
     rows = read_csv(out / "trials.csv")
     assert [row["state"] for row in rows][1] == "pruned" and len(rows) == 3

@@ -2,18 +2,33 @@
 a 0-byte, garbage or half-overwritten study.db (SQLite takes a 0-byte file for a new database: the sweep used to
 start again from trial 0 over the old trial directories) and a cut sweep.json each give one line naming the
 damage, exit 2, and leave every file as it was; a sweep directory in use by another process is refused."""
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, run_cli
 
 LIMIT = ["--limit", 120]
-ARGS = ["train/easyvqa-sweep.toml", *LIMIT, *FAST, "--set", "sweep.epochs=1", "--set", "sweep.startup_trials=1",
-        "--set", "head.hidden=32", "--set", 'space.head.hidden={choices=[16, 32]}', "--trials", 1, "--jobs", 1]
+ARGS = [
+    "train/easyvqa-sweep.toml",
+    *LIMIT,
+    *FAST,
+    "--set",
+    "sweep.epochs=1",
+    "--set",
+    "sweep.startup_trials=1",
+    "--set",
+    "head.hidden=32",
+    "--set",
+    "space.head.hidden={choices=[16, 32]}",
+    "--trials",
+    1,
+    "--jobs",
+    1,
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +53,23 @@ def _garbage(p):
 
 def _half_overwritten(p):
     data = p.read_bytes()
-    p.write_bytes(data[:len(data) // 2] + b"\xff" * (len(data) - len(data) // 2))
+    p.write_bytes(data[: len(data) // 2] + b"\xff" * (len(data) - len(data) // 2))
 
 
 def _cut_json(p):
     data = p.read_bytes()
-    p.write_bytes(data[:len(data) // 2])
+    p.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("name, damage, message", [
-    ("study.db", _zero, "study.db is damaged (0 bytes"),
-    ("study.db", _garbage, "study.db is damaged (not an SQLite database)"),
-    ("study.db", _half_overwritten, "study.db is damaged ("),
-    ("sweep.json", _cut_json, "sweep.json: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("study.db", _zero, "study.db is damaged (0 bytes"),
+        ("study.db", _garbage, "study.db is damaged (not an SQLite database)"),
+        ("study.db", _half_overwritten, "study.db is damaged ("),
+        ("sweep.json", _cut_json, "sweep.json: not valid JSON"),
+    ],
+)
 def test_damaged_sweep_is_refused_and_left_alone(cli, swept, tmp_path, name, damage, message):
     out = tmp_path / "s"
     shutil.copytree(swept / "s", out)
@@ -69,7 +87,7 @@ def test_a_sweep_in_use_is_refused(cli, swept, tmp_path):
     out = tmp_path / "s"
     shutil.copytree(swept / "s", out)
     before = snapshot(out)
-    with Lock(out / ".lock", wait=False):            # another `sweep --resume` running on it
+    with Lock(out / ".lock", wait=False):  # another `sweep --resume` running on it
         r = cli("--cache-dir", swept / "cache", "sweep", *ARGS[:-4], "--trials", 3, "--resume", "--out", out)
     assert r.code == 2 and "is in use by another sweep process" in r.err, r
     assert snapshot(out) == before

@@ -1,5 +1,6 @@
 """--threads and its default (vqa_cache/threads.py): the CPUs this process may use (affinity, cgroup quota)
 less its worker processes; the choice on the run line; OpenMP threads that wait passively."""
+
 from __future__ import annotations
 
 import os
@@ -8,23 +9,26 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAST, run_cli
 
 from vqa_cache import threads
-from conftest import FAST, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("cpus, quota, workers, expected", [
-    (2, None, 0, 2),        # a 2-core machine, no quota
-    (2, None, 2, 1),        # ... with 2 DataLoader workers beside: never 0
-    (64, 2.0, 0, 2),        # a container on a 64-core host with a quota of 2 CPUs
-    (64, 1.5, 0, 2),        # 1.5 CPUs: 2 threads may each run half the time
-    (64, 0.5, 0, 1),
-    (8, None, 3, 5),
-    (4, 16.0, 1, 3),        # a quota above the affinity does not raise it
-    (1, None, 0, 1),
-])
+@pytest.mark.parametrize(
+    "cpus, quota, workers, expected",
+    [
+        (2, None, 0, 2),  # a 2-core machine, no quota
+        (2, None, 2, 1),  # ... with 2 DataLoader workers beside: never 0
+        (64, 2.0, 0, 2),  # a container on a 64-core host with a quota of 2 CPUs
+        (64, 1.5, 0, 2),  # 1.5 CPUs: 2 threads may each run half the time
+        (64, 0.5, 0, 1),
+        (8, None, 3, 5),
+        (4, 16.0, 1, 3),  # a quota above the affinity does not raise it
+        (1, None, 0, 1),
+    ],
+)
 def test_default_threads_from_affinity_quota_and_workers(cpus, quota, workers, expected):
     n, why = threads.default_threads(workers, cpus=cpus, quota=quota, read_quota=False)
     assert n == expected
@@ -41,7 +45,7 @@ def test_cgroup_quota_v2_and_v1(tmp_path):
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert threads.cgroup_quota(tmp_path) == 2.0
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")            # v1: no quota
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1: no quota
     assert threads.cgroup_quota(tmp_path) is None
     assert threads.cgroup_quota(tmp_path / "absent") is None
 
@@ -57,6 +61,7 @@ def test_usable_cpus_reads_the_affinity_mask_and_the_quota(monkeypatch):
 
 def test_set_threads_as_asked_or_by_default(monkeypatch):
     import torch
+
     monkeypatch.setattr(threads, "usable_cpus", lambda *a, **k: 3)
     assert threads.set_threads(None, workers=1) == 2 and torch.get_num_threads() == 2
     assert threads.describe() == "2 threads (3 usable CPUs less 1 worker)"
@@ -64,23 +69,29 @@ def test_set_threads_as_asked_or_by_default(monkeypatch):
     assert threads.describe() == "1 thread (--threads)"
 
 
-@pytest.mark.slow    # a subprocess: not in `make test-fast`
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_passive_wait_is_set_before_torch_loads_and_never_overrides_the_user():
     code = "import os, vqa_cache.threads as t; t.prefer_passive_wait(); print(os.environ.get('OMP_WAIT_POLICY'))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OMP_WAIT_POLICY", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "ACTIVE"
 
 
 def test_train_threads_option_on_the_run_line_and_bad_values(cli, tmp_path):
     root = tmp_path / "cache"
     run_cli("--cache-dir", root, "extract", "--limit", 200, *FAST, "--threads", 1)
-    r = cli("--cache-dir", root, "train", "--limit", 200, *FAST, "--epochs", 1, "--threads", 1,
-            "--out", tmp_path / "run")
+    r = cli(
+        "--cache-dir", root, "train", "--limit", 200, *FAST, "--epochs", 1, "--threads", 1, "--out", tmp_path / "run"
+    )
     assert r.code == 0, r
     assert any(line.startswith("run ") and "1 thread (--threads)" in line for line in r.out.splitlines()), r.out
     r = cli("--cache-dir", root, "train", "--limit", 200, *FAST, "--epochs", 1, "--out", tmp_path / "run2")
@@ -92,5 +103,6 @@ def test_train_threads_option_on_the_run_line_and_bad_values(cli, tmp_path):
 
 def test_api_takes_threads(tmp_path):
     import vqa_cache
+
     with pytest.raises(vqa_cache.BadInput, match="--threads -1"):
         vqa_cache.train(cache_dir=tmp_path, threads=-1, verbose=False)

@@ -14,6 +14,7 @@ It binds 127.0.0.1 unless told otherwise. The run is read once, through the Pyth
 (a train or finetune run, or an exported model directory), whose Model answers with `.explain(image,
 question, top)`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,13 +26,14 @@ from . import api
 from .errors import BadInput
 from .rundir import read_run_config
 
-EXAMPLES = 8            # images offered to pick (easy-VQA's test images, or --examples DIR)
+EXAMPLES = 8  # images offered to pick (easy-VQA's test images, or --examples DIR)
 
 
 def check_installed() -> None:
     if importlib.util.find_spec("gradio") is None:
-        raise BadInput("demo: gradio is not installed; install it with pip install 'vqa-cache[demo]' "
-                       "(or pip install gradio)")
+        raise BadInput(
+            "demo: gradio is not installed; install it with pip install 'vqa-cache[demo]' (or pip install gradio)"
+        )
 
 
 def answerer(path, cache_dir=None, top: int = 5):
@@ -39,8 +41,10 @@ def answerer(path, cache_dir=None, top: int = 5):
     (explain(image, question) -> {"answers", "attention", "method", ...}, picture(image) -> the image as its
     encoder saw it, uint8 [H, W, 3])."""
     model = api.load(path, cache_dir=cache_dir)
-    return (lambda image, question: model.explain(image, question, top=top),
-            lambda image: model.pixels(image).permute(1, 2, 0).numpy())
+    return (
+        lambda image, question: model.explain(image, question, top=top),
+        lambda image: model.pixels(image).permute(1, 2, 0).numpy(),
+    )
 
 
 def overlay(picture, result: dict):
@@ -48,10 +52,13 @@ def overlay(picture, result: dict):
     if not result.get("attention"):
         return None
     from PIL import Image
+
     from .explain import overlay_png
+
     top = result["answers"][0]
-    png = overlay_png(picture, result["attention"], f"{result['method']}: {top['answer']} {top['score']:.0%}",
-                      size=4.0, dpi=96)
+    png = overlay_png(
+        picture, result["attention"], f"{result['method']}: {top['answer']} {top['score']:.0%}", size=4.0, dpi=96
+    )
     return Image.open(io.BytesIO(png))
 
 
@@ -68,6 +75,7 @@ def examples(path: Path, folder=None) -> list[list[str]]:
     if dataset.get("name", "easyvqa") != "easyvqa":
         return []
     import easy_vqa
+
     paths = easy_vqa.get_test_image_paths()
     questions, _, image_ids = easy_vqa.get_test_questions()
     first = {}
@@ -81,7 +89,7 @@ def build(path, cache_dir=None, top: int = 5, examples_dir=None, image=None, que
     answered, as the page opens (docs/demo.md's screenshot)."""
     check_installed()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr         # (slow to import, and an optional extra)
+    import gradio as gr  # (slow to import, and an optional extra)
 
     path = Path(path)
     answer, picture = answerer(path, cache_dir, top)
@@ -109,7 +117,7 @@ def build(path, cache_dir=None, top: int = 5, examples_dir=None, image=None, que
             raise gr.Error(str(e)) from None
         return scores, gr.update(value=picture, visible=picture is not None)
 
-    first = shown(image, question) if image and question else (None, None)     # answered before the page opens
+    first = shown(image, question) if image and question else (None, None)  # answered before the page opens
 
     with gr.Blocks(title=f"vqa-cache demo: {path.name}") as demo:
         gr.Markdown(f"## vqa-cache demo: `{path.name}`\nUpload or pick an image, type a question, press Ask.")
@@ -127,14 +135,14 @@ def build(path, cache_dir=None, top: int = 5, examples_dir=None, image=None, que
             gr.Examples(picks, inputs=[image, question], label="or pick an image")
         button.click(ask, [image, question], [answers, where], api_visibility="private")
         question.submit(ask, [image, question], [answers, where], api_visibility="private")
-        api_button = gr.Button(visible=False)        # the API endpoint /predict: (image, question) -> answers
+        api_button = gr.Button(visible=False)  # the API endpoint /predict: (image, question) -> answers
         api_image, api_question = gr.Image(type="filepath", visible=False), gr.Textbox(visible=False)
         api_button.click(predict, [api_image, api_question], gr.JSON(visible=False), api_name="predict")
     return demo
 
 
-def serve(path, host: str = "127.0.0.1", port: int | None = None, cache_dir=None, top: int = 5,
-          examples_dir=None) -> None:
+def serve(
+    path, host: str = "127.0.0.1", port: int | None = None, cache_dir=None, top: int = 5, examples_dir=None
+) -> None:
     """Build the page and serve it until interrupted."""
-    build(path, cache_dir, top, examples_dir).launch(server_name=host, server_port=port, share=False,
-                                                     inbrowser=False)
+    build(path, cache_dir, top, examples_dir).launch(server_name=host, server_port=port, share=False, inbrowser=False)

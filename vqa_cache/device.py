@@ -5,6 +5,7 @@ auto: on a GPU with bfloat16, autocast to bfloat16; on an older GPU, float16 (an
 GradScaler); on the CPU, full precision. bf16 autocasts to bfloat16 on the GPU or the CPU; fp16 to
 float16 with a GradScaler, on a GPU only; fp32 never autocasts.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
@@ -16,7 +17,7 @@ from .errors import BadInput
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-_SCOPE: ContextVar[str] = ContextVar("precision", default="auto")     # stage one's --precision (precision_scope)
+_SCOPE: ContextVar[str] = ContextVar("precision", default="auto")  # stage one's --precision (precision_scope)
 
 
 def pick_device(name: str) -> torch.device:
@@ -44,8 +45,10 @@ def resolve_precision(precision: str | None, device) -> str:
     if precision == "auto":
         return "fp32" if kind != "cuda" else ("bf16" if half_dtype() == torch.bfloat16 else "fp16")
     if precision == "fp16" and kind != "cuda":
-        raise BadInput("--precision fp16 needs a CUDA device (float16 autocast with a gradient scaler); "
-                       "on the CPU use bf16 or fp32")
+        raise BadInput(
+            "--precision fp16 needs a CUDA device (float16 autocast with a gradient scaler); "
+            "on the CPU use bf16 or fp32"
+        )
     if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
         raise BadInput("--precision bf16: this GPU has no bfloat16; use fp16 or fp32")
     return precision

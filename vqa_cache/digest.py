@@ -1,6 +1,7 @@
 """Content digests and atomic writes: the file sha256 (one memoized copy), the fingerprint of a list of
 strings, and the atomic writes: atomic_file and write_file land a file whole or not at all (checking the
 free space first), and a write that fails for want of space or permission is one line naming the file."""
+
 from __future__ import annotations
 
 import errno
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .errors import BadInput
 
-_SHA_MEMO: dict = {}       # (path, size, mtime_ns) -> sha256
+_SHA_MEMO: dict = {}  # (path, size, mtime_ns) -> sha256
 
 
 def sha256_file(path: Path, memo: bool = True) -> str:
@@ -82,20 +83,27 @@ class NoSpace(WriteError):
     """A full disk or the file-size limit: nothing was half-written; free space and re-run."""
 
     def __init__(self, path: Path, need: int | None, have: int, where: str):
-        needed = (f"need {need / 2**20:.1f} MiB for {path.name} (in {path.parent}), " if need is not None else
-                  f"writing {path.name} (in {path.parent}): ")
-        super().__init__(f"no space left {where}: {needed}have {have / 2**20:.1f} MiB; nothing was half-written "
-                         f"(a file that was there is kept whole): free some space and run the command again "
-                         f"(an extract resumes after its last finished shard; a train or finetune run continues "
-                         f"with --resume)")
+        needed = (
+            f"need {need / 2**20:.1f} MiB for {path.name} (in {path.parent}), "
+            if need is not None
+            else f"writing {path.name} (in {path.parent}): "
+        )
+        super().__init__(
+            f"no space left {where}: {needed}have {have / 2**20:.1f} MiB; nothing was half-written "
+            f"(a file that was there is kept whole): free some space and run the command again "
+            f"(an extract resumes after its last finished shard; a train or finetune run continues "
+            f"with --resume)"
+        )
 
 
 class ReadOnly(WriteError):
     """A read-only file system (EROFS) or a folder this process may not write (EACCES)."""
 
     def __init__(self, path: Path, e: OSError):
-        super().__init__(f"cannot write {path}: {e.strerror.lower() if e.strerror else e}; nothing was written "
-                         f"(a file that was there is kept whole)")
+        super().__init__(
+            f"cannot write {path}: {e.strerror.lower() if e.strerror else e}; nothing was written "
+            f"(a file that was there is kept whole)"
+        )
 
 
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)

@@ -4,6 +4,7 @@ torchrun sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init()
 when WORLD_SIZE > 1 (NCCL for CUDA tensors plus gloo for CPU-side coordination on GPU machines, gloo
 alone on the CPU). Nothing here does anything when the process was started without torchrun.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -104,7 +105,7 @@ def all_reduce(values, op: str = "sum"):
     if not enabled():
         return values
     t = values if torch.is_tensor(values) else torch.as_tensor(values, dtype=torch.float64)
-    red = t.detach().clone()     # CPU tensors go through gloo, CUDA ones through NCCL
+    red = t.detach().clone()  # CPU tensors go through gloo, CUDA ones through NCCL
     td.all_reduce(red, op={"sum": td.ReduceOp.SUM, "max": td.ReduceOp.MAX, "min": td.ReduceOp.MIN}[op])
     red = red.to(t.device)
     if torch.is_tensor(values):
@@ -115,6 +116,7 @@ def all_reduce(values, op: str = "sum"):
 def quiet_others() -> None:
     """Only rank 0 prints: the other ranks' stdout goes to /dev/null (their errors still reach stderr)."""
     import sys
+
     if not is_main() and not getattr(sys.stdout, "_vqa_quiet", False):
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (open for the life of the process)
         sys.stdout._vqa_quiet = True  # type: ignore[attr-defined]
@@ -131,6 +133,7 @@ def main_first():
         yield
         if is_main():
             barrier()
+
     return ctx()
 
 

@@ -32,7 +32,7 @@ def worker_origin(e: BaseException) -> tuple[str, str, str] | None:
         return None
     lines = text.rstrip().splitlines()
     frames = [n for n, line in enumerate(lines) if line.startswith(" ")]
-    tail = " ".join(lines[frames[-1] + 1:] if frames else lines[-1:]).strip()
+    tail = " ".join(lines[frames[-1] + 1 :] if frames else lines[-1:]).strip()
     kind, _, message = tail.partition(": ")
     return found.group(2), found.group(1), (message if kind.split(".")[-1] == found.group(1) else tail)
 

@@ -14,6 +14,7 @@ image encoder, features and decoded pixels), which Model.explain hands it.
 Every map is rows x columns (the grid's h x w; cells in the row-major order of the cache's grid), sums
 to 1, and covers the image as the encoder saw it (after its resize and centre crop: `display_image`).
 """
+
 from __future__ import annotations
 
 import io
@@ -65,6 +66,7 @@ def as_map(weights) -> list[list[float]]:
 
 # ---------------------------------------------------------------- Grad-CAM
 
+
 def spatial_forward(encoder: ImageEncoder, pixels: torch.Tensor):
     """(feature map [B, D, h, w] to take gradients at, pooled [B, D] computed from it), or None when the
     encoder's pooled features do not come from a spatial map."""
@@ -76,7 +78,7 @@ def spatial_forward(encoder: ImageEncoder, pixels: torch.Tensor):
         return fmap, fmap.float().mean(dim=(2, 3))
     if isinstance(encoder.body, TimmTrunk):
         features = encoder.body.model.forward_features(x)
-        if features.ndim != 4:           # tokens: the pooled vector is a class token or a pooled projection
+        if features.ndim != 4:  # tokens: the pooled vector is a class token or a pooled projection
             return None
         pooled = encoder.body.model.forward_head(features, pre_logits=True)
         return (features.permute(0, 3, 1, 2) if encoder.body.nhwc else features), pooled
@@ -90,13 +92,14 @@ def grad_cam(encoder: ImageEncoder, pixels: torch.Tensor, model, question: torch
         if out is None:
             return None
         fmap, pooled = out
-        grads = torch.autograd.grad(model(pooled.float(), question)[0, answer], fmap)[0][0].float()   # [D, h, w]
+        grads = torch.autograd.grad(model(pooled.float(), question)[0, answer], fmap)[0][0].float()  # [D, h, w]
         cam = torch.relu((grads.mean(dim=(1, 2))[:, None, None] * fmap[0].detach().float()).sum(0))
     cam = cam.cpu().numpy().astype(np.float64)
     return cam / cam.sum() if cam.sum() > 0 else np.full_like(cam, 1 / cam.size)
 
 
 # ---------------------------------------------------------------- one image and question
+
 
 def explain(model, image, question: str, top: int = 5) -> dict:
     """{"answers": [{"answer", "score"}] (as `ask` gives them), "attention": rows x columns summing to 1
@@ -144,6 +147,7 @@ def cached_maps(p, rows: list[int]) -> dict[int, list[list[float]]]:
 
 # ---------------------------------------------------------------- drawing
 
+
 def preprocess_of(spec: dict) -> Preprocess:
     """The resize and crop a cache entry's image spec records (for drawing; normalization left out)."""
     interpolation, _, how = str(spec.get("resize", "bilinear-square")).partition("-")
@@ -167,7 +171,7 @@ def overlay_figure(image: np.ndarray, attention, title: str = "", size: float = 
     ax.imshow(att, cmap="jet", alpha=0.5, interpolation="bilinear", extent=(0, w, h, 0), vmin=0, vmax=att.max() or 1)
     ax.set_axis_off()
     if title:
-        ax.set_title(plain(title), fontsize=9)      # a question or answer with `$` is not mathtext
+        ax.set_title(plain(title), fontsize=9)  # a question or answer with `$` is not mathtext
     return fig
 
 
@@ -193,9 +197,11 @@ def save_explanation(out, model, image, question: str, result: dict) -> Path:
     """Draw `result`'s map over the image as the model's encoder saw it (its resize and crop) into the PNG
     `out`, written atomically."""
     if result["attention"] is None:
-        raise BadInput(f"--explain: the model (head {model.info['head'].get('name', '?')}) gives no map for this "
-                       f"image: its head does not attend over grid cells and its image encoder has no spatial "
-                       f"map for Grad-CAM")
+        raise BadInput(
+            f"--explain: the model (head {model.info['head'].get('name', '?')}) gives no map for this "
+            f"image: its head does not attend over grid cells and its image encoder has no spatial "
+            f"map for Grad-CAM"
+        )
     best = result["answers"][0]
     title = f"{question}  ->  {best['answer']} ({best['score']:.0%}; {result['method']})"
     out = check_writable(out)

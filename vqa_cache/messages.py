@@ -9,6 +9,7 @@ captured and redirected streams get it). A program takes them over with the logg
 The API's verbose=False is the level WARNING for the call (`level`), not a redirect of stdout: whatever else
 prints (a notebook's own print()) still shows.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,7 @@ CONSOLE = Console()
 CONSOLE.setFormatter(logging.Formatter("%(message)s"))
 LOGGER.addHandler(CONSOLE)
 LOGGER.setLevel(logging.INFO)
-LOGGER.propagate = False        # the lines are shown once (a root handler a notebook set up would repeat them)
+LOGGER.propagate = False  # the lines are shown once (a root handler a notebook set up would repeat them)
 
 
 def info(message: str) -> None:

@@ -103,8 +103,10 @@ def _evaluate(questions, annotations, predictions, names: tuple[str, ...], proto
     annotated = _annotated(annotations, a_name)
     unknown = [q for q in annotated if q not in question_ids]
     if unknown:
-        raise BadInput(f"{a_name}: {len(unknown)} annotated question id(s) not in {q_name} "
-                       f"(e.g. {_few(unknown)}): the files are from different splits?")
+        raise BadInput(
+            f"{a_name}: {len(unknown)} annotated question id(s) not in {q_name} "
+            f"(e.g. {_few(unknown)}): the files are from different splits?"
+        )
     predicted = _predicted(predictions, p_name, annotated)
     overall, per_answer_type, per_question_type, per_question = [], defaultdict(list), defaultdict(list), {}
     truth, compared = [], []
@@ -147,8 +149,14 @@ def per_answer(truth: list[str], predicted: list[str]) -> dict:
         precision = tp / guessed[answer] if guessed[answer] else 0.0
         recall = tp / support[answer] if support[answer] else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        table[answer] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                         "support": support[answer], "predicted": guessed[answer], "_f1": f1}
+        table[answer] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "support": support[answer],
+            "predicted": guessed[answer],
+            "_f1": f1,
+        }
     macro = sum(row.pop("_f1") for row in table.values()) / len(table) if table else 0.0
     return {"perAnswer": table, "macroF1": round(macro, 4)}
 
@@ -166,8 +174,10 @@ def _annotated(annotations, a_name: str) -> dict:
         human = []
         for answer in answers:
             if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str):
-                raise BadInput(f"{a_name}: record {i} (question_id {qid!r}) has an answer "
-                               f"that is not an object with a string 'answer': {answer!r}")
+                raise BadInput(
+                    f"{a_name}: record {i} (question_id {qid!r}) has an answer "
+                    f"that is not an object with a string 'answer': {answer!r}"
+                )
             human.append(answer["answer"])
         annotated[qid] = (human, _field(rec, i, "answer_type", a_name), _field(rec, i, "question_type", a_name))
     if not annotated:
@@ -194,8 +204,7 @@ def _predicted(predictions, p_name: str, annotated: dict) -> dict:
             parts.append(f"{len(missing)} annotated question id(s) missing (e.g. {_few(missing)})")
         if extra:
             parts.append(f"{len(extra)} extra question id(s) not annotated (e.g. {_few(extra)})")
-        raise BadInput(f"{p_name}: {' and '.join(parts)}; expected exactly the "
-                       f"{len(annotated)} annotated question ids")
+        raise BadInput(f"{p_name}: {' and '.join(parts)}; expected exactly the {len(annotated)} annotated question ids")
     return predicted
 
 

@@ -9,6 +9,7 @@ items ("KEY=VALUE") come after them and may refine what an option only implied, 
 option given in the same call. The feature options (dataset, image_encoder, ...) name a cache: extract
 sets them at the top of its recipe, train-like commands under `features.`.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,26 +22,44 @@ from .errors import BadInput, close_matches
 # (name, flag, recipe key) of the options that set a recipe value. The feature options, in the order
 # `extract` commands repeat them:
 FEATURE_KEYS = (
-    ("dataset", "--dataset", "dataset.name"), ("split", "--split", "dataset.splits"),
-    ("limit", "--limit", "dataset.limit"), ("image_encoder", "--image-encoder", "image.encoder"),
-    ("text_encoder", "--text-encoder", "text.encoder"), ("weights", "--weights", "image.weights"),
-    ("features", "--features", "image.features"), ("image_size", "--image-size", "image.size"),
+    ("dataset", "--dataset", "dataset.name"),
+    ("split", "--split", "dataset.splits"),
+    ("limit", "--limit", "dataset.limit"),
+    ("image_encoder", "--image-encoder", "image.encoder"),
+    ("text_encoder", "--text-encoder", "text.encoder"),
+    ("weights", "--weights", "image.weights"),
+    ("features", "--features", "image.features"),
+    ("image_size", "--image-size", "image.size"),
     ("answer_types", "--answer-types", "dataset.answer_types"),
     ("image_fraction", "--image-fraction", "dataset.image_fraction"),
-    ("val_fraction", "--val-fraction", "dataset.val_fraction"), ("data_seed", "--data-seed", "dataset.seed"),
+    ("val_fraction", "--val-fraction", "dataset.val_fraction"),
+    ("data_seed", "--data-seed", "dataset.seed"),
     ("skip_missing", "--skip-missing", "dataset.skip_missing"),
 )
-EXTRACT_KEYS = (("batch_size", "--batch-size", "image.batch_size"), ("workers", "--workers", "image.workers"),
-                ("device", "--device", "device"), ("precision", "--precision", "precision"), ("shard_size", "--shard-size", "shard_size"),
-                ("skip_bad", "--skip-bad", "skip_bad"))
-TRAIN_KEYS = (("head", "--head", "head.name"), ("epochs", "--epochs", "optim.epochs"), ("lr", "--lr", "optim.lr"),
-              ("batch_size", "--batch-size", "optim.batch_size"), ("seed", "--seed", "seed"),
-              ("precision", "--precision", "precision"))
-FINETUNE_KEYS = (("train_encoders", "--train-encoders", "finetune.train_encoders"),
-                 ("lora_r", "--lora-r", "finetune.lora_r"), ("encoder_lr", "--encoder-lr", "finetune.encoder_lr"),
-                 ("accumulate", "--accumulate", "finetune.accumulate"),
-                 ("checkpointing", "--checkpointing", "finetune.checkpointing"),
-                 ("init_head", "--init-head", "finetune.init_head"))
+EXTRACT_KEYS = (
+    ("batch_size", "--batch-size", "image.batch_size"),
+    ("workers", "--workers", "image.workers"),
+    ("device", "--device", "device"),
+    ("precision", "--precision", "precision"),
+    ("shard_size", "--shard-size", "shard_size"),
+    ("skip_bad", "--skip-bad", "skip_bad"),
+)
+TRAIN_KEYS = (
+    ("head", "--head", "head.name"),
+    ("epochs", "--epochs", "optim.epochs"),
+    ("lr", "--lr", "optim.lr"),
+    ("batch_size", "--batch-size", "optim.batch_size"),
+    ("seed", "--seed", "seed"),
+    ("precision", "--precision", "precision"),
+)
+FINETUNE_KEYS = (
+    ("train_encoders", "--train-encoders", "finetune.train_encoders"),
+    ("lora_r", "--lora-r", "finetune.lora_r"),
+    ("encoder_lr", "--encoder-lr", "finetune.encoder_lr"),
+    ("accumulate", "--accumulate", "finetune.accumulate"),
+    ("checkpointing", "--checkpointing", "finetune.checkpointing"),
+    ("init_head", "--init-head", "finetune.init_head"),
+)
 # each command's options: (those that set a recipe value, those that say what the command does with it)
 COMMANDS = {
     "extract": (FEATURE_KEYS + EXTRACT_KEYS, ("set", "no_wait", "dry_run", "threads")),
@@ -48,9 +67,19 @@ COMMANDS = {
     "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "extend", "threads", "log")),
     "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume", "threads", "log")),
 }
-MANY = ("split", "answer_types", "set", "log")         # options given any number of times: a list of strings
+MANY = ("split", "answer_types", "set", "log")  # options given any number of times: a list of strings
 # the types of the options that set no recipe value (recipes.build checks the others)
-TYPES = {"extend": str, "trials": int, "jobs": int, "threads": int, "out": str, "resume": bool, "stream": bool, "no_wait": bool, "dry_run": bool}
+TYPES = {
+    "extend": str,
+    "trials": int,
+    "jobs": int,
+    "threads": int,
+    "out": str,
+    "resume": bool,
+    "stream": bool,
+    "no_wait": bool,
+    "dry_run": bool,
+}
 
 
 def option_names(command: str) -> list[str]:
@@ -145,8 +174,9 @@ def feature_overrides(prefix: str = "", **feature) -> list[tuple]:
 def given(options: dict, keys) -> list[tuple]:
     """(label, recipe key, value) settings of the options among `keys` ((name, flag, key) triples) that
     were given."""
-    return [(label(flag, options[name]), key, options[name]) for name, flag, key in keys
-            if options.get(name) is not None]
+    return [
+        (label(flag, options[name]), key, options[name]) for name, flag, key in keys if options.get(name) is not None
+    ]
 
 
 def option_overrides(settings: list[tuple], sets=(), extra=()) -> list:
@@ -180,7 +210,9 @@ def train_recipe(recipe, options: dict, cls=None, extra=()):
     cls = cls or recipes.TrainRecipe
     data = recipes.load_train_dict(recipe)
     if "finetune" in data and not issubclass(cls, recipes.FinetuneRecipe):
-        raise BadInput(f"{recipe}: a finetune recipe (it has a [finetune] table): run it with `vqa-cache finetune {recipe}`")
+        raise BadInput(
+            f"{recipe}: a finetune recipe (it has a [finetune] table): run it with `vqa-cache finetune {recipe}`"
+        )
     keys = TRAIN_KEYS + (FINETUNE_KEYS if issubclass(cls, recipes.FinetuneRecipe) else ())
     settings = feature_settings("features.", **options) + given(options, keys)
     recipes.apply_overrides(data, option_overrides(settings, options.get("set", ()), extra))
@@ -208,7 +240,7 @@ def extract_command(ref, feature: dict, sets=()) -> str:
     argv = ["vqa-cache", "extract"] + ([ref] if isinstance(ref, str) else []) + feature_argv(feature)
     for item in sets:
         if isinstance(item, str) and item.startswith("features."):
-            argv += ["--set", item[len("features."):]]
+            argv += ["--set", item[len("features.") :]]
     return shlex.join(argv)
 
 

@@ -3,6 +3,7 @@
 matplotlib parses a label holding an even number of `$` as mathtext, and a malformed one (`$x^$`) fails
 when the figure is drawn. `plain` escapes every `$`, so the text is shown exactly as written; a label that
 begins with `_` (which a legend would leave out) gets a zero-width space in front."""
+
 from __future__ import annotations
 
 

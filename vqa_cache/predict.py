@@ -1,6 +1,7 @@
 """Use a `train` run on its cache: its best model and any split of the cache's features (`prepare`), and
 official-format predictions of them (`write_predictions_of`). A finetune run's split is encoded live, and
 one new image and question too, through vqa_cache/model/ (the Model), which builds on this module."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,19 +12,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from . import messages
-from . import heads, recipes
+from . import heads, messages, recipes
 from .answers import Vocabulary
 from .cache import Entry
 from .cache.samples import submission_ids
 from .device import amp, pick_device
 from .digest import check_out_path
 from .errors import BadInput
+from .rundir import (
+    BEST,
+    CONFIG,
+    LAST,
+    cache_keys_of,
+    load_checkpoint,
+    predictions_of,
+    read_run_config,
+    write_predictions,
+)
 from .submission import write_submission
 from .training.batches import batches
 from .training.features import load_features
-from .rundir import (BEST, CONFIG, LAST, cache_keys_of, load_checkpoint, predictions_of, read_run_config,
-                     write_predictions)
 from .training.splits import Split, make_split, with_features
 from .training.steps import evaluate
 
@@ -39,8 +47,7 @@ def load_run(run_dir) -> tuple:
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     try:
-        recipe = recipes.build(recipes.FinetuneRecipe if is_finetune(config) else recipes.TrainRecipe,
-                               config["recipe"])
+        recipe = recipes.build(recipes.FinetuneRecipe if is_finetune(config) else recipes.TrainRecipe, config["recipe"])
     except BadInput as e:
         raise BadInput(f"{run_dir / CONFIG}: {e}") from None
     path = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
@@ -51,7 +58,7 @@ def load_run(run_dir) -> tuple:
     try:
         model = heads.from_config(h)
         model.load_state_dict(ckpt["model"])
-    except BadInput:                    # (a ValueError too) an unknown head: its own message
+    except BadInput:  # (a ValueError too) an unknown head: its own message
         raise
     except (TypeError, ValueError, RuntimeError) as e:
         raise BadInput(f"{path}: its weights do not fit its head {h} ({type(e).__name__})") from None
@@ -66,8 +73,15 @@ def cache_root_for(root: Path, config: dict, keys: dict) -> Path:
     return Path(config.get("cache_dir", root))
 
 
-def predict(run_dir, root: Path, split: str | None = None, out=None, stream: bool | None = None,
-            fmt: str = "json", prepared_by=None) -> dict:
+def predict(
+    run_dir,
+    root: Path,
+    split: str | None = None,
+    out=None,
+    stream: bool | None = None,
+    fmt: str = "json",
+    prepared_by=None,
+) -> dict:
     """Predictions of the run's best model for one split (default: its validation split), written in the
     official results format (fmt "json"), or as a CSV submission (fmt "csv": submission.py); accuracy too
     where the split has answers. `prepared_by(run_dir, root, split, stream)` makes the Prepared: by default
@@ -89,8 +103,13 @@ def predict(run_dir, root: Path, split: str | None = None, out=None, stream: boo
         write_submission(out, p.config["recipe"]["features"]["dataset"], p.split, ids, answers)
     else:
         write_predictions(out, ids, answers)
-    return {"split": p.split, "questions": len(p.data), "out": str(out),
-            "accuracy": round(acc, 6) if answered else None, "accuracy_per_type": per_type if answered else None}
+    return {
+        "split": p.split,
+        "questions": len(p.data),
+        "out": str(out),
+        "accuracy": round(acc, 6) if answered else None,
+        "accuracy_per_type": per_type if answered else None,
+    }
 
 
 def check_submission(p: Prepared, root: Path) -> None:
@@ -106,20 +125,23 @@ def check_submission(p: Prepared, root: Path) -> None:
     missing = [q for q in ids if q not in have]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise BadInput(f"--split {p.split}: {len(missing)} of the {len(ids)} questions of {dataset.name} split "
-                       f"{p.split} would have no prediction (e.g. {shown}), and {board} needs them all: they were "
-                       f"left out of the run's cache (--limit, --image-fraction, --answer-types, --skip-missing) "
-                       f"or their images were unreadable at extraction; extract and train on a cache with the "
-                       f"whole split")
+        raise BadInput(
+            f"--split {p.split}: {len(missing)} of the {len(ids)} questions of {dataset.name} split "
+            f"{p.split} would have no prediction (e.g. {shown}), and {board} needs them all: they were "
+            f"left out of the run's cache (--limit, --image-fraction, --answer-types, --skip-missing) "
+            f"or their images were unreadable at extraction; extract and train on a cache with the "
+            f"whole split"
+        )
 
 
 class Prepared(NamedTuple):
     """A run's best model and one split of its cache, on the run's device."""
-    config: dict            # the run's config.json
+
+    config: dict  # the run's config.json
     split: str
-    table: pa.Table         # the split's samples, those with image features
-    data: Split             # their rows into `image` / `question` and answer targets
-    image: object           # image features [N, ...] (or an ImageStream)
+    table: pa.Table  # the split's samples, those with image features
+    data: Split  # their rows into `image` / `question` and answer targets
+    image: object  # image features [N, ...] (or an ImageStream)
     question: torch.Tensor  # question features [M, ...]
     model: torch.nn.Module
     vocab: Vocabulary
@@ -132,21 +154,27 @@ def prepare(run_dir, root: Path, split: str | None = None, stream: bool | None =
     if is_finetune(config):
         raise BadInput(f"{run_dir}: a finetune run has no cache to read (vqa_cache.model.prepare encodes it live)")
     root = cache_root_for(root, config, ckpt["cache_keys"])
-    plan, tensors, keys = load_features(recipe, root, f"vqa-cache extract with the features recorded in "
-                                                      f"{Path(run_dir) / CONFIG}", stream)
+    plan, tensors, keys = load_features(
+        recipe, root, f"vqa-cache extract with the features recorded in {Path(run_dir) / CONFIG}", stream
+    )
     if keys != ckpt["cache_keys"]:
-        raise BadInput(f"{run_dir} was trained on cache {ckpt['cache_keys']}, but its recipe now reads "
-                       f"{keys} (the dataset or encoders changed): refusing to mix caches")
+        raise BadInput(
+            f"{run_dir} was trained on cache {ckpt['cache_keys']}, but its recipe now reads "
+            f"{keys} (the dataset or encoders changed): refusing to mix caches"
+        )
     split = split or config["splits"][1]
     table = plan.samples
     names = sorted(set(table.column("split").to_pylist()))
     if split not in names:
-        raise BadInput(f"--split {split!r}: not in this run's cache (it has {', '.join(names)}); "
-                       f"extract the split together with the training data")
+        raise BadInput(
+            f"--split {split!r}: not in this run's cache (it has {', '.join(names)}); "
+            f"extract the split together with the training data"
+        )
     table, dropped = with_features(table.filter(pc.equal(table["split"], split)), tensors["image"][0])
     if dropped:
-        messages.info(f"{dropped} questions of {split} have no image features (unreadable at extraction): "
-              f"they get no prediction")
+        messages.info(
+            f"{dropped} questions of {split} have no image features (unreadable at extraction): they get no prediction"
+        )
     questions = make_split(table, tensors, vocab)
     device = pick_device(recipe.device)
     image, question = tensors["image"][1], tensors["question"][1].to(device)

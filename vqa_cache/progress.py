@@ -13,6 +13,7 @@ line. A loop left early (`break`) clears it too.
 
 Inside `silenced()` (the Python API's `verbose=False`) every bar is disabled.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,18 +22,18 @@ from contextlib import contextmanager
 from tqdm import std
 from tqdm.auto import tqdm as auto_tqdm
 
-LINE_SHARE = 0.1        # a log line per 10% of the total ...
-LINE_SECONDS = 60.0     # ... and at most one a minute (both must have passed)
-NOTEBOOK = any(c.__module__ == "tqdm.notebook" for c in auto_tqdm.__mro__)   # tqdm.auto chose widgets
+LINE_SHARE = 0.1  # a log line per 10% of the total ...
+LINE_SECONDS = 60.0  # ... and at most one a minute (both must have passed)
+NOTEBOOK = any(c.__module__ == "tqdm.notebook" for c in auto_tqdm.__mro__)  # tqdm.auto chose widgets
 LINE_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
-_silenced = [0]         # how many silenced() blocks are open (in any thread: bars are process-wide output)
+_silenced = [0]  # how many silenced() blocks are open (in any thread: bars are process-wide output)
 
 
 class _Clearing:
     """Mixin for a tqdm class: the bar is not left behind when an exception or a `break` leaves it."""
 
     def __init__(self, iterable=None, *args, **kwargs):
-        self.finished = iterable is None        # with an iterable: set once it is exhausted
+        self.finished = iterable is None  # with an iterable: set once it is exhausted
         if iterable is not None:
             if kwargs.get("total") is None and hasattr(iterable, "__len__"):
                 kwargs["total"] = len(iterable)
@@ -49,7 +50,7 @@ class _Clearing:
         return super().__exit__(exc_type, exc, tb)
 
     def close(self):
-        if not self.finished:                   # the loop over the bar did not reach the end
+        if not self.finished:  # the loop over the bar did not reach the end
             self.leave = False
         super().close()
 
@@ -62,13 +63,13 @@ class _Lines(_Clearing, std.tqdm):
     """A bar for logs: plain lines, at most one per LINE_SHARE of the total and per LINE_SECONDS (without
     a total: one per LINE_SECONDS), and a last one when it ends if it stays (`leave`)."""
 
-    monitor_interval = 0                        # no monitor thread: nothing is redrawn behind our back
+    monitor_interval = 0  # no monitor thread: nothing is redrawn behind our back
 
     def __init__(self, *args, **kwargs):
         self._shown = kwargs.get("initial", 0)  # the count at the last line (the start prints nothing)
         kwargs.update(mininterval=0, miniters=1, bar_format=LINE_FORMAT, dynamic_ncols=False)
         super().__init__(*args, **kwargs)
-        self._shown_t = getattr(self, "start_t", 0)   # (a disabled bar has no start)
+        self._shown_t = getattr(self, "start_t", 0)  # (a disabled bar has no start)
 
     def display(self, msg=None, pos=None):
         """Called on every update (mininterval 0): a line when enough progress and time have passed.
@@ -88,8 +89,8 @@ class _Lines(_Clearing, std.tqdm):
         if not self.finished:
             self.leave = False
         if self.leave and not self.disable and self.n != self._shown:
-            self._line()                        # the last line of a bar that stays
-        self.leave = False                      # tqdm's close then only "clears": nothing in a log
+            self._line()  # the last line of a bar that stays
+        self.leave = False  # tqdm's close then only "clears": nothing in a log
         super().close()
 
 
@@ -100,7 +101,7 @@ def interactive(file) -> bool:
         return True
     try:
         return bool(file.isatty())
-    except (AttributeError, ValueError):        # no isatty, or a closed file
+    except (AttributeError, ValueError):  # no isatty, or a closed file
         return False
 
 

@@ -17,6 +17,7 @@ at least 10 px there; gallery images JPEG thumbnails, THUMB pixels on their long
 enlarged); all embedded as data: URIs; every text from the data (questions, answers, names) is HTML-escaped. No script, no external
 file: it opens in any browser, offline.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from .answers import best_answer, ground_truth
-from .encoders.image import MAX_PIXELS, to_8bit_rgb
 from .digest import check_out_path
+from .encoders.image import MAX_PIXELS, to_8bit_rgb
 from .errors import BadInput
 from .explain import cached_maps, display_image, overlay_png
 from .metrics import per_answer
@@ -39,8 +40,8 @@ from .predict import top_answers
 from .run_table import encoders
 from .rundir import REPORT, cache_keys_of, curves_figure, read_metrics, read_run_config, write_text
 
-THUMB = 192           # gallery thumbnails: this many pixels on the longer side
-PAGE_PX = 1216        # plots: the page's content width in a 1280 px window (body margin 2em of 16 px)
+THUMB = 192  # gallery thumbnails: this many pixels on the longer side
+PAGE_PX = 1216  # plots: the page's content width in a 1280 px window (body margin 2em of 16 px)
 WRONG, RIGHT = 50, 20
 TOP_ANSWERS, TOP_QTYPES = 20, 25
 
@@ -52,7 +53,7 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
         check_out_path(out, "report --out", directory=False)
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    metrics = read_metrics(run_dir)         # checked: one reader of metrics.json (rundir)
+    metrics = read_metrics(run_dir)  # checked: one reader of metrics.json (rundir)
     history = metrics["epochs"]
     p = prepare(run_dir, root)
     scores, ids = top_answers(p, 5)
@@ -66,38 +67,64 @@ def write_report(run_dir, root: Path, out=None, seed: int = 0) -> dict:
     wrong = pick(np.nonzero(answered & (accuracy == 0))[0], WRONG, rng)
     right = pick(np.nonzero(answered & (accuracy > 0))[0], RIGHT, rng)
 
-    maps = cached_maps(p, wrong + right)          # {} unless the head attends over grid cells
+    maps = cached_maps(p, wrong + right)  # {} unless the head attends over grid cells
     spec = display_spec(run_dir, root, config) if maps else {}
 
     def card(i):
-        return gallery_card(t["image_path"][i], t["question"][i], t["answers"][i], accuracy[i],
-                            [(answers[int(j)], float(s)) for j, s in zip(ids[i], scores[i])],
-                            f"question {t['question_id'][i]}, image {t['image_id'][i]}",
-                            attention_thumbnail(t["image_path"][i], spec, maps.get(i)))
+        return gallery_card(
+            t["image_path"][i],
+            t["question"][i],
+            t["answers"][i],
+            accuracy[i],
+            [(answers[int(j)], float(s)) for j, s in zip(ids[i], scores[i])],
+            f"question {t['question_id'][i]}, image {t['image_id'][i]}",
+            attention_thumbnail(t["image_path"][i], spec, maps.get(i)),
+        )
 
-    kept = np.nonzero(answered)[0]                 # the questions with answers to compare with
+    kept = np.nonzero(answered)[0]  # the questions with answers to compare with
     scored = per_answer([best_human(t["answers"][i]) for i in kept], [answers[int(ids[i, 0])] for i in kept])
     truth = [best_human(t["answers"][i]) for i in kept]
     distinct = len(set(truth))
-    title, bars = bars_png(group_accuracy([t["answer_type"][i] for i in kept], accuracy[kept]),
-                           group_accuracy([t["question_type"][i] for i in kept], accuracy[kept]), TOP_QTYPES)
-    sections = [("Curves", img(curves_png(history)))] + ([(title, img(bars))] if bars else []) + [
-        (f"Confusion among the {TOP_ANSWERS} most frequent of {distinct} answers" if distinct > TOP_ANSWERS else
-         f"Confusion among the {distinct} answers", img(confusion_png(truth, [answers[int(ids[i, 0])] for i in kept]))),
-        ("Precision, recall and F1 per answer", per_answer_table(scored)),
-        (f"{len(wrong)} wrong predictions", f'<div class="grid">{"".join(card(i) for i in wrong)}</div>'),
-        (f"{len(right)} right predictions", f'<div class="grid">{"".join(card(i) for i in right)}</div>'),
-    ]
+    title, bars = bars_png(
+        group_accuracy([t["answer_type"][i] for i in kept], accuracy[kept]),
+        group_accuracy([t["question_type"][i] for i in kept], accuracy[kept]),
+        TOP_QTYPES,
+    )
+    sections = (
+        [("Curves", img(curves_png(history)))]
+        + ([(title, img(bars))] if bars else [])
+        + [
+            (
+                f"Confusion among the {TOP_ANSWERS} most frequent of {distinct} answers"
+                if distinct > TOP_ANSWERS
+                else f"Confusion among the {distinct} answers",
+                img(confusion_png(truth, [answers[int(ids[i, 0])] for i in kept])),
+            ),
+            ("Precision, recall and F1 per answer", per_answer_table(scored)),
+            (f"{len(wrong)} wrong predictions", f'<div class="grid">{"".join(card(i) for i in wrong)}</div>'),
+            (f"{len(right)} right predictions", f'<div class="grid">{"".join(card(i) for i in right)}</div>'),
+        ]
+    )
     summary = run_summary(run_dir, config, metrics, p.split, len(kept), float(accuracy[kept].mean()))
-    page = PAGE.format(title=esc(f"vqa-cache report: {run_dir.name}"), summary=summary,
-                       body="".join(f"<h2>{esc(h)}</h2>\n{content}\n" for h, content in sections))
+    page = PAGE.format(
+        title=esc(f"vqa-cache report: {run_dir.name}"),
+        summary=summary,
+        body="".join(f"<h2>{esc(h)}</h2>\n{content}\n" for h, content in sections),
+    )
     out = Path(out) if out else run_dir / REPORT
     out.parent.mkdir(parents=True, exist_ok=True)
     data = page.encode("utf-8")
-    write_text(out, page)                   # whole or not at all; a symlink there is replaced, not followed
-    return {"out": str(out), "bytes": len(data), "questions": len(kept),
-            "accuracy": round(float(accuracy[kept].mean()), 6), "wrong": len(wrong), "right": len(right),
-            "macro_f1": scored["macroF1"], "attention_maps": len(maps)}
+    write_text(out, page)  # whole or not at all; a symlink there is replaced, not followed
+    return {
+        "out": str(out),
+        "bytes": len(data),
+        "questions": len(kept),
+        "accuracy": round(float(accuracy[kept].mean()), 6),
+        "wrong": len(wrong),
+        "right": len(right),
+        "macro_f1": scored["macroF1"],
+        "attention_maps": len(maps),
+    }
 
 
 def per_question_accuracy(data, predicted: np.ndarray) -> np.ndarray:
@@ -124,6 +151,7 @@ def group_accuracy(groups: list[str], accuracy: np.ndarray) -> list[tuple[str, i
 
 # ---------------------------------------------------------------- plots (matplotlib, no pyplot)
 
+
 def png(fig) -> bytes:
     """The figure as a PNG PAGE_PX wide (its text: points x PAGE_PX / 72 / width in inches, in pixels)."""
     buf = io.BytesIO()
@@ -141,10 +169,19 @@ def bars_png(types: list, qtypes: list, most: int) -> tuple[str, bytes | None]:
     from matplotlib.figure import Figure
 
     shown = qtypes[:most]
-    charts = [(groups, title) for groups, title in (
-        (types, f"answer type ({len(types)})"),
-        (shown, f"question type ({len(shown)} most frequent of {len(qtypes)})" if len(qtypes) > most else
-         f"question type ({len(qtypes)})")) if len(groups) > 1]
+    charts = [
+        (groups, title)
+        for groups, title in (
+            (types, f"answer type ({len(types)})"),
+            (
+                shown,
+                f"question type ({len(shown)} most frequent of {len(qtypes)})"
+                if len(qtypes) > most
+                else f"question type ({len(qtypes)})",
+            ),
+        )
+        if len(groups) > 1
+    ]
     section = "Accuracy per " + " and ".join(title.split(" (")[0] for _, title in charts)
     if not charts:
         return section, None
@@ -186,6 +223,7 @@ def confusion_png(truth: list[str], predicted: list[str]) -> bytes:
 
 # ---------------------------------------------------------------- HTML
 
+
 def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
@@ -207,11 +245,13 @@ def thumbnail(path: str) -> bytes | None:
             im = ImageOps.exif_transpose(im)
             im = to_8bit_rgb(im, im.format)
             scale = THUMB / max(im.size)
-            im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.LANCZOS)
+            im = im.resize(
+                (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.LANCZOS
+            )
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=85)
             return buf.getvalue()
-    except Exception:       # missing, unreadable, not an image: the card says so
+    except Exception:  # missing, unreadable, not an image: the card says so
         return None
 
 
@@ -222,6 +262,7 @@ def display_spec(run_dir: Path, root: Path, config: dict) -> dict:
     if spec:
         return spec
     from .model import load
+
     return load(run_dir, root, device="cpu").preprocess.spec()
 
 
@@ -232,48 +273,75 @@ def attention_thumbnail(path: str, spec: dict, attention) -> bytes | None:
         return None
     try:
         return overlay_png(display_image(path, spec), attention, size=THUMB / 72)
-    except Exception:       # missing, unreadable: the card shows the thumbnail or says so
+    except Exception:  # missing, unreadable: the card shows the thumbnail or says so
         return None
 
 
 def per_answer_table(scored: dict, most: int = TOP_ANSWERS) -> str:
     rows = list(scored["perAnswer"].items())
-    cells = "".join(f"<tr><td>{esc(a)}</td><td>{r['support']}</td><td>{r['predicted']}</td><td>{r['precision']:.4f}"
-                    f"</td><td>{r['recall']:.4f}</td><td>{r['f1']:.4f}</td></tr>" for a, r in rows[:most])
-    return (f"<p>macro-F1 {scored['macroF1']:.4f} over {len(rows)} answers (labels: each question's most common "
-            f"human answer; the {min(most, len(rows))} most frequent shown)</p><table class=\"scores\"><tr>"
-            f"<th>answer</th><th>questions</th><th>predicted</th><th>precision</th><th>recall</th><th>F1</th></tr>"
-            f"{cells}</table>")
+    cells = "".join(
+        f"<tr><td>{esc(a)}</td><td>{r['support']}</td><td>{r['predicted']}</td><td>{r['precision']:.4f}"
+        f"</td><td>{r['recall']:.4f}</td><td>{r['f1']:.4f}</td></tr>"
+        for a, r in rows[:most]
+    )
+    return (
+        f"<p>macro-F1 {scored['macroF1']:.4f} over {len(rows)} answers (labels: each question's most common "
+        f'human answer; the {min(most, len(rows))} most frequent shown)</p><table class="scores"><tr>'
+        f"<th>answer</th><th>questions</th><th>predicted</th><th>precision</th><th>recall</th><th>F1</th></tr>"
+        f"{cells}</table>"
+    )
 
 
-def gallery_card(path: str, question: str, raw: list[str], accuracy: float, top: list[tuple[str, float]],
-                 ids: str, attention_png: bytes | None = None) -> str:
+def gallery_card(
+    path: str,
+    question: str,
+    raw: list[str],
+    accuracy: float,
+    top: list[tuple[str, float]],
+    ids: str,
+    attention_png: bytes | None = None,
+) -> str:
     thumb = thumbnail(path)
-    picture = img(thumb, "image/jpeg", Path(path).name) if thumb else \
-        f'<div class="missing">image unavailable:<br>{esc(path)}</div>'
+    picture = (
+        img(thumb, "image/jpeg", Path(path).name)
+        if thumb
+        else f'<div class="missing">image unavailable:<br>{esc(path)}</div>'
+    )
     if attention_png:
         picture += img(attention_png, "image/png", "attention map")
-    humans = ", ".join(f"{esc(a)}{f' &times;{n}' if n > 1 else ''}"
-                       for a, n in Counter(ground_truth(raw)).most_common())
+    humans = ", ".join(
+        f"{esc(a)}{f' &times;{n}' if n > 1 else ''}" for a, n in Counter(ground_truth(raw)).most_common()
+    )
     rows = "".join(f"<tr><td>{s:.1%}</td><td>{esc(a)}</td></tr>" for a, s in top)
-    return (f'<div class="card {"right" if accuracy > 0 else "wrong"}">{picture}<p class="q">{esc(question)}</p>'
-            f'<p>humans: {humans}</p><p>accuracy {accuracy:.2f}</p><table>{rows}</table>'
-            f'<p class="ids">{esc(ids)}</p></div>')
+    return (
+        f'<div class="card {"right" if accuracy > 0 else "wrong"}">{picture}<p class="q">{esc(question)}</p>'
+        f"<p>humans: {humans}</p><p>accuracy {accuracy:.2f}</p><table>{rows}</table>"
+        f'<p class="ids">{esc(ids)}</p></div>'
+    )
 
 
 def run_summary(run_dir: Path, config: dict, metrics: dict, split: str, questions: int, accuracy: float) -> str:
     recipe = config.get("recipe", {})
     image, text = encoders(config)
     best = metrics.get("best", {})
-    items = [("run", run_dir), ("dataset", recipe.get("features", {}).get("dataset", {}).get("name", "?")),
-             ("head", (config.get("head") or {}).get("name", "?")), ("encoders", f"{image} + {text}"),
-             ("cache keys", " ".join((cache_keys_of(config) or {}).values())),
-             ("answers", (config.get("vocabulary") or {}).get("size", "?")),
-             ("best epoch", f"{best.get('epoch')} of {len(metrics.get('epochs', []))}"),
-             ("validation", f"split {split}, {questions} questions, accuracy {accuracy:.4f} "
-                            f"(best.pt; the top answer's VQA accuracy)")]
-    return "<table class=\"summary\">" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items) \
+    items = [
+        ("run", run_dir),
+        ("dataset", recipe.get("features", {}).get("dataset", {}).get("name", "?")),
+        ("head", (config.get("head") or {}).get("name", "?")),
+        ("encoders", f"{image} + {text}"),
+        ("cache keys", " ".join((cache_keys_of(config) or {}).values())),
+        ("answers", (config.get("vocabulary") or {}).get("size", "?")),
+        ("best epoch", f"{best.get('epoch')} of {len(metrics.get('epochs', []))}"),
+        (
+            "validation",
+            f"split {split}, {questions} questions, accuracy {accuracy:.4f} (best.pt; the top answer's VQA accuracy)",
+        ),
+    ]
+    return (
+        '<table class="summary">'
+        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items)
         + "</table>"
+    )
 
 
 PAGE = """<!DOCTYPE html>

@@ -19,6 +19,7 @@ be read, or hold values of the wrong type, is a row marked unreadable saying why
     date        when metrics.json was last written (the last epoch), local time
     finished    predictions.json is there (a run that ended; a pruned trial or a killed run has none)
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,7 @@ from pathlib import Path
 from .errors import BadInput
 from .rundir import METRICS, PREDICTIONS, cache_keys_of, has_metrics, is_run, read_metrics, read_run_config
 
-FLIP = ("acc", "date")          # sorted best first / newest first; the other columns ascending
+FLIP = ("acc", "date")  # sorted best first / newest first; the other columns ascending
 COLUMNS = ("name", "mode", "head", "encoders", "cache keys", "epochs", "acc", "s/epoch", "params", "date")
 
 
@@ -48,7 +49,7 @@ def find_runs(base: Path) -> list[Path]:
         if Path(folder) != base and is_run(Path(folder)):
             if not exported_model(Path(folder)):
                 found.append(Path(folder))
-            subdirs[:] = []                         # a run's (or a model directory's) folders hold no runs
+            subdirs[:] = []  # a run's (or a model directory's) folders hold no runs
         subdirs.sort()
     return sorted(found)
 
@@ -62,8 +63,8 @@ def exported_model(folder: Path) -> bool:
         return False
 
 
-HEX = 12             # hex digits of a digest the table shows (--wide: all)
-WIDTH = 160          # the text table fits this many columns (or the terminal, when wider); --wide: no limit
+HEX = 12  # hex digits of a digest the table shows (--wide: all)
+WIDTH = 160  # the text table fits this many columns (or the terminal, when wider); --wide: no limit
 
 
 def short_weights(identity: str, wide: bool = False) -> str:
@@ -91,7 +92,7 @@ def encoders(config: dict, wide: bool = False) -> tuple[str, str]:
     specs = config.get("cache_specs") or {}
     ispec, qspec = specs.get("image") or {}, specs.get("question") or {}
     image_rc, text_rc = features.get("image", {}), features.get("text", {})
-    enc = config.get("encoders") or {}                                  # finetune runs
+    enc = config.get("encoders") or {}  # finetune runs
     image = ispec.get("encoder") or image_rc.get("encoder", "?")
     weights = ispec.get("weights") or enc.get("image") or image_rc.get("weights", "?")
     size = ispec.get("size") or image_rc.get("size")
@@ -118,8 +119,10 @@ def parameters(config: dict) -> int | None:
 
 def head_parameters(head: dict) -> int | None:
     """The parameters of a head config, built on the meta device (nothing is allocated)."""
-    import torch            # (lazy: slow to import, and only runs older than head_parameters need it)
+    import torch  # (lazy: slow to import, and only runs older than head_parameters need it)
+
     from . import heads
+
     try:
         with torch.device("meta"):
             model = heads.from_config(head)
@@ -136,17 +139,17 @@ def run_row(run: Path, base: Path) -> dict:
         config = read_run_config(run)
         metrics = read_metrics(run) if has_metrics(run) else None
         return {**row, **fields(run, config, metrics)}
-    except BadInput as e:                                           # read_run_config: "RUN/config.json: ..."
+    except BadInput as e:  # read_run_config: "RUN/config.json: ..."
         return {**row, "error": str(e).removeprefix(f"{run}{os.sep}")}
     except ValueError as e:
         return {**row, "error": str(e)}
-    except (AttributeError, TypeError, KeyError, IndexError):       # JSON, but not what train writes
+    except (AttributeError, TypeError, KeyError, IndexError):  # JSON, but not what train writes
         return {**row, "error": "config.json or metrics.json malformed"}
 
 
 def fields(run: Path, config: dict, metrics: dict | None) -> dict:
     recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
-    image, text = encoders(config, wide=True)        # whole (--json, --csv); the text table cuts them short
+    image, text = encoders(config, wide=True)  # whole (--json, --csv); the text table cuts them short
     keys = cache_keys_of(config) or {}
     history = (metrics or {}).get("epochs") or []
     best = (metrics or {}).get("best") or {}
@@ -156,16 +159,19 @@ def fields(run: Path, config: dict, metrics: dict | None) -> dict:
     return {
         "mode": config.get("mode", "train"),
         "head": (config.get("head") or {}).get("name") or (recipe.get("head") or {}).get("name"),
-        "image_encoder": image, "text_encoder": text,
+        "image_encoder": image,
+        "text_encoder": text,
         "cache_keys": {k: keys.get(k) for k in ("image", "question")},
-        "epochs": history[-1]["epoch"] if history else 0, "epochs_planned": optim.get("epochs"),
+        "epochs": history[-1]["epoch"] if history else 0,
+        "epochs_planned": optim.get("epochs"),
         "best_epoch": best.get("epoch"),
         "val_accuracy": best.get("val_accuracy") if history else None,
         "val_accuracy_per_type": at_best.get("val_accuracy_per_type") or {},
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3) if seconds else None,
         "parameters": parameters(config),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run / METRICS).stat().st_mtime))
-        if metrics is not None else None,
+        if metrics is not None
+        else None,
         "finished": (run / PREDICTIONS).is_file(),
     }
 
@@ -180,8 +186,9 @@ def table(base, sort: str = "acc") -> list[dict]:
         raise BadInput(f"--sort {sort!r}: expected one of {', '.join(COLUMNS + tuple(types))}")
     flip = sort in FLIP or sort in types
     have = [r for r in rows if sort_value(r, sort) is not None]
-    return sorted(have, key=lambda r: sort_value(r, sort), reverse=flip) + \
-        [r for r in rows if sort_value(r, sort) is None]
+    return sorted(have, key=lambda r: sort_value(r, sort), reverse=flip) + [
+        r for r in rows if sort_value(r, sort) is None
+    ]
 
 
 def sort_value(row: dict, column: str):
@@ -191,8 +198,12 @@ def sort_value(row: dict, column: str):
         return f"{row.get('image_encoder')} + {row.get('text_encoder')}" if "error" not in row else None
     if column == "cache keys":
         return " ".join(str(v) for v in row.get("cache_keys", {}).values()) or None
-    return {"epochs": row.get("epochs"), "acc": row.get("val_accuracy"), "s/epoch": row.get("seconds_per_epoch"),
-            "params": row.get("parameters")}.get(column, (row.get("val_accuracy_per_type") or {}).get(column))
+    return {
+        "epochs": row.get("epochs"),
+        "acc": row.get("val_accuracy"),
+        "s/epoch": row.get("seconds_per_epoch"),
+        "params": row.get("parameters"),
+    }.get(column, (row.get("val_accuracy_per_type") or {}).get(column))
 
 
 def answer_types(rows: list[dict]) -> list[str]:
@@ -202,7 +213,7 @@ def answer_types(rows: list[dict]) -> list[str]:
 def flat(row: dict, types: list[str], short: bool = True, wide: bool = False) -> dict:
     """A record as the text table's (short: weights identities and cache keys cut, unless `wide`) or the CSV's
     (full) columns."""
-    if "error" in row:              # the table says what is wrong; --json and --csv also why
+    if "error" in row:  # the table says what is wrong; --json and --csv also why
         return {"name": row["name"], "mode": f"unreadable ({row['error'].split(' (')[0] if short else row['error']})"}
     keys = row["cache_keys"]
     cut = (lambda k: str(k).split("-", 1)[-1][:8]) if short and not wide else str
@@ -212,18 +223,27 @@ def flat(row: dict, types: list[str], short: bool = True, wide: bool = False) ->
 
     def number(v, fmt):
         return "" if v is None else (format(v, fmt) if short else v)
-    out = {"name": row["name"], "mode": row["mode"], "head": row["head"] or "",
-           "encoders": f"{ids(row['image_encoder'])} + {ids(row['text_encoder'])}",
-           "cache keys": " ".join(cut(keys[k]) for k in ("image", "question") if keys.get(k)),
-           "epochs": (f"{row['epochs']}/{row['epochs_planned']}" if short and row["epochs_planned"]
-                      else row["epochs"]),
-           "acc": number(row["val_accuracy"], ".4f")}
+
+    out = {
+        "name": row["name"],
+        "mode": row["mode"],
+        "head": row["head"] or "",
+        "encoders": f"{ids(row['image_encoder'])} + {ids(row['text_encoder'])}",
+        "cache keys": " ".join(cut(keys[k]) for k in ("image", "question") if keys.get(k)),
+        "epochs": (f"{row['epochs']}/{row['epochs_planned']}" if short and row["epochs_planned"] else row["epochs"]),
+        "acc": number(row["val_accuracy"], ".4f"),
+    }
     for t in types:
         out[t] = number(row["val_accuracy_per_type"].get(t), ".4f")
-    out.update({"s/epoch": number(row["seconds_per_epoch"], ".2f"),
-                "params": (human_count(row["parameters"]) if short else row["parameters"])
-                if row["parameters"] is not None else "",
-                "date": (row["date"] or "")[:16].replace("T", " ") if short else row["date"] or ""})
+    out.update(
+        {
+            "s/epoch": number(row["seconds_per_epoch"], ".2f"),
+            "params": (human_count(row["parameters"]) if short else row["parameters"])
+            if row["parameters"] is not None
+            else "",
+            "date": (row["date"] or "")[:16].replace("T", " ") if short else row["date"] or "",
+        }
+    )
     if not short:
         out.update(best_epoch=row["best_epoch"], finished=row["finished"], path=row["path"])
     elif not row["finished"]:
@@ -232,7 +252,7 @@ def flat(row: dict, types: list[str], short: bool = True, wide: bool = False) ->
 
 
 def human_count(n: int) -> str:
-    return f"{n / 1e6:.2f}M"            # as `train` prints it
+    return f"{n / 1e6:.2f}M"  # as `train` prints it
 
 
 def as_text(rows: list[dict], wide: bool = False, columns: int | None = None) -> str:
@@ -254,11 +274,16 @@ def as_text(rows: list[dict], wide: bool = False, columns: int | None = None) ->
         width = widths(header, cells)
         over = line_width(width) - columns
         width["name"] = max(16, width["name"] - max(0, over))
-    right = set(header[5:-1])           # numbers; the date (last) reads left to right
+    right = set(header[5:-1])  # numbers; the date (last) reads left to right
 
     def line(values):
-        return "  ".join(middle(str(values.get(h, "")), width[h]).rjust(width[h]) if h in right else
-                         middle(str(values.get(h, "")), width[h]).ljust(width[h]) for h in header).rstrip()
+        return "  ".join(
+            middle(str(values.get(h, "")), width[h]).rjust(width[h])
+            if h in right
+            else middle(str(values.get(h, "")), width[h]).ljust(width[h])
+            for h in header
+        ).rstrip()
+
     out = [line({h: h for h in header})] + [line(c) for c in cells]
     out += [f"[{i}] {text}" for i, text in enumerate(legend, 1)]
     if any("error" not in r and not r["finished"] for r in rows):
@@ -279,7 +304,7 @@ def middle(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     head = (width - 3 + 1) // 2
-    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+    return text[:head] + "..." + text[len(text) - (width - 3 - head) :]
 
 
 def as_csv(rows: list[dict]) -> str:

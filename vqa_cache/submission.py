@@ -2,6 +2,7 @@
 split, the DACON way: in sample_submission.csv's order when the dataset has that file, else in test.csv's,
 every ID of it present (a missing one is bad input: one line, nothing written). Otherwise the split's
 questions in their order, headed `question_id,answer`."""
+
 from __future__ import annotations
 
 import csv
@@ -25,9 +26,11 @@ def write_submission(out: Path, dataset: dict, split: str, ids: list[str], answe
         by_id = dict(zip(map(str, ids), answers))
         missing = [i for i in order if i not in by_id]
         if missing:
-            raise BadInput(f"--format csv: {len(missing)} of the {len(order)} IDs of {name} have no prediction "
-                           f"(first: {missing[0]!r}); extract and predict the whole test split (no --limit or "
-                           f"--image-fraction subsets it)")
+            raise BadInput(
+                f"--format csv: {len(missing)} of the {len(order)} IDs of {name} have no prediction "
+                f"(first: {missing[0]!r}); extract and predict the whole test split (no --limit or "
+                f"--image-fraction subsets it)"
+            )
         rows = [(i, by_id[i]) for i in order]
     else:
         header, rows = ["question_id", "answer"], list(zip(map(str, ids), answers))

@@ -10,6 +10,7 @@ which burns the CPU that other processes (and our own workers) need. prefer_pass
 OMP_WAIT_POLICY=PASSIVE (unless the user set it) before torch is first imported; it has no effect once
 the OpenMP runtime is loaded, so the CLI and the API call it before importing torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,14 @@ def prefer_passive_wait() -> None:
 def cgroup_quota(root: Path = CGROUP) -> float | None:
     """The cgroup's CPU quota in CPUs (e.g. 1.5), or None when there is none (or it cannot be read)."""
     try:
-        text = (root / "cpu.max").read_text().split()             # v2: "max 100000" or "150000 100000"
+        text = (root / "cpu.max").read_text().split()  # v2: "max 100000" or "150000 100000"
         if text and text[0] != "max":
             return int(text[0]) / int(text[1])
         if text:
             return None
     except (OSError, ValueError, IndexError):
         pass
-    try:                                                            # v1
+    try:  # v1
         quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
         period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
         return quota / period if quota > 0 and period > 0 else None
@@ -49,7 +50,7 @@ def affinity() -> int:
     """How many CPUs this process may be scheduled on."""
     try:
         return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):                               # (not on macOS / Windows)
+    except (AttributeError, OSError):  # (not on macOS / Windows)
         return os.cpu_count() or 1
 
 
@@ -64,8 +65,9 @@ def usable_cpus(cpus: int | None = None, quota: float | None = None, read_quota:
     return max(1, cpus)
 
 
-def default_threads(workers: int = 0, cpus: int | None = None, quota: float | None = None,
-                    read_quota: bool = True) -> tuple[int, str]:
+def default_threads(
+    workers: int = 0, cpus: int | None = None, quota: float | None = None, read_quota: bool = True
+) -> tuple[int, str]:
     """(threads, why): the usable CPUs less `workers` processes that run beside the main one, at least 1."""
     usable = usable_cpus(cpus, quota, read_quota)
     threads = max(1, usable - max(0, workers))
@@ -77,14 +79,15 @@ def default_threads(workers: int = 0, cpus: int | None = None, quota: float | No
 
 def set_threads(threads: int | None = None, workers: int = 0) -> int:
     """Set torch's intra-op threads: `threads` as asked, else default_threads(workers). Returns the number."""
-    import torch        # (lazy: this module is imported before torch, to set the wait policy first)
+    import torch  # (lazy: this module is imported before torch, to set the wait policy first)
+
     if threads is not None:
         n, why = int(threads), "--threads"
     else:
         n, why = default_threads(workers)
     torch.set_num_threads(n)
     try:
-        torch.set_num_interop_threads(1)       # inter-op parallelism is unused; only settable once
+        torch.set_num_interop_threads(1)  # inter-op parallelism is unused; only settable once
     except RuntimeError:
         pass
     _choice.update(threads=n, why=why)
@@ -94,6 +97,7 @@ def set_threads(threads: int | None = None, workers: int = 0) -> int:
 def describe() -> str:
     """The choice, for the run line: "1 thread (2 usable CPUs less 1 worker)"."""
     import torch
+
     n = torch.get_num_threads()
     why = _choice["why"] if _choice["threads"] == n else "as set"
     return f"{n} thread{'s' if n != 1 else ''} ({why})"

@@ -57,8 +57,18 @@ PUNCTUATION = tuple(';/[]"{}()=+\\_-><@`,?!')
 
 #: Word -> digit map of the official code (note "none" -> "0").
 NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 
 ARTICLES = frozenset({"a", "an", "the"})
@@ -238,6 +248,7 @@ def normalize_answer(text: str) -> str:
 def check_protocol(protocol: str) -> str:
     """``protocol`` when it is one of ``PROTOCOLS``; BadInput (a ValueError) otherwise."""
     from ..errors import BadInput
+
     if not isinstance(protocol, str) or protocol not in PROTOCOLS:
         raise BadInput(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     return protocol

@@ -9,6 +9,7 @@ leave_one_out_accuracy sums them (tests/test_answer_table.py compares the two on
 A table depends on the answers column alone, so the cache keeps it under the column's digest
 (cache/targets.py) and a second run, or a sweep trial, reads it instead of computing it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 from .normalize import clean_whitespace, normalize_answer
 from .vocabulary import Vocabulary
 
-TABLE_VERSION = 1           # goes up when what answer_table computes changes
+TABLE_VERSION = 1  # goes up when what answer_table computes changes
 
 
 class AnswerTable(NamedTuple):
@@ -30,6 +31,7 @@ class AnswerTable(NamedTuple):
     raw strings (a Split's target width); best [Q] the best answer's id (-1: no answers); candidates
     [Q, W] the distinct ground-truth answers in order of first appearance (-1 pads), scores [Q, W] float32
     their soft scores, counts [Q, W] how often each was given."""
+
     strings: list
     n: np.ndarray
     distinct: np.ndarray
@@ -45,8 +47,9 @@ class AnswerTable(NamedTuple):
     def answer_counts(self) -> np.ndarray:
         """How often each of `strings` is a ground-truth answer over these questions (build_vocabulary's)."""
         valid = self.candidates >= 0
-        return np.bincount(self.candidates[valid], weights=self.counts[valid],
-                           minlength=len(self.strings)).astype(np.int64)
+        return np.bincount(self.candidates[valid], weights=self.counts[valid], minlength=len(self.strings)).astype(
+            np.int64
+        )
 
     def classes(self, vocab: Vocabulary) -> np.ndarray:
         """[len(strings) + 1] the class id of each answer (len(vocab): not in it; the last entry is for -1)."""
@@ -73,7 +76,7 @@ def vocabulary(table: AnswerTable, top_k: int | None = 1000, min_count: int = 1)
     counts = table.answer_counts()
     kept = np.nonzero(counts >= min_count)[0]
     kept = kept[[table.strings[i] != "" for i in kept]] if len(kept) else kept
-    ranked = kept[np.lexsort((kept, -counts[kept]))]       # count high first, then a-z (ids are sorted)
+    ranked = kept[np.lexsort((kept, -counts[kept]))]  # count high first, then a-z (ids are sorted)
     if top_k is not None:
         ranked = ranked[:top_k]
     return Vocabulary([table.strings[i] for i in ranked], top_k=top_k, min_count=min_count)
@@ -87,9 +90,9 @@ def column_digest(column) -> str:
     flat = pc.list_flatten(col).cast(pa.large_string())
     _, offsets, data = flat.buffers()
     if len(flat):
-        off = np.frombuffer(offsets, dtype="<i8")[flat.offset:flat.offset + len(flat) + 1]
+        off = np.frombuffer(offsets, dtype="<i8")[flat.offset : flat.offset + len(flat) + 1]
         h.update((off - off[0]).tobytes())
-        h.update(memoryview(data)[off[0]:off[-1]] if data is not None else b"")
+        h.update(memoryview(data)[off[0] : off[-1]] if data is not None else b"")
     return h.hexdigest()
 
 
@@ -100,7 +103,7 @@ def answer_table(column) -> AnswerTable:
     encoded = pc.dictionary_encode(pc.list_flatten(col))
     raw = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     distinct_raw = encoded.dictionary.to_pylist()
-    cleaned = [clean_whitespace(a) for a in distinct_raw]         # each distinct answer once
+    cleaned = [clean_whitespace(a) for a in distinct_raw]  # each distinct answer once
     normalized = [normalize_answer(a) for a in distinct_raw]
     strings = sorted(set(cleaned) | set(normalized))
     sid = {s: i for i, s in enumerate(strings)}
@@ -108,14 +111,18 @@ def answer_table(column) -> AnswerTable:
     norm_id = np.array([sid[s] for s in normalized], dtype=np.int64)
     width = int(n.max(initial=0))
     q = len(n)
-    out: dict = {"distinct": np.zeros(q, np.int16), "best": np.full(q, -1, np.int64),
-           "candidates": np.full((q, width), -1, np.int64), "scores": np.zeros((q, width), np.float32),
-           "counts": np.zeros((q, width), np.int16)}
+    out: dict = {
+        "distinct": np.zeros(q, np.int16),
+        "best": np.full(q, -1, np.int64),
+        "candidates": np.full((q, width), -1, np.int64),
+        "scores": np.zeros((q, width), np.float32),
+        "counts": np.zeros((q, width), np.int16),
+    }
     starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
     for size in np.unique(n[n > 0]):
         rows = np.nonzero(n == size)[0]
         pos = starts[rows][:, None] + np.arange(size)[None, :]
-        raw_ids = raw[pos]                                          # [R, size] distinct-raw ids
+        raw_ids = raw[pos]  # [R, size] distinct-raw ids
         cleaned_ids = clean_id[raw_ids]
         # ground_truth: normalized when one answer or when they differ once whitespace-cleaned, else cleaned
         norm = (size == 1) | (cleaned_ids.min(1) != cleaned_ids.max(1))
@@ -127,19 +134,19 @@ def answer_table(column) -> AnswerTable:
 
 def group(out: dict, rows: np.ndarray, gt: np.ndarray, raw_ids: np.ndarray, size: int) -> None:
     """Fill `out` for questions `rows`, each with `size` answers (gt: their ground-truth ids)."""
-    first = np.ones(gt.shape, dtype=bool)             # first appearance of a ground-truth answer
+    first = np.ones(gt.shape, dtype=bool)  # first appearance of a ground-truth answer
     first_raw = np.ones(gt.shape, dtype=bool)
     matches = np.zeros(gt.shape, dtype=np.int64)
     for j in range(size):
-        same = gt == gt[:, j:j + 1]
+        same = gt == gt[:, j : j + 1]
         matches[:, j] = same.sum(1)
         first[:, j] = ~same[:, :j].any(1)
-        first_raw[:, j] = ~(raw_ids[:, :j] == raw_ids[:, j:j + 1]).any(1)
+        first_raw[:, j] = ~(raw_ids[:, :j] == raw_ids[:, j : j + 1]).any(1)
     if size == 1:
-        scores = np.ones(gt.shape, dtype=np.float64)   # a single answer scores 1.0 (soft_scores)
+        scores = np.ones(gt.shape, dtype=np.float64)  # a single answer scores 1.0 (soft_scores)
     else:
         scores = np.zeros(gt.shape, dtype=np.float64)
-        for j in range(size):                          # leave_one_out_accuracy, summed in the answers' order
+        for j in range(size):  # leave_one_out_accuracy, summed in the answers' order
             m = matches[:, j]
             total = np.zeros(len(rows), dtype=np.float64)
             for k in range(size):

@@ -127,9 +127,7 @@ class Vocabulary:
         return cls(list(answers), data["top_k"], data["min_count"], data["normalizer"])
 
 
-def build_vocabulary(
-    answer_lists: list[list[str]], top_k: int | None = 1000, min_count: int = 1
-) -> Vocabulary:
+def build_vocabulary(answer_lists: list[list[str]], top_k: int | None = 1000, min_count: int = 1) -> Vocabulary:
     """The answer vocabulary of a training split.
 
     Every ``ground_truth`` answer of every question is counted (a question with ten

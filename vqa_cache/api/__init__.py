@@ -7,6 +7,7 @@ tables (pandas when installed). Options become recipes in options.py, the same a
 is a thin layer over these. An output that reads run directories is a function in calls.py (or a Run
 method) over its module (runs.py, report.py), returning `output.table(rows)` where it gives a table.
 """
+
 from .calls import ask, evaluate, export, extract, finetune, load, load_features, runs, sweep, train  # noqa: F401
 from .entries import cache_info, cache_ls, cache_rm, cache_verify  # noqa: F401
 from .results import CacheKeys, Run, Sweep  # noqa: F401

@@ -3,6 +3,7 @@ options.py), prints the same progress as the command (`verbose=False`: quiet, wa
 what it made; bad input raises BadInput (a ValueError) with the CLI's one-line message. The library is
 imported inside each function: it pulls in torch, and `import vqa_cache` (so `vqa-cache --help`) should
 stay fast."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ from ..tracking import check_names
 from .output import count_arg, path_arg, printing, table, text_arg
 from .results import CacheKeys, Features, Run, Sweep
 
-OWN = ("recipe", "cache_dir", "verbose")       # the API's own parameters, named when an option is misspelt
+OWN = ("recipe", "cache_dir", "verbose")  # the API's own parameters, named when an option is misspelt
 
 
 def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> CacheKeys | dict:
@@ -31,6 +32,7 @@ def extract(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> 
     threads.prefer_passive_wait()
     from ..extraction.dry_run import dry_run
     from ..extraction.stage import extract as run
+
     given = opts.command_options("extract", options, OWN)
     root = cache_root(cache_dir)
     with printing(verbose):
@@ -50,16 +52,26 @@ def train(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Ru
     ...                       features="pooled+grid", set=["optim.lr=3e-4"])
     """
     threads.prefer_passive_wait()
-    from ..training.cached import train as run
     from ..rundir import pick_run_dir
+    from ..training.cached import train as run
+
     given = opts.command_options("train", options, OWN)
     log = check_names(given.get("log"))
     root = cache_root(cache_dir)
     with printing(verbose):
         recipe, extract_cmd = opts.train_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
-        run(recipe, root, out=str(run_dir), resume=given.get("resume", False), extract_cmd=extract_cmd,
-            stream=given.get("stream"), threads=given.get("threads"), extend=given.get("extend"), log=log)
+        run(
+            recipe,
+            root,
+            out=str(run_dir),
+            resume=given.get("resume", False),
+            extract_cmd=extract_cmd,
+            stream=given.get("stream"),
+            threads=given.get("threads"),
+            extend=given.get("extend"),
+            log=log,
+        )
     return Run(run_dir)
 
 
@@ -70,13 +82,14 @@ def finetune(recipe=None, *, verbose: bool = True, **options) -> Run:
     >>> run = vqa_cache.finetune("train/easyvqa-finetune.toml", train_encoders="top:1", epochs=4)
     """
     threads.prefer_passive_wait()
-    from ..finetuning.run import finetune as run
     from ..finetuning.recipe import finetune_recipe
+    from ..finetuning.run import finetune as run
     from ..rundir import pick_run_dir
-    given = opts.command_options("finetune", options, ("recipe", "verbose"))   # (it reads no cache)
+
+    given = opts.command_options("finetune", options, ("recipe", "verbose"))  # (it reads no cache)
     log = check_names(given.get("log"))
     with printing(verbose):
-        threads.set_threads(given.get("threads"))       # (its decoding workers run before training, not beside it)
+        threads.set_threads(given.get("threads"))  # (its decoding workers run before training, not beside it)
         recipe = finetune_recipe(_path(recipe), given)
         run_dir = pick_run_dir(recipe, given.get("out"), given.get("resume", False))
         run(recipe, out=str(run_dir), resume=given.get("resume", False), extend=given.get("extend"), log=log)
@@ -91,15 +104,25 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
     """
     threads.prefer_passive_wait()
     from ..search.trials import run_sweep
+
     given = opts.command_options("sweep", options, OWN)
     log = check_names(given.get("log"))
     root = cache_root(cache_dir)
     with printing(verbose):
         overrides, extract_cmd = opts.sweep_overrides(_path(recipe), given)
-        result = run_sweep(_path(recipe), root, trials=given.get("trials"), jobs=given.get("jobs"),
-                           out=given.get("out"), resume=given.get("resume", False), overrides=given.get("set", ()),
-                           feature_overrides=overrides, extract_cmd=extract_cmd,
-                           threads=given.get("threads"), log=log)
+        result = run_sweep(
+            _path(recipe),
+            root,
+            trials=given.get("trials"),
+            jobs=given.get("jobs"),
+            out=given.get("out"),
+            resume=given.get("resume", False),
+            overrides=given.get("set", ()),
+            feature_overrides=overrides,
+            extract_cmd=extract_cmd,
+            threads=given.get("threads"),
+            log=log,
+        )
     return Sweep(result["dir"])
 
 
@@ -113,7 +136,9 @@ def evaluate(questions, annotations, predictions, protocol: str = "current") -> 
     >>> vqa_cache.evaluate("questions.json", "annotations.json", run.predict(split="test")["out"])["overall"]
     """
     from ..answers import check_protocol
-    from ..metrics import evaluate as scores, evaluate_files
+    from ..metrics import evaluate as scores
+    from ..metrics import evaluate_files
+
     check_protocol(protocol)
     given = (questions, annotations, predictions)
     paths = [isinstance(x, (str, os.PathLike)) for x in given]
@@ -135,8 +160,10 @@ def ask(run, image, question: str, top: int = 5, cache_dir=None) -> list[tuple[s
     [('yellow', 0.3714), ('black', 0.2777), ('red', 0.2099)]
     """
     if not isinstance(image, (str, os.PathLike)) and type(image).__module__.split(".")[0] not in ("PIL", "numpy"):
-        raise BadInput(f"ask: image = {image!r}: expected a path (str or os.PathLike), a PIL image or a uint8 "
-                       f"array, got {type(image).__name__}")
+        raise BadInput(
+            f"ask: image = {image!r}: expected a path (str or os.PathLike), a PIL image or a uint8 "
+            f"array, got {type(image).__name__}"
+        )
     question, top = text_arg("ask", "question", question), count_arg("ask", "top", top)
     return load(Run(run).dir, cache_dir=cache_dir).ask(image, question, top=top)
 
@@ -152,6 +179,7 @@ def load(path, cache_dir=None, device: str = "auto"):
     >>> model.ask("shape.png", "What color is the shape?", top=3)
     """
     from ..model import load as load_model
+
     return load_model(path_arg("load", "path", path), cache_root(cache_dir), text_arg("load", "device", device))
 
 
@@ -162,7 +190,9 @@ def export(run, out, cache_dir=None) -> Path:
 
     >>> vqa_cache.export("runs/concat", "models/concat")
     """
-    from ..model import export as write, load as load_model
+    from ..model import export as write
+    from ..model import load as load_model
+
     run, out = path_arg("export", "run", run), path_arg("export", "out", out)
     model = load_model(run, cache_root(cache_dir), "cpu")
     return write(model, out, f"vqa-cache export {run} {out}")
@@ -179,6 +209,7 @@ def runs(directory="runs", sort: str = "acc"):
     >>> vqa_cache.runs("runs")[["name", "head", "val_accuracy"]]
     """
     from ..run_table import table as records
+
     return table(records(path_arg("runs", "directory", directory), sort))
 
 
@@ -191,8 +222,10 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> F
     >>> image_ids, images, texts, questions = vqa_cache.load_features(keys, image="grid")
     """
     import torch
+
     from ..cache import Entry
     from ..cache.reader import check_complete, read_features
+
     keys = keys.cache_keys if isinstance(keys, Run) else keys
     if not isinstance(keys, CacheKeys):
         raise BadInput(f"load_features: expected CacheKeys (from extract) or a Run, got {type(keys).__name__}")
@@ -201,8 +234,11 @@ def load_features(keys, image: str | None = None, question: str = "pooled") -> F
         entry = Entry(keys.root, key)
         manifest = check_complete(entry, "vqa_cache.extract with the options that made these keys")
         spec = manifest.get("spec", {})
-        have = spec.get("outputs", ["pooled"]) if kind == "image" else \
-            ["pooled"] + (["tokens"] if spec.get("tokens") else [])
+        have = (
+            spec.get("outputs", ["pooled"])
+            if kind == "image"
+            else ["pooled"] + (["tokens"] if spec.get("tokens") else [])
+        )
         output = output or have[0]
         if output not in have:
             raise BadInput(f"{kind} features {key} hold {' and '.join(have)}, not {output!r}")

@@ -1,5 +1,6 @@
 """`vqa-cache cache ls | info | verify | rm` as functions: the cache's entries (docs/api.md). A KEY may be a
 unique prefix. The library is imported inside each function (h5py and pyarrow load slowly)."""
+
 from __future__ import annotations
 
 from ..cache import cache_root
@@ -17,10 +18,17 @@ def cache_ls(*, cache_dir=None) -> list[dict]:
             manifest = entry.manifest()
         except BadInput as err:
             manifest = {"spec": {}, "rows": 0, "complete": False, "error": str(err)}
-        rows.append({"key": entry.key, "kind": entry.kind, "spec": manifest.get("spec", {}),
-                     "rows": manifest.get("rows", 0), "bytes": entry.size_bytes(),
-                     "complete": bool(manifest.get("complete")),
-                     **({"error": manifest["error"]} if "error" in manifest else {})})
+        rows.append(
+            {
+                "key": entry.key,
+                "kind": entry.kind,
+                "spec": manifest.get("spec", {}),
+                "rows": manifest.get("rows", 0),
+                "bytes": entry.size_bytes(),
+                "complete": bool(manifest.get("complete")),
+                **({"error": manifest["error"]} if "error" in manifest else {}),
+            }
+        )
     return rows
 
 

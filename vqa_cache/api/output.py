@@ -1,5 +1,6 @@
 """What the API gives besides its return values: the library's messages and progress (quiet with
 verbose=False: messages.level, progress.silenced), and tables (pandas DataFrames where pandas is installed)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,10 @@ def path_arg(call: str, name: str, value, optional: bool = False):
         return None
     if isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
-    raise BadInput(f"{call}: {name} = {value!r}: expected a path (str or os.PathLike)"
-                   f"{' or None' if optional else ''}, got {type(value).__name__}")
+    raise BadInput(
+        f"{call}: {name} = {value!r}: expected a path (str or os.PathLike)"
+        f"{' or None' if optional else ''}, got {type(value).__name__}"
+    )
 
 
 def count_arg(call: str, name: str, value, least: int = 1) -> int:
@@ -52,7 +55,7 @@ def table(rows: list[dict]):
     """`rows` as a pandas DataFrame, nested dicts flattened into dotted columns
     (`val_accuracy_per_type.yes/no`), when pandas is installed; else the list of dicts itself."""
     try:
-        import pandas as pd     # (optional: not a dependency of vqa-cache)
+        import pandas as pd  # (optional: not a dependency of vqa-cache)
     except ImportError:
         return rows
     return pd.json_normalize(rows) if rows else pd.DataFrame()
@@ -62,9 +65,10 @@ def csv_table(path):
     """A CSV file as a pandas DataFrame (typed columns) when pandas is installed; else a list of dicts of
     strings."""
     try:
-        import pandas as pd     # (optional, as above)
+        import pandas as pd  # (optional, as above)
     except ImportError:
         import csv
+
         with open(path, newline="") as f:
             return list(csv.DictReader(f))
     return pd.read_csv(path)

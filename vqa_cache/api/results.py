@@ -1,6 +1,7 @@
 """What the API returns: small frozen dataclasses naming what was made. They read their files when asked
 (a Run of a run still training shows the epochs finished so far). The library is imported where it is
 used: it pulls in torch, and `import vqa_cache` (so `vqa-cache --help`) should stay fast."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 class Features(NamedTuple):
     """Two cache entries read back (load_features): float32 tensors on the CPU, rows in the order of the ids
     and texts."""
+
     image_ids: list[str]
     images: torch.Tensor
     texts: list[str]
@@ -37,6 +39,7 @@ class CacheKeys:
     CacheKeys(image='image-...', question='question-...', root=PosixPath('/home/me/.cache/vqa-cache'))
     >>> image_ids, images, texts, questions = vqa_cache.load_features(keys)
     """
+
     image: str
     question: str
     root: Path
@@ -48,6 +51,7 @@ class CacheKeys:
 @dataclass(frozen=True)
 class Directory:
     """A directory the API made (a run, a sweep); usable wherever a path is (os.fspath)."""
+
     dir: Path
 
     def __post_init__(self):
@@ -76,6 +80,7 @@ class Run(Directory):
     def config(self) -> dict:
         """config.json: the resolved recipe, cache keys and specs, splits, vocabulary, head and device."""
         from ..rundir import read_run_config
+
         return read_run_config(self.dir)
 
     @property
@@ -83,12 +88,14 @@ class Run(Directory):
         """One row per finished epoch (epoch, train_loss, val_loss, val_accuracy, val_accuracy_per_type.TYPE,
         learning rates, seconds): a pandas DataFrame, or the list of metrics.json rows without pandas."""
         from ..rundir import read_metrics
+
         return table(read_metrics(self.dir)["epochs"])
 
     @property
     def best(self) -> dict:
         """The best epoch so far: {"epoch", "val_accuracy"} (metrics.json "best")."""
         from ..rundir import read_metrics
+
         return read_metrics(self.dir)["best"]
 
     @property
@@ -96,14 +103,22 @@ class Run(Directory):
         """The cache entries the run was trained on (finetune: those its encoders correspond to), in the
         cache it read (else the default cache root)."""
         from ..rundir import cache_keys_of
+
         config = self.config
         keys = cache_keys_of(config)
         if not (isinstance(keys, dict) and all(isinstance(keys.get(k), str) for k in ("image", "question"))):
             raise BadInput(f"{self.dir / 'config.json'}: no cache keys")
         return CacheKeys(keys["image"], keys["question"], config.get("cache_dir") or cache_root())
 
-    def predict(self, split: str | None = None, out=None, stream: bool | None = None, cache_dir=None,
-                verbose: bool = True, format: str = "json") -> dict:
+    def predict(
+        self,
+        split: str | None = None,
+        out=None,
+        stream: bool | None = None,
+        cache_dir=None,
+        verbose: bool = True,
+        format: str = "json",
+    ) -> dict:
         """Official-format predictions of the best model for one split of the run's cache (default: its
         validation split), written to `out` (default RUN/predictions-SPLIT.json): {"split", "questions",
         "out", "accuracy", "accuracy_per_type"} (accuracy None where the split has no answers). The cache is
@@ -112,6 +127,7 @@ class Run(Directory):
         instead (`ID,answer` in test.csv / sample_submission.csv order for a csv: dataset's test split,
         docs/datasets.md)."""
         from ..model import predict
+
         out = path_arg("predict", "out", out, optional=True)
         if split is not None:
             text_arg("predict", "split", split)
@@ -124,6 +140,7 @@ class Run(Directory):
         heads that attend over grid cells), written to `out` (default RUN/report.html). Returns {"out", "bytes",
         "questions", "accuracy", "wrong", "right", "macro_f1", "attention_maps"}."""
         from ..report import write_report
+
         out = path_arg("report", "out", out, optional=True)
         with printing(verbose):
             return write_report(self.dir, cache_root(cache_dir), out=out)
@@ -145,6 +162,7 @@ class Run(Directory):
     def model(self, cache_dir=None):
         """The run's Model (vqa_cache.load): .ask, .predict, .explain, its encoders and head, ready to answer."""
         from ..model import load
+
         return load(self.dir, cache_root(cache_dir))
 
 

@@ -9,4 +9,5 @@ plan.py: a recipe -> samples and keys; store.py: entries, manifests, the lock; s
 formats and the index; samples.py: the dataset entry; reader.py: reading entries back (stage two);
 inspect.py: `cache info / verify / rm`. Stage one (vqa_cache/extraction/) writes entries.
 """
+
 from .store import Entry, cache_root, entry_key, find_entry, list_entries  # noqa: F401

@@ -1,5 +1,6 @@
 """`cache info`, `cache verify` and `cache rm`: an entry's record, a check that reads every byte, and
 removal under the entry's lock."""
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,25 @@ from .store import Entry, ids_mismatch
 def info(entry: Entry) -> dict:
     """What `cache info` shows: spec, rows, size, timings, shards."""
     manifest = entry.manifest()
-    return {"key": entry.key, "kind": entry.kind, "path": str(entry.path), "complete": bool(manifest.get("complete")),
-            "rows": manifest.get("rows", 0), "dim": manifest.get("dim"), "bytes": entry.size_bytes(),
-            "spec": manifest.get("spec", {}), "created": manifest.get("created"),
-            "tool_version": manifest.get("tool_version"), "format": manifest.get("format"),
-            "timings": manifest.get("timings", {}), "skipped": manifest.get("skipped", []),
-            "shards": [{k: s.get(k) for k in ("file", "rows", "start", "stop", "bytes", "sha256")}
-                       for s in manifest.get("shards", [])]}
+    return {
+        "key": entry.key,
+        "kind": entry.kind,
+        "path": str(entry.path),
+        "complete": bool(manifest.get("complete")),
+        "rows": manifest.get("rows", 0),
+        "dim": manifest.get("dim"),
+        "bytes": entry.size_bytes(),
+        "spec": manifest.get("spec", {}),
+        "created": manifest.get("created"),
+        "tool_version": manifest.get("tool_version"),
+        "format": manifest.get("format"),
+        "timings": manifest.get("timings", {}),
+        "skipped": manifest.get("skipped", []),
+        "shards": [
+            {k: s.get(k) for k in ("file", "rows", "start", "stop", "bytes", "sha256")}
+            for s in manifest.get("shards", [])
+        ],
+    }
 
 
 def verify(entry: Entry) -> tuple[list[str], dict]:
@@ -43,8 +56,10 @@ def verify(entry: Entry) -> tuple[list[str], dict]:
         skipped += record.get("skipped", [])
     problems = []
     if not manifest.get("complete"):
-        problems.append(f"incomplete: {position} of {manifest.get('rows')} rows written (an extract was "
-                        f"interrupted; re-run it to resume)")
+        problems.append(
+            f"incomplete: {position} of {manifest.get('rows')} rows written (an extract was "
+            f"interrupted; re-run it to resume)"
+        )
     elif position != manifest.get("rows"):
         problems.append(f"the shards hold {position} rows, the manifest says {manifest.get('rows')}")
     else:
@@ -56,8 +71,12 @@ def verify(entry: Entry) -> tuple[list[str], dict]:
             problems.append(f"the {mismatch[0]} in the shards are not the dataset's ({mismatch[1]})")
         if entry.kind == "image":
             problems += check_index(entry, manifest)
-    return problems, {"shards": len(manifest.get("shards", [])), "rows": len(ids), "skipped": len(skipped),
-                      "bytes": entry.size_bytes()}
+    return problems, {
+        "shards": len(manifest.get("shards", [])),
+        "rows": len(ids),
+        "skipped": len(skipped),
+        "bytes": entry.size_bytes(),
+    }
 
 
 def check_shard(entry: Entry, record: dict, spec: dict, position: int) -> tuple[list[str], str | None]:
@@ -72,12 +91,12 @@ def check_shard(entry: Entry, record: dict, spec: dict, position: int) -> tuple[
     if sha256_file(path, memo=False) != record.get("sha256"):
         return [], "sha256 mismatch (the file changed after it was written)"
     try:
-        if entry.kind == "dataset":        # one samples.parquet: rows and the schema of the samples table
+        if entry.kind == "dataset":  # one samples.parquet: rows and the schema of the samples table
             table = pq.read_table(path)
             if not table.schema.equals(SCHEMA):
                 return [], f"columns {table.schema.names}, expected {SCHEMA.names}"
             ids = table.column("question_id").to_pylist()
-        elif entry.kind == "answers":      # targets.parquet: one row per question (targets.py)
+        elif entry.kind == "answers":  # targets.parquet: one row per question (targets.py)
             ids = [str(i) for i in range(pq.read_table(path).num_rows)]
         elif entry.kind == "image":
             ids = check_image_shard(path, spec.get("outputs", ["pooled"]))
@@ -87,10 +106,14 @@ def check_shard(entry: Entry, record: dict, spec: dict, position: int) -> tuple[
         return [], f"unreadable ({type(e).__name__}: {' '.join(str(e).split())})"
     if len(ids) != record["rows"]:
         return [], f"{len(ids)} rows, the manifest says {record['rows']}"
-    if record.get("start") != position or record["rows"] + len(record.get("skipped", [])) != \
-            record.get("stop", -1) - position:
-        return [], (f"rows {record.get('start')}..{record.get('stop')} do not follow the previous shard "
-                    f"(expected start {position})")
+    if (
+        record.get("start") != position
+        or record["rows"] + len(record.get("skipped", [])) != record.get("stop", -1) - position
+    ):
+        return [], (
+            f"rows {record.get('start')}..{record.get('stop')} do not follow the previous shard "
+            f"(expected start {position})"
+        )
     return ids, None
 
 
@@ -124,9 +147,11 @@ def remove(entry: Entry) -> int:
     try:
         with entry.lock(wait=False):
             shutil.rmtree(entry.path)
-    except WriteError as e:                      # the lock file could not be made (read-only, full disk)
+    except WriteError as e:  # the lock file could not be made (read-only, full disk)
         raise BadInput(f"cache entry {entry.key} not removed: {e}") from None
     except BadInput:
-        raise BadInput(f"cache entry {entry.key} is being written by another process "
-                       f"(host, pid: {entry.lock().holder()}); not removed") from None
+        raise BadInput(
+            f"cache entry {entry.key} is being written by another process "
+            f"(host, pid: {entry.lock().holder()}); not removed"
+        ) from None
     return size

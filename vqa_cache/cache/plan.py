@@ -5,6 +5,7 @@ A spec holds everything that shapes an entry's bytes. Stage one (vqa_cache/extra
 of a plan; stage two (vqa_cache/training/) and finetune rebuild the same plan, without downloading anything,
 to find the entries they read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,16 +30,17 @@ OUTPUTS = {"pooled": ("pooled",), "grid": ("grid",), "pooled+grid": ("pooled", "
 @dataclass
 class Plan:
     """What stage one computes, and the cache keys it goes under."""
+
     recipe: ExtractRecipe
     samples: pa.Table
-    image_ids: list[str]            # unique, sorted
+    image_ids: list[str]  # unique, sorted
     image_paths: list[str]
-    texts: list[str]                # unique question texts, sorted by length (less padding)
+    texts: list[str]  # unique question texts, sorted by length (less padding)
     image_choice: Choice
     text_choice: Choice
     image_spec: dict
     question_spec: dict
-    words: list | None = None       # bag-of-words with ids: the word vocabulary of the training questions
+    words: list | None = None  # bag-of-words with ids: the word vocabulary of the training questions
 
     @property
     def image_key(self) -> str:
@@ -54,8 +56,9 @@ class Plan:
         return {"image": self.image_key, "question": self.question_key}
 
 
-def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_download: bool = True,
-              root: Path | None = None) -> Plan:
+def make_plan(
+    recipe: ExtractRecipe, samples: pa.Table | None = None, allow_download: bool = True, root: Path | None = None
+) -> Plan:
     """The plan of a recipe. `samples`: the samples table when the caller has it; `root`: the cache root
     in which a file dataset's parse is kept (cache/samples.py); `allow_download`: False in stage two,
     which re-resolves the weights stage one chose and must not fetch others."""
@@ -71,21 +74,37 @@ def make_plan(recipe: ExtractRecipe, samples: pa.Table | None = None, allow_down
     paths = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
     image_ids = sorted(paths)
     texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
-    image_choice = image_choice or resolve_image(image.encoder, image.weights, image.size,
-                                                 allow_download=allow_download)
+    image_choice = image_choice or resolve_image(
+        image.encoder, image.weights, image.size, allow_download=allow_download
+    )
     text_choice = text_family.resolve(recipe.text, allow_download=allow_download)
     words = training_words(samples) if recipe.text.ids and text_choice.kind == "bow" else None
-    return Plan(recipe, samples, image_ids, [paths[i] for i in image_ids], texts, image_choice, text_choice,
-                image_spec(recipe, image_choice, image_ids), question_spec(text_choice, texts, words), words)
+    return Plan(
+        recipe,
+        samples,
+        image_ids,
+        [paths[i] for i in image_ids],
+        texts,
+        image_choice,
+        text_choice,
+        image_spec(recipe, image_choice, image_ids),
+        question_spec(text_choice, texts, words),
+        words,
+    )
 
 
 def image_spec(recipe: ExtractRecipe, choice: Choice, image_ids: list[str]) -> dict:
     """What shapes the image features: the dataset's images, the encoder as resolved (a fallback names its
     own architecture), its weights and preprocessing (`choice.key()`: a torchvision CNN's are what they always
     were), the outputs."""
-    return {"dataset": data.image_identity(recipe.dataset), "images": fingerprint(image_ids),
-            **choice.key(), "exif": "transpose",
-            "outputs": list(OUTPUTS[recipe.image.features]), "dtype": "float16"}
+    return {
+        "dataset": data.image_identity(recipe.dataset),
+        "images": fingerprint(image_ids),
+        **choice.key(),
+        "exif": "transpose",
+        "outputs": list(OUTPUTS[recipe.image.features]),
+        "dtype": "float16",
+    }
 
 
 def training_words(samples: pa.Table) -> list[str]:

@@ -4,6 +4,7 @@ What is read is checked cheaply on the way (no checksums; `cache verify` reads e
 shard is there with its recorded size, the row totals match the manifest, the ids are the dataset's
 (their fingerprint is in the spec) and the features are finite. A damaged entry is BadInput naming it.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,17 +15,19 @@ import torch
 
 from ..errors import BadInput
 from ..threads import usable_cpus
-from .shards import (IMAGE_DATASETS, QUESTION_COLUMNS, head_ids, read_image_shard, read_question_shard,
-                     read_shard_ids)
+from .shards import IMAGE_DATASETS, QUESTION_COLUMNS, head_ids, read_image_shard, read_question_shard, read_shard_ids
 from .store import Entry, first_damage, ids_mismatch
 
 
 def damaged(entry: Entry, problem: str, repairable: bool = False) -> BadInput:
     """The error for a damaged entry. `repairable`: a shard missing or of the wrong size, which a re-run
     of extract finds and encodes again; anything else needs the entry removed and extracted again."""
-    fix = ("run the same `vqa-cache extract` again to repair it" if repairable else
-           f"check it with `vqa-cache cache verify {entry.key}`, then `vqa-cache cache rm {entry.key}` "
-           f"and extract again")
+    fix = (
+        "run the same `vqa-cache extract` again to repair it"
+        if repairable
+        else f"check it with `vqa-cache cache verify {entry.key}`, then `vqa-cache cache rm {entry.key}` "
+        f"and extract again"
+    )
     return BadInput(f"{entry.kind} features {entry.key} in {entry.root} are damaged: {problem}; {fix}")
 
 
@@ -32,12 +35,15 @@ def check_complete(entry: Entry, make_it: str) -> dict:
     """The manifest of a complete entry whose shards are all there with their recorded sizes, or a
     BadInput that says which command makes (or checks) it."""
     if not entry.exists():
-        raise BadInput(f"no {entry.kind} features for this recipe in {entry.root} (entry {entry.key}); "
-                       f"make them with: {make_it}")
+        raise BadInput(
+            f"no {entry.kind} features for this recipe in {entry.root} (entry {entry.key}); make them with: {make_it}"
+        )
     manifest = entry.manifest()
     if not manifest.get("complete"):
-        raise BadInput(f"{entry.kind} features {entry.key} in {entry.root} are incomplete (an extract was "
-                       f"interrupted); finish them with: {make_it}")
+        raise BadInput(
+            f"{entry.kind} features {entry.key} in {entry.root} are incomplete (an extract was "
+            f"interrupted); finish them with: {make_it}"
+        )
     damage = first_damage(entry, manifest)
     if damage is not None:
         raise damaged(entry, damage[1], repairable=True)
@@ -91,8 +97,12 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
         if not path.is_file():
             raise damaged(entry, f"{shard['file']}: shard missing", repairable=True)
         if shard.get("bytes") is not None and path.stat().st_size != shard["bytes"]:
-            raise damaged(entry, f"{shard['file']}: {path.stat().st_size} bytes, the manifest says "
-                                 f"{shard['bytes']} (truncated or overwritten shard)", repairable=True)
+            raise damaged(
+                entry,
+                f"{shard['file']}: {path.stat().st_size} bytes, the manifest says "
+                f"{shard['bytes']} (truncated or overwritten shard)",
+                repairable=True,
+            )
         try:
             if entry.kind == "image":
                 shard_ids, arr = read_image_shard(path, what)
@@ -111,6 +121,7 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
 
 # ---------------------------------------------------------------- streaming (caches larger than memory)
 
+
 class ImageStream:
     """Image features left on disk: shards are read in row chunks (of about `chunk_mib` MiB) by
     `workers` DataLoader processes, each with its own h5py handles. Peak memory is bounded by
@@ -121,8 +132,15 @@ class ImageStream:
     The ids are checked when it opens (check_ids), each chunk's features as it is read (finite).
     """
 
-    def __init__(self, entry: Entry, manifest: dict, dataset: str, chunk_mib: float = 16, workers: int | None = None,
-                 group: int = 4):
+    def __init__(
+        self,
+        entry: Entry,
+        manifest: dict,
+        dataset: str,
+        chunk_mib: float = 16,
+        workers: int | None = None,
+        group: int = 4,
+    ):
         self.entry, self.files = entry, [entry.path / s["file"] for s in manifest["shards"]]
         self.dataset, self.ids, self.chunks, self.group = dataset, [], [], group
         self.workers = min(2, usable_cpus()) if workers is None else workers
@@ -137,7 +155,7 @@ class ImageStream:
             step = max(1, int(chunk_mib * 2**20) // (2 * int(np.prod(row_shape or (1,))) or 1))
             self.chunks += [(f, s, min(s + step, rows)) for s in range(0, rows, step)]
         check_ids(entry, manifest, self.ids)
-        self.starts = np.cumsum([0] + [c[2] - c[1] for c in self.chunks])   # global first row of each chunk
+        self.starts = np.cumsum([0] + [c[2] - c[1] for c in self.chunks])  # global first row of each chunk
         self.shape = (len(self.ids), *(row_shape or (manifest.get("dim", 0),)))
 
     def __len__(self):
@@ -152,13 +170,20 @@ class ImageStream:
 
     def read(self, order):
         """(chunk, global start row, float16 rows) for the chunks in `order`, read ahead by the workers."""
-        loader = torch.utils.data.DataLoader(_Chunks(self.files, self.dataset, self.chunks), batch_size=None,
-                                             sampler=list(order), num_workers=self.workers,
-                                             prefetch_factor=2 if self.workers else None)
+        loader = torch.utils.data.DataLoader(
+            _Chunks(self.files, self.dataset, self.chunks),
+            batch_size=None,
+            sampler=list(order),
+            num_workers=self.workers,
+            prefetch_factor=2 if self.workers else None,
+        )
         for c, rows in loader:
             if not torch.isfinite(rows).all():
-                raise damaged(self.entry, f"{self.files[self.chunks[c][0]].name} holds non-finite values "
-                                          f"(NaN or inf) in rows {self.chunks[c][1]}..{self.chunks[c][2]}")
+                raise damaged(
+                    self.entry,
+                    f"{self.files[self.chunks[c][0]].name} holds non-finite values "
+                    f"(NaN or inf) in rows {self.chunks[c][1]}..{self.chunks[c][2]}",
+                )
             yield int(c), int(self.starts[c]), rows
 
 
@@ -175,7 +200,7 @@ class _Chunks(torch.utils.data.Dataset):
     def __getitem__(self, c):
         f, start, stop = self.chunks[c]
         pid = os.getpid()
-        if self._handles.get("pid") != pid:          # a fresh process (DataLoader worker): own handles
+        if self._handles.get("pid") != pid:  # a fresh process (DataLoader worker): own handles
             self._handles = {"pid": pid}
         h = self._handles.get(f)
         if h is None:

@@ -5,6 +5,7 @@ adapter version). It is only a cache of those files: an entry that fails its che
 A dataset that stores its images (hf:, data.EXPORT_KINDS) is parsed under the entry's lock into the staged
 entry: the image bytes its parse exports are written next to samples.parquet (images/, counted in the
 manifest's `exported`), and its rows' relative image paths point there."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import messages
-from .. import data
+from .. import data, messages
 from ..digest import sha256_file
 from ..errors import BadInput
 from ..recipes import DatasetSettings
@@ -52,27 +52,37 @@ def parse_once(src: data.Source, dataset: DatasetSettings, root: Path) -> tuple[
     if table is not None:
         return table, entry
     if entry.path.exists():
-        messages.warning(f"dataset {dataset.name}: cache entry {entry.key} is damaged (samples.parquet changed since it "
-              f"was written, or unreadable, or a file it exported is missing); parsing the dataset again")
+        messages.warning(
+            f"dataset {dataset.name}: cache entry {entry.key} is damaged (samples.parquet changed since it "
+            f"was written, or unreadable, or a file it exported is missing); parsing the dataset again"
+        )
     t0, wrote = time.time(), ""
-    if src.exports:            # its parse writes what it exports: into the staged entry, under the lock
+    if src.exports:  # its parse writes what it exports: into the staged entry, under the lock
         with entry.lock():
-            table = read_samples(entry)                  # (another process may have made it meanwhile)
+            table = read_samples(entry)  # (another process may have made it meanwhile)
             if table is None:
                 with staged(entry) as folder:
                     export = data.Exports(folder)
-                    table = src.parse(dataset, export)   # bad input fails here: the staged folder goes
-                    save_samples(folder, entry, spec, table, time.time() - t0,
-                                 exported={"files": export.files, "bytes": export.bytes})
+                    table = src.parse(dataset, export)  # bad input fails here: the staged folder goes
+                    save_samples(
+                        folder,
+                        entry,
+                        spec,
+                        table,
+                        time.time() - t0,
+                        exported={"files": export.files, "bytes": export.bytes},
+                    )
                 wrote = f", wrote {export.files} images as stored ({export.bytes / 2**20:.1f} MiB)"
     else:
-        table = src.parse(dataset)         # bad input fails here, before anything is written
+        table = src.parse(dataset)  # bad input fails here, before anything is written
         with entry.lock():
             if read_samples(entry) is None:
                 with staged(entry) as folder:
                     save_samples(folder, entry, spec, table, time.time() - t0)
-    messages.info(f"dataset {dataset.name}: parsed {table.num_rows} questions in {time.time() - t0:.1f}s{wrote} "
-          f"(cached as {entry.key})")
+    messages.info(
+        f"dataset {dataset.name}: parsed {table.num_rows} questions in {time.time() - t0:.1f}s{wrote} "
+        f"(cached as {entry.key})"
+    )
     return table, entry
 
 
@@ -82,14 +92,14 @@ def staged(entry: Entry):
     place when the block ends without an error and removed if it does not: never a half-written entry.
     The folders of killed writers (ROOT/.tmp/KEY.PID) are removed first."""
     staging = entry.root / ".tmp"
-    for stale in staging.glob(f"{entry.key}.*"):         # a killed writer's (we hold the lock)
+    for stale in staging.glob(f"{entry.key}.*"):  # a killed writer's (we hold the lock)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = staging / f"{entry.key}.{os.getpid()}"
     tmp.mkdir(parents=True)
     try:
         yield tmp
         if entry.path.exists():
-            shutil.rmtree(entry.path)                    # an unreadable or stale entry, under our lock
+            shutil.rmtree(entry.path)  # an unreadable or stale entry, under our lock
         entry.path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, entry.path)
     finally:
@@ -97,7 +107,7 @@ def staged(entry: Entry):
         try:
             staging.rmdir()
         except OSError:
-            pass                                         # another writer's folder is still there
+            pass  # another writer's folder is still there
 
 
 def save_samples(folder: Path, entry: Entry, spec: dict, table: pa.Table, seconds: float, **extra) -> None:
@@ -106,9 +116,20 @@ def save_samples(folder: Path, entry: Entry, spec: dict, table: pa.Table, second
     staged_entry = Entry(entry.root, entry.key)
     staged_entry.path = folder
     manifest = staged_entry.new_manifest(spec, table.num_rows, **extra)
-    manifest.update(complete=True, timings={"seconds": round(seconds, 2)}, shards=[
-        {"file": SAMPLES_FILE, "rows": table.num_rows, "start": 0, "stop": table.num_rows,
-         "bytes": (folder / SAMPLES_FILE).stat().st_size, "sha256": digest}])
+    manifest.update(
+        complete=True,
+        timings={"seconds": round(seconds, 2)},
+        shards=[
+            {
+                "file": SAMPLES_FILE,
+                "rows": table.num_rows,
+                "start": 0,
+                "stop": table.num_rows,
+                "bytes": (folder / SAMPLES_FILE).stat().st_size,
+                "sha256": digest,
+            }
+        ],
+    )
     staged_entry.save_manifest(manifest)
 
 
@@ -127,8 +148,9 @@ def read_samples(entry: Entry) -> pa.Table | None:
         table = pq.read_table(path)
         if table.schema != data.SCHEMA or table.num_rows != manifest.get("rows"):
             return None
-        if manifest.get("exported") and not all((entry.path / p).is_file() for p in data.unique(table, "image_path")
-                                                if not os.path.isabs(p)):
+        if manifest.get("exported") and not all(
+            (entry.path / p).is_file() for p in data.unique(table, "image_path") if not os.path.isabs(p)
+        ):
             return None
         return table
     except (BadInput, OSError, pa.ArrowException):

@@ -7,6 +7,7 @@ question-NNNNN.parquet  columns question: string, embedding: fixed_size_list<flo
                         and with token ids: ids: fixed_size_list<int32>[L] (zero after the end), length: int32
 index.parquet           (image entries) columns image_id: string, shard: string, row: int32
 """
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ..digest import write_file
 
-IMAGE_DATASETS = {"pooled": "features", "grid": "grid"}         # image output -> HDF5 dataset
+IMAGE_DATASETS = {"pooled": "features", "grid": "grid"}  # image output -> HDF5 dataset
 QUESTION_COLUMNS = {"pooled": "embedding", "tokens": "tokens", "ids": "ids"}  # question output -> column
 # (tokens: + mask; ids: + length)
 
@@ -46,8 +47,10 @@ def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray])
 def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndarray]) -> str:
     """Write a Parquet shard of the texts and their {"pooled"; "tokens", "mask"; "ids", "length"} arrays;
     return its sha256."""
-    columns = {"question": pa.array(texts, pa.string()),
-               QUESTION_COLUMNS["pooled"]: fixed_list(arrays["pooled"], np.float16)}
+    columns = {
+        "question": pa.array(texts, pa.string()),
+        QUESTION_COLUMNS["pooled"]: fixed_list(arrays["pooled"], np.float16),
+    }
     if "tokens" in arrays:
         columns["tokens"] = fixed_list(arrays["tokens"], np.float16)
         columns["mask"] = fixed_list(arrays["mask"], np.uint8)
@@ -114,7 +117,7 @@ def check_image_shard(path: Path, outputs) -> list[str]:
                 raise ValueError(f"dataset {name!r} is {d.dtype} {d.shape}, expected float16 with {len(ids)} rows")
             step = d.chunks[0] if d.chunks else max(1, len(ids))
             for r0 in range(0, len(ids), step):
-                if not np.isfinite(d[r0:r0 + step]).all():
+                if not np.isfinite(d[r0 : r0 + step]).all():
                     raise ValueError(f"dataset {name!r} holds non-finite values near row {r0}")
     return ids
 
@@ -128,7 +131,7 @@ def check_question_shard(path: Path, tokens: bool, ids: bool = False, vocab_size
         if name not in table.column_names:
             raise ValueError(f"no column {name!r}")
     for name in need[1:]:
-        if name in ("mask", "ids", "length"):       # integers: ids are checked below
+        if name in ("mask", "ids", "length"):  # integers: ids are checked below
             continue
         values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
         if values.dtype != np.float16 or not np.isfinite(values).all():
@@ -137,8 +140,13 @@ def check_question_shard(path: Path, tokens: bool, ids: bool = False, vocab_size
         _, tokens_ids = read_question_shard(path, "ids")
         _, length = read_question_shard(path, "length")
         real = real_positions(tokens_ids, length)
-        if (length < 0).any() or (length > tokens_ids.shape[1]).any() or (tokens_ids[~real] != 0).any() or \
-                (tokens_ids < 0).any() or (vocab_size is not None and (tokens_ids >= vocab_size).any()):
+        if (
+            (length < 0).any()
+            or (length > tokens_ids.shape[1]).any()
+            or (tokens_ids[~real] != 0).any()
+            or (tokens_ids < 0).any()
+            or (vocab_size is not None and (tokens_ids >= vocab_size).any())
+        ):
             raise ValueError(f"columns ids / length are not token ids below {vocab_size} with zeros after each length")
     return table.column("question").to_pylist()
 
@@ -156,6 +164,13 @@ def index_columns(directory: Path, shards: list[dict]) -> dict[str, list]:
 
 def write_index(directory: Path, shards: list[dict]) -> None:
     columns = index_columns(directory, shards)
-    write_table(directory / "index.parquet", pa.table({
-        "image_id": pa.array(columns["image_id"], pa.string()), "shard": pa.array(columns["shard"], pa.string()),
-        "row": pa.array(columns["row"], pa.int32())}))
+    write_table(
+        directory / "index.parquet",
+        pa.table(
+            {
+                "image_id": pa.array(columns["image_id"], pa.string()),
+                "shard": pa.array(columns["shard"], pa.string()),
+                "row": pa.array(columns["row"], pa.int32()),
+            }
+        ),
+    )

@@ -1,4 +1,5 @@
 """Cache entries: the root, keys, manifests, the writer lock, listing, and the cheap checks of an entry."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ from ..errors import BadInput
 from ..version import __version__
 
 FORMAT_VERSION = 1
-KINDS = ("image", "question", "dataset", "answers")   # dataset: a parsed samples table (samples.py);
+KINDS = ("image", "question", "dataset", "answers")  # dataset: a parsed samples table (samples.py);
 # answers: a samples table's ground truth and soft scores (targets.py)
 
 
@@ -59,14 +60,18 @@ class Entry:
         except FileNotFoundError:
             raise BadInput(f"cache entry {self.key} does not exist in {self.root}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadInput(f"{self.manifest_path}: corrupt manifest ({e}); remove the entry with "
-                           f"`vqa-cache cache rm {self.key}` and run extract again") from None
+            raise BadInput(
+                f"{self.manifest_path}: corrupt manifest ({e}); remove the entry with "
+                f"`vqa-cache cache rm {self.key}` and run extract again"
+            ) from None
         if not isinstance(data, dict) or not isinstance(data.get("shards", []), list):
             raise BadInput(f"{self.manifest_path}: not a vqa-cache manifest (expected a JSON object with shards)")
         if data.get("format") != FORMAT_VERSION:
-            raise BadInput(f"{self.manifest_path}: cache format {data.get('format')!r}, this vqa-cache "
-                           f"reads format {FORMAT_VERSION} only; not reading it as data. Remove it with "
-                           f"`vqa-cache cache rm {self.key}` and run extract again")
+            raise BadInput(
+                f"{self.manifest_path}: cache format {data.get('format')!r}, this vqa-cache "
+                f"reads format {FORMAT_VERSION} only; not reading it as data. Remove it with "
+                f"`vqa-cache cache rm {self.key}` and run extract again"
+            )
         return data
 
     def complete(self) -> bool:
@@ -77,17 +82,24 @@ class Entry:
         write_file(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
     def new_manifest(self, spec: dict, rows: int, **extra) -> dict:
-        return {"spec": spec, "rows": rows, "shards": [], "complete": False,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "timings": {}, **extra}
+        return {
+            "spec": spec,
+            "rows": rows,
+            "shards": [],
+            "complete": False,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "timings": {},
+            **extra,
+        }
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())   # (a dataset entry may hold images/)
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())  # (a dataset entry may hold images/)
 
     def lock(self, wait: bool = True) -> Lock:
         return Lock(self.path.parent / f"{self.key}.lock", wait=wait)
 
 
-_HELD: set = set()     # the Locks this process holds
+_HELD: set = set()  # the Locks this process holds
 
 
 def _drop_inherited_locks() -> None:
@@ -123,7 +135,8 @@ class Lock:
 
     def _try(self) -> bool:
         import fcntl
-        try:        # never through a symlink planted at the lock's name
+
+        try:  # never through a symlink planted at the lock's name
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
             raise write_error(self.path, e) from None
@@ -132,7 +145,7 @@ class Lock:
         except BlockingIOError:
             os.close(fd)
             return False
-        try:   # the file we locked may have been unlinked by its previous holder: then try again
+        try:  # the file we locked may have been unlinked by its previous holder: then try again
             same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
         except FileNotFoundError:
             same = False
@@ -142,8 +155,8 @@ class Lock:
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-        except OSError as e:    # a full disk, the file-size limit: no empty lock file is left behind
-            self.path.unlink(missing_ok=True)       # (while still holding it; see __exit__)
+        except OSError as e:  # a full disk, the file-size limit: no empty lock file is left behind
+            self.path.unlink(missing_ok=True)  # (while still holding it; see __exit__)
             os.close(fd)
             raise write_error(self.path, e) from None
         self.fd = fd
@@ -155,17 +168,21 @@ class Lock:
         told = False
         while not self._try():
             if not self.wait:
-                raise BadInput(f"another process (host, pid: {self.holder()}) is writing this cache entry "
-                               f"(lock {self.path}); wait for it or drop --no-wait")
+                raise BadInput(
+                    f"another process (host, pid: {self.holder()}) is writing this cache entry "
+                    f"(lock {self.path}); wait for it or drop --no-wait"
+                )
             if not told:
-                messages.info(f"waiting for another writer of this entry (host, pid: {self.holder()}; lock {self.path}) ...")
+                messages.info(
+                    f"waiting for another writer of this entry (host, pid: {self.holder()}; lock {self.path}) ..."
+                )
                 told = True
             time.sleep(self.poll)
         return self
 
     def __exit__(self, *exc):
         if self.fd is not None:
-            self.path.unlink(missing_ok=True)   # while still holding it; see _try
+            self.path.unlink(missing_ok=True)  # while still holding it; see _try
             _HELD.discard(self)
             os.close(self.fd)
             self.fd = None
@@ -183,7 +200,7 @@ def clean_stale(root: Path) -> None:
     keys = {p.stem for p in root.glob("*/*.lock") if p.parent.name in KINDS} | set(staged)
     for key in sorted(k for k in keys if k.split("-", 1)[0] in KINDS):
         try:
-            with Entry(root, key).lock(wait=False):    # free: its writer is gone (the lock file goes too)
+            with Entry(root, key).lock(wait=False):  # free: its writer is gone (the lock file goes too)
                 for p in staged.get(key, []):
                     shutil.rmtree(p, ignore_errors=True)
         except BadInput:
@@ -191,7 +208,7 @@ def clean_stale(root: Path) -> None:
     try:
         (root / ".tmp").rmdir()
     except OSError:
-        pass                                        # absent, or a live writer's folder is in it
+        pass  # absent, or a live writer's folder is in it
 
 
 def list_entries(root: Path) -> list[Entry]:
@@ -205,8 +222,9 @@ def list_entries(root: Path) -> list[Entry]:
 
 def find_entry(root: Path, key: str) -> Entry:
     """An entry by its key or an unambiguous prefix of it."""
-    matches = [e for e in list_entries(root) if e.key == key] or \
-              [e for e in list_entries(root) if e.key.startswith(key)]
+    matches = [e for e in list_entries(root) if e.key == key] or [
+        e for e in list_entries(root) if e.key.startswith(key)
+    ]
     if not matches:
         raise BadInput(f"no cache entry {key!r} in {root} (see `vqa-cache cache ls`)")
     if len(matches) > 1:
@@ -226,8 +244,9 @@ def first_damage(entry: Entry, manifest: dict) -> tuple[int, str] | None:
         if not path.is_file():
             return n, f"{s['file']}: missing"
         if s.get("bytes") is not None and path.stat().st_size != s["bytes"]:
-            return n, (f"{s['file']}: {path.stat().st_size} bytes, the manifest says {s['bytes']} "
-                       f"(truncated or overwritten)")
+            return n, (
+                f"{s['file']}: {path.stat().st_size} bytes, the manifest says {s['bytes']} (truncated or overwritten)"
+            )
         position = s.get("stop", -1)
     if manifest.get("complete") and position != manifest.get("rows"):
         return len(shards), f"the shards end at row {position}, the manifest says {manifest.get('rows')} rows"

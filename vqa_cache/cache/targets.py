@@ -8,6 +8,7 @@ The key is the digest of the answers column's content (answers.table.column_dige
 version and the table's version: the same questions and answers give the same key, whatever dataset,
 subset or split selection they came from. Like the dataset entry it is only a cache: an entry that fails
 its checks (a file changed, missing or unreadable) is computed again and replaced."""
+
 from __future__ import annotations
 
 import time
@@ -29,7 +30,7 @@ from .store import Entry, entry_key
 TARGETS, STRINGS = "targets.parquet", "answers.parquet"
 
 
-_MEMO: dict = {}       # key -> AnswerTable, the last few of this process (sweep trials on subsets)
+_MEMO: dict = {}  # key -> AnswerTable, the last few of this process (sweep trials on subsets)
 
 
 def cached_answer_table(root: Path, column, write: bool = True) -> AnswerTable:
@@ -59,17 +60,22 @@ def save(entry: Entry, spec: dict, table: AnswerTable, seconds: float) -> None:
             if read_answer_table(entry) is None:
                 with staged(entry) as folder:
                     save_answer_table(folder, entry, spec, table, seconds)
-    except (OSError, BadInput) as e:          # a read-only cache: the table is still good for this run
+    except (OSError, BadInput) as e:  # a read-only cache: the table is still good for this run
         messages.warning(f"answers entry {entry.key} not written ({type(e).__name__}: {e})")
 
 
 def save_answer_table(folder: Path, entry: Entry, spec: dict, table: AnswerTable, seconds: float) -> None:
     q, w = table.candidates.shape
-    per_question = pa.table({
-        "n": pa.array(table.n.astype(np.int32)), "distinct": pa.array(table.distinct.astype(np.int16)),
-        "best": pa.array(table.best.astype(np.int32)),
-        "candidates": fixed(table.candidates.astype(np.int32), w),
-        "scores": fixed(table.scores.astype(np.float32), w), "counts": fixed(table.counts.astype(np.int16), w)})
+    per_question = pa.table(
+        {
+            "n": pa.array(table.n.astype(np.int32)),
+            "distinct": pa.array(table.distinct.astype(np.int16)),
+            "best": pa.array(table.best.astype(np.int32)),
+            "candidates": fixed(table.candidates.astype(np.int32), w),
+            "scores": fixed(table.scores.astype(np.float32), w),
+            "counts": fixed(table.counts.astype(np.int16), w),
+        }
+    )
     records = []
     for name, t in ((TARGETS, per_question), (STRINGS, pa.table({"answer": pa.array(table.strings, pa.string())}))):
         digest = write_table(folder / name, t)
@@ -106,9 +112,16 @@ def read_answer_table(entry: Entry) -> AnswerTable | None:
         def matrix(name):
             flat = per_question.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
             return flat.reshape(q, w)
+
         column = {name: per_question.column(name).to_numpy() for name in ("n", "distinct", "best")}
-        return AnswerTable(strings.column("answer").to_pylist(), column["n"].astype(np.int64), column["distinct"],
-                           column["best"].astype(np.int64), matrix("candidates").astype(np.int64),
-                           matrix("scores"), matrix("counts"))
+        return AnswerTable(
+            strings.column("answer").to_pylist(),
+            column["n"].astype(np.int64),
+            column["distinct"],
+            column["best"].astype(np.int64),
+            matrix("candidates").astype(np.int64),
+            matrix("scores"),
+            matrix("counts"),
+        )
     except (BadInput, OSError, KeyError, ValueError, pa.ArrowException):
         return None

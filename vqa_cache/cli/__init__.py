@@ -9,4 +9,5 @@ a click command in one of these (or a new module), added to the group in app.py.
 Errors (docs/architecture.md): bad input or usage -> one line on stderr, exit 2; a diverged run -> one
 line, exit 1; anything else -> exit 1 with "unexpected error"; a traceback only with --debug.
 """
+
 from .app import cli, main  # noqa: F401

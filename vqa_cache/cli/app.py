@@ -1,4 +1,5 @@
 """The `vqa-cache` group and its entry point: errors become one line and an exit code."""
+
 from __future__ import annotations
 
 import sys
@@ -18,12 +19,15 @@ class Ctx:
 
     def __init__(self, cache_dir: str | None, debug: bool):
         from ..cache import cache_root
+
         self.root = cache_root(cache_dir)
         self.debug = debug
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--cache-dir", type=click.Path(), help="Feature cache root (else $VQA_CACHE_HOME, else ~/.cache/vqa-cache).")
+@click.option(
+    "--cache-dir", type=click.Path(), help="Feature cache root (else $VQA_CACHE_HOME, else ~/.cache/vqa-cache)."
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="vqa-cache")
 @click.pass_context
@@ -37,7 +41,7 @@ for command in (extract, train, finetune, sweep, predict, ask, export, eval_, ru
 
 
 def main():
-    threads.prefer_passive_wait()       # before torch loads: waiting OpenMP threads sleep, not spin
+    threads.prefer_passive_wait()  # before torch loads: waiting OpenMP threads sleep, not spin
     debug = "--debug" in sys.argv[1:]
     try:
         rv = cli.main(standalone_mode=False)
@@ -63,8 +67,9 @@ def main():
     except Exception as e:
         if debug:
             raise
-        click.echo(f"vqa-cache: unexpected error: {error_type(e)}: {one_line(e)} "
-                   f"(run with --debug for the traceback)", err=True)
+        click.echo(
+            f"vqa-cache: unexpected error: {error_type(e)}: {one_line(e)} (run with --debug for the traceback)",
+            err=True,
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
-

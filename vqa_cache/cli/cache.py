@@ -1,5 +1,6 @@
 """`vqa-cache cache ls | info | verify | rm`: the cache's entries, through the API's functions (api/entries.py,
 which import the library lazily: h5py and pyarrow are slow to load, and `vqa-cache --help` should answer at once)."""
+
 from __future__ import annotations
 
 import json
@@ -50,18 +51,22 @@ def cache_info(obj, key, as_json):
     if as_json:
         click.echo(json.dumps(record, indent=1))
         return
-    click.echo(f"{record['key']}  ({record['kind']} features, {'complete' if record['complete'] else 'INCOMPLETE'})\n"
-               f"  path     {record['path']}\n"
-               f"  rows     {record['rows']} (dim {record['dim']}; {len(record['skipped'])} skipped)\n"
-               f"  size     {human_bytes(record['bytes'])}\n"
-               f"  created  {record['created']} by vqa-cache {record['tool_version']}, format {record['format']}\n"
-               f"  timings  {json.dumps(record['timings'])}\n  spec")
+    click.echo(
+        f"{record['key']}  ({record['kind']} features, {'complete' if record['complete'] else 'INCOMPLETE'})\n"
+        f"  path     {record['path']}\n"
+        f"  rows     {record['rows']} (dim {record['dim']}; {len(record['skipped'])} skipped)\n"
+        f"  size     {human_bytes(record['bytes'])}\n"
+        f"  created  {record['created']} by vqa-cache {record['tool_version']}, format {record['format']}\n"
+        f"  timings  {json.dumps(record['timings'])}\n  spec"
+    )
     for k, v in sorted(record["spec"].items()):
         click.echo(f"    {k:<12} {json.dumps(v)}")
     click.echo(f"  shards   {len(record['shards'])}")
     for shard in record["shards"]:
-        click.echo(f"    {shard['file']:<22} rows {shard['start']}..{shard['stop']} ({shard['rows']})  "
-                   f"{human_bytes(shard['bytes'] or 0):>10}  sha256 {str(shard['sha256'])[:16]}")
+        click.echo(
+            f"    {shard['file']:<22} rows {shard['start']}..{shard['stop']} ({shard['rows']})  "
+            f"{human_bytes(shard['bytes'] or 0):>10}  sha256 {str(shard['sha256'])[:16]}"
+        )
 
 
 @cache.command("verify")
@@ -76,9 +81,11 @@ def cache_verify(obj, key):
         for p in problems[1:]:
             click.echo(f"    also: {p}", err=True)
         sys.exit(1)
-    click.echo(f"ok {summary['key']}: {summary['shards']} shards, {summary['rows']} rows"
-               + (f" (+{summary['skipped']} skipped)" if summary["skipped"] else "")
-               + f", {human_bytes(summary['bytes'])}; checksums, row counts and ids all match")
+    click.echo(
+        f"ok {summary['key']}: {summary['shards']} shards, {summary['rows']} rows"
+        + (f" (+{summary['skipped']} skipped)" if summary["skipped"] else "")
+        + f", {human_bytes(summary['bytes'])}; checksums, row counts and ids all match"
+    )
 
 
 @cache.command("rm")

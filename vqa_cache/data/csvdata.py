@@ -13,6 +13,7 @@ normalization) or "other"; question types are the question's first words. There 
 split: one is held out of train by image id (`--val-fraction`, `--data-seed`), see subsets.py.
 Image ids are "train/<image_id>", question ids the ID column.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,9 +26,16 @@ from .files import file_identity, inside, listing_fingerprint, short
 from .schema import layout_options, make_table, new_rows, question_type
 
 VERSION = 1
-DEFAULTS = {"id_column": "ID", "image_column": "image_id", "question_column": "question",
-            "answer_column": "answer", "image_dir": "image", "image_ext": ".jpg",
-            "train_file": "train.csv", "test_file": "test.csv"}
+DEFAULTS = {
+    "id_column": "ID",
+    "image_column": "image_id",
+    "question_column": "question",
+    "answer_column": "answer",
+    "image_dir": "image",
+    "image_ext": ".jpg",
+    "train_file": "train.csv",
+    "test_file": "test.csv",
+}
 
 
 def options(dataset: DatasetSettings) -> dict:
@@ -40,9 +48,11 @@ def options(dataset: DatasetSettings) -> dict:
 def files(base: Path, opts: dict) -> list[tuple[str, Path]]:
     train = base / opts["train_file"]
     if not train.is_file():
-        raise BadInput(f"{train}: no such file (a csv dataset needs {opts['train_file']} with columns "
-                       f"{opts['id_column']}, {opts['image_column']}, {opts['question_column']}, "
-                       f"{opts['answer_column']})")
+        raise BadInput(
+            f"{train}: no such file (a csv dataset needs {opts['train_file']} with columns "
+            f"{opts['id_column']}, {opts['image_column']}, {opts['question_column']}, "
+            f"{opts['answer_column']})"
+        )
     out = [("train", train)]
     test = base / opts["test_file"]
     if test.is_file():
@@ -53,9 +63,13 @@ def files(base: Path, opts: dict) -> list[tuple[str, Path]]:
 def identity(base: Path, dataset: DatasetSettings) -> dict:
     opts = options(dataset)
     found = files(base, opts)
-    return {"kind": "csv", "version": VERSION, "options": {k: opts[k] for k in sorted(opts)},
-            "files": {p.name: file_identity(p) for _, p in found},
-            "images": {s: listing_fingerprint(base / opts["image_dir"] / s) for s, _ in found}}
+    return {
+        "kind": "csv",
+        "version": VERSION,
+        "options": {k: opts[k] for k in sorted(opts)},
+        "files": {p.name: file_identity(p) for _, p in found},
+        "images": {s: listing_fingerprint(base / opts["image_dir"] / s) for s, _ in found},
+    }
 
 
 def answer_type(answer: str) -> str:
@@ -83,8 +97,10 @@ def load(base: Path, dataset: DatasetSettings):
                 header = [h.strip() for h in header]
                 missing = [c for c in need if c not in header]
                 if missing:
-                    raise BadInput(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-                                   f"(has: {', '.join(header)}); rename with --set dataset.options.<x>_column=NAME")
+                    raise BadInput(
+                        f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+                        f"(has: {', '.join(header)}); rename with --set dataset.options.<x>_column=NAME"
+                    )
                 col = {c: header.index(c) for c in need}
                 has_answer = opts["answer_column"] in header
                 a_col = header.index(opts["answer_column"]) if has_answer else None
@@ -97,10 +113,13 @@ def load(base: Path, dataset: DatasetSettings):
                     qid = row[col[opts["id_column"]]].strip()
                     image = row[col[opts["image_column"]]].strip()
                     if not qid or not image:
-                        raise BadInput(f"{path}: line {line}: empty {opts['id_column'] if not qid else opts['image_column']}")
+                        raise BadInput(
+                            f"{path}: line {line}: empty {opts['id_column'] if not qid else opts['image_column']}"
+                        )
                     if qid in seen:
-                        raise BadInput(f"{path}: line {line}: duplicate {opts['id_column']} {qid!r} "
-                                       f"(first in {seen[qid]})")
+                        raise BadInput(
+                            f"{path}: line {line}: duplicate {opts['id_column']} {qid!r} (first in {seen[qid]})"
+                        )
                     seen[qid] = f"{path.name} line {line}"
                     question = row[col[opts["question_column"]]]
                     if not question.strip():
@@ -108,9 +127,13 @@ def load(base: Path, dataset: DatasetSettings):
                     answers = [row[a_col]] if has_answer else []
                     rows["question_id"].append(qid)
                     rows["image_id"].append(f"{split}/{image}")
-                    rows["image_path"].append(inside(f"{image}{opts['image_ext']}", f"{path} line {line} "
-                                                     f"({opts['image_column']} {short(image)!r})",
-                                                     f"{opts['image_dir']}/{split}"))
+                    rows["image_path"].append(
+                        inside(
+                            f"{image}{opts['image_ext']}",
+                            f"{path} line {line} ({opts['image_column']} {short(image)!r})",
+                            f"{opts['image_dir']}/{split}",
+                        )
+                    )
                     rows["question"].append(question)
                     rows["answers"].append(answers)
                     rows["answer_type"].append(answer_type(answers[0]) if answers else "")
@@ -125,7 +148,7 @@ def load(base: Path, dataset: DatasetSettings):
     return make_table(rows)
 
 
-SAMPLE_SUBMISSION = "sample_submission.csv"      # DACON's: the IDs in the order a submission lists them
+SAMPLE_SUBMISSION = "sample_submission.csv"  # DACON's: the IDs in the order a submission lists them
 
 
 def submission_order(base: Path, dataset: DatasetSettings) -> tuple[list[str], list[str], str]:

@@ -9,6 +9,7 @@ image's bytes to `export(path, data)` once, and the rows' image_path is that rel
 decides where those files go (an Exports folder): cache/samples.py into the dataset entry, next to the
 parsed rows; load_samples here, without a cache, into a temporary folder.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -29,14 +30,15 @@ from . import csvdata, easyvqa, hf, vizwiz, vqa2
 from .subsets import check_images, check_settings, select
 
 ADAPTERS = {"easyvqa": easyvqa, "vqa2": vqa2, "vizwiz": vizwiz, "csv": csvdata, "hf": hf}
-FILE_KINDS = ("vqa2", "vizwiz", "csv")   # adapters that read a directory (DIR in KIND:DIR)
-EXPORT_KINDS = ("hf",)                   # adapters whose load exports the image bytes a dataset stores
+FILE_KINDS = ("vqa2", "vizwiz", "csv")  # adapters that read a directory (DIR in KIND:DIR)
+EXPORT_KINDS = ("hf",)  # adapters whose load exports the image bytes a dataset stores
 
 
 @dataclass(frozen=True)
 class Source:
     """Where a dataset's samples come from: its adapter, and what the adapter reads (the absolute
     directory of a file dataset, KIND:DIR; else the text after the colon, if any)."""
+
     kind: str
     adapter: ModuleType
     where: Path | str
@@ -92,8 +94,7 @@ def source(dataset: DatasetSettings) -> Source:
     """The Source of `dataset.name`; BadInput for an unknown kind or a missing directory."""
     kind, path = parse_name(dataset.name)
     if kind not in ADAPTERS:
-        raise BadInput(f"unknown dataset kind {kind!r} (known: easyvqa, vqa2:DIR, vizwiz:DIR, csv:DIR, "
-                       f"hf:NAME_OR_DIR)")
+        raise BadInput(f"unknown dataset kind {kind!r} (known: easyvqa, vqa2:DIR, vizwiz:DIR, csv:DIR, hf:NAME_OR_DIR)")
     return Source(kind, ADAPTERS[kind], dataset_dir(kind, path) if kind in FILE_KINDS else path)
 
 

@@ -4,6 +4,7 @@
 questions, 13 answers, one answer per question. The test split is the validation split.
 Train and test image ids both start at 0, so image ids here are "train/12", "test/12".
 """
+
 from __future__ import annotations
 
 from importlib.metadata import version
@@ -18,7 +19,7 @@ def identity(path: str, dataset: DatasetSettings) -> dict:
 
 
 def load(path: str, dataset: DatasetSettings):
-    import easy_vqa     # (lazy: it reads its question files when imported)
+    import easy_vqa  # (lazy: it reads its question files when imported)
 
     rows = new_rows()
     qid = 0
@@ -37,4 +38,3 @@ def load(path: str, dataset: DatasetSettings):
             rows["split"].append(split)
             qid += 1
     return make_table(rows)
-

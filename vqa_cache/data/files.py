@@ -2,6 +2,7 @@
 the file and position, fingerprints of files and image folders, and keeping paths inside the
 dataset directory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ from pathlib import Path
 from ..digest import sha256_file
 from ..errors import BadInput
 
-NAME_MAX = 255             # bytes in one file name, on the file systems datasets live on
-_LISTING_MEMO: dict = {}   # (dir, mtime_ns) -> fingerprint
+NAME_MAX = 255  # bytes in one file name, on the file systems datasets live on
+_LISTING_MEMO: dict = {}  # (dir, mtime_ns) -> fingerprint
 
 
 def read_json(path: Path):
@@ -45,7 +46,7 @@ def listing_fingerprint(folder: Path) -> str:
     try:
         if not folder.is_dir():
             return "missing"
-    except OSError as e:                # a path too long to look up, ...
+    except OSError as e:  # a path too long to look up, ...
         raise BadInput(f"image folder {short(str(folder), 80)!r}: {e.strerror}") from None
     memo = (str(folder.resolve()), folder.stat().st_mtime_ns)
     if memo not in _LISTING_MEMO:
@@ -68,12 +69,16 @@ def inside(rel: str, where: str, folder: str = "") -> str:
     possibly, out of the dataset directory), or has a file name too long for any file system."""
     norm = os.path.normpath(rel)
     if os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep) or "\0" in rel:
-        raise BadInput(f"{where}: image path {rel!r} escapes the dataset directory"
-                       f"{f' (expected a file under {folder}/)' if folder else ''}")
+        raise BadInput(
+            f"{where}: image path {rel!r} escapes the dataset directory"
+            f"{f' (expected a file under {folder}/)' if folder else ''}"
+        )
     for name in norm.split(os.sep):
         if len(os.fsencode(name)) > NAME_MAX:
-            raise BadInput(f"{where}: image file name {short(name)!r} is {len(os.fsencode(name))} bytes long, "
-                           f"more than a file name can be ({NAME_MAX})")
+            raise BadInput(
+                f"{where}: image file name {short(name)!r} is {len(os.fsencode(name))} bytes long, "
+                f"more than a file name can be ({NAME_MAX})"
+            )
     return (f"{folder}/" if folder else "") + norm.replace(os.sep, "/")
 
 
@@ -140,8 +145,7 @@ def answer_list(value, i: int, path: Path, what: str = "record") -> list[str]:
         elif isinstance(a, str):
             out.append(a)
         else:
-            raise BadInput(f"{path}: {what} {i} has an answer that is not an object with a string "
-                           f"'answer': {a!r}")
+            raise BadInput(f"{path}: {what} {i} has an answer that is not an object with a string 'answer': {a!r}")
     return out
 
 

@@ -36,6 +36,7 @@ paths are then absolute, so stage one's DataLoader workers, `finetune`, the repo
 ordinary files and decode each image once, like any other dataset's. Images given as paths are used where
 they are (made absolute here).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,16 +54,25 @@ from .hf_columns import answer_list, answer_type, column_kinds
 from .schema import layout_options, make_table, new_rows, question_type
 
 VERSION = 1
-DEFAULTS = {"image_column": "image", "question_column": "question", "answers_column": "answers",
-            "question_id_column": "question_id", "image_id_column": "image_id",
-            "answer_type_column": "answer_type", "question_type_column": "question_type",
-            "config": "", "revision": "", "image_dir": "", "image_paths": "inside"}
-PATH_RULES = ("inside", "anywhere")     # image_paths: relative paths inside the folder only, or any path
+DEFAULTS = {
+    "image_column": "image",
+    "question_column": "question",
+    "answers_column": "answers",
+    "question_id_column": "question_id",
+    "image_id_column": "image_id",
+    "answer_type_column": "answer_type",
+    "question_type_column": "question_type",
+    "config": "",
+    "revision": "",
+    "image_dir": "",
+    "image_paths": "inside",
+}
+PATH_RULES = ("inside", "anywhere")  # image_paths: relative paths inside the folder only, or any path
 SPLIT_NAMES = {"validation": "val"}
-IMAGES = "images"           # the folder of the exported images (in the dataset entry)
-BATCH = 256                 # rows read at a time (image bytes included)
+IMAGES = "images"  # the folder of the exported images (in the dataset entry)
+BATCH = 256  # rows read at a time (image bytes included)
 
-_OPENED: dict = {}          # (NAME_OR_DIR, config, revision, stamp) -> (source, {split: Dataset})
+_OPENED: dict = {}  # (NAME_OR_DIR, config, revision, stamp) -> (source, {split: Dataset})
 
 
 def options(dataset: DatasetSettings) -> dict:
@@ -77,8 +87,10 @@ def _datasets():
     try:
         import datasets
     except ImportError:
-        raise BadInput("hf: datasets need the Hugging Face `datasets` package: pip install 'vqa-cache[hf]' "
-                       "(or pip install datasets)") from None
+        raise BadInput(
+            "hf: datasets need the Hugging Face `datasets` package: pip install 'vqa-cache[hf]' "
+            "(or pip install datasets)"
+        ) from None
     return datasets
 
 
@@ -95,7 +107,7 @@ def open_dataset(name: str, opts: dict) -> tuple[str, dict]:
         datasets = _datasets()
         source = os.path.abspath(local) if local.is_dir() else name
         bars, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
-        datasets.disable_progress_bars()            # its bars and cache notes would bury ours
+        datasets.disable_progress_bars()  # its bars and cache notes would bury ours
         datasets.logging.set_verbosity_error()
         try:
             if local.is_dir() and ((local / "state.json").is_file() or (local / "dataset_dict.json").is_file()):
@@ -105,14 +117,26 @@ def open_dataset(name: str, opts: dict) -> tuple[str, dict]:
                 if local.is_dir():
                     check_no_script(local, name)
                 loaded = datasets.load_dataset(source, opts["config"] or None, revision=opts["revision"] or None)
-        except (OSError, ValueError, IndexError, KeyError, TypeError, RuntimeError,
-                datasets.exceptions.DatasetsError) as e:      # (BadInput is a ValueError: re-raised below)
+        except (
+            OSError,
+            ValueError,
+            IndexError,
+            KeyError,
+            TypeError,
+            RuntimeError,
+            datasets.exceptions.DatasetsError,
+        ) as e:  # (BadInput is a ValueError: re-raised below)
             if isinstance(e, BadInput):
                 raise
-            offline = " (offline: only datasets in the local Hugging Face cache can be read)" if \
-                datasets.config.HF_HUB_OFFLINE else ""
-            raise BadInput(f"hf:{name}: cannot load the dataset{offline}: {type(e).__name__}: "
-                           f"{short(' '.join(str(e).split()), 300)}") from None
+            offline = (
+                " (offline: only datasets in the local Hugging Face cache can be read)"
+                if datasets.config.HF_HUB_OFFLINE
+                else ""
+            )
+            raise BadInput(
+                f"hf:{name}: cannot load the dataset{offline}: {type(e).__name__}: "
+                f"{short(' '.join(str(e).split()), 300)}"
+            ) from None
         finally:
             datasets.logging.set_verbosity(verbosity)
             if bars:
@@ -122,8 +146,10 @@ def open_dataset(name: str, opts: dict) -> tuple[str, dict]:
         elif isinstance(loaded, datasets.DatasetDict):
             splits = dict(loaded)
         else:
-            raise BadInput(f"hf:{name}: a {type(loaded).__name__}; expected a Dataset or a DatasetDict "
-                           f"(an IterableDataset cannot be read twice)")
+            raise BadInput(
+                f"hf:{name}: a {type(loaded).__name__}; expected a Dataset or a DatasetDict "
+                f"(an IterableDataset cannot be read twice)"
+            )
         named = {}
         for split, ds in splits.items():
             if ds.num_rows == 0:
@@ -155,10 +181,12 @@ def check_saved(local: Path, name: str) -> None:
         try:
             files = json.loads((folder / "state.json").read_text()).get("_data_files")
         except (OSError, ValueError, AttributeError):
-            continue                    # load_from_disk says what is wrong
+            continue  # load_from_disk says what is wrong
         if files == []:
-            raise BadInput(f"hf:{name}: split {split!r} has no rows (no data files in {folder}); remove it from "
-                           f"the dataset or give it rows")
+            raise BadInput(
+                f"hf:{name}: split {split!r} has no rows (no data files in {folder}); remove it from "
+                f"the dataset or give it rows"
+            )
 
 
 def check_no_script(local: Path, name: str) -> None:
@@ -166,9 +194,11 @@ def check_no_script(local: Path, name: str) -> None:
     never runs code from a dataset."""
     scripts = sorted(p.name for p in local.glob("*.py"))
     if scripts:
-        raise BadInput(f"hf:{name}: the directory holds a loading script ({scripts[0]}); dataset scripts are "
-                       f"not run (no code from a dataset is): save the data with save_to_disk or as Parquet, "
-                       f"CSV or JSON files")
+        raise BadInput(
+            f"hf:{name}: the directory holds a loading script ({scripts[0]}); dataset scripts are "
+            f"not run (no code from a dataset is): save the data with save_to_disk or as Parquet, "
+            f"CSV or JSON files"
+        )
 
 
 def identity(where: str, dataset: DatasetSettings) -> dict:
@@ -177,12 +207,17 @@ def identity(where: str, dataset: DatasetSettings) -> dict:
     the parsed rows and the exported images' places, not the image features (image_identity leaves it out)."""
     opts = options(dataset)
     source, splits = open_dataset(where, opts)
-    return {"kind": "hf", "version": VERSION, "options": {k: opts[k] for k in sorted(opts)},
-            "splits": {s: {"fingerprint": ds._fingerprint, "rows": ds.num_rows} for s, ds in sorted(splits.items())},
-            "files": {"source": source}}
+    return {
+        "kind": "hf",
+        "version": VERSION,
+        "options": {k: opts[k] for k in sorted(opts)},
+        "splits": {s: {"fingerprint": ds._fingerprint, "rows": ds.num_rows} for s, ds in sorted(splits.items())},
+        "files": {"source": source},
+    }
 
 
 # ---------------------------------------------------------------- reading
+
 
 def load(where: str, dataset: DatasetSettings, export) -> pa.Table:
     """The samples table of hf:WHERE. `export(path, data)` gets the stored bytes of each image id once, as
@@ -197,9 +232,9 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
     made absolute."""
     rows = new_rows()
     folder = opts["image_dir"] or (source if os.path.isdir(source) else "")
-    base = Path(folder).expanduser() if folder else None      # where relative image paths are
-    exported: dict[str, str] = {}       # image id -> image_path
-    seen: dict[str, str] = {}           # question id -> where first seen
+    base = Path(folder).expanduser() if folder else None  # where relative image paths are
+    exported: dict[str, str] = {}  # image id -> image_path
+    seen: dict[str, str] = {}  # question id -> where first seen
     total = sum(ds.num_rows for ds in splits.values())
     with progress(total=total, desc="reading", unit="q", leave=False, file=sys.stderr) as bar:
         for split, ds in splits.items():
@@ -212,8 +247,17 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
                 questions = get["question"].to_pylist()
                 answers = get["answers"].to_pylist() if "answers" in get else [None] * n
                 qids = get["question_id"].to_pylist() if "question_id" in get else [None] * n
-                ids, paths, todo = image_ids(get["image"], kinds["image"][1], get.get("image_id"), split, row,
-                                             where, base, exported, opts["image_paths"] == "anywhere")
+                ids, paths, todo = image_ids(
+                    get["image"],
+                    kinds["image"][1],
+                    get.get("image_id"),
+                    split,
+                    row,
+                    where,
+                    base,
+                    exported,
+                    opts["image_paths"] == "anywhere",
+                )
                 if todo:
                     export_images(get["image"], kinds["image"][1], todo, ids, exported, export)
                 for role in ("answer_type", "question_type"):
@@ -225,8 +269,9 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
                         raise BadInput(f"{where}: split {split!r} row {r} has an empty question ({q!r})")
                     qid = f"{split}/{r}" if qids[i] is None else str(qids[i])
                     if qid in seen:
-                        raise BadInput(f"{where}: split {split!r} row {r}: duplicate question id {qid!r} "
-                                       f"(first in {seen[qid]})")
+                        raise BadInput(
+                            f"{where}: split {split!r} row {r}: duplicate question id {qid!r} (first in {seen[qid]})"
+                        )
                     seen[qid] = f"split {split!r} row {r}"
                     a = answer_list(answers[i], kinds.get("answers", (None, "none"))[1])
                     rows["question_id"].append(qid)
@@ -234,10 +279,12 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
                     rows["image_path"].append(paths[i] if paths[i] is not None else exported[ids[i]])
                     rows["question"].append(q)
                     rows["answers"].append(a)
-                    rows["answer_type"].append(get["answer_type"][i] if get["answer_type"][i] is not None
-                                               else answer_type(a))
-                    rows["question_type"].append(get["question_type"][i] if get["question_type"][i] is not None
-                                                 else question_type(q))
+                    rows["answer_type"].append(
+                        get["answer_type"][i] if get["answer_type"][i] is not None else answer_type(a)
+                    )
+                    rows["question_type"].append(
+                        get["question_type"][i] if get["question_type"][i] is not None else question_type(q)
+                    )
                     rows["split"].append(split)
                 row += n
                 bar.update(n)
@@ -246,8 +293,17 @@ def parse(source: str, splits: dict, opts: dict, where: str, export) -> dict[str
     return rows
 
 
-def image_ids(images: pa.ChunkedArray, kind: str, id_column, split: str, row: int, where: str,
-              base: Path | None, exported: dict, anywhere: bool = False) -> tuple[list[str], list, list[int]]:
+def image_ids(
+    images: pa.ChunkedArray,
+    kind: str,
+    id_column,
+    split: str,
+    row: int,
+    where: str,
+    base: Path | None,
+    exported: dict,
+    anywhere: bool = False,
+) -> tuple[list[str], list, list[int]]:
     """(image id per row, absolute path per row or None where the image is stored bytes, rows whose bytes
     are the first seen of their image id: to export). Only the bytes of rows without an id column are
     read here (to hash them)."""
@@ -278,21 +334,25 @@ def image_ids(images: pa.ChunkedArray, kind: str, id_column, split: str, row: in
         if stored[i]:
             out.append(None)
             if ident not in exported:
-                exported[ident] = ""            # claimed; export_images gives it its file name
+                exported[ident] = ""  # claimed; export_images gives it its file name
                 todo.append(i)
         else:
             p = Path(paths[i]).expanduser() if anywhere else Path(paths[i])
             norm = os.path.normpath(paths[i])
             if not anywhere and (p.is_absolute() or norm == ".." or norm.startswith(".." + os.sep)):
-                raise BadInput(f"{where}: split {split!r} row {row + i}: image path {short(paths[i], 80)!r} is "
-                               f"outside the dataset directory (absolute or ../; a CSV dataset's may not be "
-                               f"either); if the dataset really references files there, allow it with "
-                               f"--set dataset.options.image_paths=anywhere")
+                raise BadInput(
+                    f"{where}: split {split!r} row {row + i}: image path {short(paths[i], 80)!r} is "
+                    f"outside the dataset directory (absolute or ../; a CSV dataset's may not be "
+                    f"either); if the dataset really references files there, allow it with "
+                    f"--set dataset.options.image_paths=anywhere"
+                )
             if not p.is_absolute():
                 if base is None:
-                    raise BadInput(f"{where}: split {split!r} row {row + i}: image path {short(paths[i])!r} is "
-                                   f"relative and there are no image bytes; give the folder it is relative to "
-                                   f"with --set dataset.options.image_dir=DIR")
+                    raise BadInput(
+                        f"{where}: split {split!r} row {row + i}: image path {short(paths[i])!r} is "
+                        f"relative and there are no image bytes; give the folder it is relative to "
+                        f"with --set dataset.options.image_dir=DIR"
+                    )
                 p = base / p
             out.append(os.path.abspath(p))
     return ids, out, todo
@@ -303,14 +363,15 @@ def _bytes_of(images: pa.ChunkedArray, kind: str, i: int) -> bytes:
     return value["bytes"] if kind == "image" else value
 
 
-def export_images(images: pa.ChunkedArray, kind: str, todo: list[int], ids: list[str], exported: dict,
-                  export) -> None:
+def export_images(images: pa.ChunkedArray, kind: str, todo: list[int], ids: list[str], exported: dict, export) -> None:
     """Hand the stored bytes of rows `todo` as they are to `export`, as images/<sha1 of the image id>[.ext]
     (the extension of the image's original path, when it has one)."""
     for i in todo:
         value = images[i].as_py()
         data = value["bytes"] if kind == "image" else value
         ext = os.path.splitext(value.get("path") or "")[1].lower() if kind == "image" else ""
-        name = hashlib.sha1(ids[i].encode()).hexdigest()[:20] + (ext if 2 <= len(ext) <= 6 and ext[1:].isalnum() else "")
+        name = hashlib.sha1(ids[i].encode()).hexdigest()[:20] + (
+            ext if 2 <= len(ext) <= 6 and ext[1:].isalnum() else ""
+        )
         export(f"{IMAGES}/{name}", data)
         exported[ids[i]] = f"{IMAGES}/{name}"

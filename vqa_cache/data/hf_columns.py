@@ -1,5 +1,6 @@
 """The columns of a Hugging Face dataset (`hf:NAME_OR_DIR`, hf.py): which column plays which role and how
 it is stored, from a split's Arrow schema alone (no row read), and one row's answers as a list of strings."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -32,8 +33,10 @@ def column_kinds(ds, opts: dict, where: str, split: str) -> dict:
         col = opts[f"{role}_column"]
         if col not in have:
             if required:
-                raise BadInput(f"{where}: split {split!r} has no column {col!r} (has: {', '.join(have)}); "
-                               f"name it with --set dataset.options.{role}_column=NAME")
+                raise BadInput(
+                    f"{where}: split {split!r} has no column {col!r} (has: {', '.join(have)}); "
+                    f"name it with --set dataset.options.{role}_column=NAME"
+                )
             return None
         return col, schema.field(col).type
 
@@ -43,7 +46,7 @@ def column_kinds(ds, opts: dict, where: str, split: str) -> dict:
     out = {}
     col, t = find("image", True)
     if _struct_field(t, "bytes") is not None and _struct_field(t, "path") is not None:
-        out["image"] = (col, "image")                   # datasets.Image: {bytes, path}, decoded only on access
+        out["image"] = (col, "image")  # datasets.Image: {bytes, path}, decoded only on access
     elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
         out["image"] = (col, "bytes")
     elif _is_text(t):
@@ -64,11 +67,14 @@ def column_kinds(ds, opts: dict, where: str, split: str) -> dict:
             kind = "strings"
         elif item is not None and _struct_field(item, "answer") is not None and _is_text(_struct_field(item, "answer")):
             kind = "records"
-        elif _struct_field(t, "answer") is not None and _is_list(_struct_field(t, "answer")) and \
-                _is_text(_struct_field(t, "answer").value_type):
-            kind = "columns"                            # Sequence({"answer": ...}) of older datasets
+        elif (
+            _struct_field(t, "answer") is not None
+            and _is_list(_struct_field(t, "answer"))
+            and _is_text(_struct_field(t, "answer").value_type)
+        ):
+            kind = "columns"  # Sequence({"answer": ...}) of older datasets
         elif pa.types.is_null(t) or (item is not None and pa.types.is_null(item)):
-            kind = "none"                               # no answers at all (an unanswered split)
+            kind = "none"  # no answers at all (an unanswered split)
         else:
             wrong("answers", col, t, "a list of strings or of {answer: ...} records")
         out["answers"] = (col, kind)

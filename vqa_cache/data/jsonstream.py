@@ -6,6 +6,7 @@ top-level value is decoded and dropped. Each item is decoded by the json module'
 (JSONDecoder.raw_decode), so the values are exactly json.load's, at its speed; memory holds one buffer of
 the file (about CHUNK characters) and the item at hand. Errors are BadInput naming the file, the line and
 the column, as files.read_json's."""
+
 from __future__ import annotations
 
 import json
@@ -25,19 +26,19 @@ class _Reader:
 
     def __init__(self, f, path: Path):
         self.f, self.path, self.buf, self.pos, self.eof = f, path, "", 0, False
-        self.line, self.col = 1, 1              # of buf[0]
+        self.line, self.col = 1, 1  # of buf[0]
 
     def more(self) -> bool:
         """Read another chunk (dropping what was consumed); False at the end of the file."""
         if self.eof:
             return False
-        consumed = self.buf[:self.pos]
+        consumed = self.buf[: self.pos]
         newlines = consumed.count("\n")
         self.line += newlines
         self.col = len(consumed) - consumed.rfind("\n") if newlines else self.col + len(consumed)
-        chunk = self.f.read(CHUNK + len(self.buf))          # (grows for values longer than a chunk)
+        chunk = self.f.read(CHUNK + len(self.buf))  # (grows for values longer than a chunk)
         self.eof = not chunk
-        self.buf, self.pos = self.buf[self.pos:] + chunk, 0
+        self.buf, self.pos = self.buf[self.pos :] + chunk, 0
         return not self.eof
 
     def peek(self) -> str:
@@ -45,7 +46,7 @@ class _Reader:
         while True:
             self.pos = _SPACE(self.buf, self.pos).end()
             if self.pos < len(self.buf) or not self.more():
-                return self.buf[self.pos:self.pos + 1]
+                return self.buf[self.pos : self.pos + 1]
 
     def expect(self, chars: str) -> str:
         c = self.peek()
@@ -69,9 +70,10 @@ class _Reader:
                     continue
                 self.fail(e.pos, e.msg)
             except RecursionError:
-                raise BadInput(f"{self.path}: JSON nested too deeply to read (arrays or objects thousands of levels "
-                               f"deep)") from None
-            if end == len(self.buf) and not self.eof and self.more():   # a number may go on in the next chunk
+                raise BadInput(
+                    f"{self.path}: JSON nested too deeply to read (arrays or objects thousands of levels deep)"
+                ) from None
+            if end == len(self.buf) and not self.eof and self.more():  # a number may go on in the next chunk
                 continue
             self.pos = end
             return value
@@ -89,7 +91,7 @@ def stream_records(path: Path, key: str):
         with open(path, encoding="utf-8") as f:
             r = _Reader(f, path)
             if r.peek() != "{":
-                r.value()          # (malformed or too deep: that error; else it is not an object)
+                r.value()  # (malformed or too deep: that error; else it is not an object)
                 raise BadInput(f"{path}: expected an object with a '{key}' list")
             r.expect("{")
             found = False

@@ -6,6 +6,7 @@
 `answers` holds the raw human answers (10 for VQA v2/VizWiz, 1 for easy-VQA and CSV, [] for test).
 Also here: what the adapters share in reading it (their `dataset.options`, question types).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,11 +15,18 @@ import pyarrow as pa
 
 from ..errors import BadInput
 
-SCHEMA = pa.schema([
-    ("question_id", pa.string()), ("image_id", pa.string()), ("image_path", pa.string()),
-    ("question", pa.string()), ("answers", pa.list_(pa.string())), ("answer_type", pa.string()),
-    ("question_type", pa.string()), ("split", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("image_id", pa.string()),
+        ("image_path", pa.string()),
+        ("question", pa.string()),
+        ("answers", pa.list_(pa.string())),
+        ("answer_type", pa.string()),
+        ("question_type", pa.string()),
+        ("split", pa.string()),
+    ]
+)
 
 
 def new_rows() -> dict[str, list]:
@@ -47,6 +55,7 @@ def layout_options(layout: str, options: dict, defaults: dict, may_be_empty: Cal
     opts = {**defaults, **options}
     for k, v in opts.items():
         if not isinstance(v, str) or (not v and not may_be_empty(k)):
-            raise BadInput(f"{layout} dataset option {k!r} must be a{'' if may_be_empty(k) else ' non-empty'} "
-                           f"string, got {v!r}")
+            raise BadInput(
+                f"{layout} dataset option {k!r} must be a{'' if may_be_empty(k) else ' non-empty'} string, got {v!r}"
+            )
     return opts

@@ -1,6 +1,7 @@
 """What a dataset settings section selects from the samples table: the splits, answer types, a share of the
 images and a per-split limit (select), a validation split held out of train where there is none
 (hold_out_val, applied after the split selection), and the image files that must be there (check_images)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,12 +34,13 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     if "train" not in splits or "val" in splits or dataset.val_fraction <= 0:
         return table
     if any(answered(table, name) for name in splits if name != "train"):
-        return table              # an answered split (easy-VQA's test) is the validation split
+        return table  # an answered split (easy-VQA's test) is the validation split
     is_train = pc.equal(table["split"], "train")
     images = sorted(set(table.filter(is_train).column("image_id").to_pylist()))
     if len(images) < 2:
-        raise BadInput(f"dataset {dataset.name}: cannot hold out a validation split from "
-                       f"{len(images)} training image(s)")
+        raise BadInput(
+            f"dataset {dataset.name}: cannot hold out a validation split from {len(images)} training image(s)"
+        )
     n = min(len(images) - 1, max(1, round(len(images) * dataset.val_fraction)))
     rng = np.random.default_rng(dataset.seed)
     chosen = pa.array([images[i] for i in sorted(rng.choice(len(images), size=n, replace=False))])
@@ -53,14 +55,18 @@ def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) ->
     missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset)]
     if missing:
         if not dataset.skip_missing:
-            raise BadInput(f"{dataset.name}: {len(missing)} image file(s) referenced but missing: "
-                           f"{', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''} "
-                           f"(--skip-missing drops their questions; --split picks splits)")
+            raise BadInput(
+                f"{dataset.name}: {len(missing)} image file(s) referenced but missing: "
+                f"{', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''} "
+                f"(--skip-missing drops their questions; --split picks splits)"
+            )
         gone = pc.is_in(table["image_path"], pa.array(missing))
         before = table.num_rows
         table = table.filter(pc.invert(gone))
-        messages.info(f"dataset {dataset.name}: --skip-missing: dropped {before - table.num_rows} question(s) "
-              f"whose {len(missing)} image file(s) are missing")
+        messages.info(
+            f"dataset {dataset.name}: --skip-missing: dropped {before - table.num_rows} question(s) "
+            f"whose {len(missing)} image file(s) are missing"
+        )
         check_nonempty(table, dataset, dataset.splits or unique(table, "split"))
     paths = table["image_path"]
     joined = pc.binary_join_element_wise(pa.scalar(str(base)), paths, "/")
@@ -118,12 +124,18 @@ def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     if unanswered:
         keep = pc.or_(keep, pc.is_in(table["split"], pa.array(unanswered)))
     if table.filter(pc.is_in(table["answer_type"], types)).num_rows == 0:
-        raise BadInput(f"dataset {dataset.name}: no question has answer type "
-                       f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})")
+        raise BadInput(
+            f"dataset {dataset.name}: no question has answer type "
+            f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})"
+        )
     if unanswered:
-        counts = ", ".join(f"{s!r} ({table.filter(pc.equal(table['split'], s)).num_rows} questions)" for s in unanswered)
-        messages.info(f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
-              f"splits; {counts} has no answers, so no answer types: kept whole for prediction")
+        counts = ", ".join(
+            f"{s!r} ({table.filter(pc.equal(table['split'], s)).num_rows} questions)" for s in unanswered
+        )
+        messages.info(
+            f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
+            f"splits; {counts} has no answers, so no answer types: kept whole for prediction"
+        )
     return table.filter(keep)
 
 

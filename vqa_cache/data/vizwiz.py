@@ -16,14 +16,14 @@ Either file shape is accepted in either place. Test records have no answers. Viz
 question per image and no question ids: the question id is the image file name (unique within a
 split), the image id "SPLIT/NAME". There are no question types ("").
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import BadInput
 from ..recipes import DatasetSettings
-from .files import (answer_list, field, file_identity, inside, listing_fingerprint, question_text, read_json,
-                    some, text)
+from .files import answer_list, field, file_identity, inside, listing_fingerprint, question_text, read_json, some, text
 from .schema import make_table, new_rows
 
 VERSION = 1
@@ -39,16 +39,21 @@ def locate(base: Path) -> list[tuple[str, Path]]:
                 found.append((s, candidate))
                 break
     if not found:
-        raise BadInput(f"vizwiz:{base}: no annotation files; expected Annotations/{{train,val,test}}.json "
-                       f"(official layout) or {{train,val}}.json (column-wise)")
+        raise BadInput(
+            f"vizwiz:{base}: no annotation files; expected Annotations/{{train,val,test}}.json "
+            f"(official layout) or {{train,val}}.json (column-wise)"
+        )
     return found
 
 
 def identity(base: Path, dataset: DatasetSettings) -> dict:
     found = locate(base)
-    return {"kind": "vizwiz", "version": VERSION,
-            "files": {str(p.relative_to(base)): file_identity(p) for _, p in found},
-            "images": {s: listing_fingerprint(base / s) for s, _ in found}}
+    return {
+        "kind": "vizwiz",
+        "version": VERSION,
+        "files": {str(p.relative_to(base)): file_identity(p) for _, p in found},
+        "images": {s: listing_fingerprint(base / s) for s, _ in found},
+    }
 
 
 def as_records(data, path: Path) -> list:
@@ -62,8 +67,10 @@ def as_records(data, path: Path) -> list:
         except ValueError:
             pass
         return [{name: col[k] for name, col in data.items() if k in col} for k in keys]
-    raise BadInput(f"{path}: expected a list of records or an object of columns keyed by row number "
-                   f"(pandas to_json), got {type(data).__name__}")
+    raise BadInput(
+        f"{path}: expected a list of records or an object of columns keyed by row number "
+        f"(pandas to_json), got {type(data).__name__}"
+    )
 
 
 def load(base: Path, dataset: DatasetSettings):
@@ -82,8 +89,10 @@ def load(base: Path, dataset: DatasetSettings):
             else:
                 answers, answer_type = [], ""
             if image in seen:
-                raise BadInput(f"{path}: duplicate question id {image!r} (records {seen[image]} and {i}: "
-                               f"VizWiz has one question per image)")
+                raise BadInput(
+                    f"{path}: duplicate question id {image!r} (records {seen[image]} and {i}: "
+                    f"VizWiz has one question per image)"
+                )
             seen[image] = i
             rows["question_id"].append(image)
             rows["image_id"].append(f"{split}/{image}")

@@ -10,14 +10,14 @@ Question and answer types come from the annotations; test questions have no answ
 Image ids are "train2014/9" (COCO ids are unique, the folder keeps them unambiguous anyway);
 question ids are the official integers, as strings.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import BadInput
 from ..recipes import DatasetSettings
-from .files import (answer_list, few, field, file_identity, identifier, inside, listing_fingerprint,
-                    question_text, text)
+from .files import answer_list, few, field, file_identity, identifier, inside, listing_fingerprint, question_text, text
 from .jsonstream import stream_records
 from .schema import make_table, new_rows
 
@@ -38,12 +38,16 @@ def present(base: Path) -> list[tuple[str, str]]:
     train/val questions file has no annotations file beside it."""
     found = [(s, sub) for s, sub in SUBSETS.items() if (base / questions_file(sub)).is_file()]
     if not found:
-        raise BadInput(f"vqa2:{base}: no VQA v2 questions file; expected "
-                       f"{', '.join(questions_file(s) for s in SUBSETS.values())} (at least one)")
+        raise BadInput(
+            f"vqa2:{base}: no VQA v2 questions file; expected "
+            f"{', '.join(questions_file(s) for s in SUBSETS.values())} (at least one)"
+        )
     for split, sub in found:
         if split != "test" and not (base / annotations_file(sub)).is_file():
-            raise BadInput(f"{base / annotations_file(sub)}: no such file (the {split} questions in "
-                           f"{questions_file(sub)} need their annotations)")
+            raise BadInput(
+                f"{base / annotations_file(sub)}: no such file (the {split} questions in "
+                f"{questions_file(sub)} need their annotations)"
+            )
     return found
 
 
@@ -61,7 +65,7 @@ def load(base: Path, dataset: DatasetSettings):
     """The samples table. The files are read record by record (jsonstream), and equal strings (answers,
     types) share one object: memory holds the rows, not the files' JSON trees."""
     rows = new_rows()
-    seen: dict[str, str] = {}      # question id -> file, across splits
+    seen: dict[str, str] = {}  # question id -> file, across splits
     shared: dict[str, str] = {}
     for split, sub in present(base):
         qpath = base / questions_file(sub)
@@ -69,16 +73,19 @@ def load(base: Path, dataset: DatasetSettings):
         apath = base / annotations_file(sub)
         if split != "test":
             for i, rec in enumerate(stream_records(apath, "annotations")):
-                qid = identifier(field(rec, i, "question_id", apath, "annotation"), i, "question_id", apath,
-                                 "annotation")
+                qid = identifier(
+                    field(rec, i, "question_id", apath, "annotation"), i, "question_id", apath, "annotation"
+                )
                 if qid in annotated:
                     raise BadInput(f"{apath}: duplicate question_id {qid} (annotation {i})")
                 answers = answer_list(field(rec, i, "answers", apath, "annotation"), i, apath, "annotation")
                 if not answers:
                     raise BadInput(f"{apath}: annotation {i} (question_id {qid}) has no answers")
                 answers = [shared.setdefault(a, a) for a in answers]
-                kinds = [text(field(rec, i, k, apath, "annotation"), i, k, apath, "annotation")
-                         for k in ("answer_type", "question_type")]
+                kinds = [
+                    text(field(rec, i, k, apath, "annotation"), i, k, apath, "annotation")
+                    for k in ("answer_type", "question_type")
+                ]
                 annotated[qid] = (answers, *(shared.setdefault(k, k) for k in kinds))
         count = 0
         for i, q in enumerate(stream_records(qpath, "questions")):
@@ -86,8 +93,9 @@ def load(base: Path, dataset: DatasetSettings):
             qid = identifier(field(q, i, "question_id", qpath, "question"), i, "question_id", qpath, "question")
             image = field(q, i, "image_id", qpath, "question")
             if isinstance(image, bool) or not isinstance(image, int) or image < 0:
-                raise BadInput(f"{qpath}: question {i} 'image_id' must be a non-negative integer (COCO id), "
-                               f"got {image!r}")
+                raise BadInput(
+                    f"{qpath}: question {i} 'image_id' must be a non-negative integer (COCO id), got {image!r}"
+                )
             question = question_text(field(q, i, "question", qpath, "question"), i, qpath, "question")
             if qid in seen:
                 raise BadInput(f"{qpath}: duplicate question_id {qid} (question {i}; first in {seen[qid]})")
@@ -110,6 +118,8 @@ def load(base: Path, dataset: DatasetSettings):
             raise BadInput(f"{qpath}: no questions in the file (expected at least one)")
         if annotated:
             extra = list(annotated)
-            raise BadInput(f"{apath}: {len(extra)} annotation(s) for question ids not in {qpath.name} "
-                           f"(e.g. {few(extra)}): the files are from different releases?")
+            raise BadInput(
+                f"{apath}: {len(extra)} annotation(s) for question ids not in {qpath.name} "
+                f"(e.g. {few(extra)}): the files are from different releases?"
+            )
     return make_table(rows)

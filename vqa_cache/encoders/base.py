@@ -1,5 +1,6 @@
 """What every image encoder family builds on: the Preprocess that makes an image its input (in the cache key),
 and the Trunk class of a non-convolutional feature extractor."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,18 +15,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Preprocess:
     """How an image becomes an encoder input: resize it (both sides, or the shorter side keeping the aspect
     ratio) to `resize_to`, centre-crop `size` x `size`, then normalize: (pixels * rescale - mean) / std."""
+
     size: int
-    resize_to: int = 0                 # 0: size (no crop)
-    square: bool = True                # resize both sides (else the shorter one)
-    interpolation: str = "bilinear"    # a PIL resampling filter: nearest, bilinear, bicubic, lanczos, box, hamming
+    resize_to: int = 0  # 0: size (no crop)
+    square: bool = True  # resize both sides (else the shorter one)
+    interpolation: str = "bilinear"  # a PIL resampling filter: nearest, bilinear, bicubic, lanczos, box, hamming
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     rescale: float = 1 / 255
 
     def spec(self) -> dict:
         """What goes into the cache key; torchvision's bilinear square resize is written as it always was."""
-        out = {"size": self.size, "resize": f"{self.interpolation}-{'square' if self.square else 'shorter-side'}",
-               "mean": tuple(self.mean), "std": tuple(self.std)}
+        out = {
+            "size": self.size,
+            "resize": f"{self.interpolation}-{'square' if self.square else 'shorter-side'}",
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+        }
         if (self.resize_to or self.size) != self.size or not self.square:
             out["resize_to"] = self.resize_to
         if self.rescale != 1 / 255:
@@ -34,16 +40,19 @@ class Preprocess:
 
     def describe(self) -> str:
         side = self.resize_to or self.size
-        how = f"{self.interpolation} resize to {side}x{side}" if self.square else \
-            f"{self.interpolation} resize of the shorter side to {side}"
+        how = (
+            f"{self.interpolation} resize to {side}x{side}"
+            if self.square
+            else f"{self.interpolation} resize of the shorter side to {side}"
+        )
         crop = f", centre crop {self.size}x{self.size}" if side != self.size or not self.square else ""
         scale = "" if self.rescale == 1 / 255 else f", x{self.rescale:g}"
         return f"{self.size} px ({how}{crop}{scale}, mean {tuple(self.mean)}, std {tuple(self.std)})"
 
     def apply(self, im):
         """A PIL RGB image -> the encoder's size x size PIL image."""
-        from PIL import Image
         import torchvision.transforms.functional as TF
+        from PIL import Image
 
         side = self.resize_to or self.size
         if self.square:

@@ -15,6 +15,7 @@ resolve_image returns the Choice that really runs: canonical name, weights ident
 in the cache key: `Choice.key()`), and why it was chosen. Stage two re-resolves with allow_download=False and lands on the
 same Choice without a second warning: every step looks only at what is installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,14 +41,18 @@ def split_name(name: str):
     if not sep:
         family, model = "torchvision", name
     if family not in FAMILIES:
-        raise BadInput(f"image encoder {name!r}: unknown family {family!r} (expected torchvision:NAME, "
-                       f"hf:ID_OR_DIR or timm:NAME; a bare name is torchvision's)")
+        raise BadInput(
+            f"image encoder {name!r}: unknown family {family!r} (expected torchvision:NAME, "
+            f"hf:ID_OR_DIR or timm:NAME; a bare name is torchvision's)"
+        )
     if not model:
         raise BadInput(f"image encoder {name!r}: no model name after {family}:")
     fam = FAMILIES[family]
     if fam is torchvision_models and model not in torchvision_models.names():
-        raise BadInput(f"unknown image encoder {model!r} "
-                       f"({close_matches(model, torchvision_models.names(), 'torchvision models')})")
+        raise BadInput(
+            f"unknown image encoder {model!r} "
+            f"({close_matches(model, torchvision_models.names(), 'torchvision models')})"
+        )
     if fam is not torchvision_models:
         fam.check(model)
     return fam, model
@@ -72,13 +77,20 @@ def resolve_image(name: str, policy: str, size: int, *, allow_download: bool = T
         return None if (ofam, omodel) == (fam, model) else ofam.pretrained(omodel, size, allow_download=False)[0]
 
     return fall_back(  # stage two re-resolving what stage one chose (allow_download=False): no second warning
-        name, missing, IMAGE_FALLBACKS, find, lambda: fam.random(model, size), loud=allow_download,
+        name,
+        missing,
+        IMAGE_FALLBACKS,
+        find,
+        lambda: fam.random(model, size),
+        loud=allow_download,
         instead=lambda other, alt: (
             f"{missing}; using the packaged pretrained {other} INSTEAD of {name} ({alt.note}). The cache key "
             f"records {other}. Put the official file in the torch hub directory or $VQA_CACHE_WEIGHTS, or pass "
-            f"--weights PATH, to use {name}."),
+            f"--weights PATH, to use {name}."
+        ),
         at_last=f"{missing}, and no packaged pretrained backbone is installed; using a RANDOM-INIT {name} "
-                f"(seed {RANDOM_SEED}). Features will be weaker. Pass --weights PATH to use real weights.")
+        f"(seed {RANDOM_SEED}). Features will be weaker. Pass --weights PATH to use real weights.",
+    )
 
 
 def build_trunk(choice: Choice) -> tuple[nn.Module, int]:
@@ -96,8 +108,10 @@ def reproduce_image(spec: dict, weights_file: str) -> Choice:
     elif ident.startswith("sha256:"):
         path = Path(weights_file)
         if not path.is_file() or not ident.startswith(f"sha256:{sha256_file(path)}"):
-            raise BadInput(f"the run's image weights file {path} is missing or changed (the cache was made with "
-                           f"{ident}): put the same file back there")
+            raise BadInput(
+                f"the run's image weights file {path} is missing or changed (the cache was made with "
+                f"{ident}): put the same file back there"
+            )
         policy = str(path)
     else:
         policy = "pretrained"
@@ -109,6 +123,7 @@ def reproduce_image(spec: dict, weights_file: str) -> Choice:
         raise BadInput(f"image weights {ident} are needed; this machine has {choice.identity}")
     made = {k: spec.get(k) for k in choice.preprocess.spec()}
     if json.loads(json.dumps(choice.preprocess.spec())) != json.loads(json.dumps(made)):
-        raise BadInput(f"image preprocessing {made} of the run's cache: this vqa-cache makes "
-                       f"{choice.preprocess.spec()} for {name}")
+        raise BadInput(
+            f"image preprocessing {made} of the run's cache: this vqa-cache makes {choice.preprocess.spec()} for {name}"
+        )
     return choice

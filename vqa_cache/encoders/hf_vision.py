@@ -7,6 +7,7 @@ Grid: the patch tokens, without the class, distillation or register tokens befor
 Input: its image processor config (preprocessor_config.json, or processor_config.json's nested one): size, resize and crop, resample, rescale,
 mean and std. Like text models, a directory must hold safetensors and no custom code (check_model_dir).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,7 @@ from ..errors import BadInput
 from .base import Preprocess, Trunk
 from .shapes import load_failure
 from .text import quiet_loading
-from .weights import (RANDOM_SEED, Choice, check_model_dir, directory_identity, hub_snapshot,
-                      online, read_state_dict)
+from .weights import RANDOM_SEED, Choice, check_model_dir, directory_identity, hub_snapshot, online, read_state_dict
 
 PREFIX = "hf:"
 
@@ -30,11 +30,13 @@ def check(name: str) -> None:
         check_model_dir(Path(name), f"image encoder hf:{name}")
         return
     from huggingface_hub.utils import validate_repo_id
+
     try:
         validate_repo_id(name)
-    except Exception:       # HFValidationError (a ValueError), whatever the hub version calls it
-        raise BadInput(f"image encoder hf:{name}: not a directory, nor a Hugging Face model id "
-                       f"(expected hf:ORG/NAME or hf:DIR)") from None
+    except Exception:  # HFValidationError (a ValueError), whatever the hub version calls it
+        raise BadInput(
+            f"image encoder hf:{name}: not a directory, nor a Hugging Face model id (expected hf:ORG/NAME or hf:DIR)"
+        ) from None
 
 
 def locate(name: str, allow_download: bool) -> tuple[Path | None, str]:
@@ -62,14 +64,16 @@ def image_processor(path: Path, what: str):
     from transformers import AutoImageProcessor, AutoProcessor
 
     if not any((path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
-        raise BadInput(f"{what}: no image processor config (preprocessor_config.json or processor_config.json, "
-                       f"which give its input size, resize, mean and std)")
+        raise BadInput(
+            f"{what}: no image processor config (preprocessor_config.json or processor_config.json, "
+            f"which give its input size, resize, mean and std)"
+        )
     errors = []
     for reader in (AutoImageProcessor, AutoProcessor):
         try:
             with quiet_loading(report=False):
                 proc = reader.from_pretrained(str(path), trust_remote_code=False)
-        except Exception as e:     # OSError, ValueError, KeyError, TypeError, ...: whatever the version raises
+        except Exception as e:  # OSError, ValueError, KeyError, TypeError, ...: whatever the version raises
             errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
             continue
         proc = getattr(proc, "image_processor", proc)
@@ -91,90 +95,117 @@ def preprocess(path: Path, name: str) -> Preprocess:
     do_crop = getattr(proc, "do_center_crop", False)
     if height and height == width:
         out, side, square = (_get(crop, "height") if do_crop else height), height, True
-    elif shortest and getattr(proc, "crop_pct", None):     # ConvNeXt: shorter side to size / crop_pct, crop size
+    elif shortest and getattr(proc, "crop_pct", None):  # ConvNeXt: shorter side to size / crop_pct, crop size
         out, side, square = shortest, int(shortest / proc.crop_pct), False
     elif shortest and do_crop and _get(crop, "height") == _get(crop, "width"):
         out, side, square = _get(crop, "height"), shortest, False
     else:
-        raise BadInput(f"{what}: image processor size {dict(size) if size else size} crop "
-                       f"{dict(crop) if crop else crop}: vqa-cache takes square inputs (height = width, or the "
-                       f"shortest edge and a square centre crop)")
+        raise BadInput(
+            f"{what}: image processor size {dict(size) if size else size} crop "
+            f"{dict(crop) if crop else crop}: vqa-cache takes square inputs (height = width, or the "
+            f"shortest edge and a square centre crop)"
+        )
     resample = getattr(proc, "resample", None)
     interpolation = Image.Resampling(int(resample)).name.lower() if resample is not None else "bilinear"
     normalize = getattr(proc, "do_normalize", True)
-    return Preprocess(int(out), int(side), square, interpolation,
-                      tuple(float(v) for v in proc.image_mean) if normalize else (0.0, 0.0, 0.0),
-                      tuple(float(v) for v in proc.image_std) if normalize else (1.0, 1.0, 1.0),
-                      float(proc.rescale_factor) if getattr(proc, "do_rescale", True) else 1.0)
+    return Preprocess(
+        int(out),
+        int(side),
+        square,
+        interpolation,
+        tuple(float(v) for v in proc.image_mean) if normalize else (0.0, 0.0, 0.0),
+        tuple(float(v) for v in proc.image_std) if normalize else (1.0, 1.0, 1.0),
+        float(proc.rescale_factor) if getattr(proc, "do_rescale", True) else 1.0,
+    )
 
 
 def architecture(name: str) -> tuple[Path, str]:
     """(model directory, sha256 of its config.json): what a random init or a weights file is built on."""
     path, _ = locate(name, allow_download=True)
     if path is None:
-        raise BadInput(f"image encoder hf:{name}: not in the Hugging Face cache and cannot be downloaded "
-                       f"(its config and image processor are needed for any weights)")
+        raise BadInput(
+            f"image encoder hf:{name}: not in the Hugging Face cache and cannot be downloaded "
+            f"(its config and image processor are needed for any weights)"
+        )
     return path, sha256_file(path / "config.json")[:16]
 
 
 def random(name: str, size: int) -> Choice:
     model_dir, config = architecture(name)
-    return Choice("random", f"random:{RANDOM_SEED}+config:{config}", None, encoder=PREFIX + name,
-                  preprocess=preprocess(model_dir, name),
-                  note=f"random init (seed {RANDOM_SEED}) of the architecture in {model_dir}")
+    return Choice(
+        "random",
+        f"random:{RANDOM_SEED}+config:{config}",
+        None,
+        encoder=PREFIX + name,
+        preprocess=preprocess(model_dir, name),
+        note=f"random init (seed {RANDOM_SEED}) of the architecture in {model_dir}",
+    )
 
 
 def from_file(name: str, path: Path, size: int) -> Choice:
     read_state_dict(path)
     model_dir, config = architecture(name)
-    return Choice("file", f"sha256:{sha256_file(path)}+config:{config}", path, encoder=PREFIX + name,
-                  preprocess=preprocess(model_dir, name),
-                  note=f"the weights file {path} in the architecture of {model_dir}")
+    return Choice(
+        "file",
+        f"sha256:{sha256_file(path)}+config:{config}",
+        path,
+        encoder=PREFIX + name,
+        preprocess=preprocess(model_dir, name),
+        note=f"the weights file {path} in the architecture of {model_dir}",
+    )
 
 
 def pretrained(name: str, size: int, allow_download: bool) -> tuple[Choice | None, str]:
     path, identity = locate(name, allow_download)
     if path is None:
         return None, f"hf:{name} is not in the Hugging Face cache and cannot be downloaded"
-    return Choice("hf", identity, path, encoder=PREFIX + name, preprocess=preprocess(path, name),
-                  note=f"the model in {path}"), ""
+    return Choice(
+        "hf", identity, path, encoder=PREFIX + name, preprocess=preprocess(path, name), note=f"the model in {path}"
+    ), ""
 
 
 def load(choice: Choice) -> tuple[nn.Module, bool]:
     """(the vision model or tower, whether its pooler output is to be used)."""
     from transformers import AutoConfig, AutoModel
 
-    name = choice.encoder[len(PREFIX):]
+    name = choice.encoder[len(PREFIX) :]
     model_dir = choice.source if choice.kind == "hf" else architecture(name)[0]
     torch.manual_seed(RANDOM_SEED)
     try:
-        with quiet_loading(report=False):     # the missing keys are judged below
+        with quiet_loading(report=False):  # the missing keys are judged below
             if choice.kind == "hf":
-                model, info = AutoModel.from_pretrained(str(model_dir), trust_remote_code=False,
-                                                        use_safetensors=True, output_loading_info=True)
+                model, info = AutoModel.from_pretrained(
+                    str(model_dir), trust_remote_code=False, use_safetensors=True, output_loading_info=True
+                )
                 missing = sorted(info["missing_keys"])
             else:
                 model, missing = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir))), []
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:   # missing or malformed files, unknown
-        raise BadInput(f"image encoder hf:{name}: cannot load the model "      # model type, mis-shaped tensors
-                       f"({load_failure(e, model_dir)})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:  # missing or malformed files, unknown
+        raise BadInput(
+            f"image encoder hf:{name}: cannot load the model "  # model type, mis-shaped tensors
+            f"({load_failure(e, model_dir)})"
+        ) from None
     if choice.kind == "file":
         try:
             model.load_state_dict(read_state_dict(choice.source))
         except (RuntimeError, TypeError) as e:
             detail = " ".join(str(e).split())
             raise BadInput(f"--weights {choice.source}: does not fit hf:{name}: {detail[:300]}") from None
-    if hasattr(model.config, "vision_config") and hasattr(model, "vision_model"):    # CLIP, SigLIP, ...
+    if hasattr(model.config, "vision_config") and hasattr(model, "vision_model"):  # CLIP, SigLIP, ...
         model = model.vision_model
         missing = [k for k in missing if k.startswith("vision_model.")]
     if getattr(model, "main_input_name", None) != "pixel_values":
-        raise BadInput(f"image encoder hf:{name}: {type(model).__name__} is not a vision model "
-                       f"(it reads {getattr(model, 'main_input_name', '?')}, not pixel_values)")
+        raise BadInput(
+            f"image encoder hf:{name}: {type(model).__name__} is not a vision model "
+            f"(it reads {getattr(model, 'main_input_name', '?')}, not pixel_values)"
+        )
     untrained = [k for k in missing if "pooler" not in k]
     if untrained:
-        raise BadInput(f"image encoder hf:{name}: the checkpoint has no weights for {', '.join(untrained[:3])}"
-                       f"{' ...' if len(untrained) > 3 else ''}")
-    return model, not missing        # a pooler the checkpoint never trained is not its representation
+        raise BadInput(
+            f"image encoder hf:{name}: the checkpoint has no weights for {', '.join(untrained[:3])}"
+            f"{' ...' if len(untrained) > 3 else ''}"
+        )
+    return model, not missing  # a pooler the checkpoint never trained is not its representation
 
 
 class HFTrunk(Trunk):
@@ -185,12 +216,14 @@ class HFTrunk(Trunk):
     def __init__(self, model, use_pooler: bool):
         super().__init__()
         self.model, self.use_pooler = model, use_pooler
-        self.patches = next((m.num_patches for m in model.modules() if isinstance(getattr(m, "num_patches", None), int)), 0)
+        self.patches = next(
+            (m.num_patches for m in model.modules() if isinstance(getattr(m, "num_patches", None), int)), 0
+        )
 
     def forward(self, x):
         out = self.model(pixel_values=x)
         states = out.last_hidden_state
-        if states.ndim == 4:                                             # [B, D, h, w]: a CNN
+        if states.ndim == 4:  # [B, D, h, w]: a CNN
             prefix, grid = 0, states.flatten(2).transpose(1, 2)
         else:
             prefix = states.shape[1] - self.patches if 0 < self.patches <= states.shape[1] else 0

@@ -5,6 +5,7 @@ encoder's Preprocess says; normalization happens on the device (a quarter of the
 `ImageEncoder.forward` takes that uint8 batch. The families (torchvision, hf, timm) are in families.py,
 the Preprocess and Trunk they build in base.py.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -40,16 +41,16 @@ class ImageEncoder(nn.Module):
         if not self.convolutional:
             pooled, grid = self.body(x)
             return {k: v for k, v in (("pooled", pooled), ("grid", grid)) if k in self.outputs}
-        fmap = self.body(x)                                  # [B, D, h, w]
+        fmap = self.body(x)  # [B, D, h, w]
         out = {}
         if "pooled" in self.outputs:
-            out["pooled"] = fmap.float().mean(dim=(2, 3))    # [B, D]
+            out["pooled"] = fmap.float().mean(dim=(2, 3))  # [B, D]
         if "grid" in self.outputs:
-            out["grid"] = fmap.flatten(2).transpose(1, 2)    # [B, h*w, D]
+            out["grid"] = fmap.flatten(2).transpose(1, 2)  # [B, h*w, D]
         return out
 
 
-MAX_PIXELS = ImageSettings.max_pixels     # the recipe's default (image.max_pixels)
+MAX_PIXELS = ImageSettings.max_pixels  # the recipe's default (image.max_pixels)
 
 
 def to_8bit_rgb(im, file_format: str | None):
@@ -61,7 +62,7 @@ def to_8bit_rgb(im, file_format: str | None):
 
     if im.mode.startswith("I;16") or im.mode == "I":
         bits = 16 if im.mode.startswith("I;16") or file_format == "PNG" else 31
-        levels = np.asarray(im).astype(np.float64) * (255 / (2 ** bits - 1))
+        levels = np.asarray(im).astype(np.float64) * (255 / (2**bits - 1))
         im = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8), "L")
     return im.convert("RGB")
 
@@ -79,15 +80,16 @@ def decode_image(path: str, size: int | Preprocess, max_pixels: int = MAX_PIXELS
 
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if limit and Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = limit      # PIL checks its own limit in Image.open; the recipe raised ours
+        Image.MAX_IMAGE_PIXELS = limit  # PIL checks its own limit in Image.open; the recipe raised ours
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)   # PIL only warns above its limit
-            with Image.open(path) as im:    # lazy: only the header is read so far
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL only warns above its limit
+            with Image.open(path) as im:  # lazy: only the header is read so far
                 width, height = im.size
                 if limit and width * height > limit:
-                    raise Image.DecompressionBombError(f"{width}x{height} = {width * height:,} pixels, "
-                                                       f"over the limit of {limit:,}")
+                    raise Image.DecompressionBombError(
+                        f"{width}x{height} = {width * height:,} pixels, over the limit of {limit:,}"
+                    )
                 if exif:
                     ImageOps.exif_transpose(im, in_place=True)
                 prep = size if isinstance(size, Preprocess) else Preprocess(size)

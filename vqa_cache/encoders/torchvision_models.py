@@ -7,6 +7,7 @@ MaxViT: pooled = the classifier up to its last Linear (pool, LayerNorm, Linear, 
 Input: the recipe's image.size (ViT and MaxViT: the size their weights fix), bilinear square resize, ImageNet
 mean and std. Pretrained weights are the official files (weights.official_file), identified by their enum.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,18 @@ from ..errors import BadInput
 from .base import Preprocess, Trunk
 from .weights import RANDOM_SEED, Choice, official_file, online, read_state_dict
 
-PREFIX = ""                    # keyed by the bare name: torchvision:resnet50 and resnet50 share their cache
+PREFIX = ""  # keyed by the bare name: torchvision:resnet50 and resnet50 share their cache
 
 
 def names() -> list[str]:
     import torchvision
+
     return torchvision.models.list_models(module=torchvision.models)
 
 
 def default_weights(name: str):
     import torchvision
+
     return torchvision.models.get_model_weights(name).DEFAULT
 
 
@@ -40,11 +43,12 @@ def architecture(name: str) -> str:
     """The torchvision.models module that builds the model: vision_transformer, swin_transformer, maxvit, or
     a CNN's (resnet, convnext, ...)."""
     import torchvision
+
     return torchvision.models.get_model_builder(name).__module__.rsplit(".", 1)[-1]
 
 
-FIXED_SIZE = ("vision_transformer", "maxvit")    # position embeddings / attention partitions fix the input size
-BUILDER_SIZE = 224                               # the input size their builders make without weights
+FIXED_SIZE = ("vision_transformer", "maxvit")  # position embeddings / attention partitions fix the input size
+BUILDER_SIZE = 224  # the input size their builders make without weights
 
 
 def preprocess(name: str, size: int, weights=None) -> Preprocess:
@@ -56,15 +60,27 @@ def preprocess(name: str, size: int, weights=None) -> Preprocess:
 
 
 def random(name: str, size: int) -> Choice:
-    return Choice("random", f"random:{RANDOM_SEED}", None, encoder=name, preprocess=preprocess(name, size),
-                  note=f"random init (seed {RANDOM_SEED})")
+    return Choice(
+        "random",
+        f"random:{RANDOM_SEED}",
+        None,
+        encoder=name,
+        preprocess=preprocess(name, size),
+        note=f"random init (seed {RANDOM_SEED})",
+    )
 
 
 def from_file(name: str, path: Path, size: int) -> Choice:
     """A state-dict file, read and checked here (before any other work), keyed by its sha256."""
     read_state_dict(path)
-    return Choice("file", f"sha256:{sha256_file(path)}", path, encoder=name, preprocess=preprocess(name, size),
-                  note=f"the weights file {path}")
+    return Choice(
+        "file",
+        f"sha256:{sha256_file(path)}",
+        path,
+        encoder=name,
+        preprocess=preprocess(name, size),
+        note=f"the weights file {path}",
+    )
 
 
 def pretrained(name: str, size: int, allow_download: bool) -> tuple[Choice | None, str]:
@@ -87,12 +103,20 @@ def pretrained(name: str, size: int, allow_download: bool) -> tuple[Choice | Non
             path, _ = official_file(other.url)
             weights = other
     if path is None:
-        return None, (f"pretrained {name} weights ({type(default).__name__}.{default.name}, "
-                      f"{os.path.basename(default.url)}, or another of {type(default).__name__}) are not in "
-                      f"{looked} and cannot be downloaded")
+        return None, (
+            f"pretrained {name} weights ({type(default).__name__}.{default.name}, "
+            f"{os.path.basename(default.url)}, or another of {type(default).__name__}) are not in "
+            f"{looked} and cannot be downloaded"
+        )
     enum_name = f"{type(weights).__name__}.{weights.name}"
-    return Choice("pretrained", enum_name, path, encoder=name, preprocess=preprocess(name, size, weights),
-                  note=f"{enum_name} from {path}"), ""
+    return Choice(
+        "pretrained",
+        enum_name,
+        path,
+        encoder=name,
+        preprocess=preprocess(name, size, weights),
+        note=f"{enum_name} from {path}",
+    ), ""
 
 
 @contextmanager
@@ -106,7 +130,7 @@ def hub_with(path: Path):
     with tempfile.TemporaryDirectory(prefix="vqa-cache-hub-") as tmp:
         (Path(tmp) / "checkpoints").mkdir()
         (Path(tmp) / "checkpoints" / path.name).symlink_to(path.resolve())
-        previous = torch.hub._hub_dir       # None unless set_dir was called ($TORCH_HOME decides then)
+        previous = torch.hub._hub_dir  # None unless set_dir was called ($TORCH_HOME decides then)
         torch.hub.set_dir(tmp)
         try:
             yield
@@ -127,27 +151,30 @@ def load(choice: Choice) -> nn.Module:
     if choice.kind == "file":
         try:
             model.load_state_dict(read_state_dict(choice.source))
-        except (RuntimeError, TypeError) as e:   # missing / unexpected keys, wrong shapes
+        except (RuntimeError, TypeError) as e:  # missing / unexpected keys, wrong shapes
             detail = " ".join(str(e).split())
-            raise BadInput(f"--weights {choice.source}: does not fit {name}: "
-                           f"{detail[:300]}{'...' if len(detail) > 300 else ''}") from None
+            raise BadInput(
+                f"--weights {choice.source}: does not fit {name}: {detail[:300]}{'...' if len(detail) > 300 else ''}"
+            ) from None
     return model
 
 
 def backbone(model: nn.Module) -> tuple[nn.Module, int]:
     """The part of a torchvision CNN classifier that makes the last feature map, and its channels."""
-    if hasattr(model, "layer4") and hasattr(model, "fc"):          # ResNet, ResNeXt, Wide ResNet, RegNet-like
+    if hasattr(model, "layer4") and hasattr(model, "fc"):  # ResNet, ResNeXt, Wide ResNet, RegNet-like
         body = nn.Sequential(*list(model.children())[:-2])
         width: int = model.fc.in_features
         return body, width
-    if hasattr(model, "features"):                                  # VGG, DenseNet, EfficientNet, ConvNeXt, MobileNet
+    if hasattr(model, "features"):  # VGG, DenseNet, EfficientNet, ConvNeXt, MobileNet
         body = model.features
         with torch.inference_mode():
             dim = body(torch.zeros(1, 3, 64, 64)).shape[1]
         return body, dim
-    raise BadInput(f"image encoder {type(model).__name__}: no convolutional trunk found "
-                   f"(supported: torchvision CNN classifiers such as resnet50, convnext_tiny, efficientnet_b0, "
-                   f"and ViT, Swin and MaxViT)")
+    raise BadInput(
+        f"image encoder {type(model).__name__}: no convolutional trunk found "
+        f"(supported: torchvision CNN classifiers such as resnet50, convnext_tiny, efficientnet_b0, "
+        f"and ViT, Swin and MaxViT)"
+    )
 
 
 class ViT(Trunk):
@@ -159,7 +186,7 @@ class ViT(Trunk):
 
     def forward(self, x):
         m = self.model
-        x = m._process_input(x)                                          # [B, N, D] patch embeddings
+        x = m._process_input(x)  # [B, N, D] patch embeddings
         x = m.encoder(torch.cat([m.class_token.expand(x.shape[0], -1, -1), x], dim=1))
         return x[:, 0], x[:, 1:]
 
@@ -172,7 +199,7 @@ class Swin(Trunk):
         self.model = model
 
     def forward(self, x):
-        x = self.model.norm(self.model.features(x))                      # [B, h, w, D]
+        x = self.model.norm(self.model.features(x))  # [B, h, w, D]
         return x.float().mean(dim=(1, 2)), x.flatten(1, 2)
 
 
@@ -186,7 +213,7 @@ class MaxViT(Trunk):
     def forward(self, x):
         x = self.model.stem(x)
         for block in self.model.blocks:
-            x = block(x)                                                 # [B, D, h, w]
+            x = block(x)  # [B, D, h, w]
         return self.model.classifier[:-1](x), x.flatten(2).transpose(1, 2)
 
 

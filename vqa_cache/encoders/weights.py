@@ -6,6 +6,7 @@ weights can be had and otherwise falls back (`fall_back`, one policy for both ki
 pretrained model and then to a random init or bag-of-words (images: encoders/families.py; text:
 encoders/text_family.py). Finding out that a download is impossible takes seconds: one short TCP probe, no retries.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,19 +30,20 @@ if TYPE_CHECKING:
     from .base import Preprocess
 
 RANDOM_SEED = 0
-WEIGHTS_DIR_ENV = "VQA_CACHE_WEIGHTS"      # a directory of official weight files, looked in by name
+WEIGHTS_DIR_ENV = "VQA_CACHE_WEIGHTS"  # a directory of official weight files, looked in by name
 
 
 @dataclass(frozen=True)
 class Choice:
     """What an encoder will really run with, and what of it goes into its entry's cache key (`key`)."""
-    kind: str          # pretrained | random | file | hf | bow
-    identity: str      # torchvision enum name, random:SEED, sha256:..., hf:repo@rev, dir:sha256..., package:..., bow:v1
-    source: Path | None = None   # the weights file or model directory (None: random init, bag-of-words)
-    encoder: str = ""       # the encoder as keyed: resnet50, timm:NAME, hf:ID_OR_DIR, tinybert, DIR, minilm
-    preprocess: Preprocess | None = None   # images: the encoders.image.Preprocess its features are made with
-    note: str = ""          # why this one (printed by extract, kept in the manifest)
-    settings: tuple = ()    # text: the key fields its settings add, as (name, value) pairs (text_family.with_settings)
+
+    kind: str  # pretrained | random | file | hf | bow
+    identity: str  # torchvision enum name, random:SEED, sha256:..., hf:repo@rev, dir:sha256..., package:..., bow:v1
+    source: Path | None = None  # the weights file or model directory (None: random init, bag-of-words)
+    encoder: str = ""  # the encoder as keyed: resnet50, timm:NAME, hf:ID_OR_DIR, tinybert, DIR, minilm
+    preprocess: Preprocess | None = None  # images: the encoders.image.Preprocess its features are made with
+    note: str = ""  # why this one (printed by extract, kept in the manifest)
+    settings: tuple = ()  # text: the key fields its settings add, as (name, value) pairs (text_family.with_settings)
 
     def key(self) -> dict:
         """The encoder's part of its entry's spec: name, weights identity, then an image encoder's
@@ -53,12 +55,25 @@ class Choice:
 
     def record(self) -> dict:
         """What the manifest keeps of it."""
-        return {"encoder": self.encoder, "weights": self.identity,
-                "source": None if self.source is None else str(self.source), "why": self.note}
+        return {
+            "encoder": self.encoder,
+            "weights": self.identity,
+            "source": None if self.source is None else str(self.source),
+            "why": self.note,
+        }
 
 
-def fall_back(name: str, missing: str, fallbacks: Iterable[str], find: Callable[[str], Choice | None],
-              last: Callable[[], Choice], *, loud: bool, instead: Callable[[str, Choice], str], at_last: str) -> Choice:
+def fall_back(
+    name: str,
+    missing: str,
+    fallbacks: Iterable[str],
+    find: Callable[[str], Choice | None],
+    last: Callable[[], Choice],
+    *,
+    loud: bool,
+    instead: Callable[[str, Choice], str],
+    at_last: str,
+) -> Choice:
     """`auto` when `name`'s weights cannot be had (`missing` says why): the first of `fallbacks` that
     `find` has installed (it never downloads; None for the named model itself), else `last()` (a random
     init, bag-of-words). `loud` (stage one deciding) warns: `instead(other, found)` or `at_last`; stage two
@@ -101,26 +116,34 @@ def read_state_dict(path: Path) -> dict:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # torch's notes on pickle protocols
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
             if str(path).endswith(".safetensors"):
                 from safetensors.torch import load_file
+
                 state = load_file(str(path))
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's message goes on to advise weights_only=False: not passed on
         why = re.search(r"WeightsUnpickler error: (.*?)(?:\s+Check the documentation|$)", " ".join(str(e).split()))
-        raise BadInput(f"--weights {path}: not a PyTorch state dict (unpickling refused"
-                       f"{': ' + why.group(1)[:120] if why else ''})") from None
+        raise BadInput(
+            f"--weights {path}: not a PyTorch state dict (unpickling refused{': ' + why.group(1)[:120] if why else ''})"
+        ) from None
     except Exception as e:  # not a zip or pickle at all, truncated, unreadable
         first = " ".join(str(e).split())[:200]
-        raise BadInput(f"--weights {path}: not a PyTorch state dict ({type(e).__name__}"
-                       f"{': ' + first if first else ''})") from None
+        raise BadInput(
+            f"--weights {path}: not a PyTorch state dict ({type(e).__name__}{': ' + first if first else ''})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not state or \
-            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise BadInput(f"--weights {path}: not a PyTorch state dict (expected a mapping of names to tensors, "
-                       f"found {type(state).__name__})")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise BadInput(
+            f"--weights {path}: not a PyTorch state dict (expected a mapping of names to tensors, "
+            f"found {type(state).__name__})"
+        )
     for k, v in state.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise BadInput(f"--weights {path}: tensor {k!r} holds NaN or inf")
@@ -136,6 +159,7 @@ def check_file(policy: str) -> Path:
 
 
 # ---------------------------------------------------------------- official weight files, wherever installed
+
 
 @functools.cache
 def package_files() -> dict[str, tuple[Path, ...]]:
@@ -181,6 +205,7 @@ def official_file(url: str) -> tuple[Path | None, str]:
 
 # ---------------------------------------------------------------- model directories (Hugging Face)
 
+
 def directory_identity(path: Path) -> str:
     """sha256 over the names and bytes of a model directory's files."""
     h = hashlib.sha256()
@@ -205,14 +230,18 @@ def check_model_dir(path: Path, what: str) -> None:
             raise BadInput(f"{what}: {file} is not readable JSON ({e})") from None
         nested = [v for v in config.values() if isinstance(v, dict)] if isinstance(config, dict) else []
         if any("auto_map" in c for c in [config, *nested] if isinstance(c, dict)):
-            raise BadInput(f"{what}: {file} has an auto_map, so the model needs its own code "
-                           f"(trust_remote_code); vqa-cache never runs code from a model directory")
+            raise BadInput(
+                f"{what}: {file} has an auto_map, so the model needs its own code "
+                f"(trust_remote_code); vqa-cache never runs code from a model directory"
+            )
     if not any(path.glob("*.safetensors")):
         pickled = sorted(p.name for p in path.glob("*.bin"))
         if pickled:
-            raise BadInput(f"{what}: only pickled weights ({pickled[0]}) and no *.safetensors; "
-                           f"loading a pickle can run code, so vqa-cache loads safetensors only (convert with "
-                           f"model.save_pretrained(DIR, safe_serialization=True))")
+            raise BadInput(
+                f"{what}: only pickled weights ({pickled[0]}) and no *.safetensors; "
+                f"loading a pickle can run code, so vqa-cache loads safetensors only (convert with "
+                f"model.save_pretrained(DIR, safe_serialization=True))"
+            )
         raise BadInput(f"{what}: no model weights (*.safetensors) in that directory")
 
 
@@ -220,8 +249,14 @@ def hub_snapshot(repo: str, *, local_only: bool) -> Path | None:
     """The local snapshot directory of a hub model, or None."""
     try:
         from huggingface_hub import snapshot_download
-        path = Path(snapshot_download(repo, local_files_only=local_only,
-                                      allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"]))
+
+        path = Path(
+            snapshot_download(
+                repo,
+                local_files_only=local_only,
+                allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"],
+            )
+        )
     except Exception:
         return None
     return path if (path / "config.json").is_file() else None

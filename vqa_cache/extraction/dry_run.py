@@ -1,4 +1,5 @@
 """`extract --dry-run`: rows, bytes on disk and an estimated time per entry, before any work."""
+
 from __future__ import annotations
 
 import tempfile
@@ -29,15 +30,25 @@ def dry_run(recipe: ExtractRecipe, root: Path, timed_batches: int = 2) -> dict:
     device = pick_device(recipe.device)
     out: dict = {"device": str(device), "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, key, rows, timer in (("image", plan.image_key, len(plan.image_ids), _time_images),
-                                       ("question", plan.question_key, len(plan.texts), _time_texts)):
+        for kind, key, rows, timer in (
+            ("image", plan.image_key, len(plan.image_ids), _time_images),
+            ("question", plan.question_key, len(plan.texts), _time_texts),
+        ):
             done = rows_done(Entry(root, key), rows)
             timed_rows, seconds, nbytes = timer(plan, device, timed_batches, Path(tmp))
             per_row_s, per_row_b = seconds / max(1, timed_rows), nbytes / max(1, timed_rows)
-            out["entries"].append({"kind": kind, "key": key, "rows": rows, "rows_to_encode": rows - done,
-                                   "bytes": int(per_row_b * rows), "seconds": round(per_row_s * (rows - done), 1),
-                                   "timed_rows": timed_rows, "status": "complete" if done == rows else
-                                   ("partial" if done else "new")})
+            out["entries"].append(
+                {
+                    "kind": kind,
+                    "key": key,
+                    "rows": rows,
+                    "rows_to_encode": rows - done,
+                    "bytes": int(per_row_b * rows),
+                    "seconds": round(per_row_s * (rows - done), 1),
+                    "timed_rows": timed_rows,
+                    "status": "complete" if done == rows else ("partial" if done else "new"),
+                }
+            )
     out["plan"] = plan
     return out
 
@@ -51,7 +62,7 @@ def rows_done(entry: Entry, rows: int) -> int:
     damage = first_damage(entry, manifest)
     if manifest.get("complete") and damage is None:
         return rows
-    shards = manifest["shards"] if damage is None else manifest["shards"][:damage[0]]
+    shards = manifest["shards"] if damage is None else manifest["shards"][: damage[0]]
     return shards[-1]["stop"] if shards else 0
 
 
@@ -71,14 +82,15 @@ def _time_images(plan: Plan, device: torch.device, batches: int, tmp: Path) -> t
     def one(index):
         _, batch, bad = collate([files[i] for i in index])
         if bad and not recipe.skip_bad:
-            raise BadInput(f"{plan.image_paths[bad[0][0]]}: cannot read image ({bad[0][1]}); "
-                           f"--skip-bad skips unreadable images")
+            raise BadInput(
+                f"{plan.image_paths[bad[0][0]]}: cannot read image ({bad[0][1]}); --skip-bad skips unreadable images"
+            )
         feats = encode_images(encoder, batch, device) if len(batch) else {}
         if device.type == "cuda":
             torch.cuda.synchronize()
         return {k: v.cpu().numpy() for k, v in feats.items()}, [plan.image_ids[i] for i in index]
 
-    one(picks[0])                                   # warm-up, not timed
+    one(picks[0])  # warm-up, not timed
     rows, t, arrays, ids = 0, time.perf_counter(), {}, []
     for index in picks[1:] or picks:
         feats, batch_ids = one(index)
@@ -97,10 +109,10 @@ def _time_texts(plan: Plan, device: torch.device, batches: int, tmp: Path) -> tu
     encoder = build_text_encoder(plan, device)
     size = min(plan.recipe.text.batch_size, len(plan.texts))
     starts = _spread(max(1, len(plan.texts) - size + 1), batches + 1)
-    encoder.encode(plan.texts[starts[0]:starts[0] + size])  # warm-up
+    encoder.encode(plan.texts[starts[0] : starts[0] + size])  # warm-up
     rows, parts, texts, t = 0, [], [], time.perf_counter()
     for s in starts[1:] or starts:
-        chunk = plan.texts[s:s + size]
+        chunk = plan.texts[s : s + size]
         parts.append(encoder.encode(chunk))
         texts += chunk
         rows += len(chunk)

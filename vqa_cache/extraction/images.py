@@ -1,5 +1,6 @@
 """Stage one for images: DataLoader workers decode (and resize) the image files, the frozen encoder runs
 on the device, and the writer thread lands each shard of float16 features (ids in row order)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import messages
 from .. import distributed as dist
+from .. import messages
 from ..cache import Entry
 from ..cache.plan import OUTPUTS, Plan
 from ..cache.shards import write_image_shard
@@ -18,12 +19,21 @@ from ..errors import BadInput, Unencodable
 from .writer import Job, ShardWriter, shard_writing, writing
 
 
-def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = True,
-                   encoder: ImageEncoder | None = None) -> Entry:
+def extract_images(
+    plan: Plan, root: Path, device: torch.device, wait: bool = True, encoder: ImageEncoder | None = None
+) -> Entry:
     """Write (or finish, or find complete) the plan's image entry; returns it."""
     entry = Entry(root, plan.image_key)
-    with writing(entry, plan.image_spec, len(plan.image_ids), plan.recipe.shard_size, wait, "images",
-                 skipped=[], encoder=plan.image_choice.record()) as job:
+    with writing(
+        entry,
+        plan.image_spec,
+        len(plan.image_ids),
+        plan.recipe.shard_size,
+        wait,
+        "images",
+        skipped=[],
+        encoder=plan.image_choice.record(),
+    ) as job:
         if job.complete:
             messages.info(f"images: cached ({entry.key}, {job.manifest['rows']} images)")
             return entry
@@ -32,27 +42,34 @@ def extract_images(plan: Plan, root: Path, device: torch.device, wait: bool = Tr
         with shard_writing(job, write_image_shard, "images", "img") as (writer, bar):
             encode_shards(plan, job, encoder, device, writer, bar)
     if dist.is_main() and job.manifest.get("skipped"):
-        messages.info(f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
-              f"`skipped`); train drops their questions")
+        messages.info(
+            f"images: skipped {len(job.manifest['skipped'])} unreadable images (listed in the manifest, "
+            f"`skipped`); train drops their questions"
+        )
     return entry
 
 
-def encode_shards(plan: Plan, job: Job, encoder: ImageEncoder, device: torch.device, writer: ShardWriter,
-                  bar) -> None:
+def encode_shards(plan: Plan, job: Job, encoder: ImageEncoder, device: torch.device, writer: ShardWriter, bar) -> None:
     """Encode the job's shards batch by batch and hand each full shard to the writer. A batch is collected
     one batch late: the copy of its features to the CPU overlaps the next batch's forward."""
     recipe = plan.recipe
     loader = torch.utils.data.DataLoader(
-        ImageFiles(plan.image_paths, plan.image_choice.preprocess, recipe.image.max_pixels), collate_fn=collate,
-        num_workers=recipe.image.workers, batch_sampler=list(shard_batches(job.shards, recipe.image.batch_size)),
-        pin_memory=device.type == "cuda", prefetch_factor=4 if recipe.image.workers else None)
+        ImageFiles(plan.image_paths, plan.image_choice.preprocess, recipe.image.max_pixels),
+        collate_fn=collate,
+        num_workers=recipe.image.workers,
+        batch_sampler=list(shard_batches(job.shards, recipe.image.batch_size)),
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if recipe.image.workers else None,
+    )
     buffer = ShardBuffer(OUTPUTS[recipe.image.features], lambda: row_shapes(encoder, plan, device))
     previous, shards_done = None, 0
     for idx, batch, bad in loader:
         for i, err in bad:
             if not recipe.skip_bad:
-                raise BadInput(f"{plan.image_paths[i]}: cannot read image {plan.image_ids[i]!r} ({err}); "
-                               f"the shards finished before it are kept; --skip-bad skips unreadable images")
+                raise BadInput(
+                    f"{plan.image_paths[i]}: cannot read image {plan.image_ids[i]!r} ({err}); "
+                    f"the shards finished before it are kept; --skip-bad skips unreadable images"
+                )
             buffer.skipped.append(plan.image_ids[i])
         current = launch(encoder, batch, device, [plan.image_ids[int(i)] for i in idx]) if len(idx) else None
         if previous is not None:
@@ -84,18 +101,21 @@ class ShardBuffer:
         for k, v in host.items():
             v = v.numpy()
             if not np.isfinite(v).all():
-                raise Unencodable(f"{k} image features overflow float16 for images near {ids[0]!r} (values past "
-                                  f"65504: are the weights scaled?)")
+                raise Unencodable(
+                    f"{k} image features overflow float16 for images near {ids[0]!r} (values past "
+                    f"65504: are the weights scaled?)"
+                )
             self.parts[k].append(v)
         self.shapes = self.shapes or {k: v.shape[1:] for k, v in host.items()}
         self.ids.extend(ids)
 
     def take(self) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
         """(ids, {output: features}, skipped ids) of the full shard; the buffer starts the next one."""
-        if self.shapes is None:        # no image encoded yet: every image of this shard was skipped
+        if self.shapes is None:  # no image encoded yet: every image of this shard was skipped
             self.shapes = self.row_shapes()
-        arrays = {k: np.concatenate(v) if v else np.zeros((0, *self.shapes[k]), np.float16)
-                  for k, v in self.parts.items()}
+        arrays = {
+            k: np.concatenate(v) if v else np.zeros((0, *self.shapes[k]), np.float16) for k, v in self.parts.items()
+        }
         out = (self.ids, arrays, self.skipped)
         self.ids, self.parts, self.skipped = [], {k: [] for k in self.parts}, []
         return out
@@ -107,8 +127,7 @@ def launch(encoder: ImageEncoder, batch: torch.Tensor, device: torch.device, ids
     out = encode_images(encoder, batch, device)
     if device.type != "cuda":
         return ids, {k: v.cpu() for k, v in out.items()}, None
-    host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True).copy_(v, non_blocking=True)
-            for k, v in out.items()}
+    host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True).copy_(v, non_blocking=True) for k, v in out.items()}
     done = torch.cuda.Event()
     done.record()
     return ids, host, done

@@ -2,6 +2,7 @@
 shards. A Hugging Face model pads each batch to its longest text: a shard's texts are encoded in order of
 token length, in batches as large as a batch_size x max_length token budget allows, and written back in
 the plan's order."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,15 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
     """Write (or finish, or find complete) the plan's question entry; returns it."""
     recipe = plan.recipe
     entry = Entry(root, plan.question_key)
-    with writing(entry, plan.question_spec, len(plan.texts), recipe.shard_size, wait, "questions",
-                 encoder=plan.text_choice.record()) as job:
+    with writing(
+        entry,
+        plan.question_spec,
+        len(plan.texts),
+        recipe.shard_size,
+        wait,
+        "questions",
+        encoder=plan.text_choice.record(),
+    ) as job:
         if job.complete:
             messages.info(f"questions: cached ({entry.key}, {job.manifest['rows']} texts)")
             return entry
@@ -39,7 +47,7 @@ def extract_questions(plan: Plan, root: Path, device: torch.device, wait: bool =
                     bar.update(b1 - b0)
                 arrays = question_arrays(parts)
                 back = np.empty_like(order)
-                back[order] = np.arange(len(order))           # rows in the plan's order again
+                back[order] = np.arange(len(order))  # rows in the plan's order again
                 writer.submit(s0, s1, texts, {k: v[back] for k, v in arrays.items()}, number=number)
     return entry
 
@@ -66,11 +74,18 @@ def length_batches(encoder, texts: list[str], batch_size: int) -> tuple[np.ndarr
 
 def build_text_encoder(plan: Plan, device: torch.device):
     text = plan.recipe.text
-    return load_text_encoder(plan.text_choice, plan.question_spec.get("pooling"), text.max_length, text.tokens,
-                             str(device), text.ids, plan.words)
+    return load_text_encoder(
+        plan.text_choice,
+        plan.question_spec.get("pooling"),
+        text.max_length,
+        text.tokens,
+        str(device),
+        text.ids,
+        plan.words,
+    )
 
 
-DTYPES = {"mask": np.uint8, "ids": np.int32, "length": np.int32}     # the rest: float16 features
+DTYPES = {"mask": np.uint8, "ids": np.int32, "length": np.int32}  # the rest: float16 features
 
 
 def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -78,6 +93,7 @@ def question_arrays(parts: list[dict]) -> dict[str, np.ndarray]:
     out = {k: np.concatenate([p[k] for p in parts]).astype(DTYPES.get(k, np.float16)) for k in parts[0]}
     for k, v in out.items():
         if v.dtype == np.float16 and not np.isfinite(v).all():
-            raise Unencodable(f"{k} question features overflow float16 (values past 65504: are the text "
-                              f"model's weights scaled?)")
+            raise Unencodable(
+                f"{k} question features overflow float16 (values past 65504: are the text model's weights scaled?)"
+            )
     return out

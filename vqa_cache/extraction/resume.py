@@ -1,6 +1,7 @@
 """What a run of stage one continues from: the manifest of an entry (new, resumed, or repaired after
 damage), the shards still to write, and the shards that the ranks of an interrupted torchrun run
 finished (their progress files)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def remaining_shards(manifest: dict, rows: int, shard_size: int) -> list[tuple[i
     return [(first + k, s0, min(s0 + shard_size, rows)) for k, s0 in enumerate(range(start, rows, shard_size))]
 
 
-def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = None, keep_progress: bool = False,
-               **extra) -> dict:
+def open_entry(
+    entry: Entry, spec: dict, rows: int, shard_size: int | None = None, keep_progress: bool = False, **extra
+) -> dict:
     """The entry's manifest to continue from (a resumed run), or a new one. Called under the lock:
     leftovers of a killed writer (temporary files, shards the manifest never recorded) are removed.
     A damaged complete entry (a shard missing or of the wrong size: first_damage) is repaired: it goes
@@ -35,14 +37,16 @@ def open_entry(entry: Entry, spec: dict, rows: int, shard_size: int | None = Non
     entry.path.mkdir(parents=True, exist_ok=True)
     manifest = None
     if entry.exists():
-        manifest = entry.manifest()     # BadInput for another format version: never read as data
-        if manifest.get("spec") != json.loads(json.dumps(spec)) or manifest.get("rows") != rows:   # tuples -> lists
+        manifest = entry.manifest()  # BadInput for another format version: never read as data
+        if manifest.get("spec") != json.loads(json.dumps(spec)) or manifest.get("rows") != rows:  # tuples -> lists
             manifest = None
         elif (damage := first_damage(entry, manifest)) is not None:
-            n, problem = damage         # keep the finished shards before it, whose files are there and whole
+            n, problem = damage  # keep the finished shards before it, whose files are there and whole
             if manifest.get("complete"):
-                messages.warning(f"{entry.kind}s: cache entry {entry.key} is damaged ({problem}); encoding again from "
-                      f"row {manifest['shards'][n - 1]['stop'] if n else 0}")
+                messages.warning(
+                    f"{entry.kind}s: cache entry {entry.key} is damaged ({problem}); encoding again from "
+                    f"row {manifest['shards'][n - 1]['stop'] if n else 0}"
+                )
                 manifest["complete"] = False
             manifest["shards"] = manifest["shards"][:n]
             entry.save_manifest(manifest)
@@ -85,7 +89,7 @@ def progress_records(entry: Entry) -> dict[str, dict]:
         try:
             data = json.loads(p.read_text())
         except (OSError, ValueError):
-            continue                     # a torn file cannot happen (atomic writes); a foreign one is ignored
+            continue  # a torn file cannot happen (atomic writes); a foreign one is ignored
         for record in data.get("shards", []) if isinstance(data, dict) else []:
             if isinstance(record, dict) and isinstance(record.get("file"), str):
                 out.setdefault(record["file"], record)
@@ -125,8 +129,9 @@ def take_progress(entry: Entry, manifest: dict, rows: int, shard_size: int, keep
     if moved:
         entry.save_manifest(manifest)
     if keep and finished:
-        write_file(entry.path / KEPT, json.dumps({"shards": [finished[n] for n in sorted(finished)]},
-                                                 indent=1).encode())
+        write_file(
+            entry.path / KEPT, json.dumps({"shards": [finished[n] for n in sorted(finished)]}, indent=1).encode()
+        )
     for p in entry.path.glob(PROGRESS_GLOB):
         if p.name != KEPT or not (keep and finished):
             p.unlink()

@@ -1,6 +1,7 @@
 """Writing an entry: shards land in a background thread and are recorded in order (ShardWriter); one
 process, or the ranks of a torchrun, write an entry's shards under its protocol (writing); then the
 index and the complete manifest (finish_entry)."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from .. import messages
 from .. import distributed as dist
+from .. import messages
 from ..cache import Entry
 from ..cache.shards import shard_file, write_index
 from ..digest import write_file
 from ..errors import Unencodable
 from ..progress import progress
-from .resume import (PROGRESS_GLOB, complete_as_is, finished_shard, open_entry, progress_records,
-                     remaining_shards)
+from .resume import PROGRESS_GLOB, complete_as_is, finished_shard, open_entry, progress_records, remaining_shards
 
 
 class Progress:
@@ -36,6 +36,7 @@ class Progress:
 @dataclass
 class Job:
     """This process's part of writing one entry: the shards [(number, start, stop)] it encodes."""
+
     entry: Entry
     manifest: dict
     shards: list
@@ -63,13 +64,14 @@ class ShardWriter:
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending = []
         self.failed = False
-        self.number = len(manifest.get("shards", []))   # shards are numbered in order, whatever their size
+        self.number = len(manifest.get("shards", []))  # shards are numbered in order, whatever their size
 
-    def submit(self, start: int, stop: int, ids: list[str], arrays: dict, skipped: list[str] = (),
-               number: int | None = None):
+    def submit(
+        self, start: int, stop: int, ids: list[str], arrays: dict, skipped: list[str] = (), number: int | None = None
+    ):
         while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
             self.pending.pop(0).result()  # surface errors early; bound the memory held
-        if number is not None:          # torchrun: the shard's place in the single-process numbering
+        if number is not None:  # torchrun: the shard's place in the single-process numbering
             self.number = number
         self.pending.append(self.pool.submit(self._write, self.number, start, stop, ids, arrays, list(skipped)))
         self.number += 1
@@ -81,8 +83,14 @@ class ShardWriter:
             name = shard_file(self.entry.kind, number)
             path = self.entry.path / name
             digest = self.write_fn(path, ids, arrays)
-            record = {"file": name, "rows": len(ids), "start": start, "stop": stop,
-                      "bytes": path.stat().st_size, "sha256": digest}
+            record = {
+                "file": name,
+                "rows": len(ids),
+                "start": start,
+                "stop": stop,
+                "bytes": path.stat().st_size,
+                "sha256": digest,
+            }
             if skipped:
                 record["skipped"] = skipped
             if self.progress is not None:
@@ -109,8 +117,9 @@ def shard_writing(job: Job, write_shard, label: str, unit: str):
     writer = ShardWriter(job.entry, job.manifest, write_shard, progress=job.progress)
     start = job.shards[0][1] if job.shards and job.progress is None else 0
     total = job.manifest["rows"] if job.progress is None else job.rows
-    with progress(total=total, initial=start, desc=label, unit=unit, file=sys.stderr,
-                  disable=not dist.is_main()) as bar:
+    with progress(
+        total=total, initial=start, desc=label, unit=unit, file=sys.stderr, disable=not dist.is_main()
+    ) as bar:
         try:
             yield writer, bar
         finally:
@@ -134,7 +143,7 @@ def writing(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, la
 @contextmanager
 def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, label: str, **extra):
     done = complete_as_is(entry, spec, rows)
-    if done is not None:                # nothing to write: no lock (the cache may be read-only)
+    if done is not None:  # nothing to write: no lock (the cache may be read-only)
         yield Job(entry, done, [], complete=True)
         return
     with entry.lock(wait):
@@ -144,12 +153,14 @@ def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
             return
         shards = remaining_shards(manifest, rows, shard_size)
         if manifest["shards"]:
-            messages.info(f"{label}: resuming {entry.key} at {manifest['shards'][-1]['stop']} of {rows} "
-                  f"({len(manifest['shards'])} finished shards kept)")
+            messages.info(
+                f"{label}: resuming {entry.key} at {manifest['shards'][-1]['stop']} of {rows} "
+                f"({len(manifest['shards'])} finished shards kept)"
+            )
         job = Job(entry, manifest, shards, t0=time.time())
         try:
             yield job
-        except Unencodable as e:     # it would fail the same way every time: no unfinished entry is left
+        except Unencodable as e:  # it would fail the same way every time: no unfinished entry is left
             shutil.rmtree(entry.path, ignore_errors=True)
             raise Unencodable(f"{e} (the unfinished cache entry {entry.key} was removed)") from None
         finish_entry(entry, manifest, job.t0)
@@ -158,13 +169,14 @@ def _writing_alone(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
 @contextmanager
 def _writing_ranks(entry: Entry, spec: dict, rows: int, shard_size: int, wait: bool, label: str, **extra):
     main = dist.is_main()
-    with (entry.lock(wait) if main else nullcontext()):     # one lock holder; the others wait at the broadcast
+    with entry.lock(wait) if main else nullcontext():  # one lock holder; the others wait at the broadcast
         state, manifest = None, {}
         if main:
             manifest = open_entry(entry, spec, rows, shard_size, keep_progress=True, **extra)
-            listed = progress_records(entry)                # progress-kept.json's, after open_entry
-            kept = [n for n, _, _ in remaining_shards(manifest, rows, shard_size)
-                    if shard_file(entry.kind, n) in listed]
+            listed = progress_records(entry)  # progress-kept.json's, after open_entry
+            kept = [
+                n for n, _, _ in remaining_shards(manifest, rows, shard_size) if shard_file(entry.kind, n) in listed
+            ]
             state = {"complete": bool(manifest["complete"]), "manifest": manifest, "kept": kept}
         state = dist.broadcast(state)
         if state["complete"]:
@@ -176,13 +188,14 @@ def _writing_ranks(entry: Entry, spec: dict, rows: int, shard_size: int, wait: b
         if done:
             messages.info(f"{label}: resuming {entry.key}: {done} finished shards kept, {len(todo)} to encode")
         messages.info(f"{label}: {len(todo)} shards over {dist.world()} processes")
-        job = Job(entry, manifest, todo[dist.rank()::dist.world()], progress=Progress(entry, dist.rank()),
-                  t0=time.time())
+        job = Job(
+            entry, manifest, todo[dist.rank() :: dist.world()], progress=Progress(entry, dist.rank()), t0=time.time()
+        )
         yield job
-        dist.barrier()                                      # every rank's shards have landed
+        dist.barrier()  # every rank's shards have landed
         if main:
             finish_entry_ranks(entry, manifest, rows, shard_size, job.t0)
-        dist.barrier()                                      # every rank returns with the entry complete
+        dist.barrier()  # every rank returns with the entry complete
 
 
 def finish_entry_ranks(entry: Entry, manifest: dict, rows: int, shard_size: int, t0: float) -> None:
@@ -191,8 +204,10 @@ def finish_entry_ranks(entry: Entry, manifest: dict, rows: int, shard_size: int,
     for shard in remaining_shards(manifest, rows, shard_size):
         record = finished_shard(entry, records, shard)
         if record is None:
-            raise RuntimeError(f"{entry.path}: shard {shard[0]} (rows {shard[1]}..{shard[2]}) is missing after "
-                               f"every rank finished; re-run to resume")
+            raise RuntimeError(
+                f"{entry.path}: shard {shard[0]} (rows {shard[1]}..{shard[2]}) is missing after "
+                f"every rank finished; re-run to resume"
+            )
         manifest["shards"].append(record)
     finish_entry(entry, manifest, t0)
     for p in entry.path.glob(PROGRESS_GLOB):
@@ -205,8 +220,10 @@ def finish_entry(entry: Entry, manifest: dict, t0: float) -> None:
         write_index(entry.path, manifest["shards"])
         manifest["skipped"] = sorted(i for s in manifest["shards"] for i in s.get("skipped", []))
     seconds = manifest["timings"].get("seconds", 0) + time.time() - t0
-    manifest["timings"].update(seconds=round(seconds, 2), runs=manifest["timings"].get("runs", 0) + 1,
-                               rows_per_s=round(manifest["rows"] / seconds, 1) if seconds else None)
+    manifest["timings"].update(
+        seconds=round(seconds, 2),
+        runs=manifest["timings"].get("runs", 0) + 1,
+        rows_per_s=round(manifest["rows"] / seconds, 1) if seconds else None,
+    )
     manifest["complete"] = True
     entry.save_manifest(manifest)
-

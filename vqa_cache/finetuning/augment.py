@@ -10,6 +10,7 @@ colour. `counts` tallies, per epoch, how many images got each transform and how 
 None of this applies to cached features (`train`): a cache holds one encoding of each image, so a transform
 drawn anew each epoch would need the encoder live, which is what `finetune` is for.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,16 @@ from torchvision.transforms.v2 import functional as TF
 from ..recipes import AugmentSettings
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.I)
-_COLOUR = re.compile(r"\b(colou?rs?|colou?red|red|green|blue|yellow|teal|brown|gr[ae]y|black|white|orange|"
-                     r"purple|pink|violet|cyan|magenta|beige|tan|gold|silver|dark|light|bright)\b", re.I)
-_WHERE = re.compile(r"\b(how many|number of|count|left|right|top|bottom|above|below|corner|edge|side|"
-                    r"where|cut off|whole|entire)\b", re.I)
+_COLOUR = re.compile(
+    r"\b(colou?rs?|colou?red|red|green|blue|yellow|teal|brown|gr[ae]y|black|white|orange|"
+    r"purple|pink|violet|cyan|magenta|beige|tan|gold|silver|dark|light|bright)\b",
+    re.I,
+)
+_WHERE = re.compile(
+    r"\b(how many|number of|count|left|right|top|bottom|above|below|corner|edge|side|"
+    r"where|cut off|whole|entire)\b",
+    re.I,
+)
 TRANSFORMS = ("hflip", "vflip", "translate", "crop", "colour")
 
 
@@ -33,8 +40,13 @@ def new_counts() -> dict:
     return {"images": 0, **dict.fromkeys(TRANSFORMS, 0), **{f"{t}_held": 0 for t in ("flip", "crop", "colour")}}
 
 
-def augment_images(x: torch.Tensor, texts_per_image: list[list[str]], augment: AugmentSettings,
-                   gen: torch.Generator, counts: dict | None = None) -> torch.Tensor:
+def augment_images(
+    x: torch.Tensor,
+    texts_per_image: list[list[str]],
+    augment: AugmentSettings,
+    gen: torch.Generator,
+    counts: dict | None = None,
+) -> torch.Tensor:
     """Random flips / shifts / crops / colour jitter on uint8 images [B, 3, S, S], per image, with the
     question-aware rules above unless augment.question_rules is false; `counts` (new_counts()) is added to."""
     b = x.shape[0]
@@ -44,8 +56,9 @@ def augment_images(x: torch.Tensor, texts_per_image: list[list[str]], augment: A
 
     def held(pattern):
         return torch.tensor([rules and any(pattern.search(t) for t in ts) for ts in texts_per_image])
+
     no_flip, no_colour, no_crop = held(_LEFT_RIGHT), held(_COLOUR), held(_WHERE)
-    draws = torch.rand(b, 9, generator=gen)   # hflip, vflip, dx, dy, brightness, contrast, (unused), saturation, hue
+    draws = torch.rand(b, 9, generator=gen)  # hflip, vflip, dx, dy, brightness, contrast, (unused), saturation, hue
     x = x.clone()
     tally = {"images": b}
     want_h, want_v = draws[:, 0] < augment.hflip, draws[:, 1] < augment.vflip
@@ -60,10 +73,10 @@ def augment_images(x: torch.Tensor, texts_per_image: list[list[str]], augment: A
         padded = torch.nn.functional.pad(x.float(), (t, t, t, t), mode="replicate").to(x.dtype)
         dx = (draws[:, 2] * (2 * t + 1)).long().clamp(max=2 * t)
         dy = (draws[:, 3] * (2 * t + 1)).long().clamp(max=2 * t)
-        x = torch.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(b)])
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size] for i in range(b)])
         tally["translate"] = b
     if augment.crop < 1.0:
-        want = torch.ones(b, dtype=torch.bool)             # RandomResizedCrop crops every image
+        want = torch.ones(b, dtype=torch.bool)  # RandomResizedCrop crops every image
         crop = want & ~no_crop
         tally.update(crop=int(crop.sum()), crop_held=int((want & no_crop).sum()))
         for i in torch.nonzero(crop).reshape(-1).tolist():
@@ -80,8 +93,9 @@ def augment_images(x: torch.Tensor, texts_per_image: list[list[str]], augment: A
         if augment.saturation > 0 or augment.hue > 0:
             sat = 1 + augment.saturation * (2 * draws[:, 7] - 1)
             hue = augment.hue * (2 * draws[:, 8] - 1)
-            jittered = torch.stack([TF.adjust_hue(TF.adjust_saturation(jittered[i], float(sat[i])), float(hue[i]))
-                                    for i in range(b)])
+            jittered = torch.stack(
+                [TF.adjust_hue(TF.adjust_saturation(jittered[i], float(sat[i])), float(hue[i])) for i in range(b)]
+            )
         x = torch.where(no_colour.to(x.device).view(b, 1, 1, 1), x, jittered)
     if counts is not None:
         for k, v in tally.items():
@@ -113,8 +127,11 @@ def describe_augment(augment: AugmentSettings) -> str:
         parts.append(f"translate {augment.translate}px")
     if augment.crop < 1:
         parts.append(f"crop scale {augment.crop:g}-1")
-    parts += [f"{k} {getattr(augment, k):g}" for k in ("brightness", "contrast", "saturation", "hue")
-              if getattr(augment, k) > 0]
+    parts += [
+        f"{k} {getattr(augment, k):g}"
+        for k in ("brightness", "contrast", "saturation", "hue")
+        if getattr(augment, k) > 0
+    ]
     rules = "question rules on" if augment.question_rules else "question rules off"
     return f"augment {', '.join(parts) or 'nothing'} ({rules})"
 
@@ -123,5 +140,6 @@ def augment_line(counts: dict, rules: bool) -> str:
     """The epoch's tally: of the images drawn, how many got each transform, and how many a rule held back."""
     got = ", ".join(f"{t} {counts[t]}" for t in TRANSFORMS if counts.get(t))
     held = ", ".join(f"{t} {counts[f'{t}_held']}" for t in ("flip", "crop", "colour") if counts.get(f"{t}_held"))
-    return (f"augmented {counts['images']} images: {got or 'none transformed'}"
-            + (f"; held back by the question rules: {held}" if held else "; no rule held one back" if rules else ""))
+    return f"augmented {counts['images']} images: {got or 'none transformed'}" + (
+        f"; held back by the question rules: {held}" if held else "; no rule held one back" if rules else ""
+    )

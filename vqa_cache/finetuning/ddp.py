@@ -1,5 +1,6 @@
 """finetune under torchrun: DistributedDataParallel over what trains, trained BatchNorm layers on the
 statistics of the global batch."""
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ class RankSyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
         stats = dist.sum_with_grad(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp(min=0)
+        var = (stats[c : 2 * c] / n - mean * mean).clamp(min=0)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

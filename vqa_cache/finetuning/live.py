@@ -1,13 +1,14 @@
 """The encoders of finetune, live in the graph: each computes exactly what stage one's encoder wrote to the
 cache (frozen, they equal the cached features up to float16), with the parts that train (scope.py)."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..encoders.image import ImageEncoder
-from ..errors import BadInput
 from ..encoders.text import BagOfWords, load_text_model, pool
+from ..errors import BadInput
 from ..recipes import FinetuneSettings
 from .scope import image_lora_match, image_units, parse_scope, scoped_modules, set_trainable, text_layers
 
@@ -24,19 +25,23 @@ class LiveImage(nn.Module):
         kind, n = parse_scope(settings.train_image or settings.train_encoders, "train_image")
         self.scope = f"{kind}:{n}" if kind == "top" else kind
         body, convolutional = self.enc.body, self.enc.convolutional
-        pairs = [("enc.body." + p if p else "enc.body", m)
-                 for p, m in scoped_modules(body, image_units(body, convolutional), kind, n)]
+        pairs = [
+            ("enc.body." + p if p else "enc.body", m)
+            for p, m in scoped_modules(body, image_units(body, convolutional), kind, n)
+        ]
         if settings.lora_r > 0 and not settings.lora_image:
             pairs = []
         self.lora = set_trainable(self, pairs, settings, image_lora_match(body), "image")
         if self.checkpointing and not convolutional and any(p.requires_grad for p in self.parameters()):
             model = getattr(body, "model", None)
             if not hasattr(model, "gradient_checkpointing_enable"):
-                raise BadInput(f"finetune.checkpointing: not available for image encoder {choice.encoder} "
-                               f"(Hugging Face models that support gradient checkpointing and torchvision CNNs)")
+                raise BadInput(
+                    f"finetune.checkpointing: not available for image encoder {choice.encoder} "
+                    f"(Hugging Face models that support gradient checkpointing and torchvision CNNs)"
+                )
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.dim: int = self.enc.dim
-        self.batch_images = None     # under DDP: distinct images in the global batch (set by the loop)
+        self.batch_images = None  # under DDP: distinct images in the global batch (set by the loop)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.training and (self.batch_images or images.shape[0]) == 1:
@@ -97,11 +102,12 @@ class LiveText(nn.Module):
             units = [(f"{prefix}.{i}", m) for i, m in enumerate(layers)]
             pairs = [("model." + p if p else "model", m) for p, m in scoped_modules(self.model, units, kind, n)]
         suffixes = tuple(settings.lora_text_targets)
-        self.lora = set_trainable(self, pairs, settings,
-                                  lambda nm, m: isinstance(m, nn.Linear) and nm.split(".")[-1] in suffixes, "text")
+        self.lora = set_trainable(
+            self, pairs, settings, lambda nm, m: isinstance(m, nn.Linear) and nm.split(".")[-1] in suffixes, "text"
+        )
         for name, p in self.model.named_parameters():
             if name.startswith("pooler."):
-                p.requires_grad_(False)          # pooled features are mean/[CLS] of the states
+                p.requires_grad_(False)  # pooled features are mean/[CLS] of the states
         if settings.checkpointing and any(p.requires_grad for p in self.parameters()):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 

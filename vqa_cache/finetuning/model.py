@@ -1,4 +1,5 @@
 """The finetune model: live encoders and a head, on the images decoded once into memory (build)."""
+
 from __future__ import annotations
 
 import sys
@@ -27,20 +28,29 @@ class FinetuneModel(nn.Module):
 
     Takes row indices (into the decoded image tensor and the unique text list): the fit loop's batches and
     evaluate() give them with `image = question = Rows()` (train/batches.py)."""
+
     image_enc: LiveImage
     text_enc: LiveText | FixedText
-    head_config: dict                        # what checkpoints record of the head (set by build)
+    head_config: dict  # what checkpoints record of the head (set by build)
 
-    def __init__(self, images: torch.Tensor, texts: list[str], image_enc: LiveImage, text_enc: nn.Module,
-                 head: nn.Module, augment=None, seed: int = 0):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        texts: list[str],
+        image_enc: LiveImage,
+        text_enc: nn.Module,
+        head: nn.Module,
+        augment=None,
+        seed: int = 0,
+    ):
         super().__init__()
-        self.images = images                 # uint8 [N, 3, S, S] (CPU or device), not a parameter
+        self.images = images  # uint8 [N, 3, S, S] (CPU or device), not a parameter
         self.texts = texts
         self.image_enc, self.text_enc, self.head = image_enc, text_enc, head
         self.augment = augment if augment is not None and augment.enabled else None
         self.gen = torch.Generator().manual_seed(seed)
-        self.encoded_images = 0              # distinct images encoded (for the dedupe test and the bench)
-        self.augmented = new_counts()        # this epoch's augmentation tally (augment.py)
+        self.encoded_images = 0  # distinct images encoded (for the dedupe test and the bench)
+        self.augmented = new_counts()  # this epoch's augmentation tally (augment.py)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -68,20 +78,22 @@ class FinetuneModel(nn.Module):
         return self.head(img, q)
 
 
-def decode_images(paths: list[str], prep: Preprocess, workers: int, skip_bad: bool, limit_gb: float,
-                  max_pixels: int):
+def decode_images(paths: list[str], prep: Preprocess, workers: int, skip_bad: bool, limit_gb: float, max_pixels: int):
     """All images as uint8 [N, 3, S, S], decoded once (DataLoader workers) as the encoder's Preprocess says
     (extract's decoding); plus the indices that failed."""
     size = prep.size
     need = len(paths) * 3 * size * size
     if need > limit_gb * 2**30:
-        raise BadInput(f"finetune holds the decoded images in memory: {len(paths)} images at {size}px need "
-                       f"{need / 2**30:.1f} GiB, over finetune.preload_gb = {limit_gb}; raise it or use a subset "
-                       f"(--limit, --set features.dataset.image_fraction=...)")
+        raise BadInput(
+            f"finetune holds the decoded images in memory: {len(paths)} images at {size}px need "
+            f"{need / 2**30:.1f} GiB, over finetune.preload_gb = {limit_gb}; raise it or use a subset "
+            f"(--limit, --set features.dataset.image_fraction=...)"
+        )
     out = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     bad = []
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, prep, max_pixels), batch_size=256, num_workers=workers,
-                                         collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(paths, prep, max_pixels), batch_size=256, num_workers=workers, collate_fn=collate
+    )
     for idx, batch, failed in progress(loader, desc="decoding images", unit="batch", leave=False, file=sys.stderr):
         if len(idx):
             out[idx] = batch
@@ -95,6 +107,7 @@ def decode_images(paths: list[str], prep: Preprocess, workers: int, skip_bad: bo
 class Built(NamedTuple):
     """What a finetune run trains: its plan, its splits (training/splits.Splits) and the model (encoders +
     head on the device)."""
+
     plan: Plan
     splits: Splits
     model: FinetuneModel
@@ -105,14 +118,22 @@ def build(recipe: FinetuneRecipe, device: torch.device) -> Built:
     features, settings = recipe.features, recipe.finetune
     need = heads.needs(recipe.head.name)
     if need["question"] != "pooled":
-        raise BadInput(f"head {recipe.head.name!r} reads question {need['question']}; finetune supports heads "
-                       f"that read pooled question features")
+        raise BadInput(
+            f"head {recipe.head.name!r} reads question {need['question']}; finetune supports heads "
+            f"that read pooled question features"
+        )
     if settings.accumulate < 1:
         raise BadInput(f"finetune.accumulate {settings.accumulate}: expected >= 1")
-    with dist.main_first():             # under torchrun rank 0 downloads and parses first, the others read that
+    with dist.main_first():  # under torchrun rank 0 downloads and parses first, the others read that
         plan = make_plan(features, allow_download=True)
-    images, bad = decode_images(plan.image_paths, plan.image_choice.preprocess, settings.workers, features.skip_bad,
-                                settings.preload_gb, features.image.max_pixels)
+    images, bad = decode_images(
+        plan.image_paths,
+        plan.image_choice.preprocess,
+        settings.workers,
+        features.skip_bad,
+        settings.preload_gb,
+        features.image.max_pixels,
+    )
     bad_set = set(bad)
     ok_ids = [i for k, i in enumerate(plan.image_ids) if k not in bad_set]
     if bad:
@@ -127,8 +148,9 @@ def build(recipe: FinetuneRecipe, device: torch.device) -> Built:
     if plan.text_choice.kind == "bow":
         text_enc = FixedText(plan.texts)
     else:
-        text_enc = LiveText(plan.text_choice, plan.texts, plan.question_spec["pooling"], features.text.max_length,
-                            settings)
+        text_enc = LiveText(
+            plan.text_choice, plan.texts, plan.question_spec["pooling"], features.text.max_length, settings
+        )
     torch.manual_seed(recipe.seed)
     config = head_config(recipe, image_enc.dim, text_enc.dim, len(vocab))
     head = heads.from_config(config)
@@ -137,7 +159,7 @@ def build(recipe: FinetuneRecipe, device: torch.device) -> Built:
     elif device.type == "cuda":
         images = images.pin_memory()
     model = FinetuneModel(images, plan.texts, image_enc, text_enc, head, settings.augment, recipe.seed).to(device)
-    model.head_config = config          # what checkpoints record of the head
+    model.head_config = config  # what checkpoints record of the head
     for split in splits.values():
         split.to(device)
     return Built(plan, parts, model)
@@ -149,8 +171,9 @@ def head_config(recipe: FinetuneRecipe, image_dim: int, question_dim: int, num_a
     its statistics (those of the frozen features it was trained on)."""
     h = recipe.head
     standardize = bool(recipe.finetune.init_head) and init_head_standardizes(recipe.finetune.init_head)
-    return heads.head_config(h.name, image_dim, question_dim, num_answers, h.hidden, h.dropout, h.layers, h.embed,
-                             standardize)
+    return heads.head_config(
+        h.name, image_dim, question_dim, num_answers, h.hidden, h.dropout, h.layers, h.embed, standardize
+    )
 
 
 def encoder_state(model: FinetuneModel) -> dict:

@@ -1,5 +1,6 @@
 """The finetune command's recipe: its options (by name, options.py) over a recipe file, and with
 `--init-head RUN` the encoders of RUN unless given here, so that the head meets the features it was trained on."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,17 @@ from ..recipes import FinetuneRecipe
 from ..rundir import read_run_config
 
 # what `--init-head RUN` takes from RUN's recipe (features.*), unless given on the command line or with --set
-ENCODER_KEYS = ("image.encoder", "image.weights", "image.size", "image.features",
-                "text.encoder", "text.weights", "text.pooling", "text.max_length", "text.tokens")
+ENCODER_KEYS = (
+    "image.encoder",
+    "image.weights",
+    "image.size",
+    "image.features",
+    "text.encoder",
+    "text.weights",
+    "text.pooling",
+    "text.max_length",
+    "text.tokens",
+)
 
 
 def finetune_recipe(recipe, options: dict) -> FinetuneRecipe:
@@ -23,20 +33,23 @@ def finetune_recipe(recipe, options: dict) -> FinetuneRecipe:
     built = train_recipe(recipe, options, cls=FinetuneRecipe)[0]
     if not built.finetune.init_head:
         return built
-    given = [key for key, _ in feature_overrides("features.", **options)] + \
-        [item.partition("=")[0].strip() for item in options.get("set", ())]
+    given = [key for key, _ in feature_overrides("features.", **options)] + [
+        item.partition("=")[0].strip() for item in options.get("set", ())
+    ]
 
     def explicit(key):
         return any(f"features.{key}" == g or f"features.{key}".startswith(g + ".") for g in given)
+
     run = run_encoders(built.finetune.init_head)
     taken = {k: v for k, v in run.items() if not explicit(k)}
-    built = train_recipe(recipe, options, cls=FinetuneRecipe,
-                         extra=[(f"features.{k}", v) for k, v in taken.items()])[0]
-    if os.environ.get("RANK", "0") == "0":          # under torchrun, rank 0 alone says it
+    built = train_recipe(recipe, options, cls=FinetuneRecipe, extra=[(f"features.{k}", v) for k, v in taken.items()])[0]
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it
         kept = [f"{k}={json.dumps(feature_value(built, k))}" for k in run if k not in taken]
-        messages.info(f"--init-head {built.finetune.init_head}: encoders as that run's: "
-              f"{', '.join(f'{k}={json.dumps(v)}' for k, v in taken.items()) or 'none'}"
-              + (f"; given here: {', '.join(kept)}" if kept else ""))
+        messages.info(
+            f"--init-head {built.finetune.init_head}: encoders as that run's: "
+            f"{', '.join(f'{k}={json.dumps(v)}' for k, v in taken.items()) or 'none'}"
+            + (f"; given here: {', '.join(kept)}" if kept else "")
+        )
     return built
 
 
@@ -61,8 +74,13 @@ def run_encoders(run_dir) -> dict:
     specs = config.get("cache_specs", {})
     image, text = str(specs.get("image", {}).get("weights", "")), specs.get("question", {})
     if image:
-        out["image.weights"] = ("random" if image.startswith("random:") else
-                                out.get("image.weights") if image.startswith("sha256:") else "pretrained")
+        out["image.weights"] = (
+            "random"
+            if image.startswith("random:")
+            else out.get("image.weights")
+            if image.startswith("sha256:")
+            else "pretrained"
+        )
     if text:
         out["text.weights"] = "random" if text.get("encoder") == "bow" else "pretrained"
     return out

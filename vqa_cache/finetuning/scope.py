@@ -3,6 +3,7 @@ top-level stages with parameters of a CNN trunk, for ResNet layer4, layer3, ...;
 layers of a ViT-like image tower or of the text encoder); `lora_r` > 0 puts peft LoRA adapters there instead
 (text: query/value; image: query/value of the attention, or in a CNN every ungrouped Conv2d: image_lora_match).
 Frozen BatchNorm layers, and modules with nothing trainable, stay in eval mode."""
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,7 @@ def parse_scope(text: str, what: str) -> tuple[str, int]:
     raise BadInput(f"{what} {text!r}: expected none, top:N (N >= 1) or all")
 
 
-ATTENTION_TARGETS = ("query", "value", "q_proj", "v_proj")   # separate query / value projections (HF ViT, CLIP, SigLIP)
+ATTENTION_TARGETS = ("query", "value", "q_proj", "v_proj")  # separate query / value projections (HF ViT, CLIP, SigLIP)
 
 
 def image_units(body: nn.Module, convolutional: bool) -> list[tuple[str, nn.Module]]:
@@ -37,8 +38,12 @@ def image_units(body: nn.Module, convolutional: bool) -> list[tuple[str, nn.Modu
     best = ("", [])
     for name, m in body.named_modules():
         kids = list(m.children())
-        if isinstance(m, (nn.ModuleList, nn.Sequential)) and kids and len({type(k) for k in kids}) == 1 \
-                and len(kids) > len(best[1]):
+        if (
+            isinstance(m, (nn.ModuleList, nn.Sequential))
+            and kids
+            and len({type(k) for k in kids}) == 1
+            and len(kids) > len(best[1])
+        ):
             best = (name, kids)
     return [(f"{best[0]}.{i}", m) for i, m in enumerate(best[1])]
 
@@ -98,13 +103,17 @@ def set_trainable(module: nn.Module, pairs, settings: FinetuneSettings, lora_mat
         for _, m in pairs:
             m.requires_grad_(True)
         return []
-    from peft import LoraConfig, inject_adapter_in_model     # (lazy: a heavy import, for LoRA only)
+    from peft import LoraConfig, inject_adapter_in_model  # (lazy: a heavy import, for LoRA only)
 
     targets = lora_targets(pairs, "", lora_match)
     if not targets:
         raise BadInput(f"LoRA: no target modules in the trained part of the {what} encoder")
-    config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]  # peft types it int; a float works lora_dropout=settings.lora_dropout,
-                        target_modules=targets, bias="none")
+    config = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]  # peft types it int; a float works lora_dropout=settings.lora_dropout,
+        target_modules=targets,
+        bias="none",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inject_adapter_in_model(config, module)

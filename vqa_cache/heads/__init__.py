@@ -11,6 +11,7 @@ A new head is one small file here with `@register` (registry.py) and `name`, `ne
 (its own width, and depth where it has one) class attributes, imported below. The image input is
 layer-normalized, or with head.standardize standardized per dimension (norm.py; training-split statistics).
 """
+
 from . import attention, bilinear, butd, coattention, concat, hadamard, lstm  # noqa: F401  (each registers its head)
 from .norm import set_statistics  # noqa: F401
 from .registry import HEADS, build, from_config, head_config, needs, register  # noqa: F401

@@ -1,4 +1,5 @@
 """coattention: a small MCAN-style transformer over question tokens and grid cells."""
+
 import torch
 from torch import nn
 
@@ -43,26 +44,37 @@ class CoAttention(nn.Module):
     `keep_attention` set, forward also keeps the grid's attention pooling (the weight of each cell in the
     pooled image vector) in `last_attention` [B, N] (vqa_cache/explain.py).
     """
+
     name = "coattention"
     needs = {"image": "grid", "question": "tokens"}
     defaults = {"hidden": 256, "layers": 2}
     keep_attention, last_attention = False, None
 
-    def __init__(self, image_dim: int, question_dim: int, num_answers: int, hidden: int = 256,
-                 dropout: float = 0.1, layers: int = 2, dim: int | None = None, heads: int = 8,
-                 standardize: bool = False):
+    def __init__(
+        self,
+        image_dim: int,
+        question_dim: int,
+        num_answers: int,
+        hidden: int = 256,
+        dropout: float = 0.1,
+        layers: int = 2,
+        dim: int | None = None,
+        heads: int = 8,
+        standardize: bool = False,
+    ):
         super().__init__()
         dim = dim or max(heads, hidden // 2 // heads * heads)
         self.proj_i = nn.Sequential(image_norm(image_dim, standardize), nn.Linear(image_dim, dim))
         self.proj_q = nn.Sequential(nn.LayerNorm(question_dim), nn.Linear(question_dim, dim))
-        self.cells = 64                                       # learned positions for up to 64 grid cells
+        self.cells = 64  # learned positions for up to 64 grid cells
         self.pos_i = nn.Parameter(torch.zeros(1, self.cells, dim))
         self.enc = nn.ModuleList(Block(dim, heads, dropout, guided=False) for _ in range(layers))
         self.dec = nn.ModuleList(Block(dim, heads, dropout, guided=True) for _ in range(layers))
         self.pool_q, self.pool_i = nn.Linear(dim, 1), nn.Linear(dim, 1)
         self.norm = nn.LayerNorm(dim)
-        self.classifier = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                        nn.Linear(hidden, num_answers))
+        self.classifier = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_answers)
+        )
 
     def _pool(self, x, score, pad, keep: bool = False):
         s = score(x).squeeze(-1).float()
@@ -70,16 +82,16 @@ class CoAttention(nn.Module):
             s = s.masked_fill(pad, float("-inf"))
         weights = s.softmax(-1)
         if keep:
-            self.last_attention = weights.detach()                                  # [B, N]
+            self.last_attention = weights.detach()  # [B, N]
         return torch.einsum("bn,bnd->bd", weights.to(x.dtype), x)
 
     def forward(self, image: torch.Tensor, question: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        pad = (mask == 0) if mask is not None else (question == 0).all(-1)        # [B, L] True = padding
+        pad = (mask == 0) if mask is not None else (question == 0).all(-1)  # [B, L] True = padding
         length = int((~pad).any(0).nonzero().max()) + 1 if (~pad).any() else 1
-        question, pad = question[:, :length], pad[:, :length]                       # trimmed: the longest question
-        pad = pad & ~pad.all(-1, keepdim=True)                                      # an empty question attends to all
-        q = self.proj_q(question)                                                   # [B, L, dim]
-        v = self.proj_i(image)                                                      # [B, N, dim]
+        question, pad = question[:, :length], pad[:, :length]  # trimmed: the longest question
+        pad = pad & ~pad.all(-1, keepdim=True)  # an empty question attends to all
+        q = self.proj_q(question)  # [B, L, dim]
+        v = self.proj_i(image)  # [B, N, dim]
         n = v.shape[1]
         if n <= self.cells:
             v = v + self.pos_i[:, :n]
@@ -87,4 +99,6 @@ class CoAttention(nn.Module):
             q = block(q, pad)
         for block in self.dec:
             v = block(v, None, q, pad)
-        return self.classifier(self.norm(self._pool(q, self.pool_q, pad) + self._pool(v, self.pool_i, None, self.keep_attention)))
+        return self.classifier(
+            self.norm(self._pool(q, self.pool_q, pad) + self._pool(v, self.pool_i, None, self.keep_attention))
+        )

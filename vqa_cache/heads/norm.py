@@ -1,6 +1,7 @@
 """How a head normalizes its image input: LayerNorm across dimensions, or each dimension standardized with
 the training split's mean and std (computed once from the cache by stage two and kept in the head's state,
 so a checkpoint carries them)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """The Model: a trained run's (or an exported model directory's) encoders and head, ready to answer questions
 about new images with no cache and no dataset. `vqa_cache.load(DIR)` makes one (load.py)."""
+
 from __future__ import annotations
 
 import os
@@ -32,16 +33,28 @@ class Model:
     encoders' identities and preprocessing, where the model came from. Images are file paths, PIL images or
     uint8 arrays [H, W, 3]; they are decoded and resized exactly as the model's training images were."""
 
-    def __init__(self, head: torch.nn.Module, vocab: Vocabulary, image_encoder: ImageEncoder, text_encoder,
-                 info: dict, device: torch.device | str):
+    def __init__(
+        self,
+        head: torch.nn.Module,
+        vocab: Vocabulary,
+        image_encoder: ImageEncoder,
+        text_encoder,
+        info: dict,
+        device: torch.device | str,
+    ):
         self.head, self.vocab, self.image_encoder, self.text_encoder = head, vocab, image_encoder, text_encoder
         self.info, self.device = info, device
-        self.sources: dict = {}     # the encoders' model directories where a run found them (export copies hf files)
+        self.sources: dict = {}  # the encoders' model directories where a run found them (export copies hf files)
         image, text = info["image"], info["text"]
-        self.preprocess = Preprocess(**{**image["preprocess"], "mean": tuple(image["preprocess"]["mean"]),
-                                        "std": tuple(image["preprocess"]["std"])})
+        self.preprocess = Preprocess(
+            **{
+                **image["preprocess"],
+                "mean": tuple(image["preprocess"]["mean"]),
+                "std": tuple(image["preprocess"]["std"]),
+            }
+        )
         self.image_output, self.question_input = image["output"], text["input"]
-        self.float16 = info["features_dtype"] == "float16"   # a cached run's head read float16 features
+        self.float16 = info["features_dtype"] == "float16"  # a cached run's head read float16 features
         self.exif, self.max_pixels = image["exif"], image["max_pixels"]
         for m in (head, image_encoder, getattr(text_encoder, "model", None)):
             if m is not None:
@@ -59,7 +72,7 @@ class Model:
                 raise BadInput(f"--image {image}: no such file")
             try:
                 return decode_image(os.fspath(image), self.preprocess, self.max_pixels, exif=self.exif)
-            except Exception as e:     # truncated, not an image, too many pixels
+            except Exception as e:  # truncated, not an image, too many pixels
                 raise BadInput(f"--image {image}: cannot read image ({type(e).__name__}: {e})") from None
         from PIL import Image, ImageOps
 
@@ -72,7 +85,7 @@ class Model:
         im = self.preprocess.apply(to_8bit_rgb(image, image.format))
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 
-    @torch.no_grad()        # (not inference_mode: explain's Grad-CAM takes gradients through the head)
+    @torch.no_grad()  # (not inference_mode: explain's Grad-CAM takes gradients through the head)
     def features(self, images: list, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, question features) of paired images and questions: what the head reads."""
         if len(images) != len(questions):
@@ -128,6 +141,6 @@ class Model:
         """The best answer and its score for each (image, question) pair."""
         out = []
         for s in range(0, len(images), batch_size):
-            p, i = self.scores(images[s:s + batch_size], questions[s:s + batch_size]).max(-1)
+            p, i = self.scores(images[s : s + batch_size], questions[s : s + batch_size]).max(-1)
             out += [(self.vocab.answers[int(j)], float(v)) for v, j in zip(p, i)]
         return out

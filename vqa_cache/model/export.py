@@ -15,6 +15,7 @@ conventions (huggingface_hub can upload it as it is), usable with no cache, no r
   README.md                       the model card
 No pickle anywhere: every tensor is in safetensors. The directory is written next to OUT_DIR and renamed into
 place when whole; an existing OUT_DIR with files in it is refused."""
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,7 @@ from .core import Model
 
 FORMAT = 1
 LIBRARY = "vqa-cache"
-TEXT_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")     # a model directory's files worth copying
+TEXT_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")  # a model directory's files worth copying
 
 
 def plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -54,6 +55,7 @@ def plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_tensors(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt"})
 
@@ -93,8 +95,10 @@ def save_text_encoder(model: Model, where: Path) -> dict:
         for f in files:
             shutil.copyfile(f, where / f.name)
     else:
-        raise BadInput(f"export: a trained {type(tower).__name__} text tower cannot be saved as a Hugging Face "
-                       f"model directory (it is not a PreTrainedModel)")
+        raise BadInput(
+            f"export: a trained {type(tower).__name__} text tower cannot be saved as a Hugging Face "
+            f"model directory (it is not a PreTrainedModel)"
+        )
     return record
 
 
@@ -107,12 +111,18 @@ def export(model: Model, out, command: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_tensors(tmp / "model.safetensors", {f"head.{k}": v for k, v in plain_state(model.head).items()})
-        config = {"library_name": LIBRARY, "model_type": "vqa-cache", "format": FORMAT,
-                  "vqa_cache_version": __version__, "head": model.info["head"], "vocab": model.info["vocab"],
-                  "features_dtype": model.info["features_dtype"],
-                  "image": save_image_encoder(model, tmp / "image_encoder"),
-                  "text": save_text_encoder(model, tmp / "text_encoder"),
-                  "source": {**model.info["source"], "command": command}}
+        config = {
+            "library_name": LIBRARY,
+            "model_type": "vqa-cache",
+            "format": FORMAT,
+            "vqa_cache_version": __version__,
+            "head": model.info["head"],
+            "vocab": model.info["vocab"],
+            "features_dtype": model.info["features_dtype"],
+            "image": save_image_encoder(model, tmp / "image_encoder"),
+            "text": save_text_encoder(model, tmp / "text_encoder"),
+            "source": {**model.info["source"], "command": command},
+        }
         write_file(tmp / "config.json", json.dumps(config, indent=1).encode())
         write_file(tmp / "README.md", model_card(config).encode())
         if out.exists():
@@ -138,22 +148,22 @@ pipeline_tag: visual-question-answering
 tags:
 - vqa-cache
 - visual-question-answering
-- {head['name']}
+- {head["name"]}
 metrics:
 - accuracy
 ---
 
-# {Path(src['run']).name}: a vqa-cache `{head['name']}` VQA model
+# {Path(src["run"]).name}: a vqa-cache `{head["name"]}` VQA model
 
-A `{head['name']}` fusion head ({src['mode']} run) over the image encoder `{image['encoder']}`
-(weights `{image['weights']}`, {image['output']} features, trained: {image['trained']}) and the text encoder
-`{text['encoder']}` (`{text['weights']}`, {text['input']} question input, trained: {text['trained']}),
+A `{head["name"]}` fusion head ({src["mode"]} run) over the image encoder `{image["encoder"]}`
+(weights `{image["weights"]}`, {image["output"]} features, trained: {image["trained"]}) and the text encoder
+`{text["encoder"]}` (`{text["weights"]}`, {text["input"]} question input, trained: {text["trained"]}),
 answering with one of {len(answers)} answers.
 
-- **Dataset**: `{src['dataset']['name']}` (train split `{src['splits'][0]}`, validation split `{src['splits'][1]}`)
-- **Best validation accuracy**: {'n/a' if acc is None else f'{acc:.4f}'} at epoch {best.get('epoch', '?')}{f' ({per_type})' if per_type else ''}
-- **Cache keys**: image `{keys.get('image')}`, question `{keys.get('question')}`
-- **Made by**: `{src['command']}` (vqa-cache {config['vqa_cache_version']}) from the run `{src['run']}` ({src['checkpoint']})
+- **Dataset**: `{src["dataset"]["name"]}` (train split `{src["splits"][0]}`, validation split `{src["splits"][1]}`)
+- **Best validation accuracy**: {"n/a" if acc is None else f"{acc:.4f}"} at epoch {best.get("epoch", "?")}{f" ({per_type})" if per_type else ""}
+- **Cache keys**: image `{keys.get("image")}`, question `{keys.get("question")}`
+- **Made by**: `{src["command"]}` (vqa-cache {config["vqa_cache_version"]}) from the run `{src["run"]}` ({src["checkpoint"]})
 
 ## Use
 
@@ -169,6 +179,6 @@ model.ask("shape.png", "What color is the shape?", top=5)   # [(answer, score), 
 
 Everything is in this directory (no cache, run directory or download is needed): `config.json` (head,
 answers, encoders and preprocessing), `model.safetensors` (the head), `image_encoder/` (its weights) and
-`text_encoder/` (a Hugging Face model directory{', absent: bag-of-words' if text['kind'] == 'bow' else ''}).
+`text_encoder/` (a Hugging Face model directory{", absent: bag-of-words" if text["kind"] == "bow" else ""}).
 No file is a pickle.
 """

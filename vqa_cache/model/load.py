@@ -1,6 +1,7 @@
 """`vqa_cache.load(DIR)`: a Model from a train run, a finetune run, or a model directory `vqa-cache export`
 wrote (export.py says what it holds). A model directory is checked before anything is built from it: its
 config.json, its files there, no pickle anywhere, every tensor of the shape its config gives."""
+
 from __future__ import annotations
 
 import json
@@ -48,17 +49,26 @@ def load(path, root: Path, device: str = "auto") -> Model:
 def read_config(path: Path) -> dict:
     pickled = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.suffix.lower() in PICKLES)
     if pickled:
-        raise BadInput(f"{path}: holds {pickled[0]}, a pickle-format file; a model directory holds safetensors "
-                       f"only (loading a pickle can run code)")
+        raise BadInput(
+            f"{path}: holds {pickled[0]}, a pickle-format file; a model directory holds safetensors "
+            f"only (loading a pickle can run code)"
+        )
     config = json.loads((path / "config.json").read_text())
     missing = [k for k in NEEDED if k not in config]
     if missing or config.get("format") != FORMAT:
-        raise BadInput(f"{path / 'config.json'}: not a vqa-cache model config of format {FORMAT} "
-                       f"({'no ' + ', '.join(missing) if missing else 'format ' + repr(config.get('format'))})")
-    malformed = [k for k in ("head", "vocab", "image", "text") if not isinstance(config[k], dict)] + \
-        [f"text.{k}" for k in ("kind", "weights", "input")
-         if isinstance(config["text"], dict) and not isinstance(config["text"].get(k), str)] + \
-        ([] if config["features_dtype"] in ("float16", "float32") else ["features_dtype"])
+        raise BadInput(
+            f"{path / 'config.json'}: not a vqa-cache model config of format {FORMAT} "
+            f"({'no ' + ', '.join(missing) if missing else 'format ' + repr(config.get('format'))})"
+        )
+    malformed = (
+        [k for k in ("head", "vocab", "image", "text") if not isinstance(config[k], dict)]
+        + [
+            f"text.{k}"
+            for k in ("kind", "weights", "input")
+            if isinstance(config["text"], dict) and not isinstance(config["text"].get(k), str)
+        ]
+        + ([] if config["features_dtype"] in ("float16", "float32") else ["features_dtype"])
+    )
     if malformed:
         raise BadInput(f"{path / 'config.json'}: malformed {', '.join(malformed)}")
     return config
@@ -67,6 +77,7 @@ def read_config(path: Path) -> dict:
 def tensors(file: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
     if not file.is_file():
         raise BadInput(f"{file}: missing (the model directory is incomplete)")
     try:
@@ -87,18 +98,24 @@ def fill(module: torch.nn.Module, state: dict, file: Path, what: str) -> None:
 def image_encoder(path: Path, record: dict) -> ImageEncoder:
     """The image encoder's architecture (by name, or image_encoder/config.json for hf), its saved weights."""
     try:
-        prep = Preprocess(**{**record["preprocess"], "mean": tuple(record["preprocess"]["mean"]),
-                             "std": tuple(record["preprocess"]["std"])})
+        prep = Preprocess(
+            **{
+                **record["preprocess"],
+                "mean": tuple(record["preprocess"]["mean"]),
+                "std": tuple(record["preprocess"]["std"]),
+            }
+        )
         name, output = record["encoder"], record["output"]
     except (KeyError, TypeError) as e:
         raise BadInput(f"{path / 'config.json'}: malformed image record ({type(e).__name__}: {e})") from None
     file = path / "image_encoder" / "model.safetensors"
     state = tensors(file)
     fam, model_name = (None, None) if name.startswith("hf:") else split_name(name)
-    with torch.random.fork_rng():         # a random init, overwritten at once
+    with torch.random.fork_rng():  # a random init, overwritten at once
         if fam is None:
-            choice = Choice("random", record["weights"], None, encoder="hf:" + str(path / "image_encoder"),
-                            preprocess=prep)
+            choice = Choice(
+                "random", record["weights"], None, encoder="hf:" + str(path / "image_encoder"), preprocess=prep
+            )
         else:
             choice = replace(fam.random(model_name, prep.size), preprocess=prep)
         encoder = ImageEncoder(choice, (output,))
@@ -117,8 +134,15 @@ def text_encoder(path: Path, record: dict, device: torch.device):
             raise BadInput(f"{where}: missing (the model directory is incomplete)")
         check_model_dir(where, f"{where}")
         choice = Choice("hf", record["weights"], where, encoder=record["encoder"])
-    return load_text_encoder(choice, record.get("pooling"), record.get("max_length", 32), bool(record.get("tokens")),
-                             str(device), bool(record.get("ids")), record.get("words"))
+    return load_text_encoder(
+        choice,
+        record.get("pooling"),
+        record.get("max_length", 32),
+        bool(record.get("tokens")),
+        str(device),
+        bool(record.get("ids")),
+        record.get("words"),
+    )
 
 
 def from_dir(path: Path, device: str = "auto") -> Model:
@@ -134,12 +158,15 @@ def from_dir(path: Path, device: str = "auto") -> Model:
     state = tensors(file)
     if not all(k.startswith("head.") for k in state):
         raise BadInput(f"{file}: expected the head's tensors (head.*)")
-    fill(head, {k[len("head."):]: v for k, v in state.items()}, file, f"head {config['head'].get('name')}")
+    fill(head, {k[len("head.") :]: v for k, v in state.items()}, file, f"head {config['head'].get('name')}")
     vocab = Vocabulary.from_dict(config["vocab"])
     if len(vocab) != config["head"].get("num_answers"):
-        raise BadInput(f"{path / 'config.json'}: {len(vocab)} answers for a head of {config['head'].get('num_answers')}")
+        raise BadInput(
+            f"{path / 'config.json'}: {len(vocab)} answers for a head of {config['head'].get('num_answers')}"
+        )
     dev = pick_device(device)
-    model = Model(head, vocab, image_encoder(path, config["image"]), text_encoder(path, config["text"], dev),
-                  config, dev)
+    model = Model(
+        head, vocab, image_encoder(path, config["image"]), text_encoder(path, config["text"], dev), config, dev
+    )
     model.sources = {"image": path / "image_encoder", "text": path / "text_encoder"}
     return model

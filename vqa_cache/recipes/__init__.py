@@ -7,9 +7,29 @@ dotted key: `--set optim.lr=3e-4`, `--set features.image.size=128`.
 
 settings.py holds the dataclasses, build.py makes and checks them, files.py reads and writes TOML.
 """
+
 from .build import build, to_dict  # noqa: F401
-from .files import (apply_overrides, load_extract_dict, load_train_dict, parse_value, read_toml,  # noqa: F401
-                    resolve_relative, set_dotted, to_toml)
-from .settings import (AnswerSettings, AugmentSettings, DatasetSettings, ExtractRecipe, FinetuneRecipe,  # noqa: F401
-                       FinetuneSettings, HeadSettings, ImageSettings, OptimSettings, SweepSettings, TextSettings,
-                       TrainRecipe)
+from .files import (  # noqa: F401
+    apply_overrides,
+    load_extract_dict,
+    load_train_dict,
+    parse_value,
+    read_toml,
+    resolve_relative,
+    set_dotted,
+    to_toml,
+)
+from .settings import (  # noqa: F401
+    AnswerSettings,
+    AugmentSettings,
+    DatasetSettings,
+    ExtractRecipe,
+    FinetuneRecipe,
+    FinetuneSettings,
+    HeadSettings,
+    ImageSettings,
+    OptimSettings,
+    SweepSettings,
+    TextSettings,
+    TrainRecipe,
+)

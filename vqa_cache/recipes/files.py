@@ -1,5 +1,6 @@
 """Recipe files: TOML in (read_toml, the `features` and `base` references) and out (to_toml), and the
 one setter of a dotted key (`--set optim.lr=3e-4`, a sweep's "optim.betas.1")."""
+
 from __future__ import annotations
 
 import datetime
@@ -25,6 +26,7 @@ def read_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"{path}: not valid TOML: {e}") from None
+
 
 def to_toml(data: dict, prefix: str = "") -> str:
     """Nested dicts as TOML tables (scalars first); empty dicts inline. (A sweep writes its best.toml.)"""

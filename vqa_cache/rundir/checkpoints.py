@@ -8,6 +8,7 @@ resume, also the optimizer, scheduler, RNG states and the run's history.
 torch and numpy are imported inside the functions (they load slowly): reading a run's JSON files
 (`vqa-cache runs`) imports neither.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -24,23 +25,25 @@ from .metrics import write_metrics
 
 CHECKPOINT_KEYS = ("model", "head", "vocab")
 RESUME_KEYS = ("optimizer", "scheduler", "epoch", "history", "best", "bad_epochs", "rng")
-_LOADING = threading.Lock()     # safe_globals() below edits torch's process-wide allowlist
+_LOADING = threading.Lock()  # safe_globals() below edits torch's process-wide allowlist
 
 
 def load_checkpoint(path: Path, resume: bool = False) -> dict:
     """A run checkpoint, loaded with weights_only=True: tensors and plain Python values only, so a crafted
     file cannot run code (it is bad input). Checks it holds a head, its weights and its vocabulary (and,
     for `resume`, the training state)."""
-    import torch            # (lazy: slow to import)
+    import torch  # (lazy: slow to import)
+
     if not path.is_file():
         raise BadInput(f"no checkpoint {path}")
     try:
         with _LOADING, torch.serialization.safe_globals(_numpy_rng_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        name = re.search(r"GLOBAL (\S+)", str(e))          # what it would have called or built
-        raise BadInput(f"{path}: not a vqa-cache checkpoint (unpickling refused"
-                       f"{': it names ' + name.group(1) if name else ''})") from None
+        name = re.search(r"GLOBAL (\S+)", str(e))  # what it would have called or built
+        raise BadInput(
+            f"{path}: not a vqa-cache checkpoint (unpickling refused{': it names ' + name.group(1) if name else ''})"
+        ) from None
     except Exception as e:
         raise BadInput(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     need = CHECKPOINT_KEYS + (RESUME_KEYS if resume else ())
@@ -60,12 +63,13 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save through a temporary file in the same directory (digest.atomic_file): `path` is whole or as
     it was, and a full disk leaves no temporary file behind."""
     import torch
+
     out = _Recording(None)
     try:
         with atomic_file(Path(path)) as f:
             out.f = f
             torch.save(payload, out)  # type: ignore[arg-type]  # a file-like object
-    except RuntimeError:        # torch's writer turns a failed write into "unexpected pos ...": say what it was
+    except RuntimeError:  # torch's writer turns a failed write into "unexpected pos ...": say what it was
         if out.error is None:
             raise
         raise write_error(Path(path), out.error) from None
@@ -113,12 +117,18 @@ def _numpy_rng_globals() -> list:
     np.random.get_state() returns it. Arrays only (data: the dtype of an object array is not allowed),
     under numpy 1's and numpy 2's module names."""
     import numpy as np
+
     try:
         from numpy._core.multiarray import _reconstruct
-    except ImportError:     # numpy < 2
+    except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return [(_reconstruct, "numpy.core.multiarray._reconstruct"), (_reconstruct, "numpy._core.multiarray._reconstruct"),
-            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return [
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        (_reconstruct, "numpy._core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+    ]
 
 
 def rng_state() -> dict:
@@ -126,9 +136,13 @@ def rng_state() -> dict:
     numpy's: (kind, keys as an int64 tensor, pos, has_gauss, cached_gaussian)."""
     import numpy as np
     import torch
+
     kind, keys, *rest = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],  # type: ignore[attr-defined]
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],  # type: ignore[attr-defined]
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -137,8 +151,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     import numpy as np
     import torch
+
     torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]       # keys: a tensor, or a uint32 array in older checkpoints
+    kind, keys, *rest = state["numpy"]  # keys: a tensor, or a uint32 array in older checkpoints
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():

@@ -1,5 +1,6 @@
 """Type checks of what a run's JSON files hold, so that a malformed file is one line naming the field (and
 a table of runs can mark that run unreadable and go on), never a TypeError deep in a reader."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,15 +17,17 @@ def count(value, least: int = 0) -> bool:
 
 
 # a head's config (heads.registry.KEYS + SETTINGS): what each key must be where it is present
-HEAD_FIELDS = {"name": (lambda v: isinstance(v, str) and v != "", "a head name"),
-               "image_dim": (lambda v: count(v, 1), "a positive integer"),
-               "question_dim": (lambda v: count(v, 1), "a positive integer"),
-               "num_answers": (lambda v: count(v, 1), "a positive integer"),
-               "hidden": (lambda v: count(v, 1), "a positive integer"),
-               "dropout": (lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)"),
-               "layers": (lambda v: count(v, 0), "an integer >= 0"),
-               "embed": (lambda v: count(v, 0), "an integer >= 0"),
-               "standardize": (lambda v: isinstance(v, bool), "true or false")}
+HEAD_FIELDS = {
+    "name": (lambda v: isinstance(v, str) and v != "", "a head name"),
+    "image_dim": (lambda v: count(v, 1), "a positive integer"),
+    "question_dim": (lambda v: count(v, 1), "a positive integer"),
+    "num_answers": (lambda v: count(v, 1), "a positive integer"),
+    "hidden": (lambda v: count(v, 1), "a positive integer"),
+    "dropout": (lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "layers": (lambda v: count(v, 0), "an integer >= 0"),
+    "embed": (lambda v: count(v, 0), "an integer >= 0"),
+    "standardize": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def check_head(path: Path, head, where: str = "head") -> None:

@@ -1,4 +1,5 @@
 """curves.png: the loss and accuracy curves of a run's metrics rows (also drawn into the report)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ def curves_figure(history: list, height: float = 4.0):
     """Train and validation loss, train accuracy, and validation accuracy overall and per answer type, per epoch (a
     matplotlib Figure: no pyplot, so sweep trials can draw in threads)."""
     import numpy as np
-    from matplotlib.figure import Figure        # (lazy: slow to import)
+    from matplotlib.figure import Figure  # (lazy: slow to import)
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
@@ -22,9 +23,10 @@ def curves_figure(history: list, height: float = 4.0):
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     loss_ax.legend()
     acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="val (all)", color="black", linewidth=2)
-    if any("train_accuracy" in h for h in history):          # (runs of earlier versions have none)
-        acc_ax.plot(epochs, [h.get("train_accuracy", np.nan) for h in history], label="train", color="black",
-                    linestyle="--")
+    if any("train_accuracy" in h for h in history):  # (runs of earlier versions have none)
+        acc_ax.plot(
+            epochs, [h.get("train_accuracy", np.nan) for h in history], label="train", color="black", linestyle="--"
+        )
     for kind in sorted({t for h in history for t in h.get("val_accuracy_per_type", {})}):
         acc_ax.plot(epochs, [h.get("val_accuracy_per_type", {}).get(kind, np.nan) for h in history], label=plain(kind))
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy (validation; train dashed)", ylim=(0, 1))

@@ -1,6 +1,7 @@
 """Reading and writing a run's files: JSON objects read with one clear message when they are not, and
 every file written whole or not at all (digest.atomic_file: a temporary file in the same directory,
 fsync'd, renamed; never through a symlink; a full disk is one line naming the file and the free space)."""
+
 from __future__ import annotations
 
 import json

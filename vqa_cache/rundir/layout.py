@@ -1,4 +1,5 @@
 """The files of a run directory, by name, and the one way a new run (or a sweep) directory is picked."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,13 +7,13 @@ from pathlib import Path
 from ..digest import check_out_path
 from ..errors import BadInput
 
-CONFIG = "config.json"              # the run's recipe, cache keys and specs, splits, vocabulary, head
-METRICS = "metrics.json"            # one row per finished epoch, and the best
-BEST, LAST = "best.pt", "last.pt"   # checkpoints (weights_only)
+CONFIG = "config.json"  # the run's recipe, cache keys and specs, splits, vocabulary, head
+METRICS = "metrics.json"  # one row per finished epoch, and the best
+BEST, LAST = "best.pt", "last.pt"  # checkpoints (weights_only)
 CURVES = "curves.png"
-PREDICTIONS = "predictions.json"    # the best model's validation predictions (official results format)
-REPORT = "report.html"              # `vqa-cache report`
-LOCK = ".lock"                      # while a process writes the run
+PREDICTIONS = "predictions.json"  # the best model's validation predictions (official results format)
+REPORT = "report.html"  # `vqa-cache report`
+LOCK = ".lock"  # while a process writes the run
 FILES = (CONFIG, METRICS, BEST, LAST, CURVES, PREDICTIONS)
 
 

@@ -1,6 +1,7 @@
 """metrics.json: {"epochs": [one row per finished epoch], "best": {"epoch", "val_accuracy"}}, rewritten
 whole after every epoch (a reader never sees half a file), and the one reader of it, which checks the shape
 and the types of what it returns."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ def read_metrics(run_dir, missing: str | None = None) -> dict:
     "best": {"epoch", "val_accuracy"}}; BadInput naming the field that is wrong, or `missing` (default: a
     message saying no epoch finished) when there is no file."""
     path = Path(run_dir) / METRICS
-    metrics = read_json_object(path, missing or f"{run_dir}: no metrics.json (not a run directory, or no epoch "
-                                                f"finished yet)")
+    metrics = read_json_object(
+        path, missing or f"{run_dir}: no metrics.json (not a run directory, or no epoch finished yet)"
+    )
     if not (isinstance(metrics.get("epochs"), list) and "best" in metrics):
         raise BadInput(f"{path}: not the metrics of a vqa-cache run (epochs and best)")
     for i, row in enumerate(metrics["epochs"]):

@@ -1,5 +1,6 @@
 """predictions.json (the best model's validation predictions, written at the end of a run) and
 `vqa-cache predict`'s files: the official VQA results format, [{"question_id", "answer"}]."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -26,4 +26,5 @@ in the sweep directory (default sweeps/NAME):
 
 space.py: the recipe and its space; sampler.py: the study; trials.py: run_sweep; report.py: what it writes.
 """
+
 from .trials import run_sweep  # noqa: F401

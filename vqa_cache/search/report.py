@@ -1,5 +1,6 @@
 """What a sweep leaves: trials.csv, best.toml (the base recipe with the best trial's parameters), the
 summary in sweep.json, and three plots (history.png, importance.png, params.png)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,20 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from matplotlib.figure import Figure          # no pyplot: thread-safe
+from matplotlib.figure import Figure  # no pyplot: thread-safe
 from matplotlib.ticker import NullFormatter
 from optuna.distributions import CategoricalDistribution
 
-from .. import messages
-from .. import recipes
-from ..rundir import save_figure, write_json, write_text
-from ..recipes import SweepSettings
+from .. import messages, recipes
 from ..plot_text import plain
+from ..recipes import SweepSettings
+from ..rundir import save_figure, write_json, write_text
 from .space import external, make_recipe
 
 FINISHED = ("COMPLETE", "PRUNED")
-STYLE: dict[str, dict] = {"COMPLETE": dict(color="C0", marker="o", label="complete"),
-         "PRUNED": dict(color="C7", marker="x", label="pruned")}
+STYLE: dict[str, dict] = {
+    "COMPLETE": dict(color="C0", marker="o", label="complete"),
+    "PRUNED": dict(color="C7", marker="x", label="pruned"),
+}
 
 
 def finish_sweep(study, dists: dict, base: dict, settings: SweepSettings, directory: Path) -> dict:
@@ -33,15 +35,21 @@ def finish_sweep(study, dists: dict, base: dict, settings: SweepSettings, direct
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state.name == "COMPLETE"]
     counts = {s: sum(t.state.name.lower() == s for t in trials) for s in ("complete", "pruned", "fail")}
-    result = {"dir": str(directory), "trials": counts,
-              "seconds": round(sum(t.user_attrs.get("seconds", 0) for t in trials), 1)}
+    result = {
+        "dir": str(directory),
+        "trials": counts,
+        "seconds": round(sum(t.user_attrs.get("seconds", 0) for t in trials), 1),
+    }
     if not done:
         messages.info(f"no trial completed ({counts}); no best.toml")
         return result
     best = max(done, key=lambda t: t.value)
     write_best_toml(directory, best, base, settings)
-    result.update(best_trial=best.number, best_val_accuracy=round(best.value, 6),
-                  best_params={k: external(v) for k, v in best.params.items()})
+    result.update(
+        best_trial=best.number,
+        best_val_accuracy=round(best.value, 6),
+        best_params={k: external(v) for k, v in best.params.items()},
+    )
     plot_history(study, directory)
     plot_importance(study, directory)
     plot_params(study, dists, directory)
@@ -61,12 +69,16 @@ def write_best_toml(directory: Path, best, base: dict, settings: SweepSettings) 
     _, data = make_recipe(base, best.params)
     data["name"] = f"{base['name']}-best"
     subset = f" on {settings.train_fraction:.0%} of the training questions" if settings.train_fraction < 1 else ""
-    header = (f"# best of sweep {directory} (trial {best.number}, val accuracy {best.value:.4f} with "
-              f"{settings.epochs or base['optim']['epochs']} epochs{subset}).\n"
-              f"# optim.epochs is the recipe's own ({data['optim']['epochs']}). "
-              f"`vqa-cache train {directory / 'best.toml'}`\n")
-    write_text(directory / "best.toml", header + "\n".join(f"# {k} = {external(v)!r}" for k, v in best.params.items())
-               + "\n\n" + recipes.to_toml(data))
+    header = (
+        f"# best of sweep {directory} (trial {best.number}, val accuracy {best.value:.4f} with "
+        f"{settings.epochs or base['optim']['epochs']} epochs{subset}).\n"
+        f"# optim.epochs is the recipe's own ({data['optim']['epochs']}). "
+        f"`vqa-cache train {directory / 'best.toml'}`\n"
+    )
+    write_text(
+        directory / "best.toml",
+        header + "\n".join(f"# {k} = {external(v)!r}" for k, v in best.params.items()) + "\n\n" + recipes.to_toml(data),
+    )
 
 
 def fmt(v):
@@ -94,16 +106,21 @@ def write_trials_csv(study, dists, path: Path) -> None:
     rows = []
     for t in study.get_trials(deepcopy=False):
         value = trial_value(t)
-        row = {"trial": t.number, "state": t.state.name.lower(),
-               "best_val_accuracy": "" if value is None else round(value, 6),
-               "epochs": t.user_attrs.get("epochs", len(t.intermediate_values) or ""),
-               "seconds": t.user_attrs.get("seconds", ""), "retry_of": t.user_attrs.get("retry_of", "")}
+        row = {
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "best_val_accuracy": "" if value is None else round(value, 6),
+            "epochs": t.user_attrs.get("epochs", len(t.intermediate_values) or ""),
+            "seconds": t.user_attrs.get("seconds", ""),
+            "retry_of": t.user_attrs.get("retry_of", ""),
+        }
         for k in dists:
             row[k] = t.params.get(k, "")
         rows.append(row)
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=["trial", "state", "best_val_accuracy", "epochs", "seconds", *dists,
-                                             "retry_of"])
+    writer = csv.DictWriter(
+        buf, fieldnames=["trial", "state", "best_val_accuracy", "epochs", "seconds", *dists, "retry_of"]
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
@@ -144,7 +161,7 @@ def plot_importance(study, directory: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             importance = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except Exception as e:    # too few completed trials, or no parameter varied
+    except Exception as e:  # too few completed trials, or no parameter varied
         messages.info(f"no parameter importances ({type(e).__name__}: {e})")
         return
     if not importance:
@@ -153,8 +170,10 @@ def plot_importance(study, directory: Path) -> None:
     ax = fig.subplots()
     names = list(importance)[::-1]
     ax.barh([plain(n) for n in names], [importance[n] for n in names], color="C0")
-    ax.set(xlabel=f"importance ({type(evaluator).__name__}, normalized)",
-           title=f"parameter importances ({sum(t.state.name == 'COMPLETE' for t in trials)} completed trials)")
+    ax.set(
+        xlabel=f"importance ({type(evaluator).__name__}, normalized)",
+        title=f"parameter importances ({sum(t.state.name == 'COMPLETE' for t in trials)} completed trials)",
+    )
     fig.tight_layout()
     save_figure(directory / "importance.png", fig, dpi=100)
 
@@ -183,7 +202,7 @@ def plot_params(study, dists: dict, directory: Path) -> None:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel=plain(key), ylabel="val accuracy")
-    for ax in axes[len(dists):]:
+    for ax in axes[len(dists) :]:
         ax.set_visible(False)
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle("validation accuracy against each parameter")

@@ -1,5 +1,6 @@
 """The study: Optuna's SQLite storage (study.db), a sampler that starts quasi-random and goes on with TPE,
 the median pruner, and the recovery of trials a kill interrupted."""
+
 from __future__ import annotations
 
 import threading
@@ -16,17 +17,26 @@ from ..recipes import SweepSettings
 def open_study(directory: Path, name: str, dists: dict, settings: SweepSettings) -> optuna.Study:
     """The study in DIR/study.db (made, or loaded to go on with)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = LockedRDBStorage(f"sqlite:///{(directory / 'study.db').resolve()}",
-                               engine_kwargs={"connect_args": {"timeout": 60}})
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=settings.prune_startup_trials,
-                                         n_warmup_steps=settings.prune_from_epoch)
-    return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                               sampler=make_sampler(dists, settings), pruner=pruner)
+    storage = LockedRDBStorage(
+        f"sqlite:///{(directory / 'study.db').resolve()}", engine_kwargs={"connect_args": {"timeout": 60}}
+    )
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=settings.prune_startup_trials, n_warmup_steps=settings.prune_from_epoch
+    )
+    return optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=make_sampler(dists, settings),
+        pruner=pruner,
+    )
 
 
 class LockedRDBStorage(optuna.storages.RDBStorage):
     """SQLite ignores SELECT ... FOR UPDATE, so two threads could both take the same queued (WAITING)
     trial; the state change is made atomic within this process (one sweep process per directory)."""
+
     _lock = threading.Lock()
 
     def set_trial_state_values(self, trial_id, state, values=None):
@@ -40,10 +50,10 @@ def make_sampler(dists: dict, settings: SweepSettings):
     class QmcThenTpe(BaseSampler):
         def __init__(self):
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # QMCSampler and multivariate TPE are "experimental"
+                warnings.simplefilter("ignore")  # QMCSampler and multivariate TPE are "experimental"
                 self.qmc = QMCSampler(scramble=True, seed=settings.seed, warn_independent_sampling=False)
                 self.tpe = TPESampler(seed=settings.seed, n_startup_trials=0, multivariate=True, constant_liar=True)
-            self.lock = threading.Lock()    # QMC's sample counter is a read-then-write of a study attribute
+            self.lock = threading.Lock()  # QMC's sample counter is a read-then-write of a study attribute
 
         def _qmc(self, trial):
             return trial.number < settings.startup_trials
@@ -55,7 +65,7 @@ def make_sampler(dists: dict, settings: SweepSettings):
         def sample_relative(self, study, trial, search_space):
             if self._qmc(trial):
                 with self.lock, warnings.catch_warnings():
-                    warnings.simplefilter("ignore")      # scipy: Sobol balance wants 2^k points
+                    warnings.simplefilter("ignore")  # scipy: Sobol balance wants 2^k points
                     return self.qmc.sample_relative(study, trial, search_space)
             return self.tpe.sample_relative(study, trial, search_space)
 

@@ -1,5 +1,6 @@
 """A sweep recipe: the base train recipe, the [sweep] settings, and the [space] of values to search, as
 Optuna distributions (list-valued choices, like betas, stored as JSON strings)."""
+
 from __future__ import annotations
 
 import copy
@@ -18,6 +19,7 @@ DEFAULT_SPACE = {
     "head.dropout": {"low": 0.0, "high": 0.5},
     "head.hidden": {"choices": [256, 512, 1024]},
 }
+
 
 def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[dict, recipes.SweepSettings, dict]:
     """(base train recipe as a dict, sweep settings, search space) from a sweep recipe.
@@ -48,8 +50,8 @@ def load_sweep(path: str | None, overrides=(), feature_overrides=()) -> tuple[di
     for item in overrides:
         key, _, value = item.partition("=")
         key = key.strip()
-        if key.startswith("space."):        # the rest of the key is one space entry: space.optim.lr={...}
-            space[key[len("space."):]] = recipes.parse_value(value.strip())
+        if key.startswith("space."):  # the rest of the key is one space entry: space.optim.lr={...}
+            space[key[len("space.") :]] = recipes.parse_value(value.strip())
             space_data = space
         else:
             (sweep_items if key.startswith("sweep.") else base_items).append(item)
@@ -77,11 +79,13 @@ def deep_merge(into: dict, other: dict) -> dict:
 
 def check_settings(settings: recipes.SweepSettings) -> None:
     """The [sweep] values in range (BadInput naming the key)."""
-    for field, ok, what in (("trials", settings.trials >= 1, "at least 1"),
-                            ("epochs", settings.epochs >= 0, "0 or more"),
-                            ("train_fraction", 0 < settings.train_fraction <= 1, "in (0, 1]"),
-                            ("jobs", settings.jobs >= 1, "at least 1"),
-                            ("startup_trials", settings.startup_trials >= 0, "0 or more")):
+    for field, ok, what in (
+        ("trials", settings.trials >= 1, "at least 1"),
+        ("epochs", settings.epochs >= 0, "0 or more"),
+        ("train_fraction", 0 < settings.train_fraction <= 1, "in (0, 1]"),
+        ("jobs", settings.jobs >= 1, "at least 1"),
+        ("startup_trials", settings.startup_trials >= 0, "0 or more"),
+    ):
         if not ok:
             raise BadInput(f"sweep.{field} = {getattr(settings, field)!r}: expected {what}")
 
@@ -92,7 +96,9 @@ def distributions(space: dict) -> dict:
     for key, entry in space.items():
         where = f"space {key!r}"
         if not isinstance(entry, dict):
-            raise BadInput(f"{where}: expected {{low = .., high = ..[, log = true][, step = ..]}} or {{choices = [..]}}")
+            raise BadInput(
+                f"{where}: expected {{low = .., high = ..[, log = true][, step = ..]}} or {{choices = [..]}}"
+            )
         unknown = set(entry) - {"low", "high", "log", "step", "choices"}
         if unknown:
             raise BadInput(f"{where}: unknown field {sorted(unknown)[0]!r} (known: low, high, log, step, choices)")
@@ -137,7 +143,7 @@ def make_recipe(base: dict, params: dict, epochs: int = 0):
     data = copy.deepcopy(base)
     for key, value in params.items():
         recipes.set_dotted(data, key, external(value), f"space {key!r}")
-    if epochs and "optim.epochs" not in params:      # sweep.epochs, unless the space searches optim.epochs
+    if epochs and "optim.epochs" not in params:  # sweep.epochs, unless the space searches optim.epochs
         data["optim"]["epochs"] = epochs
     return recipes.build(recipes.TrainRecipe, data), data
 

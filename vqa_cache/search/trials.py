@@ -1,6 +1,7 @@
 """Running a sweep: each trial a `train` run in DIR/trials/NNNN (its checkpoints deleted after), on the
 cache loaded once per process and shared by every trial (threads with `--jobs N`); the median pruner
 stops a trial from its epochs' validation accuracy; a trial that diverges is pruned, not a failure."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,24 +18,34 @@ import optuna
 import pyarrow as pa
 import torch
 
-from .. import messages
-from .. import data, heads, recipes
+from .. import data, heads, messages, recipes
 from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
+from ..rundir import drop_checkpoints, pick_dir, read_json_object, write_json
 from ..threads import describe, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
-from ..rundir import drop_checkpoints, pick_dir, read_json_object, write_json
-from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .guard import check_resumable, sweep_lock
+from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
 from .space import check_settings, check_space, distributions, load_sweep, make_recipe, suggest
 
 
-def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jobs: int | None = None,
-              out: str | None = None, resume: bool = False, overrides=(), feature_overrides=(),
-              extract_cmd: str = "vqa-cache extract", callbacks=(), threads: int | None = None, log=()) -> dict:
+def run_sweep(
+    recipe_path: str | None,
+    root: Path,
+    trials: int | None = None,
+    jobs: int | None = None,
+    out: str | None = None,
+    resume: bool = False,
+    overrides=(),
+    feature_overrides=(),
+    extract_cmd: str = "vqa-cache extract",
+    callbacks=(),
+    threads: int | None = None,
+    log=(),
+) -> dict:
     """Run (or continue) a sweep; returns the summary written to sweep.json["result"].
 
     callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep. threads: torch
@@ -51,21 +62,33 @@ def run_sweep(recipe_path: str | None, root: Path, trials: int | None = None, jo
     directory = sweep_dir(base["name"], settings, out, resume)
     with sweep_lock(directory):
         if resume:
-            check_resumable(directory, base["name"])       # before anything is written
-        return _run_sweep(directory, base, space, dists, settings, resume, root, extract_cmd, callbacks, threads,
-                          log)
+            check_resumable(directory, base["name"])  # before anything is written
+        return _run_sweep(directory, base, space, dists, settings, resume, root, extract_cmd, callbacks, threads, log)
 
 
-def _run_sweep(directory: Path, base: dict, space: dict, dists: dict, settings: SweepSettings, resume: bool,
-               root: Path, extract_cmd: str, callbacks, threads, log) -> dict:
+def _run_sweep(
+    directory: Path,
+    base: dict,
+    space: dict,
+    dists: dict,
+    settings: SweepSettings,
+    resume: bool,
+    root: Path,
+    extract_cmd: str,
+    callbacks,
+    threads,
+    log,
+) -> dict:
     write_sweep_json(directory, base, space, settings, resume)
     study = open_study(directory, base["name"], dists, settings)
     requeued = recover(study) if resume else 0
     finished = sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = max(0, settings.trials - finished)
-    messages.info(f"sweep {directory}: {len(dists)} parameters, {settings.trials} trials "
-          f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
-          f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time")
+    messages.info(
+        f"sweep {directory}: {len(dists)} parameters, {settings.trials} trials "
+        f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
+        f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time"
+    )
     if remaining:
         run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads, log)
     return finish_sweep(study, dists, base, settings, directory)
@@ -83,21 +106,37 @@ def sweep_dir(name: str, settings: SweepSettings, out: str | None, resume: bool)
 
 def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSettings, resume: bool) -> None:
     """sweep.json: the resolved base recipe, the space and the settings (a resumed sweep must match them)."""
-    record = {"base": base, "space": space, "sweep": {k: v for k, v in dataclasses.asdict(settings).items()
-                                                      if k not in ("trials", "jobs", "out")}}
+    record = {
+        "base": base,
+        "space": space,
+        "sweep": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("trials", "jobs", "out")},
+    }
     if resume:
         before = read_json_object(directory / "sweep.json", f"--resume: {directory / 'sweep.json'} is missing")
         for part in ("base", "space", "sweep"):
             if before.get(part) != record[part]:
-                raise BadInput(f"--resume: the {part} {'recipe' if part == 'base' else 'settings'} differ from "
-                               f"those {directory} was started with (see {directory / 'sweep.json'}); start a new "
-                               f"sweep instead")
+                raise BadInput(
+                    f"--resume: the {part} {'recipe' if part == 'base' else 'settings'} differ from "
+                    f"those {directory} was started with (see {directory / 'sweep.json'}); start a new "
+                    f"sweep instead"
+                )
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / "sweep.json", record)
 
 
-def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path,
-               extract_cmd: str, callbacks, threads: int | None = None, log=()) -> None:
+def run_trials(
+    study,
+    remaining: int,
+    base: dict,
+    dists: dict,
+    settings: SweepSettings,
+    directory: Path,
+    root: Path,
+    extract_cmd: str,
+    callbacks,
+    threads: int | None = None,
+    log=(),
+) -> None:
     """Optimize for `remaining` trials, with a progress bar of the sweep (the trials' own output hidden)."""
     t0 = time.time()
     features_for = features_loader(root, extract_cmd, settings)
@@ -110,8 +149,14 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
     messages.info(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
     objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for, log)
     lock = threading.Lock()
-    bar = progress_bar(total=settings.trials, initial=settings.trials - remaining, desc="sweep", unit="trial",
-                       file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(
+        total=settings.trials,
+        initial=settings.trials - remaining,
+        desc="sweep",
+        unit="trial",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     best_now = best_value(study)
     if best_now is not None:
         bar.set_postfix_str(f"best {best_now:.4f}")
@@ -128,16 +173,29 @@ def run_trials(study, remaining: int, base: dict, dists: dict, settings: SweepSe
     # the trials' own output (per-epoch lines and bars) would bury the sweep's bar
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         try:
-            study.optimize(objective, n_trials=remaining, n_jobs=settings.jobs, callbacks=[progress, *callbacks],
-                           gc_after_trial=False)
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                n_jobs=settings.jobs,
+                callbacks=[progress, *callbacks],
+                gc_after_trial=False,
+            )
         finally:
             bar.close()
             torch.set_num_threads(before)
     messages.info(f"{remaining} trials in {time.time() - t0:.0f}s")
 
 
-def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: Path, root: Path, extract_cmd: str,
-                   features_for, log=()):
+def make_objective(
+    base: dict,
+    dists: dict,
+    settings: SweepSettings,
+    directory: Path,
+    root: Path,
+    extract_cmd: str,
+    features_for,
+    log=(),
+):
     """The objective: a trial's parameters -> a `train` run (pruned by its epochs) -> its best accuracy."""
 
     def objective(trial):
@@ -151,16 +209,26 @@ def make_objective(base: dict, dists: dict, settings: SweepSettings, directory: 
             trial.report(row["val_accuracy"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {row['val_accuracy']:.4f} at epoch {epoch}")
+
         try:
-            metrics = train(recipe, root, out=str(run), extract_cmd=extract_cmd, features=features_for(recipe),
-                            on_epoch=on_epoch, log=log, label=f"{directory.name}/trials/{trial.number:04d}")
-        except Diverged as e:          # a setting that diverges is a bad setting, not a broken sweep
+            metrics = train(
+                recipe,
+                root,
+                out=str(run),
+                extract_cmd=extract_cmd,
+                features=features_for(recipe),
+                on_epoch=on_epoch,
+                log=log,
+                label=f"{directory.name}/trials/{trial.number:04d}",
+            )
+        except Diverged as e:  # a setting that diverges is a bad setting, not a broken sweep
             trial.set_user_attr("diverged", str(e))
             raise optuna.TrialPruned(f"diverged: {e}") from None
         finally:
             trial.set_user_attr("seconds", round(time.time() - start, 2))
-            drop_checkpoints(run)              # trials are retrained from best.toml, not reused
+            drop_checkpoints(run)  # trials are retrained from best.toml, not reused
         return metrics["best"]["val_accuracy"]
+
     return objective
 
 
@@ -173,9 +241,9 @@ def features_loader(root: Path, extract_cmd: str, settings: SweepSettings):
         need = (json.dumps(recipes.to_dict(recipe.features), sort_keys=True), json.dumps(heads.needs(recipe.head.name)))
         with lock:
             if need not in memo:
-                memo[need] = subsample(load_features(recipe, root, extract_cmd), settings.train_fraction,
-                                       settings.seed)
+                memo[need] = subsample(load_features(recipe, root, extract_cmd), settings.train_fraction, settings.seed)
             return memo[need]
+
     return get
 
 

@@ -17,6 +17,7 @@ What is logged (the same names in every tracker):
     params: the recipe (optim.lr, head.name, features.image.encoder, ...), cache_keys.image and .question,
     encoders.image / .image_weights / .text / .text_weights, head_config.*, vocabulary.*, mode
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,8 +27,7 @@ from pathlib import Path
 from ..errors import BadInput
 
 # tracker name -> (the module it needs, the extra that installs it)
-TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
-            "wandb": ("wandb", "wandb")}
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 
 
 class Callback:
@@ -59,8 +59,10 @@ def check_names(names) -> tuple[str, ...]:
             raise BadInput(f"--log {name!r}: expected one of {', '.join(TRACKERS)}")
         module, extra = TRACKERS[name]
         if importlib.util.find_spec(module) is None:
-            raise BadInput(f"--log {name}: {module} is not installed; install it with "
-                           f"pip install 'vqa-cache[{extra}]' (or pip install {module})")
+            raise BadInput(
+                f"--log {name}: {module} is not installed; install it with "
+                f"pip install 'vqa-cache[{extra}]' (or pip install {module})"
+            )
         if name not in out:
             out.append(name)
     return tuple(out)
@@ -96,13 +98,15 @@ def params_of(config: dict) -> dict:
     specs, enc = config.get("cache_specs") or {}, config.get("encoders") or {}
     image, text = specs.get("image") or {}, specs.get("question") or {}
     recipe_features = (config.get("recipe") or {}).get("features") or {}
-    out.update({
-        "mode": config.get("mode", "train"),
-        "encoders.image": image.get("encoder") or (recipe_features.get("image") or {}).get("encoder", ""),
-        "encoders.image_weights": image.get("weights") or enc.get("image", ""),
-        "encoders.text": text.get("encoder") or (recipe_features.get("text") or {}).get("encoder", ""),
-        "encoders.text_weights": text.get("weights") or enc.get("text", ""),
-    })
+    out.update(
+        {
+            "mode": config.get("mode", "train"),
+            "encoders.image": image.get("encoder") or (recipe_features.get("image") or {}).get("encoder", ""),
+            "encoders.image_weights": image.get("weights") or enc.get("image", ""),
+            "encoders.text": text.get("encoder") or (recipe_features.get("text") or {}).get("encoder", ""),
+            "encoders.text_weights": text.get("weights") or enc.get("text", ""),
+        }
+    )
     for part in ("cache_keys", "head_config", "vocabulary"):
         flatten(part, config.get("head" if part == "head_config" else part) or {}, out)
     return {k: v for k, v in out.items() if k}

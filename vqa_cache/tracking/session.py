@@ -1,4 +1,5 @@
 """A run's trackers as one Callbacks, opened and closed around the run (session)."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

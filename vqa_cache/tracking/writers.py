@@ -11,6 +11,7 @@
   later); project $WANDB_PROJECT or "vqa-cache"; step/train_loss against "step", the epoch's values
   against "epoch".
 """
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ class TensorBoard(Callback):
     def start(self, run_dir: Path, config: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
+
         self.writer = SummaryWriter(log_dir=str(run_dir))
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params_of(config).items()}
         experiment, start, self.end_info = hparams(params, {"val_accuracy": 0.0})
@@ -61,6 +63,7 @@ class MLflow(Callback):
     def start(self, run_dir: Path, config: dict) -> None:
         from mlflow import MlflowClient
         from mlflow.entities import Param
+
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -69,21 +72,24 @@ class MLflow(Callback):
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "vqa-cache"
         experiment = client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
-        run = client.create_run(experiment_id, run_name=self.label or run_dir.name,
-                                tags={"run_dir": str(run_dir.resolve())})
+        run = client.create_run(
+            experiment_id, run_name=self.label or run_dir.name, tags={"run_dir": str(run_dir.resolve())}
+        )
         self.run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in params_of(config).items()]
-        for i in range(0, len(params), 100):              # log_batch takes at most 100 params a call
-            client.log_batch(self.run_id, params=params[i:i + 100])
+        for i in range(0, len(params), 100):  # log_batch takes at most 100 params a call
+            client.log_batch(self.run_id, params=params[i : i + 100])
 
     def log(self, points) -> None:
         """points: (key, value, step) triples, in batches of at most 1000 (log_batch's limit)."""
         import time
+
         from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v, step in points]
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
     def steps(self, first, losses):
         self.log(("step/train_loss", loss, first + i) for i, loss in enumerate(losses))
@@ -102,11 +108,16 @@ class WandB(Callback):
 
     def start(self, run_dir: Path, config: dict) -> None:
         import wandb
+
         self.run = run = wandb.init(
-            mode=os.environ.get("WANDB_MODE") or "offline", dir=str(run_dir),  # type: ignore[arg-type]
-            project=os.environ.get("WANDB_PROJECT") or "vqa-cache", name=self.label or run_dir.name,
-            config=params_of(config), reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off", disable_git=True))
+            mode=os.environ.get("WANDB_MODE") or "offline",  # type: ignore[arg-type]
+            dir=str(run_dir),
+            project=os.environ.get("WANDB_PROJECT") or "vqa-cache",
+            name=self.label or run_dir.name,
+            config=params_of(config),
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off", disable_git=True),
+        )
         run.define_metric("step")
         run.define_metric("step/*", step_metric="step")
         run.define_metric("epoch")

@@ -2,6 +2,7 @@
 the cache holds them, and a batch is an index gather made float32: no per-item Dataset, no DataLoader. Image features streamed from the shards come in
 groups of row chunks (stream_batches). For finetune, `image` and `question` are Rows: a batch is then
 the rows themselves, which its model encodes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,16 @@ from ..cache.reader import ImageStream
 from .splits import Split
 
 
-def epoch_batches(split: Split, image, question, rows: torch.Tensor, batch_size: int, seed: int, epoch: int,
-                  group_by_image: bool = False):
+def epoch_batches(
+    split: Split,
+    image,
+    question,
+    rows: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_image: bool = False,
+):
     """The epoch's training batches (question indices, image batch, question batch) over `rows` of `split`:
     in a random order drawn from (seed, epoch), the same on every rank (epoch_order); streamed image
     features in random groups of chunks."""
@@ -34,7 +43,7 @@ def batches(split: Split, image, question, rows: torch.Tensor, batch_size: int):
             yield idx, img, gather(question, split.q_row[idx])
         return
     for s in range(0, len(rows), batch_size):
-        idx = rows[s:s + batch_size]
+        idx = rows[s : s + batch_size]
         yield idx, gather(image, split.img_row[idx]), gather(question, split.q_row[idx])
 
 
@@ -65,8 +74,7 @@ class Rows:
         return idx
 
 
-def stream_batches(stream: ImageStream, split: Split, questions: torch.Tensor, batch_size: int, device,
-                   generator=None):
+def stream_batches(stream: ImageStream, split: Split, questions: torch.Tensor, batch_size: int, device, generator=None):
     """(question indices, image features [b, ...] float32, on `device`) for `questions` of `split`, the image
     features read from the shards by `stream`.
 
@@ -89,7 +97,7 @@ def stream_batches(stream: ImageStream, split: Split, questions: torch.Tensor, b
             p = torch.randperm(len(q), generator=generator)
             q, local = q[p], local[p]
         for s in range(0, len(q), batch_size):
-            yield q[s:s + batch_size].to(device), feats[local[s:s + batch_size].to(device)].float()
+            yield q[s : s + batch_size].to(device), feats[local[s : s + batch_size].to(device)].float()
 
     for c, start, rows in stream.read(order):
         base[c] = pending

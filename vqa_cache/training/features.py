@@ -1,5 +1,6 @@
 """The features a stage-two run reads: the cache plan of its recipe, rebuilt without downloading
 anything, and the two complete entries it names, in memory (or the images streamed from disk)."""
+
 from __future__ import annotations
 
 import math
@@ -26,6 +27,7 @@ class Features(NamedTuple):
     [N, Di] or grid [N, h*w, Di] float16 on the CPU (as the cache holds them; a batch is made float32), or an
     ImageStream; question features pooled [M, Dq] or token states [M, L, Dq] with padding positions zeroed,
     float16, or token ids [M, L] int64 (id + 1, 0 = padding)."""
+
     plan: Plan
     tensors: dict
     cache_keys: dict
@@ -86,8 +88,9 @@ def check_outputs(head: str, need: dict, image_spec: dict, question_spec: dict) 
         fix.append(f"--features {need['image']} (or pooled+grid)")
     bow = question_spec.get("encoder") == "bow"
     if need["question"] == "tokens" and not question_spec.get("tokens"):
-        missing.append(f"question token states (this cache has pooled "
-                       f"{'bag-of-words vectors' if bow else 'vectors only'})")
+        missing.append(
+            f"question token states (this cache has pooled {'bag-of-words vectors' if bow else 'vectors only'})"
+        )
         fix.append(("a Hugging Face --text-encoder and " if bow else "") + "--set text.tokens=true")
     if need["question"] == "ids" and not question_spec.get("ids"):
         missing.append("question token ids (this cache has no ids)")
@@ -109,7 +112,8 @@ def memory_budget(device: torch.device | None = None) -> int:
         if not (math.isfinite(value) and value > 0):
             raise BadInput(f"VQA_CACHE_MEMORY_BUDGET={env!r}: expected a positive number of bytes, e.g. 8G or 500M")
         return int(value)
-    import psutil     # (lazy: only when no budget is given)
+    import psutil  # (lazy: only when no budget is given)
+
     budget = psutil.virtual_memory().available // 2
     if device is not None and device.type == "cuda":
         budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)

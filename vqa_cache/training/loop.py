@@ -13,6 +13,7 @@ Under torchrun every rank draws the same epoch order and the same global batches
 rank r takes the r-th near-equal part of each, its loss weighted by its share, so that DDP's gradient
 average is the single-process batch's gradient: the same steps and schedule as one process.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,36 +25,66 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import messages
-from .. import distributed as dist, tracking
+from .. import distributed as dist
+from .. import messages, tracking
 from ..device import amp, resolve_precision
 from ..errors import BadInput
 from ..progress import progress
 from ..recipes import to_dict
-from ..rundir import (BEST, CONFIG, CURVES, LAST, METRICS, PREDICTIONS, check_cache_keys, load_checkpoint,
-                      plot_curves, rng_state, save_epoch, set_rng_state, write_config, write_metrics,
-                      write_predictions)
+from ..rundir import (
+    BEST,
+    CONFIG,
+    CURVES,
+    LAST,
+    METRICS,
+    PREDICTIONS,
+    check_cache_keys,
+    load_checkpoint,
+    plot_curves,
+    rng_state,
+    save_epoch,
+    set_rng_state,
+    write_config,
+    write_metrics,
+    write_predictions,
+)
 from .batches import accumulation_groups, epoch_batches
 from .parts import FitParts
-from .splits import trainable
 from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
-from .steps import DeviceTally, EpochTotals, History, StepLosses, batch_loss, batch_score, check_finite, evaluate, rank_part
+from .splits import trainable
+from .steps import (
+    DeviceTally,
+    EpochTotals,
+    History,
+    StepLosses,
+    batch_loss,
+    batch_score,
+    check_finite,
+    evaluate,
+    rank_part,
+)
 
 
 class Fit:
     """One run's parts (FitParts), which run_fit drives. Subclasses (CachedFit, FinetuneFit) build them and
     override the hooks below."""
-    mode = None                  # checkpoints' "mode" ("finetune"; a `train` checkpoint has none)
-    unit = "step"                # what a NaN message counts ("batch" when a step takes several)
-    tally = DeviceTally          # how an epoch's losses are summed (steps.py)
-    lr_names = ("lr",)           # the learning rate of each parameter group, in the metrics rows
+
+    mode = None  # checkpoints' "mode" ("finetune"; a `train` checkpoint has none)
+    unit = "step"  # what a NaN message counts ("batch" when a step takes several)
+    tally = DeviceTally  # how an epoch's losses are summed (steps.py)
+    lr_names = ("lr",)  # the learning rate of each parameter group, in the metrics rows
     record_train_seconds = False
-    callbacks = tracking.NONE    # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
+    callbacks = tracking.NONE  # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
 
     def __init__(self, parts: FitParts):
         recipe, device, param_groups = parts.recipe, parts.device, parts.param_groups
         self.recipe, self.run_dir, self.device, self.splits, self.vocab = (
-            recipe, parts.run_dir, device, parts.splits, parts.vocab)
+            recipe,
+            parts.run_dir,
+            device,
+            parts.splits,
+            parts.vocab,
+        )
         self.model, self.head, self.image, self.question = parts.model, parts.head, parts.image, parts.question
         self.cache_keys, self.head_config, self.config = parts.cache_keys, parts.head_config, parts.config
         self.config.setdefault("head_parameters", sum(p.numel() for p in self.head.parameters()))  # (`runs` reads it)
@@ -98,7 +129,8 @@ class Fit:
     def wrap_ddp(self) -> torch.nn.Module:
         # static_graph: heads whose unused parameters are the same every step are fine
         return torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, static_graph=True)
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, static_graph=True
+        )
 
     def global_batch(self, image, question) -> torch.Tensor | None:
         """Under torchrun, a global batch before it is cut into the ranks' parts: the keys no cut may separate
@@ -109,7 +141,7 @@ class Fit:
         """The trained weights of a checkpoint (best.pt at the end, last.pt to resume)."""
         self.head.load_state_dict(ckpt["model"])
 
-    def epoch_extra(self) -> dict:          # more of an epoch's metrics row (finetune: the augmentation tally)
+    def epoch_extra(self) -> dict:  # more of an epoch's metrics row (finetune: the augmentation tally)
         return {}
 
     def checkpoint_extra(self) -> dict:
@@ -119,8 +151,9 @@ class Fit:
         """What else a resumed run takes from last.pt."""
 
 
-def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None = None,
-            extend: str | None = None) -> dict:
+def run_fit(
+    fit: Fit, resume: bool = False, on_epoch=None, started: float | None = None, extend: str | None = None
+) -> dict:
     """Train `fit` for the recipe's epochs (from last.pt with `resume`); returns {"epochs", "best"}.
     extend: with `resume` past the run's planned epochs, "tail" (the default) or "cycle" (schedule.py).
     on_epoch(epoch, row): called after each epoch's checkpoints and metrics are written (an exception it
@@ -155,7 +188,7 @@ def run_fit(fit: Fit, resume: bool = False, on_epoch=None, started: float | None
     if not history.epochs:
         raise BadInput(f"{fit.run_dir}: nothing to train (already at epoch {history.last} of {optim.epochs})")
     if not main:
-        dist.barrier()      # rank 0 writes the run out; the ranks then leave the process group together
+        dist.barrier()  # rank 0 writes the run out; the ranks then leave the process group together
         return {"epochs": history.epochs, "best": history.best}
     result = finish_run(fit, history, started)
     dist.barrier()
@@ -167,17 +200,17 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
     t0 = time.time()
     mine = train_epoch(fit, model, epoch)
     loss_sum, seen, score = dist.all_reduce([mine.loss_sum, float(mine.seen), mine.score])
-    check_finite(loss_sum, dist.all_reduce(mine.first_bad, "min"), epoch, fit.batches_per_epoch, fit.run_dir,
-                 fit.unit)
+    check_finite(loss_sum, dist.all_reduce(mine.first_bad, "min"), epoch, fit.batches_per_epoch, fit.run_dir, fit.unit)
     extra = {"train_seconds": round(time.time() - t0, 3)} if fit.record_train_seconds else {}
     extra.update(fit.epoch_extra())
     val = None
     if dist.is_main():
-        ev = evaluate(fit.model, fit.splits["val"], fit.image, fit.question, fit.eval_batch_size, len(fit.vocab),
-                      fit.ctx)
+        ev = evaluate(
+            fit.model, fit.splits["val"], fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx
+        )
         val = (ev.loss, ev.accuracy, ev.per_type)
-    val = dist.broadcast(val)                                   # rank 0's
-    used = fit.used_lrs          # the lr of the epoch's last optimizer step, as it was used
+    val = dist.broadcast(val)  # rank 0's
+    used = fit.used_lrs  # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
     lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
     return history.record(epoch, (loss_sum / seen, score / seen), val, lrs, t0, extra)
@@ -189,10 +222,18 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> EpochTotals:
     optim, split = fit.recipe.optim, fit.splits["train"]
     model.train()
     tally = fit.tally(fit.device)
-    batches = epoch_batches(split, fit.image, fit.question, fit.rows, optim.batch_size, fit.recipe.seed, epoch,
-                            fit.group_by_image)
-    bar = progress(batches, total=fit.batches_per_epoch, desc=f"epoch {epoch}/{optim.epochs}", unit="batch",
-                   leave=False, file=sys.stderr, disable=not dist.is_main())
+    batches = epoch_batches(
+        split, fit.image, fit.question, fit.rows, optim.batch_size, fit.recipe.seed, epoch, fit.group_by_image
+    )
+    bar = progress(
+        batches,
+        total=fit.batches_per_epoch,
+        desc=f"epoch {epoch}/{optim.epochs}",
+        unit="batch",
+        leave=False,
+        file=sys.stderr,
+        disable=not dist.is_main(),
+    )
     fit.optimizer.zero_grad(set_to_none=True)
     number = 0
     steps = StepLosses(fit.callbacks, (epoch - 1) * math.ceil(fit.batches_per_epoch / fit.accumulate) + 1)
@@ -200,8 +241,7 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> EpochTotals:
         questions = sum(len(idx) for idx, _, _ in group)
         for k, (idx, image, question) in enumerate(group):
             number += 1
-            loss, count, score = fit_batch(fit, model, idx, image, question, len(idx) / questions,
-                                           k == len(group) - 1)
+            loss, count, score = fit_batch(fit, model, idx, image, question, len(idx) / questions, k == len(group) - 1)
             if tally.add(loss, count, number, score):
                 bar.close()
                 return tally.totals()
@@ -214,20 +254,23 @@ def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> EpochTotals:
     return tally.totals()
 
 
-def fit_batch(fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, question, weight: float,
-              last: bool) -> tuple[torch.Tensor, float, torch.Tensor]:
+def fit_batch(
+    fit: Fit, model: torch.nn.Module, idx: torch.Tensor, image, question, weight: float, last: bool
+) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Forward and backward of one batch (this rank's part of it), its loss weighted by `weight` (its share
     of the accumulation group); after the group's `last` batch, the step. (detached loss, questions counted,
     summed score of its predictions)."""
     count, world = len(idx), dist.world()
-    if world > 1:                       # this rank's part of the global batch
+    if world > 1:  # this rank's part of the global batch
         part, share, count = rank_part(len(idx), world, dist.rank(), fit.global_batch(image, question))
         idx, image, question, weight = idx[part], image[part], question[part], weight * share
-    with model.no_sync() if world > 1 and not last else nullcontext():     # sync on the group's last batch
+    with model.no_sync() if world > 1 and not last else nullcontext():  # sync on the group's last batch
         with fit.ctx:
             logits = model(image, question)
         loss = batch_loss(logits, fit.splits["train"], idx, len(fit.vocab))
-        score = batch_score(logits, fit.splits["train"], idx) * (count / len(idx))    # a whole batch on every rank: 1/world
+        score = batch_score(logits, fit.splits["train"], idx) * (
+            count / len(idx)
+        )  # a whole batch on every rank: 1/world
         weighted = loss * weight
         (fit.scaler.scale(weighted) if fit.scaler else weighted).backward()
     if last:
@@ -252,12 +295,23 @@ def optimizer_step(fit: Fit) -> None:
 
 def checkpoint(fit: Fit, history: History) -> dict:
     """last.pt / best.pt: tensors and plain values only (rundir/checkpoints.py)."""
-    return {"model": fit.head.state_dict(), "head": fit.head_config, "vocab": fit.vocab.to_dict(),
-            "cache_keys": fit.cache_keys, "recipe": to_dict(fit.recipe), "optimizer": fit.optimizer.state_dict(),
-            "scheduler": fit.scheduler.state_dict(), "epoch": history.last, "history": history.epochs,
-            "best": history.best, "bad_epochs": history.bad_epochs, "rng": rng_state(),
-            "scaler": fit.scaler.state_dict() if fit.scaler else None, "schedule": fit.schedule_plan,
-            **fit.checkpoint_extra()}
+    return {
+        "model": fit.head.state_dict(),
+        "head": fit.head_config,
+        "vocab": fit.vocab.to_dict(),
+        "cache_keys": fit.cache_keys,
+        "recipe": to_dict(fit.recipe),
+        "optimizer": fit.optimizer.state_dict(),
+        "scheduler": fit.scheduler.state_dict(),
+        "epoch": history.last,
+        "history": history.epochs,
+        "best": history.best,
+        "bad_epochs": history.bad_epochs,
+        "rng": rng_state(),
+        "scaler": fit.scaler.state_dict() if fit.scaler else None,
+        "schedule": fit.schedule_plan,
+        **fit.checkpoint_extra(),
+    }
 
 
 def resume_history(fit: Fit, extend: str | None = None) -> History:
@@ -269,18 +323,21 @@ def resume_history(fit: Fit, extend: str | None = None) -> History:
         raise BadInput(f"--resume: {fit.run_dir} is not a {fit.mode or 'train'} run")
     check_cache_keys(path, ckpt, fit.cache_keys)
     if ckpt["vocab"].get("answers") != fit.vocab.answers:
-        raise BadInput(f"{path}: its answer vocabulary differs from this recipe's "
-                       f"({len(ckpt['vocab'].get('answers') or [])} vs {len(fit.vocab)} answers): resume with the "
-                       f"run's own recipe")
+        raise BadInput(
+            f"{path}: its answer vocabulary differs from this recipe's "
+            f"({len(ckpt['vocab'].get('answers') or [])} vs {len(fit.vocab)} answers): resume with the "
+            f"run's own recipe"
+        )
     if ckpt["head"] != fit.head_config:
         raise BadInput(f"{path}: head {ckpt['head']} differs from this recipe's {fit.head_config}")
     fit.load_weights(ckpt, path)
     fit.optimizer.load_state_dict(ckpt["optimizer"])
-    plan, extension = resumed_plan(ckpt.get("schedule"), ckpt["recipe"]["optim"], fit.recipe.optim,
-                                   fit.steps_per_epoch, extend)
+    plan, extension = resumed_plan(
+        ckpt.get("schedule"), ckpt["recipe"]["optim"], fit.recipe.optim, fit.steps_per_epoch, extend
+    )
     fit.set_plan(plan)
     fit.scheduler.load_state_dict(ckpt["scheduler"])
-    factor = fit.scheduler.lr_lambdas[0](fit.scheduler.last_epoch)      # the next step's lr, under the plan
+    factor = fit.scheduler.lr_lambdas[0](fit.scheduler.last_epoch)  # the next step's lr, under the plan
     for group, base in zip(fit.optimizer.param_groups, fit.scheduler.base_lrs):
         group["lr"] = base * factor
     if fit.scaler and ckpt.get("scaler"):
@@ -296,18 +353,22 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     curves.png, and the closing lines; the metrics."""
     run_dir, val = fit.run_dir, fit.splits["val"]
     fit.load_weights(load_checkpoint(run_dir / BEST), run_dir / BEST)
-    preds = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab),
-                     fit.ctx).predictions
-    write_predictions(run_dir / PREDICTIONS, val.table.column("question_id").to_pylist(),
-                      [fit.vocab.answers[int(p)] for p in preds])
+    preds = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx).predictions
+    write_predictions(
+        run_dir / PREDICTIONS, val.table.column("question_id").to_pylist(), [fit.vocab.answers[int(p)] for p in preds]
+    )
     metrics = write_metrics(run_dir, history.epochs, history.best)
     fit.callbacks.end(metrics)
     plot_curves(run_dir / CURVES, history.epochs)
     best, first = history.best, history.epochs[0]["epoch"]
     per_type = history.epochs[best["epoch"] - first]["val_accuracy_per_type"] if first <= best["epoch"] else {}
-    messages.info(f"\nbest val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}"
-          + (f" ({', '.join(f'{k} {v:.4f}' for k, v in per_type.items())})" if per_type else ""))
-    messages.info(f"{history.last} epochs, {np.mean([h['seconds'] for h in history.epochs]):.2f} s/epoch, "
-          f"{time.time() - started:.1f} s in all")
+    messages.info(
+        f"\nbest val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}"
+        + (f" ({', '.join(f'{k} {v:.4f}' for k, v in per_type.items())})" if per_type else "")
+    )
+    messages.info(
+        f"{history.last} epochs, {np.mean([h['seconds'] for h in history.epochs]):.2f} s/epoch, "
+        f"{time.time() - started:.1f} s in all"
+    )
     messages.info(f"results in {run_dir}/: {METRICS} {CURVES} {PREDICTIONS} {BEST} {LAST} {CONFIG}")
     return metrics

@@ -17,6 +17,7 @@ the run's extensions. `--resume` with more epochs than planned never raises the 
 added epochs continue the schedule's tail (its final lr: min_lr for cosine); `--extend cycle` asks for a
 new cosine cycle from lr down to min_lr over the added epochs. Each metrics row says its phase (lr_phase).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,38 +30,51 @@ from ..recipes import OptimSettings
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant", "step")
 EXTEND = ("tail", "cycle")
-ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4          # torch's OneCycleLR defaults
+ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4  # torch's OneCycleLR defaults
 
 
 def make_optimizer(param_groups: list[dict], optim: OptimSettings) -> torch.optim.Optimizer:
     """optim.name's optimizer over the parameter groups (each may carry its own lr)."""
     if optim.name == "adamw":
-        return torch.optim.AdamW(param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                 weight_decay=optim.weight_decay)
+        return torch.optim.AdamW(
+            param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+        )
     if optim.name == "adam":
-        return torch.optim.Adam(param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                weight_decay=optim.weight_decay)
+        return torch.optim.Adam(
+            param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+        )
     if optim.name == "sgd":
-        return torch.optim.SGD(param_groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
-                               weight_decay=optim.weight_decay)
+        return torch.optim.SGD(
+            param_groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov, weight_decay=optim.weight_decay
+        )
     raise BadInput(f"recipe key 'optim.name' must be one of {', '.join(OPTIMIZERS)}, got {optim.name!r}")
 
 
 def new_plan(optim: OptimSettings, steps_per_epoch: int) -> dict:
     """The schedule of a fresh run: its name, horizon (epochs), the planned epochs, no extensions."""
-    return {"schedule": optim.schedule, "steps_per_epoch": steps_per_epoch,
-            "horizon_epochs": optim.horizon_epochs or optim.epochs, "epochs": optim.epochs, "extensions": []}
+    return {
+        "schedule": optim.schedule,
+        "steps_per_epoch": steps_per_epoch,
+        "horizon_epochs": optim.horizon_epochs or optim.epochs,
+        "epochs": optim.epochs,
+        "extensions": [],
+    }
 
 
-def resumed_plan(saved: dict | None, saved_optim: dict, optim: OptimSettings, steps_per_epoch: int,
-                 extend: str | None) -> tuple[dict, str | None]:
+def resumed_plan(
+    saved: dict | None, saved_optim: dict, optim: OptimSettings, steps_per_epoch: int, extend: str | None
+) -> tuple[dict, str | None]:
     """The plan of a resumed run: the checkpoint's (a run of an earlier version: made from its recipe), with
     an extension when optim.epochs goes past it ("tail" unless `extend` says "cycle"). (plan, what the run
     line says of it, or None when nothing changed)."""
-    if saved is None:       # a run of an earlier version: its recipe's cosine over its epochs
-        saved = {"schedule": saved_optim.get("schedule", "cosine"), "steps_per_epoch": steps_per_epoch,
-                 "horizon_epochs": saved_optim.get("horizon_epochs") or saved_optim["epochs"],
-                 "epochs": saved_optim["epochs"], "extensions": []}
+    if saved is None:  # a run of an earlier version: its recipe's cosine over its epochs
+        saved = {
+            "schedule": saved_optim.get("schedule", "cosine"),
+            "steps_per_epoch": steps_per_epoch,
+            "horizon_epochs": saved_optim.get("horizon_epochs") or saved_optim["epochs"],
+            "epochs": saved_optim["epochs"],
+            "extensions": [],
+        }
     plan = {**saved, "extensions": list(saved.get("extensions", []))}
     end = plan["epochs"]
     if extend is not None and extend not in EXTEND:
@@ -73,8 +87,10 @@ def resumed_plan(saved: dict | None, saved_optim: dict, optim: OptimSettings, st
     plan["extensions"].append({"after_epoch": end, "to_epoch": optim.epochs, "mode": mode})
     plan["epochs"] = optim.epochs
     if mode == "tail":
-        said = (f"epochs {end + 1}-{optim.epochs} continue the {plan['schedule']} schedule's tail at its final lr "
-                f"(it ended at epoch {plan['horizon_epochs']:g}); --extend cycle starts a new cosine cycle instead")
+        said = (
+            f"epochs {end + 1}-{optim.epochs} continue the {plan['schedule']} schedule's tail at its final lr "
+            f"(it ended at epoch {plan['horizon_epochs']:g}); --extend cycle starts a new cosine cycle instead"
+        )
     else:
         said = f"epochs {end + 1}-{optim.epochs} are a new cosine cycle from lr {optim.lr:g} down to min_lr {optim.min_lr:g}"
     return plan, f"extending from {end} to {optim.epochs} epochs: {said}"
@@ -101,6 +117,7 @@ def lr_factor(optim: OptimSettings, plan: dict):
                 t = min(1.0, (step - start) / max(1, end - start))
                 return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
         return base(step)
+
     return f
 
 
@@ -113,11 +130,13 @@ def base_factor(optim: OptimSettings, name: str, spe: int, total: int):
         return value * (step + 1) / warm if step < warm else value
 
     if name == "cosine":
+
         def f(step):
             if step < warm:
                 return (step + 1) / warm
             t = min(1.0, (step - warm) / max(1, total - warm))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
         return f
     if name == "constant":
         return lambda step: warmup(step, 1.0)
@@ -141,4 +160,5 @@ def onecycle(pct_start: float, total: int):
         if step <= up:
             return anneal(start, 1.0, step / up) if up > 0 else 1.0
         return anneal(1.0, low, (step - up) / max(1e-12, total - 1 - up))
+
     return f

@@ -1,5 +1,6 @@
 """The training and validation splits of stage two: questions as row indices into the feature tensors,
 with their answer targets (class ids and soft scores in the vocabulary of the training split)."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -9,8 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .. import messages
-from .. import data
+from .. import data, messages
 from ..answers import Vocabulary
 from ..answers.table import AnswerTable, answer_table, vocabulary
 from ..cache.targets import cached_answer_table
@@ -34,13 +34,13 @@ class Split:
         idx = np.full((len(answers.n), width), len(vocab), dtype=np.int64)
         val = np.zeros((len(answers.n), width), dtype=np.float32)
         w = min(width, answers.candidates.shape[1])
-        classes = answers.classes(vocab)[answers.candidates[:, :w]]      # (-1 pads -> the last entry: none)
+        classes = answers.classes(vocab)[answers.candidates[:, :w]]  # (-1 pads -> the last entry: none)
         idx[:, :w] = classes
         val[:, :w] = np.where(classes < len(vocab), answers.scores[:, :w], 0)
         self.target_idx, self.target_val = torch.from_numpy(idx), torch.from_numpy(val)
-        self.multi = int(answers.n.max(initial=1)) > 1      # 10 human answers -> soft BCE
+        self.multi = int(answers.n.max(initial=1)) > 1  # 10 human answers -> soft BCE
         self.answer_type = table.column("answer_type").to_pylist()
-        self.coverage = answers.coverage(vocab)             # share whose best answer is a class
+        self.coverage = answers.coverage(vocab)  # share whose best answer is a class
 
     def __len__(self):
         return len(self.img_row)
@@ -53,8 +53,13 @@ class Split:
 
 def make_split(table: pa.Table, tensors: dict, vocab: Vocabulary, answers: AnswerTable | None = None) -> Split:
     """The Split of a samples table's questions, whose image ids and texts are rows of tensors[kind][0]."""
-    return Split(table, positions(table.column("image_id"), tensors["image"][0]),
-                 positions(table.column("question"), tensors["question"][0]), vocab, answers)
+    return Split(
+        table,
+        positions(table.column("image_id"), tensors["image"][0]),
+        positions(table.column("question"), tensors["question"][0]),
+        vocab,
+        answers,
+    )
 
 
 def positions(column, ids: list) -> np.ndarray:
@@ -75,6 +80,7 @@ def with_features(table: pa.Table, image_ids: list[str]) -> tuple[pa.Table, int]
 class Splits(NamedTuple):
     """A run's splits {"train", "val"}, the answer vocabulary of the training split, (train name, val name),
     and how many questions were dropped for want of image features."""
+
     splits: dict
     vocab: Vocabulary
     names: tuple[str, str]
@@ -93,18 +99,22 @@ def build_splits(plan, tensors: dict, recipe: TrainRecipe, root=None) -> Splits:
     table, dropped = (plan.samples, 0) if keep.all() else (plan.samples.filter(keep), int((~keep).sum()))
     if dropped:
         messages.info(f"dropping {dropped} questions whose images were skipped as unreadable at extraction")
-    answers = cached_answer_table(root, plan.samples.column("answers"), write=False) if root is not None else \
-        answer_table(plan.samples.column("answers"))
+    answers = (
+        cached_answer_table(root, plan.samples.column("answers"), write=False)
+        if root is not None
+        else answer_table(plan.samples.column("answers"))
+    )
     if dropped:
         answers = answers.rows(keep)
     train_name, val_name = data.train_val_splits(table)
     split = table.column("split")
     masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in (train_name, val_name)}
     parts = {s: table.filter(m) for s, m in masks.items()}
-    vocab = vocabulary(answers.rows(masks[train_name]), top_k=recipe.answers.top_k,
-                       min_count=recipe.answers.min_count)
-    splits = {role: make_split(parts[name], tensors, vocab, answers.rows(masks[name]))
-              for role, name in (("train", train_name), ("val", val_name))}
+    vocab = vocabulary(answers.rows(masks[train_name]), top_k=recipe.answers.top_k, min_count=recipe.answers.min_count)
+    splits = {
+        role: make_split(parts[name], tensors, vocab, answers.rows(masks[name]))
+        for role, name in (("train", train_name), ("val", val_name))
+    }
     return Splits(splits, vocab, (train_name, val_name), dropped)
 
 

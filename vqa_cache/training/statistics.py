@@ -1,5 +1,6 @@
 """The per-dimension statistics of the training split's image features, computed once from the cache for
 heads that standardize their image input (heads/norm.py); the head keeps them, so checkpoints carry them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,7 @@ def image_statistics(image, img_rows: torch.Tensor) -> tuple[torch.Tensor, torch
             add(feats[local])
     else:
         for s in range(0, len(rows), CHUNK_ROWS):
-            add(image[rows[s:s + CHUNK_ROWS].to(image.device)])
+            add(image[rows[s : s + CHUNK_ROWS].to(image.device)])
     mean = total / count
     std = (square / count - mean * mean).clamp(min=0).sqrt()
     return mean.float(), std.float()

@@ -1,6 +1,7 @@
 """The pieces of a training step and of an epoch: the loss, a rank's part of a batch under
 torchrun, the loss tally of an epoch (NaN and infinite losses included), evaluate(), and the History of
 the epochs (best epoch, early stopping)."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import messages
 from .. import distributed as dist
+from .. import messages
 from ..errors import Diverged
 from .batches import batches
 from .splits import Split
@@ -61,7 +62,7 @@ def rank_part(n: int, world: int, rank: int, keys: torch.Tensor | None = None) -
         if groups < world:
             return slice(0, n), 1.0, n / world
         starts, j = [0], 0
-        for r in range(1, world):           # the boundary nearest r*n/world, leaving a group to each later rank
+        for r in range(1, world):  # the boundary nearest r*n/world, leaving a group to each later rank
             lo, hi = j + 1, groups - (world - r)
             j = min(range(lo, hi + 1), key=lambda k: (abs(bounds[k] * world - r * n), k))
             starts.append(bounds[j])
@@ -70,7 +71,7 @@ def rank_part(n: int, world: int, rank: int, keys: torch.Tensor | None = None) -
     return slice(a, b), (b - a) * world / n, b - a
 
 
-NEVER = 2**62     # "no bad step" (exact in float64, for the all-reduce)
+NEVER = 2**62  # "no bad step" (exact in float64, for the all-reduce)
 
 
 def note_bad_step(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
@@ -86,7 +87,7 @@ class DeviceTally:
 
     def __init__(self, device: torch.device):
         self.total, self.seen, self.first_bad = 0.0, 0, torch.tensor(NEVER, device=device)
-        self.score = 0.0                 # the VQA scores of the batches' predictions (train accuracy)
+        self.score = 0.0  # the VQA scores of the batches' predictions (train accuracy)
 
     def add(self, loss: torch.Tensor, count: float, number: int, score=0.0) -> bool:
         """Count the loss of batch `number` (1-based) over `count` questions, and the summed score of its
@@ -156,14 +157,20 @@ def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_
     if math.isfinite(loss_sum):
         return
     where = f"epoch {epoch}" + (f", {what} {int(first_bad)} of {steps}" if first_bad < NEVER else "")
-    kept = (f"{run_dir / 'last.pt'} (epoch {epoch - 1}) and best.pt are kept" if (run_dir / "last.pt").is_file()
-            else "no checkpoint was written")
-    raise Diverged(f"train loss is NaN or infinite at {where}: run stopped; {kept}. Lower optim.lr "
-                   f"(or set optim.grad_clip) and train again")
+    kept = (
+        f"{run_dir / 'last.pt'} (epoch {epoch - 1}) and best.pt are kept"
+        if (run_dir / "last.pt").is_file()
+        else "no checkpoint was written"
+    )
+    raise Diverged(
+        f"train loss is NaN or infinite at {where}: run stopped; {kept}. Lower optim.lr "
+        f"(or set optim.grad_clip) and train again"
+    )
 
 
 class Evaluation(NamedTuple):
     """A split evaluated: mean loss, accuracy, the predicted class per question, per-answer-type accuracy."""
+
     loss: float
     accuracy: float
     predictions: torch.Tensor
@@ -195,6 +202,7 @@ def evaluate(model, split: Split, image, question, batch_size: int, K: int, ctx)
 
 class EpochTotals(NamedTuple):
     """One rank's epoch: summed loss, questions, the first bad (NaN) batch or NEVER, summed score."""
+
     loss_sum: float
     seen: float
     first_bad: float
@@ -204,21 +212,28 @@ class EpochTotals(NamedTuple):
 @dataclass
 class History:
     """The epochs of a run so far, the best one, and early stopping's count of epochs without progress."""
+
     epochs: list = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0})
     bad_epochs: int = 0
-    last: int = 0                    # the last finished epoch
+    last: int = 0  # the last finished epoch
 
-    def record(self, epoch: int, train: tuple, val: tuple, lrs: dict, t0: float,
-               extra: dict) -> tuple[dict, bool]:
+    def record(self, epoch: int, train: tuple, val: tuple, lrs: dict, t0: float, extra: dict) -> tuple[dict, bool]:
         """Append the epoch's metrics row (train: (loss, accuracy); learning rates before "seconds", `extra`
         after it) and print the epoch line; (the row, whether the epoch is the best so far)."""
         val_loss, val_acc, per_type = val
         train_loss, train_acc = train
-        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_accuracy": round(train_acc, 6),
-               "val_loss": round(val_loss, 6),
-               "val_accuracy": round(val_acc, 6), "val_accuracy_per_type": per_type, **lrs,
-               "seconds": round(time.time() - t0, 3), **extra}
+        row = {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 6),
+            "train_accuracy": round(train_acc, 6),
+            "val_loss": round(val_loss, 6),
+            "val_accuracy": round(val_acc, 6),
+            "val_accuracy_per_type": per_type,
+            **lrs,
+            "seconds": round(time.time() - t0, 3),
+            **extra,
+        }
         self.epochs.append(row)
         improved = round(val_acc, 6) > self.best["val_accuracy"]
         if improved:
@@ -226,6 +241,8 @@ class History:
         else:
             self.bad_epochs += 1
         self.last = epoch
-        messages.info(f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  train acc {train_acc:.4f}  val loss {val_loss:.4f}  "
-              f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s")
+        messages.info(
+            f"epoch {epoch:>3}  train loss {row['train_loss']:.4f}  train acc {train_acc:.4f}  val loss {val_loss:.4f}  "
+            f"val acc {val_acc:.4f}{' *' if improved else ''}  {row['seconds']:.1f}s"
+        )
         return row, improved
