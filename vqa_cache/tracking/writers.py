@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from .base import Callback, epoch_values, params_of
@@ -56,6 +57,9 @@ class TensorBoard(Callback):
             self.writer.close()
 
 
+EXPERIMENTS = threading.Lock()  # get-or-create of an MLflow experiment, one thread at a time
+
+
 class MLflow(Callback):
     def __init__(self, label):
         self.label, self.client, self.run_id = label, None, None
@@ -70,8 +74,9 @@ class MLflow(Callback):
             uri = Path("mlruns").resolve().as_uri()
         self.client = client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "vqa-cache"
-        experiment = client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        with EXPERIMENTS:  # a sweep's parallel trials (threads) must not both create the experiment
+            experiment = client.get_experiment_by_name(name)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
         run = client.create_run(
             experiment_id, run_name=self.label or run_dir.name, tags={"run_dir": str(run_dir.resolve())}
         )
