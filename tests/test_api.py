@@ -314,6 +314,7 @@ def test_docs_api_names_every_option():
     assert all(f"`{n}`" in text for n in features)
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_a_sweep_through_the_api(keys, tmp_path):
     sweep = vqa_cache.sweep(
         "train/easyvqa-sweep.toml",

@@ -59,7 +59,7 @@ def test_kill9_after_first_shard_then_resume_equals_uninterrupted(cli, tmp_path)
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 300  # a bound for a loaded machine, not a timing
         while time.time() < deadline:
             found = [m for p in killed.glob("image/*/manifest.json") for m in [_read(p)] if m]
             if found and found[0]["shards"]:
@@ -68,7 +68,7 @@ def test_kill9_after_first_shard_then_resume_equals_uninterrupted(cli, tmp_path)
             assert proc.poll() is None, "extract ended before its first shard was seen"
             time.sleep(0.005)
         else:
-            pytest.fail("no shard landed within 60 s")
+            pytest.fail("no shard landed within 300 s")
     finally:
         proc.kill()
         proc.wait()
@@ -285,6 +285,7 @@ def corrupt_dataset(monkeypatch, tmp_path):
     return bad, victim, questions
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_bad_image_stops_the_run_then_skip_bad(cli, tmp_path, corrupt_dataset):
     bad, victim, n_questions = corrupt_dataset
     root = tmp_path / "cache"

@@ -181,6 +181,7 @@ def test_coming_from_a_notebook_shows_commands_that_run():
         assert not missing, f"{section}: commands no test runs: {missing}"
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_extract_spelling_of_set_works_in_train(cli, tmp_path):
     """`--set text.ids=true` names the same feature in extract and train (train reads it as features.text.ids)."""
     tiny = ["--image-encoder", "resnet18", "--image-size", "32", "--weights", "random", "--limit", "60"]

@@ -29,6 +29,7 @@ def run_json(path):
 # ---------------------------------------------------------------- end to end, per layout
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_vqa2_extract_train_eval(cli, tmp_path):
     d = tmp_path / "vqa"
     files = make_vqa2(d)

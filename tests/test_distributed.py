@@ -146,7 +146,7 @@ def test_two_process_extraction_killed_then_resumed(cli, single, tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 300  # a bound for a loaded machine, not a timing
         while time.time() < deadline:
             if any(_records(p) for p in tmp_path.glob("image/*/progress-rank*.json")):
                 # torchrun starts each worker in a session of its own: SIGKILL them all, like a lost node
@@ -160,7 +160,7 @@ def test_two_process_extraction_killed_then_resumed(cli, single, tmp_path):
             assert proc.poll() is None, "torchrun ended before its first shard was seen"
             time.sleep(0.005)
         else:
-            pytest.fail("no shard landed within 90 s")
+            pytest.fail("no shard landed within 300 s")
     finally:
         proc.kill()
         proc.wait()

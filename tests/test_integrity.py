@@ -455,7 +455,7 @@ def test_kill9_frees_the_lock_at_once_despite_dataloader_workers(cli, tmp_path):
     )
     workers = []
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a bound for a loaded machine, not a timing
         while time.time() < deadline:
             found = [m for p in root.glob("image/*/manifest.json") for m in [_read(p)] if m]
             if found and found[0]["shards"]:
@@ -465,7 +465,7 @@ def test_kill9_frees_the_lock_at_once_despite_dataloader_workers(cli, tmp_path):
             assert proc.poll() is None, "extract ended before its first shard was seen"
             time.sleep(0.005)
         else:
-            pytest.fail("no shard landed within 120 s")
+            pytest.fail("no shard landed within 300 s")
         proc.wait()
         assert workers, "no DataLoader worker processes"
         key = found[0]["key"]

@@ -62,6 +62,7 @@ def ft_run(tmp_path_factory, tiny_bert_dir):
     return d / "run"
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_predict_a_finetune_run_gives_its_recorded_accuracy(cli, ft_run, tmp_path):
     best = json.loads((ft_run / "metrics.json").read_text())["best"]["val_accuracy"]
     r = cli("predict", "--run", ft_run, "--out", tmp_path / "p.json")
@@ -77,6 +78,7 @@ def test_predict_a_finetune_run_gives_its_recorded_accuracy(cli, ft_run, tmp_pat
     assert r.code == 0 and "finetune" in r.out, r
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_export_a_finetune_run_and_ask_it_without_the_run(cli, ft_run, tmp_path, monkeypatch):
     import vqa_cache
 
@@ -229,6 +231,7 @@ def test_a_bad_model_directory_is_one_line_exit_2(cli, ft_run, tmp_path):
     assert "malformed text" in ask(bad)
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_a_whole_trained_trunk_predicts_its_recorded_accuracy_and_exports(cli, tmp_path):
     """No LoRA: ResNet18's layer4 trained whole (weights and BatchNorm statistics from the checkpoint)."""
     import vqa_cache

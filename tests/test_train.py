@@ -19,6 +19,7 @@ def cache(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # a long training (make test-fast leaves it out)
 def test_train_writes_a_complete_run(cli, cache, tmp_path, monkeypatch):
     # stage two must not run an encoder nor write to the cache
     import vqa_cache.encoders.image as image_mod
