@@ -20,11 +20,10 @@ from .device import amp, pick_device
 from .digest import check_out_path
 from .errors import BadInput
 from .rundir import (
-    BEST,
     CONFIG,
-    LAST,
     cache_keys_of,
     load_checkpoint,
+    model_checkpoint,
     predictions_of,
     read_run_config,
     write_predictions,
@@ -50,7 +49,7 @@ def load_run(run_dir) -> tuple:
         recipe = recipes.build(recipes.FinetuneRecipe if is_finetune(config) else recipes.TrainRecipe, config["recipe"])
     except BadInput as e:
         raise BadInput(f"{run_dir / CONFIG}: {e}") from None
-    path = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+    path = model_checkpoint(run_dir)
     ckpt = load_checkpoint(path)
     h = ckpt["head"]
     if not isinstance(cache_keys_of(ckpt), dict) or not all(k in h for k in heads.registry.KEYS):

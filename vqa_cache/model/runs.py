@@ -26,14 +26,10 @@ from ..finetuning.live import FixedText, LiveImage, LiveText
 from ..finetuning.model import load_encoder_state
 from ..predict import Prepared, cache_root_for, is_finetune, load_run
 from ..predict import predict as predict_run
+from ..rundir import model_checkpoint
 from ..predict import prepare as prepare_cached
 from ..training.splits import make_split, with_features
 from .core import Model
-
-
-def checkpoint_path(run_dir) -> Path:
-    run_dir = Path(run_dir)
-    return run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
 
 
 def source_info(run_dir, recipe, config: dict, ckpt: dict) -> dict:
@@ -48,7 +44,7 @@ def source_info(run_dir, recipe, config: dict, ckpt: dict) -> dict:
     return {
         "run": str(Path(run_dir).resolve()),
         "mode": "finetune" if is_finetune(config) else "train",
-        "checkpoint": checkpoint_path(run_dir).name,
+        "checkpoint": model_checkpoint(run_dir).name,
         "cache_keys": ckpt.get("cache_keys") or ckpt.get("feature_keys"),
         "dataset": {"name": dataset.name, "limit": dataset.limit, "answer_types": list(dataset.answer_types)},
         "splits": config["splits"],
@@ -180,7 +176,7 @@ def finetune_parts(run_dir, device: str = "auto") -> tuple:
                 f"{run_dir}: its {what} encoder started from {recorded[what]}; this machine has {choice.identity}"
             )
     if not isinstance(ckpt.get("encoders"), dict):
-        raise BadInput(f"{checkpoint_path(run_dir)}: a finetune checkpoint without its encoders' weights")
+        raise BadInput(f"{model_checkpoint(run_dir)}: a finetune checkpoint without its encoders' weights")
     need = heads.needs(ckpt["head"]["name"])
     device = pick_device(recipe.device if device == "auto" else device)
     with torch.random.fork_rng():  # LoRA's initial draws: overwritten by the checkpoint's adapters
@@ -191,7 +187,7 @@ def finetune_parts(run_dir, device: str = "auto") -> tuple:
             pooling = default_pooling(text_choice.source) if features.text.pooling == "auto" else features.text.pooling
             live_text = LiveText(text_choice, [""], pooling, features.text.max_length, settings)
     load_encoder_state(
-        SimpleNamespace(image_enc=live_image, text_enc=live_text), ckpt["encoders"], checkpoint_path(run_dir)
+        SimpleNamespace(image_enc=live_image, text_enc=live_text), ckpt["encoders"], model_checkpoint(run_dir)
     )
     if text_choice.kind == "bow":
         text = BagOfWords()

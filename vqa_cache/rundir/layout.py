@@ -22,6 +22,12 @@ def predictions_of(split: str, fmt: str = "json") -> str:
     return f"predictions-{split}.{fmt}"
 
 
+def model_checkpoint(run_dir) -> Path:
+    """The checkpoint that holds a run's model: best.pt, else (a run stopped before its first best) last.pt."""
+    run_dir = Path(run_dir)
+    return run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+
+
 def is_run(folder: Path) -> bool:
     """A run directory is a folder holding a config.json."""
     return (Path(folder) / CONFIG).is_file()
