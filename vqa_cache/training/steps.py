@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .. import distributed as dist
 from .. import messages
 from ..errors import Diverged
+from ..rundir import BEST, LAST
 from .batches import batches
 from .splits import Split
 
@@ -158,8 +159,8 @@ def check_finite(loss_sum: float, first_bad: float, epoch: int, steps: int, run_
         return
     where = f"epoch {epoch}" + (f", {what} {int(first_bad)} of {steps}" if first_bad < NEVER else "")
     kept = (
-        f"{run_dir / 'last.pt'} (epoch {epoch - 1}) and best.pt are kept"
-        if (run_dir / "last.pt").is_file()
+        f"{run_dir / LAST} (epoch {epoch - 1}) and {BEST} are kept"
+        if (run_dir / LAST).is_file()
         else "no checkpoint was written"
     )
     raise Diverged(
