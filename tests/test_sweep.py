@@ -133,12 +133,19 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    def ready(s: list[str]) -> bool:
+        return sum(x in ("COMPLETE", "PRUNED") for x in s) >= 1 and s[-1] == "MID-TRAINING"
+
     deadline = time.time() + 300  # a bound, not a timing: the loop leaves as soon as a trial is mid-training
     try:
         while time.time() < deadline and p.poll() is None:
-            s = states(out / "study.db")
-            if sum(x in ("COMPLETE", "PRUNED") for x in s) >= 1 and s[-1] == "MID-TRAINING":
-                break
+            if ready(states(out / "study.db")):
+                # the trial may finish between that read and the kill: stop the process, read again while it
+                # cannot write, and kill only if the trial is still mid-training (else let it go on and poll)
+                p.send_signal(signal.SIGSTOP)
+                if ready(states(out / "study.db")):
+                    break
+                p.send_signal(signal.SIGCONT)
             time.sleep(0.05)
     finally:
         if p.poll() is None:
