@@ -9,6 +9,7 @@ to find the entries they read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,13 +17,13 @@ import pyarrow as pa
 from .. import data
 from ..digest import fingerprint
 from ..encoders import text_family
-from ..encoders.families import resolve_image
+from ..encoders.families import known_image, resolve_image
 from ..encoders.text import word_vocabulary
 from ..encoders.weights import Choice
 from ..errors import BadInput
 from ..recipes import ExtractRecipe
 from .samples import load_samples
-from .store import entry_key
+from .store import Entry, entry_key
 
 OUTPUTS = {"pooled": ("pooled",), "grid": ("grid",), "pooled+grid": ("pooled", "grid")}
 
@@ -61,22 +62,29 @@ def make_plan(
 ) -> Plan:
     """The plan of a recipe. `samples`: the samples table when the caller has it; `root`: the cache root
     in which a file dataset's parse is kept (cache/samples.py); `allow_download`: False in stage two,
-    which re-resolves the weights stage one chose and must not fetch others."""
+    which re-resolves the weights stage one chose and must not fetch others (with `root`, it finds a
+    torchvision model's random or file weights without importing torchvision: families.known_image)."""
     if recipe.image.features not in OUTPUTS:
         raise BadInput(f"--features {recipe.image.features!r}: expected pooled, grid or pooled+grid")
     text_family.check(recipe.text)
-    # a weights file is read and checked first, before the dataset is read or any fallback warning printed
-    weights_file = recipe.image.weights not in ("auto", "pretrained", "random")
     image = recipe.image
-    image_choice = resolve_image(image.encoder, image.weights, image.size) if weights_file else None
+    # stage two (a cache root, nothing downloaded): the Choice made without importing torchvision where it is
+    # certain (families.known_image), kept below only if the cache has its entry
+    known = known_image(image.encoder, image.weights, image.size) if root and not allow_download else None
+    # a weights file is read and checked first, before the dataset is read or any fallback warning printed
+    weights_file = image.weights not in ("auto", "pretrained", "random")
+    image_choice = known or (resolve_image(image.encoder, image.weights, image.size) if weights_file else None)
     if samples is None:
         samples = load_samples(recipe.dataset, root=root)
     paths = dict(zip(samples.column("image_id").to_pylist(), samples.column("image_path").to_pylist()))
     image_ids = sorted(paths)
     texts = sorted(set(samples.column("question").to_pylist()), key=lambda t: (len(t), t))
-    image_choice = image_choice or resolve_image(
-        image.encoder, image.weights, image.size, allow_download=allow_download
-    )
+    resolve = partial(resolve_image, image.encoder, image.weights, image.size, allow_download=allow_download)
+    image_choice = image_choice or resolve()
+    spec = image_spec(recipe, image_choice, image_ids)
+    if known is not None and root is not None and not Entry(root, entry_key("image", spec)).exists():
+        image_choice = resolve()  # no such entry: resolved as stage one would (an unknown name is BadInput there)
+        spec = image_spec(recipe, image_choice, image_ids)
     text_choice = text_family.resolve(recipe.text, allow_download=allow_download)
     words = training_words(samples) if recipe.text.ids and text_choice.kind == "bow" else None
     return Plan(
@@ -87,7 +95,7 @@ def make_plan(
         texts,
         image_choice,
         text_choice,
-        image_spec(recipe, image_choice, image_ids),
+        spec,
         question_spec(text_choice, texts, words),
         words,
     )

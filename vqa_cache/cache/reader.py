@@ -90,8 +90,11 @@ def read_features(entry: Entry, manifest: dict, output: str, dtype=np.float32) -
 
 def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.ndarray]:
     """All ids (image ids or question texts) and one HDF5 dataset or Parquet column (`what`), shards
-    concatenated in order."""
-    ids, parts = [], []
+    in order, each copied into one array as it is read (at most one shard's table alive besides it: reading
+    them all first, then concatenating, held three copies of the features at the peak)."""
+    ids: list[str] = []
+    out, filled = None, 0
+    total = sum(int(shard["rows"]) for shard in manifest["shards"])
     for shard in manifest["shards"]:
         path = entry.path / shard["file"]
         if not path.is_file():
@@ -110,13 +113,19 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
                 shard_ids, arr = read_question_shard(path, what)
         except (OSError, KeyError, ValueError) as e:
             raise damaged(entry, f"{shard['file']}: unreadable shard ({type(e).__name__}: {e})") from None
-        if len(shard_ids) != shard["rows"]:
-            raise damaged(entry, f"{shard['file']}: {len(shard_ids)} rows, the manifest says {shard['rows']}")
+        if len(shard_ids) != shard["rows"] or len(arr) != len(shard_ids):
+            raise damaged(
+                entry, f"{shard['file']}: {len(shard_ids)} ids and {len(arr)} rows, the manifest says {shard['rows']}"
+            )
         check_features_finite(entry, shard["file"], arr)
         ids += shard_ids
-        parts.append(arr)
+        if out is None:
+            out = np.empty((total, *arr.shape[1:]), arr.dtype)
+        out[filled : filled + len(arr)] = arr
+        filled += len(arr)
+        del arr  # (its table's memory goes back before the next shard is read)
     check_ids(entry, manifest, ids)
-    return ids, np.concatenate(parts) if parts else np.zeros((0, manifest.get("dim", 0)), np.float16)
+    return ids, out if out is not None else np.zeros((0, manifest.get("dim", 0)), np.float16)
 
 
 # ---------------------------------------------------------------- streaming (caches larger than memory)

@@ -93,6 +93,24 @@ def resolve_image(name: str, policy: str, size: int, *, allow_download: bool = T
     )
 
 
+def known_image(name: str, policy: str, size: int) -> Choice | None:
+    """The Choice that resolve_image(name, policy, size) lands on, made without importing torchvision (seconds
+    and 0.16 GiB that stage two does not otherwise need), where nothing installed can change it: a torchvision
+    model with random weights or a weights file (read and checked, keyed by its sha256). The name is not
+    checked against torchvision's list: stage two uses the Choice only when the cache holds an entry under its
+    key (stage one checked the name), and otherwise calls resolve_image, whose errors say what is wrong.
+    None where resolve_image must decide: pretrained and auto look at what is installed; timm and hf models
+    take their preprocessing from their library."""
+    family, sep, model = name.partition(":")
+    if not sep:
+        family, model = "torchvision", name
+    if family != "torchvision" or not model or policy in ("auto", "pretrained"):
+        return None
+    if policy == "random":
+        return torchvision_models.random(model, size)
+    return torchvision_models.from_file(model, check_file(policy), size)
+
+
 def build_trunk(choice: Choice) -> tuple[nn.Module, int]:
     """The family's model as a feature extractor, and its pooled width."""
     fam, _ = split_name(choice.encoder)

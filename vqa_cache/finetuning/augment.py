@@ -17,7 +17,6 @@ import math
 import re
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from ..recipes import AugmentSettings
 
@@ -91,6 +90,8 @@ def augment_images(
         mean = f.mean(dim=(1, 2, 3), keepdim=True)
         jittered = ((f * bright - mean * bright) * contrast + mean * bright).clamp(0, 255).round().to(x.dtype)
         if augment.saturation > 0 or augment.hue > 0:
+            from torchvision.transforms.v2 import functional as TF  # (lazy: `predict` imports this module)
+
             sat = 1 + augment.saturation * (2 * draws[:, 7] - 1)
             hue = augment.hue * (2 * draws[:, 8] - 1)
             jittered = torch.stack(
@@ -115,6 +116,8 @@ def resized_crop(img: torch.Tensor, augment: AugmentSettings, gen: torch.Generat
         ratio = math.exp(lo + (hi - lo) * u[1])
         cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
         if 0 < cw <= w and 0 < ch <= h:
+            from torchvision.transforms.v2 import functional as TF  # (lazy: `predict` imports this module)
+
             top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
             return TF.resized_crop(img, min(top, h - ch), min(left, w - cw), ch, cw, [h, w], antialias=True)
     return img

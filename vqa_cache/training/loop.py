@@ -7,7 +7,7 @@ batch's share of its group, backward; after the group's last batch, gradient cli
 and scheduler steps. A cached training step is this with accumulate = 1. Then rank 0 evaluates and
 broadcasts the validation metrics (early stopping stays in step on every rank), the epoch is recorded,
 and rank 0 alone writes last.pt (and best.pt) and metrics.json. At the end: the best model's predictions
-on the validation split, metrics.json, curves.png.
+on the validation split (kept from the best epoch's evaluation), metrics.json, curves.png.
 
 Under torchrun every rank draws the same epoch order and the same global batches of optim.batch_size;
 rank r takes the r-th near-equal part of each, its loss weighted by its share, so that DDP's gradient
@@ -75,6 +75,7 @@ class Fit:
     lr_names = ("lr",)  # the learning rate of each parameter group, in the metrics rows
     record_train_seconds = False
     callbacks = tracking.NONE  # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
+    best_predictions = None  # the validation predictions of the best epoch this process trained (rank 0)
 
     def __init__(self, parts: FitParts):
         recipe, device, param_groups = parts.recipe, parts.device, parts.param_groups
@@ -213,7 +214,10 @@ def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) ->
     used = fit.used_lrs  # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
     lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
-    return history.record(epoch, (loss_sum / seen, score / seen), val, lrs, t0, extra)
+    row, improved = history.record(epoch, (loss_sum / seen, score / seen), val, lrs, t0, extra)
+    if improved and dist.is_main():
+        fit.best_predictions = ev.predictions  # predictions.json, written at the end (finish_run)
+    return row, improved
 
 
 def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> EpochTotals:
@@ -350,10 +354,14 @@ def resume_history(fit: Fit, extend: str | None = None) -> History:
 
 def finish_run(fit: Fit, history: History, started: float) -> dict:
     """The best model's predictions on the validation split (official results format), metrics.json,
-    curves.png, and the closing lines; the metrics."""
+    curves.png, and the closing lines; the metrics. The predictions are those of the best epoch's own
+    evaluation; only a resumed run whose best epoch came before the resume evaluates best.pt again."""
     run_dir, val = fit.run_dir, fit.splits["val"]
-    fit.load_weights(load_checkpoint(run_dir / BEST), run_dir / BEST)
-    preds = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx).predictions
+    preds = fit.best_predictions
+    if preds is None:
+        fit.load_weights(load_checkpoint(run_dir / BEST), run_dir / BEST)
+        ev = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx)
+        preds = ev.predictions
     write_predictions(
         run_dir / PREDICTIONS, val.table.column("question_id").to_pylist(), [fit.vocab.answers[int(p)] for p in preds]
     )
