@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import sqlite3
@@ -133,6 +134,7 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
     def ready(s: list[str]) -> bool:
         return sum(x in ("COMPLETE", "PRUNED") for x in s) >= 1 and s[-1] == "MID-TRAINING"
 
@@ -253,9 +255,10 @@ def test_space_syntax():
 
 
 @pytest.mark.slow  # trains for long: not in `make test-fast`
-def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", [["--jobs", 1], ["--parallel", 3]], ids=["sequential", "together"])
+def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, monkeypatch, how):
     """A trial whose loss becomes NaN (training raises Diverged) is recorded as pruned with the reason;
-    the other trials still run and best.toml is written."""
+    the other trials still run (with --parallel, those trained beside it) and best.toml is written."""
     from vqa_cache.errors import Diverged
     from vqa_cache.training import loop
 
@@ -278,12 +281,74 @@ def test_a_diverged_trial_is_pruned_and_the_sweep_goes_on(cli, cache, tmp_path, 
         *QUICK,
         "--trials",
         3,
-        "--jobs",
-        1,
+        *how,
         "--out",
         out,
     )
     assert r.code == 0, r
     rows = read_csv(out / "trials.csv")
     assert [row["state"] for row in rows][1] == "pruned" and len(rows) == 3
+    import optuna
+
+    storage = f"sqlite:///{out / 'study.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    assert "NaN" in optuna.load_study(study_name=name, storage=storage).trials[1].user_attrs["diverged"]
     assert any(row["state"] == "complete" for row in rows) and (out / "best.toml").is_file()
+
+
+def trial_metrics(out: Path) -> list[list[dict]]:
+    keys = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    return [
+        [{k: row[k] for k in keys} for row in json.loads((run / "metrics.json").read_text())["epochs"]]
+        for run in sorted((out / "trials").iterdir())
+    ]
+
+
+@pytest.mark.slow  # trains for long: not in `make test-fast`
+def test_trials_trained_together_equal_their_sequential_runs(cli, cache, tmp_path):
+    """`--parallel 3`: three trials in one pass over the cache, their steps on two threads, each with its
+    own dropout stream: every trial's per-epoch metrics and predictions equal those of the same trial
+    in a sequential sweep (the quasi-random startup trials propose the same parameters in both; the
+    pruner is off, so both run every epoch). Both take their ops one thread at a time (--threads 1 alone,
+    --threads 2 for two stepping threads), so the arithmetic is the same."""
+    args = [*LIMIT, *FAST, *QUICK, "--set", "sweep.startup_trials=3", "--set", "sweep.prune_startup_trials=99"]
+    args += ["--set", "space.head.dropout={low=0.2, high=0.5}", "--trials", 3]
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *args, "--jobs", 1, "--threads", 1, "--out", seq)
+    assert r.code == 0, r
+    r = cli(
+        "--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *args, "--parallel", 3, "--threads", 2, "--out", par
+    )
+    assert r.code == 0, r
+    assert "3 at a time trained together" in r.out and "in each of 2 threads" in r.out, r.out
+    a, b = read_csv(seq / "trials.csv"), read_csv(par / "trials.csv")
+    params = [k for k in a[0] if k.startswith(("optim.", "head."))]
+    assert [[row[k] for k in params] for row in a] == [[row[k] for k in params] for row in b]
+    assert [row["state"] for row in b] == ["complete"] * 3
+    for ma, mb in zip(trial_metrics(seq), trial_metrics(par)):
+        assert len(ma) == len(mb) == 2
+        for ea, eb in zip(ma, mb):
+            assert eb == pytest.approx(ea, rel=1e-6, abs=1e-6), (ea, eb)
+    for run in sorted((seq / "trials").iterdir()):
+        assert (run / "predictions.json").read_bytes() == (par / "trials" / run.name / "predictions.json").read_bytes()
+
+
+def test_group_key_keeps_runs_of_the_same_batches_together():
+    from vqa_cache.recipes import TrainRecipe, build
+    from vqa_cache.training.together import group_key
+
+    base = {"optim": {"lr": 1e-3, "batch_size": 256}, "head": {"name": "concat", "hidden": 64}}
+
+    def key(**changes):
+        d = {k: {**v} for k, v in base.items()}
+        for name, value in changes.items():
+            part, field = name.split("__")
+            d[part][field] = value
+        return group_key(build(TrainRecipe, d))
+
+    same = key()
+    assert key(optim__lr=3e-4) == key(optim__weight_decay=0.1) == key(head__hidden=512) == same
+    assert key(head__name="hadamard") == same  # reads pooled features too
+    assert key(optim__batch_size=128) != same
+    assert key(head__name="attention") != same  # grid image features
+    assert group_key(build(TrainRecipe, {**base, "seed": 1})) != same

@@ -65,7 +65,7 @@ COMMANDS = {
     "extract": (FEATURE_KEYS + EXTRACT_KEYS, ("set", "no_wait", "dry_run", "threads")),
     "train": (FEATURE_KEYS + TRAIN_KEYS, ("set", "out", "resume", "extend", "stream", "threads", "log")),
     "finetune": (FEATURE_KEYS + TRAIN_KEYS + FINETUNE_KEYS, ("set", "out", "resume", "extend", "threads", "log")),
-    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "out", "resume", "threads", "log")),
+    "sweep": (FEATURE_KEYS, ("set", "trials", "jobs", "parallel", "out", "resume", "threads", "log")),
 }
 MANY = ("split", "answer_types", "set", "log")  # options given any number of times: a list of strings
 # the types of the options that set no recipe value (recipes.build checks the others)
@@ -73,6 +73,7 @@ TYPES = {
     "extend": str,
     "trials": int,
     "jobs": int,
+    "parallel": int,
     "threads": int,
     "out": str,
     "resume": bool,

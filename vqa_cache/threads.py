@@ -94,6 +94,13 @@ def set_threads(threads: int | None = None, workers: int = 0) -> int:
     return n
 
 
+def note_threads(why: str) -> None:
+    """Say why the threads now set were chosen (a caller that chose them itself: a sweep's split)."""
+    import torch
+
+    _choice.update(threads=torch.get_num_threads(), why=why)
+
+
 def describe() -> str:
     """The choice, for the run line: "1 thread (2 usable CPUs less 1 worker)"."""
     import torch

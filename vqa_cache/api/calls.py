@@ -115,6 +115,7 @@ def sweep(recipe=None, *, cache_dir=None, verbose: bool = True, **options) -> Sw
             root,
             trials=given.get("trials"),
             jobs=given.get("jobs"),
+            parallel=given.get("parallel"),
             out=given.get("out"),
             resume=given.get("resume", False),
             overrides=given.get("set", ()),

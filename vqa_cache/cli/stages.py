@@ -89,6 +89,11 @@ def finetune(**options):
 @feature_options
 @click.option("--trials", type=int, help="Finished trials the study should hold (default: the recipe's sweep.trials).")
 @click.option("--jobs", type=int, help="Parallel trials in this process (threads sharing the loaded cache).")
+@click.option(
+    "--parallel",
+    type=int,
+    help="Train K trials together in one pass over the cache (each batch read once; replaces --jobs).",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default sweeps/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the sweep in --out (or the latest sweeps/NAME*).")
 @click.option(

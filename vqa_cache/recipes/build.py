@@ -70,6 +70,7 @@ _AT_MOST = {
     "FinetuneSettings.workers": 1024,
     "AugmentSettings.translate": 1 << 16,
     "SweepSettings.seed": _SEED,
+    "SweepSettings.parallel": 1024,
 }
 _AT_LEAST.update(
     {

@@ -161,5 +161,6 @@ class SweepSettings:
     prune_startup_trials: int = 5  # the median pruner waits for this many finished trials ...
     prune_from_epoch: int = 1  # ... and prunes from the end of this epoch on
     jobs: int = 1  # parallel trials (threads) in this process
+    parallel: int = 1  # trials trained together, K at a time, in one pass over the cache (jobs unused)
     seed: int = 0  # samplers and the training subset
     out: str = "sweeps"  # sweep directory: out/NAME

@@ -84,6 +84,7 @@ def check_settings(settings: recipes.SweepSettings) -> None:
         ("epochs", settings.epochs >= 0, "0 or more"),
         ("train_fraction", 0 < settings.train_fraction <= 1, "in (0, 1]"),
         ("jobs", settings.jobs >= 1, "at least 1"),
+        ("parallel", settings.parallel >= 1, "at least 1"),
         ("startup_trials", settings.startup_trials >= 0, "0 or more"),
     ):
         if not ok:

@@ -23,9 +23,10 @@ from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
 from ..rundir import drop_checkpoints, pick_dir, read_json_object, write_json
-from ..threads import describe, set_threads, usable_cpus
+from ..threads import describe, note_threads, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
+from .groups import TrialGroups, reporter, trial_dir
 from .guard import check_resumable, sweep_lock
 from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
@@ -38,6 +39,7 @@ def run_sweep(
     trials: int | None = None,
     jobs: int | None = None,
     out: str | None = None,
+    parallel: int | None = None,
     resume: bool = False,
     overrides=(),
     feature_overrides=(),
@@ -56,6 +58,8 @@ def run_sweep(
         settings = dataclasses.replace(settings, trials=trials)
     if jobs is not None:
         settings = dataclasses.replace(settings, jobs=jobs)
+    if parallel is not None:
+        settings = dataclasses.replace(settings, parallel=parallel)
     check_settings(settings)
     dists = distributions(space)
     check_space(base, dists)
@@ -87,7 +91,12 @@ def _run_sweep(
     messages.info(
         f"sweep {directory}: {len(dists)} parameters, {settings.trials} trials "
         f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
-        f"{settings.epochs or base['optim']['epochs']} epochs each, {settings.jobs} at a time"
+        f"{settings.epochs or base['optim']['epochs']} epochs each, "
+        + (
+            f"{settings.parallel} at a time trained together in one pass over the cache (sweep.jobs unused)"
+            if settings.parallel > 1
+            else f"{settings.jobs} at a time"
+        )
     )
     if remaining:
         run_trials(study, remaining, base, dists, settings, directory, root, extract_cmd, callbacks, threads, log)
@@ -109,7 +118,9 @@ def write_sweep_json(directory: Path, base: dict, space: dict, settings: SweepSe
     record = {
         "base": base,
         "space": space,
-        "sweep": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("trials", "jobs", "out")},
+        "sweep": {
+            k: v for k, v in dataclasses.asdict(settings).items() if k not in ("trials", "jobs", "parallel", "out")
+        },
     }
     if resume:
         before = read_json_object(directory / "sweep.json", f"--resume: {directory / 'sweep.json'} is missing")
@@ -143,10 +154,17 @@ def run_trials(
     features_for(make_recipe(base, {})[0])
     messages.info(f"cache loaded once in {time.time() - t0:.1f}s; trials write to {directory / 'trials'}/")
     before = torch.get_num_threads()
-    # one intra-op pool shared by the trials' threads: the usable CPUs (or --threads), split between the jobs
-    total = threads or usable_cpus()
-    set_threads(max(1, total // settings.jobs) if settings.jobs > 1 else total)
-    messages.info(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if settings.jobs > 1 else ''}")
+    # one intra-op pool shared by the trials' threads: the usable CPUs (or --threads), split between the
+    # threads that run trials (--jobs), or that run the steps of trials trained together (--parallel)
+    total = threads if threads is not None else usable_cpus()
+    side = min(settings.parallel, total) if settings.parallel > 1 else settings.jobs
+    set_threads(max(1, total // side) if side > 1 else total)
+    if threads is None:
+        note_threads(f"{total} usable CPU{'s' if total != 1 else ''}" + (f" / {side}" if side > 1 else ""))
+    if settings.parallel > 1:
+        messages.info(f"torch {describe()} in each of {side} threads stepping the trials trained together")
+    else:
+        messages.info(f"torch {describe()}{f' for each of {settings.jobs} parallel trials' if side > 1 else ''}")
     objective = make_objective(base, dists, settings, directory, root, extract_cmd, features_for, log)
     lock = threading.Lock()
     bar = progress_bar(
@@ -171,18 +189,25 @@ def run_trials(
             write_trials_csv(study_, dists, directory / "trials.csv")
 
     # the trials' own output (per-epoch lines and bars) would bury the sweep's bar
+    notes: list[str] = []
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         try:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                n_jobs=settings.jobs,
-                callbacks=[progress, *callbacks],
-                gc_after_trial=False,
-            )
+            if settings.parallel > 1:
+                groups = TrialGroups(base, dists, settings, directory, root, features_for, log)
+                notes = groups.optimize(study, remaining, side, [progress, *callbacks])
+            else:
+                study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    n_jobs=settings.jobs,
+                    callbacks=[progress, *callbacks],
+                    gc_after_trial=False,
+                )
         finally:
             bar.close()
             torch.set_num_threads(before)
+    for note in notes:
+        messages.info(note)
     messages.info(f"{remaining} trials in {time.time() - t0:.0f}s")
 
 
@@ -201,15 +226,8 @@ def make_objective(
     def objective(trial):
         params = {k: suggest(trial, k, dist) for k, dist in dists.items()}
         recipe, _ = make_recipe(base, params, settings.epochs)
-        run = directory / "trials" / f"{trial.number:04d}"
+        run = trial_dir(directory, trial)
         start = time.time()
-
-        def on_epoch(epoch, row):
-            trial.set_user_attr("epochs", epoch)
-            trial.report(row["val_accuracy"], epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"val accuracy {row['val_accuracy']:.4f} at epoch {epoch}")
-
         try:
             metrics = train(
                 recipe,
@@ -217,7 +235,7 @@ def make_objective(
                 out=str(run),
                 extract_cmd=extract_cmd,
                 features=features_for(recipe),
-                on_epoch=on_epoch,
+                on_epoch=reporter(trial),
                 log=log,
                 label=f"{directory.name}/trials/{trial.number:04d}",
             )

@@ -38,19 +38,18 @@ from ..rundir import (
     LAST,
     METRICS,
     PREDICTIONS,
-    check_cache_keys,
     load_checkpoint,
     plot_curves,
     rng_state,
     save_epoch,
-    set_rng_state,
     write_config,
     write_metrics,
     write_predictions,
 )
 from .batches import accumulation_groups, epoch_batches
+from .resume import resume_history
 from .parts import FitParts
-from .schedule import lr_factor, make_optimizer, new_plan, phase, resumed_plan
+from .schedule import lr_factor, make_optimizer, new_plan, phase
 from .splits import trainable
 from .steps import (
     DeviceTally,
@@ -75,7 +74,8 @@ class Fit:
     lr_names = ("lr",)  # the learning rate of each parameter group, in the metrics rows
     record_train_seconds = False
     callbacks = tracking.NONE  # the trackers told of the run (--log; tracking/base.py says when), rank 0 only
-    best_predictions = None  # the validation predictions of the best epoch this process trained (rank 0)
+    val_predictions = None  # rank 0: the last validation's predictions (validate)
+    best_predictions = None  # rank 0: those of the best epoch this process trained, for predictions.json
 
     def __init__(self, parts: FitParts):
         recipe, device, param_groups = parts.recipe, parts.device, parts.param_groups
@@ -142,6 +142,11 @@ class Fit:
         """The trained weights of a checkpoint (best.pt at the end, last.pt to resume)."""
         self.head.load_state_dict(ckpt["model"])
 
+    def own_rng(self):
+        """Around each training forward: nothing here; trained together (together.py), the swap of this
+        run's own random number stream in and out of torch's global generator."""
+        return nullcontext()
+
     def epoch_extra(self) -> dict:  # more of an epoch's metrics row (finetune: the augmentation tally)
         return {}
 
@@ -160,64 +165,92 @@ def run_fit(
     on_epoch(epoch, row): called after each epoch's checkpoints and metrics are written (an exception it
     raises ends the run there, exactly like a kill: `--resume` continues from last.pt)."""
     started = started or time.time()
+    history, model = begin_fit(fit, resume, extend)
+    for epoch in range(history.last + 1, fit.recipe.optim.epochs + 1):
+        if stopped_early(fit, history):
+            break
+        t0 = time.time()
+        mine = train_epoch(fit, model, epoch)
+        trained = time.time() - t0
+        end_epoch(fit, history, epoch, mine, validate(fit), t0, trained, on_epoch)
+    return end_fit(fit, history, started)
+
+
+def begin_fit(fit: Fit, resume: bool, extend: str | None) -> tuple[History, torch.nn.Module]:
+    """Before the first epoch: the history so far (resumed from last.pt) and the model to train (DDP under
+    torchrun); config.json written, the trackers started, the run line printed."""
     if extend is not None and not resume:
         raise BadInput(f"--extend {extend}: only with --resume (it extends a run's schedule)")
     history = resume_history(fit, extend) if resume else History()
     if not resume:
         fit.start()
-    main, model = dist.is_main(), fit.model
+    model = fit.model
     if dist.enabled():
-        if not main:
+        if not dist.is_main():
             fit.seed_rank(history.last)
         fit.config["world_size"] = dist.world()
         model = fit.wrap_ddp()
-    if main:
+    if dist.is_main():
         write_config(fit.run_dir, fit.config)
         fit.callbacks.start(fit.run_dir, fit.config)
     messages.info(fit.describe())
     fit.before_epochs(resume)
-    optim = fit.recipe.optim
-    for epoch in range(history.last + 1, optim.epochs + 1):
-        if optim.patience and history.bad_epochs >= optim.patience:
-            break
-        row, improved = fit_epoch(fit, model, history, epoch)
-        if main:
-            save_epoch(fit.run_dir, checkpoint(fit, history), improved, history.epochs, history.best)
-            fit.callbacks.epoch(row)
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-    if not history.epochs:
-        raise BadInput(f"{fit.run_dir}: nothing to train (already at epoch {history.last} of {optim.epochs})")
-    if not main:
-        dist.barrier()  # rank 0 writes the run out; the ranks then leave the process group together
-        return {"epochs": history.epochs, "best": history.best}
-    result = finish_run(fit, history, started)
-    dist.barrier()
-    return result
+    return history, model
 
 
-def fit_epoch(fit: Fit, model: torch.nn.Module, history: History, epoch: int) -> tuple[dict, bool]:
-    """Train one epoch, check its loss, evaluate (rank 0, broadcast) and record it: (row, improved)."""
-    t0 = time.time()
-    mine = train_epoch(fit, model, epoch)
-    loss_sum, seen, score = dist.all_reduce([mine.loss_sum, float(mine.seen), mine.score])
-    check_finite(loss_sum, dist.all_reduce(mine.first_bad, "min"), epoch, fit.batches_per_epoch, fit.run_dir, fit.unit)
-    extra = {"train_seconds": round(time.time() - t0, 3)} if fit.record_train_seconds else {}
-    extra.update(fit.epoch_extra())
+def stopped_early(fit: Fit, history: History) -> bool:
+    """Early stopping: optim.patience epochs without a better validation accuracy."""
+    patience = fit.recipe.optim.patience
+    return bool(patience) and history.bad_epochs >= patience
+
+
+def validate(fit: Fit):
+    """The validation split's (loss, accuracy, per-type accuracy) on rank 0, broadcast to every rank."""
     val = None
     if dist.is_main():
         ev = evaluate(
             fit.model, fit.splits["val"], fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx
         )
         val = (ev.loss, ev.accuracy, ev.per_type)
-    val = dist.broadcast(val)  # rank 0's
+        fit.val_predictions = ev.predictions  # (end_epoch keeps the best epoch's)
+    return dist.broadcast(val)  # rank 0's
+
+
+def end_epoch(
+    fit: Fit, history: History, epoch: int, mine: EpochTotals, val, t0: float, trained: float, on_epoch=None
+) -> None:
+    """After an epoch's training (`mine`: this rank's totals; `trained`: its seconds; it started at `t0`) and
+    validation (`val`, validate's): check its loss, record it (rank 0: checkpoints, metrics.json, trackers),
+    then on_epoch(epoch, row)."""
+    loss_sum, seen, score = dist.all_reduce([mine.loss_sum, float(mine.seen), mine.score])
+    check_finite(loss_sum, dist.all_reduce(mine.first_bad, "min"), epoch, fit.batches_per_epoch, fit.run_dir, fit.unit)
+    extra = {"train_seconds": round(trained, 3)} if fit.record_train_seconds else {}
+    extra.update(fit.epoch_extra())
     used = fit.used_lrs  # the lr of the epoch's last optimizer step, as it was used
     lrs = {name: used[i] if i < len(used) else 0.0 for i, name in enumerate(fit.lr_names)}
     lrs["lr_phase"] = phase(fit.schedule_plan, epoch)
     row, improved = history.record(epoch, (loss_sum / seen, score / seen), val, lrs, t0, extra)
     if improved and dist.is_main():
-        fit.best_predictions = ev.predictions  # predictions.json, written at the end (finish_run)
-    return row, improved
+        fit.best_predictions = fit.val_predictions  # predictions.json, written at the end (finish_run)
+    if dist.is_main():
+        save_epoch(fit.run_dir, checkpoint(fit, history), improved, history.epochs, history.best)
+        fit.callbacks.epoch(row)
+    if on_epoch is not None:
+        on_epoch(epoch, row)
+
+
+def end_fit(fit: Fit, history: History, started: float) -> dict:
+    """After the last epoch: rank 0 writes the run out (finish_run); the ranks leave together."""
+    if not history.epochs:
+        raise BadInput(
+            f"{fit.run_dir}: nothing to train (already at epoch {history.last} of {fit.recipe.optim.epochs})"
+        )
+    if not dist.is_main():
+        dist.barrier()  # rank 0 writes the run out; the ranks then leave the process group together
+        return {"epochs": history.epochs, "best": history.best}
+    result = finish_run(fit, history, started)
+    dist.barrier()
+    return result
 
 
 def train_epoch(fit: Fit, model: torch.nn.Module, epoch: int) -> EpochTotals:
@@ -269,7 +302,7 @@ def fit_batch(
         part, share, count = rank_part(len(idx), world, dist.rank(), fit.global_batch(image, question))
         idx, image, question, weight = idx[part], image[part], question[part], weight * share
     with model.no_sync() if world > 1 and not last else nullcontext():  # sync on the group's last batch
-        with fit.ctx:
+        with fit.own_rng(), fit.ctx:  # (the forward is where a step draws random numbers: dropout)
             logits = model(image, question)
         loss = batch_loss(logits, fit.splits["train"], idx, len(fit.vocab))
         score = batch_score(logits, fit.splits["train"], idx) * (
@@ -316,40 +349,6 @@ def checkpoint(fit: Fit, history: History) -> dict:
         "schedule": fit.schedule_plan,
         **fit.checkpoint_extra(),
     }
-
-
-def resume_history(fit: Fit, extend: str | None = None) -> History:
-    """Continue from RUN/last.pt: the same kind of run, on the same cache, with the same vocabulary and head;
-    its schedule plan, extended when the recipe's epochs go past it (schedule.resumed_plan)."""
-    path = fit.run_dir / LAST
-    ckpt = load_checkpoint(path, resume=True)
-    if ckpt.get("mode") != fit.mode:
-        raise BadInput(f"--resume: {fit.run_dir} is not a {fit.mode or 'train'} run")
-    check_cache_keys(path, ckpt, fit.cache_keys)
-    if ckpt["vocab"].get("answers") != fit.vocab.answers:
-        raise BadInput(
-            f"{path}: its answer vocabulary differs from this recipe's "
-            f"({len(ckpt['vocab'].get('answers') or [])} vs {len(fit.vocab)} answers): resume with the "
-            f"run's own recipe"
-        )
-    if ckpt["head"] != fit.head_config:
-        raise BadInput(f"{path}: head {ckpt['head']} differs from this recipe's {fit.head_config}")
-    fit.load_weights(ckpt, path)
-    fit.optimizer.load_state_dict(ckpt["optimizer"])
-    plan, extension = resumed_plan(
-        ckpt.get("schedule"), ckpt["recipe"]["optim"], fit.recipe.optim, fit.steps_per_epoch, extend
-    )
-    fit.set_plan(plan)
-    fit.scheduler.load_state_dict(ckpt["scheduler"])
-    factor = fit.scheduler.lr_lambdas[0](fit.scheduler.last_epoch)  # the next step's lr, under the plan
-    for group, base in zip(fit.optimizer.param_groups, fit.scheduler.base_lrs):
-        group["lr"] = base * factor
-    if fit.scaler and ckpt.get("scaler"):
-        fit.scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
-    fit.restore(ckpt)
-    messages.info(f"resuming {fit.run_dir} after epoch {ckpt['epoch']}" + (f"; {extension}" if extension else ""))
-    return History(ckpt["history"], ckpt["best"], ckpt["bad_epochs"], ckpt["epoch"])
 
 
 def finish_run(fit: Fit, history: History, started: float) -> dict:

@@ -1,0 +1,183 @@
+"""Several cached trainings in one pass over the cache (`sweep --parallel K`).
+
+The runs share what decides their batches (features, answers, seed, batch size: group_key) and differ in
+their optimizer and head settings. Each epoch's batches are drawn and gathered once, and each batch goes
+to every run; the runs' steps (and their validations) go to a pool of threads, each torch op
+single-threaded (the sweep sets the threads), so that the runs share the CPUs instead of splitting every
+small op between them.
+
+Each run keeps its own stream of random numbers (dropout masks): its training forwards take turns on
+torch's global generator, with the run's state swapped in and out (RngSlot). So a run draws here exactly
+the masks it draws alone, sees the same batches in the same order and takes the same steps: its metrics
+are its own `train` run's (tests/test_sweep.py compares them). Only one run's forward holds the generator
+at a time; backward passes and optimizer steps, most of a step, run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from .. import heads, tracking
+from ..recipes import TrainRecipe, to_dict
+from ..rundir import run_directory
+from .batches import epoch_batches
+from .cached import CachedFit
+from .features import Features
+from .loop import begin_fit, end_epoch, end_fit, fit_batch, stopped_early, validate
+from .steps import History, StepLosses
+
+
+def group_key(recipe: TrainRecipe) -> str:
+    """Runs of equal keys see the same batches: all but their optimizer and head settings agree (the
+    batch size and what the head reads excepted)."""
+    d = to_dict(recipe)
+    head, optim = d.pop("head"), d.pop("optim")
+    d.pop("name", None)
+    d.pop("out", None)
+    return json.dumps([d, optim["batch_size"], heads.needs(head["name"])], sort_keys=True)
+
+
+class RngSlot:
+    """A run's own stream of torch's global random numbers (CPU, and its CUDA device's): `with slot():`
+    swaps it in, and out again after; one slot at a time."""
+
+    lock = threading.Lock()
+
+    def __init__(self, device: torch.device):
+        self.cuda = device if device.type == "cuda" else None
+        self.state = self.get()
+
+    def get(self):
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.cuda) if self.cuda else None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self.lock:
+            cpu, cuda = self.state
+            torch.set_rng_state(cpu)
+            if self.cuda:
+                torch.cuda.set_rng_state(cuda, self.cuda)
+            try:
+                yield
+            finally:
+                self.state = self.get()
+
+
+@dataclasses.dataclass(eq=False)
+class Member:
+    """One run of the group: what `train` would hold for it, and how it ended (metrics or the exception)."""
+
+    stack: contextlib.ExitStack
+    fit: CachedFit | None = None
+    history: History | None = None
+    model: torch.nn.Module | None = None
+    on_epoch: object = None
+    started: float = 0.0
+    outcome: object = None
+    done: bool = False
+
+    def end(self, outcome) -> None:
+        """The run ends with `outcome` (its metrics, or the exception that ended it: the trackers and the
+        run directory's lock see it, as a `train` run's would)."""
+        self.outcome, self.done = outcome, True
+        if isinstance(outcome, BaseException):
+            self.stack.__exit__(type(outcome), outcome, outcome.__traceback__)
+        else:
+            self.stack.close()
+
+    def attempt(self, step) -> None:
+        """step(); an Exception it raises ends this run (not the group's others)."""
+        try:
+            step()
+        except Exception as e:  # (optuna.TrialPruned and Diverged included: the caller tells them apart)
+            self.end(e)
+
+
+def start(recipe: TrainRecipe, root: Path, out: str, features: Features, on_epoch=None, log=(), label=None) -> Member:
+    """A run of the group up to its first epoch, as `train(recipe, root, out, features=...)` starts it."""
+    m = Member(stack=contextlib.ExitStack(), on_epoch=on_epoch, started=time.time())
+
+    def begin():
+        run_dir = m.stack.enter_context(run_directory(recipe, out, False))
+        callbacks = m.stack.enter_context(tracking.session(log, label))
+        m.fit = CachedFit(recipe, root, run_dir, features)  # (it seeds torch and builds the head)
+        m.fit.callbacks = callbacks
+        m.fit.own_rng = RngSlot(m.fit.device)  # the stream from here on is this run's alone
+        m.history, m.model = begin_fit(m.fit, False, None)
+
+    m.attempt(begin)
+    return m
+
+
+def train_together(members: list[Member], workers: int) -> list:
+    """Train the started `members` (start(); equal group_key) together, their steps on `workers` threads;
+    each one's outcome, in order: its metrics {"epochs", "best"}, or the exception that ended it."""
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            epoch = 0
+            while True:
+                epoch += 1
+                for m in live(members):
+                    if epoch > m.fit.recipe.optim.epochs or stopped_early(m.fit, m.history):
+                        m.attempt(lambda m=m: m.end(end_fit(m.fit, m.history, m.started)))
+                active = live(members)
+                if not active:
+                    break
+                t0 = time.time()
+                totals = train_pass(active, epoch, pool)
+                trained = time.time() - t0
+                vals = list(pool.map(lambda m: validate(m.fit), active))
+                for m, mine, val in zip(active, totals, vals):
+                    m.attempt(partial(own_end_epoch, m, epoch, mine, val, t0, trained))
+    except BaseException as e:  # (an interrupt, or a failure of the pass itself: it ends every run)
+        for m in live(members):
+            m.end(e)
+        raise
+    return [m.outcome for m in members]
+
+
+def live(members: list[Member]) -> list[Member]:
+    return [m for m in members if not m.done]
+
+
+def own_end_epoch(m: Member, epoch: int, mine, val, t0: float, trained: float) -> None:
+    with m.fit.own_rng():  # (last.pt records the run's own random state)
+        end_epoch(m.fit, m.history, epoch, mine, val, t0, trained, m.on_epoch)
+
+
+def step_batch(m: Member, idx, image, question):
+    return fit_batch(m.fit, m.model, idx, image, question, 1.0, True)
+
+
+def train_pass(active: list[Member], epoch: int, pool: ThreadPoolExecutor) -> list:
+    """One epoch's training of every active run over one pass of batches (loop.train_epoch's, each batch
+    gathered once); each run's EpochTotals, in order."""
+    lead = active[0].fit
+    optim = lead.recipe.optim
+    tallies, steps = [], []
+    for m in active:
+        m.model.train()
+        m.fit.optimizer.zero_grad(set_to_none=True)
+        tallies.append(m.fit.tally(m.fit.device))
+        steps.append(StepLosses(m.fit.callbacks, (epoch - 1) * m.fit.batches_per_epoch + 1))
+    batches = epoch_batches(
+        lead.splits["train"], lead.image, lead.question, lead.rows, optim.batch_size, lead.recipe.seed, epoch
+    )
+    for number, (idx, image, question) in enumerate(batches, 1):
+        step_on = partial(step_batch, idx=idx, image=image, question=question)
+        results = pool.map(step_on, active)
+        for tally, step, (loss, count, score) in zip(tallies, steps, results):
+            tally.add(loss, count, number, score)
+            step.add(loss, count, True)
+    for step in steps:
+        step.flush()
+    return [tally.totals() for tally in tallies]
