@@ -208,7 +208,7 @@ def run_trials(
             torch.set_num_threads(before)
     for note in notes:
         messages.info(note)
-    messages.info(f"{remaining} trials in {time.time() - t0:.0f}s")
+    messages.info(f"{remaining} trials in {time.time() - t0:.1f}s")
 
 
 def make_objective(

@@ -142,6 +142,10 @@ class Fit:
         """The trained weights of a checkpoint (best.pt at the end, last.pt to resume)."""
         self.head.load_state_dict(ckpt["model"])
 
+    def rng_state(self) -> dict:
+        """The random state last.pt records (rundir.rng_state; trained together: the run's own stream)."""
+        return rng_state()
+
     def own_rng(self):
         """Around each training forward: nothing here; trained together (together.py), the swap of this
         run's own random number stream in and out of torch's global generator."""
@@ -344,7 +348,7 @@ def checkpoint(fit: Fit, history: History) -> dict:
         "history": history.epochs,
         "best": history.best,
         "bad_epochs": history.bad_epochs,
-        "rng": rng_state(),
+        "rng": fit.rng_state(),
         "scaler": fit.scaler.state_dict() if fit.scaler else None,
         "schedule": fit.schedule_plan,
         **fit.checkpoint_extra(),

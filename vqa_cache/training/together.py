@@ -28,7 +28,7 @@ import torch
 
 from .. import heads, tracking
 from ..recipes import TrainRecipe, to_dict
-from ..rundir import run_directory
+from ..rundir import rng_state, run_directory
 from .batches import epoch_batches
 from .cached import CachedFit
 from .features import Features
@@ -55,6 +55,14 @@ class RngSlot:
     def __init__(self, device: torch.device):
         self.cuda = device if device.type == "cuda" else None
         self.state = self.get()
+
+    def checkpoint_state(self) -> dict:
+        """rundir.rng_state() with this run's stream for torch's (last.pt's record)."""
+        state = rng_state()
+        state["torch"] = self.state[0]
+        if self.cuda:
+            state["cuda"][self.cuda.index or 0] = self.state[1]
+        return state
 
     def get(self):
         return torch.get_rng_state(), torch.cuda.get_rng_state(self.cuda) if self.cuda else None
@@ -111,7 +119,8 @@ def start(recipe: TrainRecipe, root: Path, out: str, features: Features, on_epoc
         callbacks = m.stack.enter_context(tracking.session(log, label))
         m.fit = CachedFit(recipe, root, run_dir, features)  # (it seeds torch and builds the head)
         m.fit.callbacks = callbacks
-        m.fit.own_rng = RngSlot(m.fit.device)  # the stream from here on is this run's alone
+        slot = RngSlot(m.fit.device)  # the stream from here on is this run's alone
+        m.fit.own_rng, m.fit.rng_state = slot, slot.checkpoint_state
         m.history, m.model = begin_fit(m.fit, False, None)
 
     m.attempt(begin)
@@ -120,15 +129,18 @@ def start(recipe: TrainRecipe, root: Path, out: str, features: Features, on_epoc
 
 def train_together(members: list[Member], workers: int) -> list:
     """Train the started `members` (start(); equal group_key) together, their steps on `workers` threads;
-    each one's outcome, in order: its metrics {"epochs", "best"}, or the exception that ended it."""
+    each one's outcome, in order: its metrics {"epochs", "best"}, or the exception that ended it. Each
+    run's validation, epoch records (checkpoints, metrics, the pruner) and closing files go to the
+    threads too."""
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             epoch = 0
             while True:
                 epoch += 1
-                for m in live(members):
-                    if epoch > m.fit.recipe.optim.epochs or stopped_early(m.fit, m.history):
-                        m.attempt(lambda m=m: m.end(end_fit(m.fit, m.history, m.started)))
+                ending = [
+                    m for m in live(members) if epoch > m.fit.recipe.optim.epochs or stopped_early(m.fit, m.history)
+                ]
+                list(pool.map(finish, ending))
                 active = live(members)
                 if not active:
                     break
@@ -136,8 +148,7 @@ def train_together(members: list[Member], workers: int) -> list:
                 totals = train_pass(active, epoch, pool)
                 trained = time.time() - t0
                 vals = list(pool.map(lambda m: validate(m.fit), active))
-                for m, mine, val in zip(active, totals, vals):
-                    m.attempt(partial(own_end_epoch, m, epoch, mine, val, t0, trained))
+                list(pool.map(partial(record, epoch=epoch, t0=t0, trained=trained), active, totals, vals))
     except BaseException as e:  # (an interrupt, or a failure of the pass itself: it ends every run)
         for m in live(members):
             m.end(e)
@@ -149,9 +160,15 @@ def live(members: list[Member]) -> list[Member]:
     return [m for m in members if not m.done]
 
 
-def own_end_epoch(m: Member, epoch: int, mine, val, t0: float, trained: float) -> None:
-    with m.fit.own_rng():  # (last.pt records the run's own random state)
-        end_epoch(m.fit, m.history, epoch, mine, val, t0, trained, m.on_epoch)
+def finish(m: Member) -> None:
+    """The run's last epoch is done: its closing files (loop.finish_run), and its end."""
+    m.attempt(lambda: m.end(end_fit(m.fit, m.history, m.started)))
+
+
+def record(m: Member, mine, val, epoch: int, t0: float, trained: float) -> None:
+    """The epoch's record of one run (loop.end_epoch); an exception from it (the pruner's, a divergence)
+    ends that run."""
+    m.attempt(lambda: end_epoch(m.fit, m.history, epoch, mine, val, t0, trained, m.on_epoch))
 
 
 def step_batch(m: Member, idx, image, question):
