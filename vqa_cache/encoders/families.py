@@ -94,8 +94,8 @@ def resolve_image(name: str, policy: str, size: int, *, allow_download: bool = T
 
 
 def known_image(name: str, policy: str, size: int) -> Choice | None:
-    """The Choice that resolve_image(name, policy, size) lands on, made without importing torchvision (seconds
-    and 0.16 GiB that stage two does not otherwise need), where nothing installed can change it: a torchvision
+    """The Choice that resolve_image(name, policy, size) lands on, made without importing torchvision (two
+    seconds that stage two does not otherwise need), where nothing installed can change it: a torchvision
     model with random weights or a weights file (read and checked, keyed by its sha256). The name is not
     checked against torchvision's list: stage two uses the Choice only when the cache holds an entry under its
     key (stage one checked the name), and otherwise calls resolve_image, whose errors say what is wrong.
