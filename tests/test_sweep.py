@@ -352,3 +352,35 @@ def test_group_key_keeps_runs_of_the_same_batches_together():
     assert key(optim__batch_size=128) != same
     assert key(head__name="attention") != same  # grid image features
     assert group_key(build(TrainRecipe, {**base, "seed": 1})) != same
+
+
+def test_a_shared_pass_makes_each_batch_once_for_readers_at_their_own_pace():
+    import random
+    import threading
+
+    from vqa_cache.training.together import SharedPass
+
+    made = []
+
+    def source():
+        for i in range(30):
+            made.append(i)
+            yield i
+
+    shared = SharedPass(source(), readers=3, ahead=4)
+    got, held = [[], [], []], []
+
+    def read(r):
+        pace = random.Random(r)
+        for batch in shared.read(r):
+            held.append(len(shared.kept))
+            got[r].append(batch)
+            time.sleep(pace.random() * 0.002 * (r + 1))
+
+    threads = [threading.Thread(target=read, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == [list(range(30))] * 3 and made == list(range(30))
+    assert max(held) <= 4 and not shared.kept  # at most `ahead` batches held; all let go at the end

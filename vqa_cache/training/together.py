@@ -145,7 +145,7 @@ def train_together(members: list[Member], workers: int) -> list:
                 if not active:
                     break
                 t0 = time.time()
-                totals = train_pass(active, epoch, pool)
+                totals = train_pass(active, epoch, pool, workers)
                 trained = time.time() - t0
                 vals = list(pool.map(lambda m: validate(m.fit), active))
                 list(pool.map(partial(record, epoch=epoch, t0=t0, trained=trained), active, totals, vals))
@@ -171,28 +171,97 @@ def record(m: Member, mine, val, epoch: int, t0: float, trained: float) -> None:
     m.attempt(lambda: end_epoch(m.fit, m.history, epoch, mine, val, t0, trained, m.on_epoch))
 
 
-def step_batch(m: Member, idx, image, question):
-    return fit_batch(m.fit, m.model, idx, image, question, 1.0, True)
+class SharedPass:
+    """One pass of batches shared by `readers` threads, each reading all of them in order at its own pace
+    (no step in lockstep): a batch is drawn and gathered once, by the first reader to need it, and let go
+    when the last reader has passed it; no reader makes a batch more than `ahead` in front of the slowest
+    (the memory held: `ahead` batches)."""
+
+    def __init__(self, batches, readers: int, ahead: int = 4):
+        self.source, self.ahead = iter(batches), ahead
+        self.kept: dict = {}  # batch number -> batch
+        self.passed = [0] * readers  # batches each reader has taken
+        self.made, self.making, self.over, self.error = 0, False, False, None
+        self.cond = threading.Condition()
+
+    def read(self, reader: int):
+        while True:
+            k, make = self.passed[reader], False
+            with self.cond:
+                while k >= self.made and not self.over and (self.making or k - min(self.passed) >= self.ahead):
+                    self.cond.wait()
+                if self.error is not None:
+                    raise self.error
+                if k >= self.made and self.over:
+                    return
+                make = k >= self.made
+                self.making = self.making or make
+            if make:  # (outside the lock: the others read what is made meanwhile)
+                try:
+                    batch = next(self.source, None)
+                except BaseException as e:
+                    with self.cond:
+                        self.error, self.over, self.making = e, True, False
+                        self.cond.notify_all()
+                    raise
+                with self.cond:
+                    self.making = False
+                    if batch is None:
+                        self.over = True
+                    else:
+                        self.kept[self.made] = batch
+                        self.made += 1
+                    self.cond.notify_all()
+                if batch is None:
+                    return
+            with self.cond:
+                batch = self.kept[k]
+                self.passed[reader] = k + 1
+                for j in [j for j in self.kept if j < min(self.passed)]:
+                    del self.kept[j]
+                self.cond.notify_all()
+            yield batch
 
 
-def train_pass(active: list[Member], epoch: int, pool: ThreadPoolExecutor) -> list:
-    """One epoch's training of every active run over one pass of batches (loop.train_epoch's, each batch
-    gathered once); each run's EpochTotals, in order."""
+def train_pass(active: list[Member], epoch: int, pool: ThreadPoolExecutor, workers: int) -> list:
+    """One epoch's training of every active run over one pass of batches (SharedPass: each batch drawn and
+    gathered once), the runs dealt to the pool's threads, each thread stepping its runs batch by batch;
+    each run's EpochTotals, in order."""
     lead = active[0].fit
     optim = lead.recipe.optim
+    batches = epoch_batches(
+        lead.splits["train"], lead.image, lead.question, lead.rows, optim.batch_size, lead.recipe.seed, epoch
+    )
+    threads = max(1, min(len(active), workers))
+    shared = SharedPass(batches, threads)
+    dealt = deal(active, threads)
+    done = pool.map(lambda t: train_runs(dealt[t], shared.read(t), epoch), range(threads))
+    totals = {id(m): total for part, runs in zip(done, dealt) for m, total in zip(runs, part)}
+    return [totals[id(m)] for m in active]
+
+
+def deal(runs: list[Member], threads: int) -> list[list[Member]]:
+    """The runs dealt to `threads` by their heads' sizes (a step's work), largest first to the least loaded."""
+    hands: list[list[Member]] = [[] for _ in range(threads)]
+    load = [0] * threads
+    for m in sorted(runs, key=lambda m: -m.fit.config["head_parameters"]):
+        t = load.index(min(load))
+        hands[t].append(m)
+        load[t] += m.fit.config["head_parameters"]
+    return hands
+
+
+def train_runs(runs: list[Member], batches, epoch: int) -> list:
+    """One thread's share of a pass: its runs stepped on each batch in turn (loop.train_epoch's steps)."""
     tallies, steps = [], []
-    for m in active:
+    for m in runs:
         m.model.train()
         m.fit.optimizer.zero_grad(set_to_none=True)
         tallies.append(m.fit.tally(m.fit.device))
         steps.append(StepLosses(m.fit.callbacks, (epoch - 1) * m.fit.batches_per_epoch + 1))
-    batches = epoch_batches(
-        lead.splits["train"], lead.image, lead.question, lead.rows, optim.batch_size, lead.recipe.seed, epoch
-    )
     for number, (idx, image, question) in enumerate(batches, 1):
-        step_on = partial(step_batch, idx=idx, image=image, question=question)
-        results = pool.map(step_on, active)
-        for tally, step, (loss, count, score) in zip(tallies, steps, results):
+        for m, tally, step in zip(runs, tallies, steps):
+            loss, count, score = fit_batch(m.fit, m.model, idx, image, question, 1.0, True)
             tally.add(loss, count, number, score)
             step.add(loss, count, True)
     for step in steps:
