@@ -1,10 +1,11 @@
 """Several cached trainings in one pass over the cache (`sweep --parallel K`).
 
 The runs share what decides their batches (features, answers, seed, batch size: group_key) and differ in
-their optimizer and head settings. Each epoch's batches are drawn and gathered once, and each batch goes
-to every run; the runs' steps (and their validations) go to a pool of threads, each torch op
-single-threaded (the sweep sets the threads), so that the runs share the CPUs instead of splitting every
-small op between them.
+their optimizer and head settings. Each epoch's batches are drawn and gathered once (SharedPass) and
+each batch goes to every run: the runs are dealt to a pool of threads, each thread steps its runs on
+each batch at its own pace, each torch op single-threaded (the sweep sets the threads), so that the runs
+share the CPUs instead of splitting every small op between them. Validations and the epochs' records go
+to the threads too; an epoch ends for all runs together.
 
 Each run keeps its own stream of random numbers (dropout masks): its training forwards take turns on
 torch's global generator, with the run's state swapped in and out (RngSlot). So a run draws here exactly
