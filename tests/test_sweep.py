@@ -181,6 +181,8 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     assert [row["state"] for row in rows[: len(before) - 1]] == [x.lower() for x in before[:-1]]
     killed = rows[len(before) - 1]
     assert killed["state"] == "fail"
+    # the killed trial's checkpoints (and any file it was writing) went with --resume: it is run again elsewhere
+    assert not [p.name for p in (out / "trials" / f"{int(killed['trial']):04d}").iterdir() if ".pt" in p.name]
     retry = [row for row in rows if row["retry_of"] == killed["trial"]]
     assert len(retry) == 1 and retry[0]["optim.lr"] == killed["optim.lr"] and retry[0]["state"] != "fail"
     assert (

@@ -15,6 +15,7 @@ run's JSON files imports no torch); lock.py: the run lock.
 from .checkpoints import (
     check_cache_keys,
     drop_checkpoints,
+    drop_partial_writes,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -56,6 +57,7 @@ __all__ = [
     "check_cache_keys",
     "curves_figure",
     "drop_checkpoints",
+    "drop_partial_writes",
     "has_metrics",
     "is_run",
     "load_checkpoint",

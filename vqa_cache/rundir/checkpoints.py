@@ -112,6 +112,14 @@ def drop_checkpoints(run_dir: Path) -> None:
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
+def drop_partial_writes(run_dir: Path) -> None:
+    """Remove what a killed process left of its unfinished atomic writes in `run_dir` (NAME.tmpPID.HEX,
+    digest.write_file's temporary files: never a finished file). For a directory no live process writes."""
+    for path in Path(run_dir).glob("*.tmp*"):
+        if re.fullmatch(r".+\.tmp\d+\.[0-9a-f]{6}", path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+
+
 def _numpy_rng_globals() -> list:
     """What the pickle of a uint32 numpy array names: older checkpoints held numpy's RNG state as
     np.random.get_state() returns it. Arrays only (data: the dtype of an object array is not allowed),

@@ -22,7 +22,7 @@ from .. import data, heads, messages, recipes
 from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
-from ..rundir import drop_checkpoints, pick_dir, read_json_object, write_json
+from ..rundir import drop_checkpoints, drop_partial_writes, pick_dir, read_json_object, write_json
 from ..threads import describe, note_threads, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
@@ -86,6 +86,10 @@ def _run_sweep(
     write_sweep_json(directory, base, space, settings, resume)
     study = open_study(directory, base["name"], dists, settings)
     requeued = recover(study) if resume else 0
+    if resume:  # what killed trials left in their directories: checkpoints, files they were writing
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            drop_checkpoints(trial_dir(directory, t))
+            drop_partial_writes(trial_dir(directory, t))
     finished = sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = max(0, settings.trials - finished)
     messages.info(
