@@ -158,22 +158,7 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     assert before[-1] == "MID-TRAINING"
     done_before = sum(x in ("COMPLETE", "PRUNED") for x in before)
 
-    r = cli(
-        "--cache-dir",
-        cache,
-        "sweep",
-        "train/easyvqa-sweep.toml",
-        *LIMIT,
-        *FAST,
-        *QUICK,
-        "--set",
-        "sweep.epochs=3",
-        "--trials",
-        4,
-        "--resume",
-        "--out",
-        out,
-    )
+    r = cli(*args, "--resume")  # (the killed command, resumed)
     assert r.code == 0, r
     assert f"{done_before} done, {4 - done_before} to run; 1 interrupted, run again" in r.out
     rows = read_csv(out / "trials.csv")
@@ -193,22 +178,7 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     # 23.1: a new inode each, never truncated in place) and leaves no temporary file
     written = ("sweep.json", "trials.csv", "best.toml", "history.png")
     inodes = {name: (out / name).stat().st_ino for name in written}
-    r = cli(
-        "--cache-dir",
-        cache,
-        "sweep",
-        "train/easyvqa-sweep.toml",
-        *LIMIT,
-        *FAST,
-        *QUICK,
-        "--set",
-        "sweep.epochs=3",
-        "--trials",
-        4,
-        "--resume",
-        "--out",
-        out,
-    )
+    r = cli(*args, "--resume")  # (the killed command, resumed)
     assert r.code == 0 and "4 done, 0 to run" in r.out, r
     assert len(read_csv(out / "trials.csv")) == len(rows)
     assert all((out / name).stat().st_ino != inodes[name] for name in written), inodes

@@ -21,6 +21,13 @@ def trial_dir(directory: Path, trial) -> Path:
     return directory / "trials" / f"{trial.number:04d}"
 
 
+def close_trial(trial, run: Path, started: float) -> None:
+    """A trial's end, however it ended: its seconds recorded, its checkpoints dropped (trials are retrained
+    from best.toml, not reused)."""
+    trial.set_user_attr("seconds", round(time.time() - started, 2))
+    drop_checkpoints(run)
+
+
 def reporter(trial):
     """A trial's on_epoch: its validation accuracy reported to the pruner, which may stop it there."""
 
@@ -62,9 +69,7 @@ class TrialGroups:
                     )
                 for group in groups.values():
                     for trial, state, value in self.train(group, workers):
-                        frozen = study.tell(trial, value, state) if state == TrialState.COMPLETE else None
-                        if frozen is None:
-                            frozen = study.tell(trial, state=state)
+                        frozen = study.tell(trial, value, state)
                         told.add(trial.number)
                         for callback in callbacks:
                             callback(study, frozen)
@@ -94,8 +99,7 @@ class TrialGroups:
         outcomes = train_together(members, workers)
         error = None
         for (trial, _), outcome in zip(group, outcomes):
-            trial.set_user_attr("seconds", round(time.time() - started, 2))
-            drop_checkpoints(trial_dir(self.directory, trial))  # trials are retrained from best.toml
+            close_trial(trial, trial_dir(self.directory, trial), started)
             if isinstance(outcome, Diverged):  # a setting that diverges is a bad setting, not a broken sweep
                 trial.set_user_attr("diverged", str(outcome))
                 yield trial, TrialState.PRUNED, None

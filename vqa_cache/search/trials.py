@@ -26,7 +26,7 @@ from ..rundir import drop_checkpoints, drop_partial_writes, pick_dir, read_json_
 from ..threads import describe, note_threads, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
-from .groups import TrialGroups, reporter, trial_dir
+from .groups import TrialGroups, close_trial, reporter, trial_dir
 from .guard import check_resumable, sweep_lock
 from .report import FINISHED, best_value, finish_sweep, write_trials_csv
 from .sampler import open_study, recover
@@ -247,8 +247,7 @@ def make_objective(
             trial.set_user_attr("diverged", str(e))
             raise optuna.TrialPruned(f"diverged: {e}") from None
         finally:
-            trial.set_user_attr("seconds", round(time.time() - start, 2))
-            drop_checkpoints(run)  # trials are retrained from best.toml, not reused
+            close_trial(trial, run, start)
         return metrics["best"]["val_accuracy"]
 
     return objective
