@@ -568,3 +568,27 @@ def test_layout_options_are_strings_empty_only_where_allowed(layout, options, me
     assert module.options(
         DatasetSettings(name=f"{layout}:x", options={"image_ext": ""} if layout == "csv" else {"config": ""})
     )
+
+
+def test_image_paths_are_checked_against_the_listing_and_a_changed_folder_is_looked_at_again(tmp_path):
+    import os
+
+    from vqa_cache.data.files import listed_files, listing_fingerprint
+    from vqa_cache.data.subsets import image_file
+    from vqa_cache.recipes import DatasetSettings
+
+    folder = tmp_path / "train2014"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes(b"x")
+    (folder / "dir.jpg").mkdir()  # a folder is not an image file
+    before = listing_fingerprint(folder)
+    assert listed_files(folder) == {"a.jpg", "b.jpg"}
+    ds, listings = DatasetSettings(name="csv:x"), {}
+    found = [image_file(tmp_path, f"train2014/{n}", ds, listings) for n in ("a.jpg", "b.jpg", "c.jpg", "dir.jpg")]
+    assert found == [True, True, False, False] and listings[folder] == {"a.jpg", "b.jpg"}
+    (folder / "b.jpg").unlink()
+    os.utime(folder, ns=(0, folder.stat().st_mtime_ns + 1))  # (the removal changed it; made sure on coarse clocks)
+    assert listed_files(folder) is None  # the listing is stale: each path is looked at again
+    assert [image_file(tmp_path, f"train2014/{n}", ds, {}) for n in ("a.jpg", "b.jpg")] == [True, False]
+    assert listing_fingerprint(folder) != before

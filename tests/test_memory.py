@@ -22,7 +22,7 @@ def small(tmp_path_factory):
 
 def test_features_are_float16_in_memory_and_batches_float32_equal_to_a_float32_copy(small):
     from vqa_cache.cache import Entry
-    from vqa_cache.cache.reader import read_features
+    from vqa_cache.cache.reader import SparseRows, read_features
     from vqa_cache.training.batches import batches
     from vqa_cache.training.features import load_features
     from vqa_cache.training.splits import build_splits
@@ -31,6 +31,8 @@ def test_features_are_float16_in_memory_and_batches_float32_equal_to_a_float32_c
     features = load_features(recipe, root, cmd, stream=False)
     image, question = features.tensors["image"][1], features.tensors["question"][1]
     assert image.dtype == torch.float16 and question.dtype == torch.float16
+    # bag-of-words vectors are mostly zeros: held as sparse rows, a fraction of the dense float16 bytes
+    assert isinstance(question, SparseRows) and question.nbytes * 10 < question.shape[0] * question.shape[1] * 2
     plan = features.plan
     full = {
         kind: torch.from_numpy(read_features(Entry(root, key), Entry(root, key).manifest(), "pooled")[1])
@@ -68,3 +70,21 @@ def test_the_budget_counts_images_questions_and_targets(small, monkeypatch):
     # the questions alone over the budget: the images are streamed (the questions fit nowhere else)
     monkeypatch.setenv("VQA_CACHE_MEMORY_BUDGET", str(max(1, questions - 1)))
     assert isinstance(f.load_features(recipe, root, cmd).tensors["image"][1], ImageStream)
+
+
+def test_sparse_rows_give_exactly_the_dense_rows():
+    import numpy as np
+
+    from vqa_cache.cache.reader import SparseRows
+
+    rng = np.random.default_rng(0)
+    dense = np.where(rng.random((50, 40)) < 0.1, rng.normal(size=(50, 40)), 0).astype(np.float16)
+    dense[7] = 0  # a row with no values
+    dense[3, 5] = -0.0
+    rows, cols = np.nonzero(dense)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=50))])
+    sparse = SparseRows(indptr, cols.astype(np.int32), dense[rows, cols], 40)
+    assert sparse.shape == (50, 40) and len(sparse) == 50 and sparse.dtype == torch.float16
+    for idx in (torch.arange(50), torch.tensor([7, 7, 0, 49, 3]), torch.tensor([], dtype=torch.long)):
+        got = sparse[idx]
+        assert got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(dense).float()[idx])

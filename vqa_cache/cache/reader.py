@@ -88,6 +88,73 @@ def read_features(entry: Entry, manifest: dict, output: str, dtype=np.float32) -
     return ids, arr.astype(dtype, copy=False)
 
 
+def read_pooled_questions(entry: Entry, manifest: dict) -> tuple[list[str], np.ndarray | SparseRows]:
+    """The texts and pooled question features [M, D] float16: as SparseRows when fewer than a quarter of the
+    first shard's values are non-zero (bag-of-words vectors: a question has a few words of the vocabulary),
+    each shard made sparse as it is read, so that the dense whole is never in memory; else dense (load_rows)."""
+    shards = shard_arrays(entry, manifest, QUESTION_COLUMNS["pooled"])
+    ids, first = next(shards, ([], None))
+    if first is None or first.dtype != np.float16 or np.count_nonzero(first) * 4 >= first.size:
+        return load_rows(entry, manifest, QUESTION_COLUMNS["pooled"])  # (dense: read again, in one array)
+    counts, cols, values = [], [], []
+
+    def add(arr: np.ndarray) -> None:
+        rows, at = np.nonzero(arr.view(np.uint16) & 0x7FFF)  # (float16 by its bits, a -0.0 as 0: 2x faster)
+        counts.append(np.bincount(rows, minlength=len(arr)))
+        cols.append(at.astype(np.int32))
+        values.append(arr[rows, at].astype(np.float16))
+
+    add(first)
+    for shard_ids, arr in shards:
+        ids += shard_ids
+        add(arr)
+    check_ids(entry, manifest, ids)
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    return ids, SparseRows(indptr, np.concatenate(cols), np.concatenate(values), first.shape[1])
+
+
+class SparseRows:
+    """Float16 rows [M, D] held as compressed sparse rows (indptr [M+1], column of each value, values), in
+    place of the dense tensor: rows[idx] is the dense float32 batch [len(idx), D], exactly the values of the
+    dense rows. On the device the rows are moved to (.to), like a tensor."""
+
+    def __init__(self, indptr, cols, values, width: int):
+        self.indptr, self.cols, self.values = (torch.as_tensor(np.asarray(x)) for x in (indptr, cols, values))
+        self.indptr = self.indptr.long()
+        self.shape = (len(self.indptr) - 1, int(width))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype  # (float16, as the cache holds the values)
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.indptr, self.cols, self.values))
+
+    def to(self, device) -> SparseRows:
+        moved = SparseRows.__new__(SparseRows)
+        moved.indptr, moved.cols, moved.values = (t.to(device) for t in (self.indptr, self.cols, self.values))
+        moved.shape = self.shape
+        return moved
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(idx, device=self.indptr.device).long()
+        start, count = self.indptr[idx], self.indptr[idx + 1] - self.indptr[idx]
+        owner = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), count)
+        first = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count)
+        at = first + torch.arange(len(owner), device=idx.device)  # each value's place in cols/values
+        out = torch.zeros(len(idx), self.shape[1], device=idx.device)
+        out[owner, self.cols[at].long()] = self.values[at].float()
+        return out
+
+
 def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.ndarray]:
     """All ids (image ids or question texts) and one HDF5 dataset or Parquet column (`what`), shards
     in order, each copied into one array as it is read (at most one shard's table alive besides it: reading
@@ -95,6 +162,20 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
     ids: list[str] = []
     out, filled = None, 0
     total = sum(int(shard["rows"]) for shard in manifest["shards"])
+    for shard_ids, arr in shard_arrays(entry, manifest, what):
+        ids += shard_ids
+        if out is None:
+            out = np.empty((total, *arr.shape[1:]), arr.dtype)
+        out[filled : filled + len(arr)] = arr
+        filled += len(arr)
+        del arr  # (its table's memory goes back before the next shard is read)
+    check_ids(entry, manifest, ids)
+    return ids, out if out is not None else np.zeros((0, manifest.get("dim", 0)), np.float16)
+
+
+def shard_arrays(entry: Entry, manifest: dict, what: str):
+    """(ids, array of `what`) of each shard in order, checked: there with its recorded size, readable, its
+    rows as the manifest says, its features finite."""
     for shard in manifest["shards"]:
         path = entry.path / shard["file"]
         if not path.is_file():
@@ -118,14 +199,7 @@ def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.nd
                 entry, f"{shard['file']}: {len(shard_ids)} ids and {len(arr)} rows, the manifest says {shard['rows']}"
             )
         check_features_finite(entry, shard["file"], arr)
-        ids += shard_ids
-        if out is None:
-            out = np.empty((total, *arr.shape[1:]), arr.dtype)
-        out[filled : filled + len(arr)] = arr
-        filled += len(arr)
-        del arr  # (its table's memory goes back before the next shard is read)
-    check_ids(entry, manifest, ids)
-    return ids, out if out is not None else np.zeros((0, manifest.get("dim", 0)), np.float16)
+        yield shard_ids, arr
 
 
 # ---------------------------------------------------------------- streaming (caches larger than memory)

@@ -15,13 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import data, messages
 from ..digest import sha256_file
 from ..errors import BadInput
 from ..recipes import DatasetSettings
-from .shards import write_table
+from .shards import read_parquet, write_table
 from .store import Entry, entry_key
 
 SAMPLES_FILE = "samples.parquet"
@@ -145,7 +144,7 @@ def read_samples(entry: Entry) -> pa.Table | None:
         path = entry.path / SAMPLES_FILE
         if path.stat().st_size != record.get("bytes") or sha256_file(path, memo=False) != record.get("sha256"):
             return None
-        table = pq.read_table(path)
+        table = read_parquet(path)
         if table.schema != data.SCHEMA or table.num_rows != manifest.get("rows"):
             return None
         if manifest.get("exported") and not all(

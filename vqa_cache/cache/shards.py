@@ -77,10 +77,19 @@ def fixed_list(arr: np.ndarray, dtype) -> pa.Array:
 
 
 def write_table(path: Path, table: pa.Table) -> str:
-    """Write a Parquet file (built in memory, then write_file); return its sha256."""
+    """Write a Parquet file (built in memory, then write_file); return its sha256. zstd; dictionary encoding
+    for the columns that are not lists (strings repeat; feature values do not, and a dictionary-encoded
+    float16 column decodes at a third of the speed of a plain one: 0.75 s against 0.33 s for 100 MiB)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    plain = [f.name for f in table.schema if not pa.types.is_fixed_size_list(f.type)]
+    pq.write_table(table, sink, compression="zstd", use_dictionary=plain)
     return write_file(path, sink.getvalue())
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet file (or `columns`), read without pq.read_table's dataset layer (pyarrow.dataset: 0.25 s
+    and 38 MiB to import, for nothing a single file needs)."""
+    return pq.ParquetFile(path).read(columns=columns)
 
 
 def read_shard_ids(path: Path) -> list[str]:
@@ -99,12 +108,14 @@ def read_image_shard(path: Path, dataset: str = "features") -> tuple[list[str], 
 
 def read_question_shard(path: Path, column: str = "embedding") -> tuple[list[str], np.ndarray]:
     """The texts and one column: a list column as [rows, width], `length` as [rows]."""
-    table = pq.read_table(path, columns=["question", column])
-    col = table.column(column).combine_chunks()
+    table = read_parquet(path, ["question", column])
+    col = table.column(column)
     if not pa.types.is_fixed_size_list(col.type):
-        return table.column("question").to_pylist(), col.to_numpy(zero_copy_only=False)
-    values = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
-    return table.column("question").to_pylist(), values
+        return table.column("question").to_pylist(), col.to_numpy()
+    width = col.type.list_size
+    values = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in col.chunks] or [np.zeros(0, np.float16)]
+    flat = values[0] if len(values) == 1 else np.concatenate(values)
+    return table.column("question").to_pylist(), flat.reshape(len(col), width)
 
 
 def check_image_shard(path: Path, outputs) -> list[str]:
@@ -125,7 +136,7 @@ def check_image_shard(path: Path, outputs) -> list[str]:
 def check_question_shard(path: Path, tokens: bool, ids: bool = False, vocab_size: int | None = None) -> list[str]:
     """Open a shard with pyarrow and check its columns (types, finite; ids within the vocabulary and zero
     after each length); return its texts."""
-    table = pq.read_table(path)
+    table = read_parquet(path)
     need = ["question", "embedding"] + (["tokens", "mask"] if tokens else []) + (["ids", "length"] if ids else [])
     for name in need:
         if name not in table.column_names:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import messages
 from ..answers.normalize import NORMALIZER_VERSION
@@ -24,7 +23,7 @@ from ..answers.table import TABLE_VERSION, AnswerTable, answer_table, column_dig
 from ..digest import sha256_file
 from ..errors import BadInput
 from .samples import staged
-from .shards import write_table
+from .shards import read_parquet, write_table
 from .store import Entry, entry_key
 
 TARGETS, STRINGS = "targets.parquet", "answers.parquet"
@@ -104,7 +103,7 @@ def read_answer_table(entry: Entry) -> AnswerTable | None:
             path = entry.path / str(record.get("file"))
             if path.stat().st_size != record.get("bytes") or sha256_file(path, memo=False) != record.get("sha256"):
                 return None
-        per_question, strings = pq.read_table(entry.path / TARGETS), pq.read_table(entry.path / STRINGS)
+        per_question, strings = read_parquet(entry.path / TARGETS), read_parquet(entry.path / STRINGS)
         q, w = per_question.num_rows, manifest.get("width")
         if q != manifest.get("rows") or not isinstance(w, int):
             return None

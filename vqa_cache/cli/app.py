@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -72,4 +73,7 @@ def main():
             err=True,
         )
         sys.exit(1)
+    # what is left is freed by the interpreter's exit: its collections of every object torch and the run made
+    # (400k at VQA v2 shape: 0.9 s) are skipped by moving them to the permanent generation first
+    gc.freeze()
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from .. import messages
 from ..errors import BadInput
 from ..recipes import DatasetSettings
-from .files import short
+from .files import listed_files, short
 
 
 def check_settings(dataset: DatasetSettings) -> None:
@@ -52,7 +52,8 @@ def hold_out_val(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
 def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) -> pa.Table:
     """Image paths made absolute (relative ones under `base`); missing files are bad input (count, up to 10
     named), or with skip_missing their questions are dropped and counted."""
-    missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset)]
+    listings: dict = {}  # folder -> the names listing_fingerprint found in it (or None: stat each file)
+    missing = [p for p in unique(table, "image_path") if not image_file(base, p, dataset, listings)]
     if missing:
         if not dataset.skip_missing:
             raise BadInput(
@@ -74,10 +75,17 @@ def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) ->
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
 
 
-def image_file(base: Path | str, rel: str, dataset: DatasetSettings) -> bool:
-    """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long)."""
+def image_file(base: Path | str, rel: str, dataset: DatasetSettings, listings: dict | None = None) -> bool:
+    """Is BASE/REL a file? BadInput naming the path when the system cannot even look (a path too long).
+    `listings`: a memo of folder -> listed_files(folder), looked up instead of a stat where it has the folder."""
     try:
-        return (base / rel).is_file()
+        path = Path(base) / rel
+        if listings is not None:
+            if path.parent not in listings:
+                listings[path.parent] = listed_files(path.parent)
+            if listings[path.parent] is not None:
+                return path.name in listings[path.parent]
+        return path.is_file()
     except OSError as e:
         raise BadInput(f"{dataset.name}: image path {short(rel, 60)!r}: {e.strerror}") from None
 

@@ -91,6 +91,7 @@ def stream_batches(stream: ImageStream, split: Split, questions: torch.Tensor, b
 
     def flush():
         feats = torch.cat([rows for _, _, rows in group]).to(device, non_blocking=True)
+        group[:] = [(c, start, None) for c, start, _ in group]  # (the chunks go: only their copy in feats stays)
         q = torch.cat([by_chunk[c] for c, _, _ in group])
         local = torch.cat([img_row[by_chunk[c]] - start + base[c] for c, start, _ in group])
         if generator is not None:

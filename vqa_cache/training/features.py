@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
 from .. import heads
 from ..cache import Entry
 from ..cache.plan import Plan, make_plan
-from ..cache.reader import ImageStream, check_complete, read_features
+from ..cache.reader import ImageStream, check_complete, read_features, read_pooled_questions
 from ..cache.shards import IMAGE_DATASETS
 from ..device import pick_device
 from ..errors import BadInput
@@ -25,7 +26,7 @@ from ..recipes import TrainRecipe
 class Features(NamedTuple):
     """A run's cached inputs. tensors[kind] = (ids in row order, features): image features pooled
     [N, Di] or grid [N, h*w, Di] float16 on the CPU (as the cache holds them; a batch is made float32), or an
-    ImageStream; question features pooled [M, Dq] or token states [M, L, Dq] with padding positions zeroed,
+    ImageStream; question features pooled [M, Dq] (a tensor, or SparseRows when they are mostly zeros) or token states [M, L, Dq] with padding positions zeroed,
     float16, or token ids [M, L] int64 (id + 1, 0 = padding)."""
 
     plan: Plan
@@ -51,8 +52,12 @@ def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str, stream: boo
     else:
         ids, arr = read_features(entries["image"], manifests["image"], need["image"], np.float16)
         tensors = {"image": (ids, torch.from_numpy(arr))}
-    ids, arr = read_features(entries["question"], manifests["question"], need["question"], np.float16)
-    tensors["question"] = (ids, torch.from_numpy(arr))
+    if need["question"] == "pooled":  # (sparse rows when they are mostly zeros: bag-of-words vectors)
+        ids, arr = read_pooled_questions(entries["question"], manifests["question"])
+    else:
+        ids, arr = read_features(entries["question"], manifests["question"], need["question"], np.float16)
+    tensors["question"] = (ids, torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr)
+    pa.default_memory_pool().release_unused()  # (what Arrow's allocator kept of the tables read)
     return Features(plan, tensors, plan.cache_keys)
 
 
