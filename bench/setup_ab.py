@@ -7,6 +7,7 @@ with the load average when it started.
 
     git archive COMMIT | tar -x -C /tmp/before          # the tree to compare with
     python bench/setup_ab.py --before /tmp/before --cache-dir CACHE --dataset vqa2:DIR [train options]
+    (--before-cache-dir CACHE2: the before tree reads its own cache, e.g. one its extract wrote)
 
 Train options (after the known ones) go to every train, e.g. the encoders the cache was made with; by
 default bench/scale.py's: --image-encoder resnet18 --weights random --image-size 32 --text-encoder bow.
@@ -48,15 +49,17 @@ def main() -> None:
     p.add_argument("--before", required=True, help="the other code tree (a checkout or `git archive` of it)")
     p.add_argument("--after", default=str(ROOT), help="this tree (default: the one this script is in)")
     p.add_argument("--cache-dir", required=True)
+    p.add_argument(
+        "--before-cache-dir", help="the before tree's own cache (default --cache-dir): to compare cache formats too"
+    )
     p.add_argument("--dataset", required=True, help="the dataset spec, its path absolute")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--budget", default="256M", help="VQA_CACHE_MEMORY_BUDGET of the streamed train")
     a, extra = p.parse_known_args()
     trees = {"before": Path(a.before).resolve(), "after": Path(a.after).resolve()}
+    caches = {"after": Path(a.cache_dir).resolve(), "before": Path(a.before_cache_dir or a.cache_dir).resolve()}
     train = [
-        "--cache-dir",
-        Path(a.cache_dir).resolve(),
         "train",
         "--dataset",
         a.dataset,
@@ -83,7 +86,7 @@ def main() -> None:
                     if mode == "stream":
                         env["VQA_CACHE_MEMORY_BUDGET"] = a.budget
                     flag = "--stream" if mode == "stream" else "--no-stream"
-                    argv = [sys.executable, "-m", "vqa_cache", *train, flag, "--out", run]
+                    argv = [sys.executable, "-m", "vqa_cache", "--cache-dir", caches[tree], *train, flag, "--out", run]
                     wall, rss, load = child(argv, env, trees[tree])
                     epochs = sum(e["seconds"] for e in json.loads((run / "metrics.json").read_text())["epochs"])
                     own = wall - epochs - imp[0]
