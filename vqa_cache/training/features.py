@@ -26,8 +26,8 @@ from ..recipes import TrainRecipe
 class Features(NamedTuple):
     """A run's cached inputs. tensors[kind] = (ids in row order, features): image features pooled
     [N, Di] or grid [N, h*w, Di] float16 on the CPU (as the cache holds them; a batch is made float32), or an
-    ImageStream; question features pooled [M, Dq] (a tensor, or SparseRows when they are mostly zeros) or token states [M, L, Dq] with padding positions zeroed,
-    float16, or token ids [M, L] int64 (id + 1, 0 = padding)."""
+    ImageStream; question features pooled [M, Dq] (a tensor, or SparseRows when they are mostly zeros) or token
+    states [M, L, Dq] with padding positions zeroed, float16, or token ids [M, L] int64 (id + 1, 0 = padding)."""
 
     plan: Plan
     tensors: dict
