@@ -7,7 +7,6 @@ import os
 import sys
 
 import click
-import pyarrow as pa
 
 from .. import threads
 from ..errors import BadInput, Diverged, error_type, one_line
@@ -45,11 +44,11 @@ for command in (extract, train, finetune, sweep, predict, ask, export, eval_, ru
 
 def main():
     threads.prefer_passive_wait()  # before torch loads: waiting OpenMP threads sleep, not spin
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        # Arrow's default pool (mimalloc) keeps freed tables' memory for reuse, but stage two reads its tables
-        # once (samples, answers, question shards): it stayed in RSS, 0.03-0.07 GiB of a streamed train's
-        # peak at 20,000 images. The command line takes Arrow's memory from malloc; the API leaves it alone.
-        pa.set_memory_pool(pa.system_memory_pool())
+    # before pyarrow loads (commands import it when they need it): Arrow's default pool (mimalloc) keeps freed
+    # tables' memory for reuse, but stage two reads its tables once (samples, answers, question shards), and it
+    # stayed in RSS: 0.03-0.07 GiB of a streamed train's peak at 20,000 images. The command line takes Arrow's
+    # memory from malloc unless told otherwise; the API leaves its host's allocator alone.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     debug = "--debug" in sys.argv[1:]
     try:
         rv = cli.main(standalone_mode=False)
