@@ -44,29 +44,22 @@ def load_features(recipe: TrainRecipe, root: Path, extract_cmd: str, stream: boo
     manifests = {kind: check_complete(entry, extract_cmd) for kind, entry in entries.items()}
     check_outputs(recipe.head.name, need, manifests["image"]["spec"], manifests["question"]["spec"])
     images = ImageStream(entries["image"], manifests["image"], IMAGE_DATASETS[need["image"]])
-    if stream is None:
-        resident = question_bytes(manifests["question"], need["question"]) + target_bytes(plan)
+    if need["question"] == "pooled":  # (sparse rows when they are mostly zeros: bag-of-words vectors)
+        qids, qarr = read_pooled_questions(entries["question"], manifests["question"])
+    else:
+        qids, qarr = read_features(entries["question"], manifests["question"], need["question"], np.float16)
+    questions = torch.from_numpy(qarr) if isinstance(qarr, np.ndarray) else qarr
+    if stream is None:  # (the question features are in memory either way: counted as they are held)
+        resident = questions.nbytes + target_bytes(plan)
         stream = images.nbytes(2) + resident > memory_budget(pick_device(recipe.device))
     if stream:
         tensors = {"image": (images.ids, images)}
     else:
         ids, arr = read_features(entries["image"], manifests["image"], need["image"], np.float16)
         tensors = {"image": (ids, torch.from_numpy(arr))}
-    if need["question"] == "pooled":  # (sparse rows when they are mostly zeros: bag-of-words vectors)
-        ids, arr = read_pooled_questions(entries["question"], manifests["question"])
-    else:
-        ids, arr = read_features(entries["question"], manifests["question"], need["question"], np.float16)
-    tensors["question"] = (ids, torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr)
+    tensors["question"] = (qids, questions)
     pa.default_memory_pool().release_unused()  # (what Arrow's allocator kept of the tables read)
     return Features(plan, tensors, plan.cache_keys)
-
-
-def question_bytes(manifest: dict, output: str) -> int:
-    """What the question features of an entry take in memory (float16; token ids int64)."""
-    spec, rows = manifest.get("spec", {}), int(manifest.get("rows", 0))
-    dim = int(manifest.get("dim") or spec.get("dim") or 0)
-    length = int(spec.get("max_length") or 32)
-    return rows * (length * 8 if output == "ids" else length * dim * 2 if output == "tokens" else dim * 2)
 
 
 def target_bytes(plan: Plan) -> int:
