@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import resource
 import secrets
 from contextlib import contextmanager
@@ -129,6 +130,16 @@ def existing_parent(path: Path) -> Path:
     return path
 
 
+def temporary_name(path: Path) -> Path:
+    """The name atomic_file writes `path` under until it is whole: NAME.tmpPID.HEX (is_partial_write)."""
+    return path.with_name(f"{path.name}.tmp{os.getpid()}.{secrets.token_hex(3)}")
+
+
+def is_partial_write(name: str) -> bool:
+    """Is `name` one of temporary_name's (what a killed writer leaves behind), never a finished file's?"""
+    return re.fullmatch(r".+\.tmp\d+\.[0-9a-f]{6}", name) is not None
+
+
 @contextmanager
 def atomic_file(path: Path, need: int | None = None):
     """A new temporary file beside `path`, open for binary writing; when the block ends, fsync'd and
@@ -138,7 +149,7 @@ def atomic_file(path: Path, need: int | None = None):
     a full disk or the file-size limit (ENOSPC, EFBIG, EDQUOT) is NoSpace, a read-only file system ReadOnly:
     one line naming the file and the free space."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{secrets.token_hex(3)}")
+    tmp = temporary_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as e:

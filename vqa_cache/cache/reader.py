@@ -7,6 +7,7 @@ shard is there with its recorded size, the row totals match the manifest, the id
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import h5py
@@ -95,7 +96,8 @@ def read_pooled_questions(entry: Entry, manifest: dict) -> tuple[list[str], np.n
     shards = shard_arrays(entry, manifest, QUESTION_COLUMNS["pooled"])
     ids, first = next(shards, ([], None))
     if first is None or first.dtype != np.float16 or np.count_nonzero(first) * 4 >= first.size:
-        return load_rows(entry, manifest, QUESTION_COLUMNS["pooled"])  # (dense: read again, in one array)
+        read = [] if first is None else [(ids, first)]
+        return load_rows(entry, manifest, QUESTION_COLUMNS["pooled"], itertools.chain(read, shards))  # dense
     counts, cols, values = [], [], []
 
     def add(arr: np.ndarray) -> None:
@@ -119,8 +121,11 @@ class SparseRows:
     dense rows. On the device the rows are moved to (.to), like a tensor."""
 
     def __init__(self, indptr, cols, values, width: int):
-        self.indptr, self.cols, self.values = (torch.as_tensor(np.asarray(x)) for x in (indptr, cols, values))
-        self.indptr = self.indptr.long()
+        self.indptr, self.cols, self.values = (
+            torch.as_tensor(indptr).long(),
+            torch.as_tensor(cols),
+            torch.as_tensor(values),
+        )
         self.shape = (len(self.indptr) - 1, int(width))
 
     def __len__(self) -> int:
@@ -139,10 +144,7 @@ class SparseRows:
         return sum(t.numel() * t.element_size() for t in (self.indptr, self.cols, self.values))
 
     def to(self, device) -> SparseRows:
-        moved = SparseRows.__new__(SparseRows)
-        moved.indptr, moved.cols, moved.values = (t.to(device) for t in (self.indptr, self.cols, self.values))
-        moved.shape = self.shape
-        return moved
+        return SparseRows(self.indptr.to(device), self.cols.to(device), self.values.to(device), self.shape[1])
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(idx, device=self.indptr.device).long()
@@ -155,14 +157,15 @@ class SparseRows:
         return out
 
 
-def load_rows(entry: Entry, manifest: dict, what: str) -> tuple[list[str], np.ndarray]:
+def load_rows(entry: Entry, manifest: dict, what: str, shards=None) -> tuple[list[str], np.ndarray]:
     """All ids (image ids or question texts) and one HDF5 dataset or Parquet column (`what`), shards
     in order, each copied into one array as it is read (at most one shard's table alive besides it: reading
-    them all first, then concatenating, held three copies of the features at the peak)."""
+    them all first, then concatenating, held three copies of the features at the peak). `shards`: the
+    shard_arrays of `what` when the caller has begun reading them."""
     ids: list[str] = []
     out, filled = None, 0
     total = sum(int(shard["rows"]) for shard in manifest["shards"])
-    for shard_ids, arr in shard_arrays(entry, manifest, what):
+    for shard_ids, arr in shard_arrays(entry, manifest, what) if shards is None else shards:
         ids += shard_ids
         if out is None:
             out = np.empty((total, *arr.shape[1:]), arr.dtype)

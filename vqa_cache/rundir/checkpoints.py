@@ -17,7 +17,7 @@ import re
 import threading
 from pathlib import Path
 
-from ..digest import atomic_file, write_error
+from ..digest import atomic_file, is_partial_write, write_error
 from ..errors import BadInput
 from .config import cache_keys_of
 from .layout import BEST, LAST
@@ -113,10 +113,10 @@ def drop_checkpoints(run_dir: Path) -> None:
 
 
 def drop_partial_writes(run_dir: Path) -> None:
-    """Remove what a killed process left of its unfinished atomic writes in `run_dir` (NAME.tmpPID.HEX,
-    digest.write_file's temporary files: never a finished file). For a directory no live process writes."""
+    """Remove what a killed process left of its unfinished atomic writes in `run_dir` (digest.temporary_name's
+    files: never a finished file). For a directory no live process writes."""
     for path in Path(run_dir).glob("*.tmp*"):
-        if re.fullmatch(r".+\.tmp\d+\.[0-9a-f]{6}", path.name) and path.is_file():
+        if is_partial_write(path.name) and path.is_file():
             path.unlink(missing_ok=True)
 
 
