@@ -586,7 +586,7 @@ def test_image_paths_are_checked_against_the_listing_and_a_changed_folder_is_loo
     assert listed_files(folder) == {"a.jpg", "b.jpg"}
     ds, listings = DatasetSettings(name="csv:x"), {}
     found = [image_file(tmp_path, f"train2014/{n}", ds, listings) for n in ("a.jpg", "b.jpg", "c.jpg", "dir.jpg")]
-    assert found == [True, True, False, False] and listings[folder] == {"a.jpg", "b.jpg"}
+    assert found == [True, True, False, False] and listings[str(folder)] == {"a.jpg", "b.jpg"}
     (folder / "b.jpg").unlink()
     os.utime(folder, ns=(0, folder.stat().st_mtime_ns + 1))  # (the removal changed it; made sure on coarse clocks)
     assert listed_files(folder) is None  # the listing is stale: each path is looked at again

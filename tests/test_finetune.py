@@ -131,22 +131,24 @@ def test_accumulation_sums_the_big_batch_gradient(monkeypatch, tmp_path):
     compared: Adam divides by sqrt(v) and amplifies the rounding of tiny gradients."""
     from vqa_cache.finetuning import finetune
 
-    class Recorder(torch.optim.AdamW):
-        log: list = []
+    from vqa_cache.training.optimizer import Optimizer
 
-        def step(self, closure=None):
-            self.log.append(
-                (
-                    [[None if p.grad is None else p.grad.clone() for p in g["params"]] for g in self.param_groups],
-                    [g["lr"] for g in self.param_groups],
-                )
+    log: list = []
+    real = Optimizer.step
+
+    def recorded(self):
+        log.append(
+            (
+                [[None if p.grad is None else p.grad.clone() for p in g["params"]] for g in self.param_groups],
+                [g["lr"] for g in self.param_groups],
             )
-            return super().step(closure)
+        )
+        return real(self)
 
-    monkeypatch.setattr(torch.optim, "AdamW", Recorder)
+    monkeypatch.setattr(Optimizer, "step", recorded)
     steps = {}
     for bs, acc in ((16, 1), (8, 2)):
-        Recorder.log = steps[bs] = []
+        log.clear()
         r = recipe(
             f"optim.batch_size={bs}",
             f"finetune.accumulate={acc}",
@@ -159,6 +161,7 @@ def test_accumulation_sums_the_big_batch_gradient(monkeypatch, tmp_path):
             "optim.grad_clip=0.0",
         )
         finetune(r, out=str(tmp_path / f"b{bs}"))
+        steps[bs] = list(log)
     big, small = steps[16], steps[8]
     assert len(big) == len(small) > 1
     assert [lrs for _, lrs in big] == [lrs for _, lrs in small]

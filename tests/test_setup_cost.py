@@ -115,11 +115,11 @@ def test_stage_two_resolves_a_name_it_has_no_entry_for(cache, monkeypatch):
 @pytest.mark.slow
 def test_train_process_never_imports_the_encoder_libraries(cache, tmp_path):
     """`vqa-cache train` and `predict` in a fresh process: at exit, none of torchvision, timm, transformers
-    is in sys.modules."""
+    is in sys.modules, nor torch._dynamo (which torch.optim's classes import: training/optimizer.py)."""
     hook = (
         "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in "
-        f"{ENCODER_LIBRARIES!r} and sys.modules[m] is not None)))\n"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if (m.split('.')[0] in "
+        f"{ENCODER_LIBRARIES!r} or m.startswith('torch._dynamo')) and sys.modules[m] is not None)))\n"
         "sys.argv = ['vqa-cache', *sys.argv[1:]]\n"
         "runpy.run_module('vqa_cache', run_name='__main__')\n"
     )

@@ -49,6 +49,7 @@ from ..rundir import (
 from .batches import accumulation_groups, epoch_batches
 from .resume import resume_history
 from .parts import FitParts
+from .optimizer import LambdaLR
 from .schedule import lr_factor, make_optimizer, new_plan, phase
 from .splits import trainable
 from .steps import (
@@ -108,7 +109,7 @@ class Fit:
     def set_plan(self, plan: dict) -> None:
         """The schedule plan (schedule.py), its LambdaLR, and config.json's record of it."""
         self.schedule_plan = plan
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.recipe.optim, plan))
+        self.scheduler = LambdaLR(self.optimizer, lr_factor(self.recipe.optim, plan))
         self.config["schedule"] = plan
 
     # ------------------------------------------------------------ hooks

@@ -1,7 +1,7 @@
 """The optimizer (optim.name: adamw | adam | sgd) and the learning-rate schedule (optim.schedule: cosine |
 onecycle | constant | step) of a run, and what happens to the schedule when `--resume` extends a run.
 
-A schedule is a factor of each parameter group's lr per optimizer step (torch's LambdaLR), computed from
+A schedule is a factor of each parameter group's lr per optimizer step (LambdaLR's, optimizer.py), computed from
 the step number alone, so that a resumed run takes exactly the steps an uninterrupted one would.
 
 - cosine: linear warm-up over optim.warmup_epochs, then cosine decay from lr to min_lr at
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from ..errors import BadInput
 from ..recipes import OptimSettings
+from .optimizer import Optimizer
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant", "step")
@@ -33,19 +32,26 @@ EXTEND = ("tail", "cycle")
 ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4  # torch's OneCycleLR defaults
 
 
-def make_optimizer(param_groups: list[dict], optim: OptimSettings) -> torch.optim.Optimizer:
-    """optim.name's optimizer over the parameter groups (each may carry its own lr)."""
-    if optim.name == "adamw":
-        return torch.optim.AdamW(
-            param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
-        )
-    if optim.name == "adam":
-        return torch.optim.Adam(
-            param_groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+def make_optimizer(param_groups: list[dict], optim: OptimSettings) -> Optimizer:
+    """optim.name's optimizer over the parameter groups (each may carry its own lr): torch.optim's update,
+    without torch.optim.Optimizer's import of torch._dynamo (optimizer.py)."""
+    if optim.name in ("adamw", "adam"):
+        return Optimizer(
+            optim.name,
+            param_groups,
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
         )
     if optim.name == "sgd":
-        return torch.optim.SGD(
-            param_groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov, weight_decay=optim.weight_decay
+        return Optimizer(
+            "sgd",
+            param_groups,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            nesterov=optim.nesterov,
+            weight_decay=optim.weight_decay,
         )
     raise BadInput(f"recipe key 'optim.name' must be one of {', '.join(OPTIMIZERS)}, got {optim.name!r}")
 
