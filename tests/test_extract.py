@@ -40,8 +40,11 @@ def test_extract_writes_documented_format(cli, tmp_path):
     for shard in question["shards"]:
         t = pq.read_table(q_dir / shard["file"])
         texts += t.column("question").to_pylist()
-        emb = t.schema.field("embedding").type
-        assert pa.types.is_fixed_size_list(emb) and emb.list_size == 1024 and emb.value_type == pa.float16()
+        # bag-of-words vectors, mostly zeros: stored sparse (docs/cache-format.md)
+        assert t.schema.metadata[b"embedding_width"] == b"1024"
+        index, value = t.schema.field("embedding_index").type, t.schema.field("embedding_value").type
+        assert index == pa.list_(pa.int32()) and value == pa.list_(pa.float16())
+        assert all(0 <= i < 1024 for row in t.column("embedding_index").to_pylist() for i in row)
     assert len(texts) == len(set(texts)) == question["rows"]
 
     from vqa_cache.data import load_samples

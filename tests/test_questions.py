@@ -326,12 +326,10 @@ def test_question_shards_keep_feature_lists_plain_and_read_back_exactly(tmp_path
     """The feature columns are written without dictionary encoding (it decoded float16 lists at a third of the
     speed), the text column with it; what read_question_shard gives back is exactly what was written, also
     from a shard written the old way (dictionary encoding throughout)."""
-    import pyarrow.parquet as pq
-
     from vqa_cache.cache.shards import read_question_shard, write_question_shard
 
     rng = np.random.default_rng(0)
-    pooled = np.where(rng.random((300, 16)) < 0.2, rng.normal(size=(300, 16)), 0).astype(np.float16)
+    pooled = np.where(rng.random((300, 16)) < 0.5, rng.normal(size=(300, 16)), 0).astype(np.float16)
     texts = [f"q {i}" for i in range(300)]
     path = tmp_path / "q.parquet"
     write_question_shard(path, texts, {"pooled": pooled})
@@ -345,3 +343,91 @@ def test_question_shards_keep_feature_lists_plain_and_read_back_exactly(tmp_path
     for p in (path, old):
         got_texts, got = read_question_shard(p)
         assert got_texts == texts and got.dtype == np.float16 and np.array_equal(got, pooled)
+
+
+def sparse_rows(rng, rows: int, width: int) -> np.ndarray:
+    """Bag-of-words-like float16 rows: a few non-zeros each, an empty row, and a -0.0."""
+    pooled = np.where(rng.random((rows, width)) < 0.1, rng.integers(1, 4, (rows, width)), 0).astype(np.float16)
+    pooled[3] = 0
+    pooled[5, 2] = -0.0
+    return pooled
+
+
+def test_mostly_zero_features_are_stored_sparse_and_read_back_exactly(tmp_path):
+    """Under a quarter non-zero: the shard holds embedding_index / embedding_value lists (plain pyarrow reads
+    them; the width in the schema metadata) and no dense column; read densely, it gives back exactly the rows
+    written (-0.0 as 0.0); read sparse, the same rows as CSR. Damaged lists are refused."""
+    import pyarrow as pa
+
+    from vqa_cache.cache.shards import (
+        CSR,
+        check_question_shard,
+        read_question_embedding,
+        read_question_shard,
+        write_question_shard,
+    )
+
+    pooled = sparse_rows(np.random.default_rng(1), 200, 64)
+    texts = [f"q {i}" for i in range(200)]
+    path = tmp_path / "q.parquet"
+    write_question_shard(path, texts, {"pooled": pooled})
+    table = pq.read_table(path)
+    assert table.column_names == ["question", "embedding_index", "embedding_value"]
+    assert table.schema.metadata[b"embedding_width"] == b"64"
+    row = table.slice(7, 1).to_pylist()[0]  # (plain pyarrow: a row's positions and values)
+    assert row["embedding_index"] == list(np.flatnonzero(pooled[7])) and row["embedding_value"] == list(
+        pooled[7][pooled[7] != 0]
+    )
+    got_texts, got = read_question_shard(path)
+    assert got_texts == texts and got.dtype == np.float16 and np.array_equal(got, pooled)
+    _, rows = read_question_embedding(path)
+    assert isinstance(rows, CSR) and rows.width == 64 and np.array_equal(rows.dense(), pooled)
+    assert check_question_shard(path, False) == texts
+    index = table.column("embedding_index").combine_chunks()
+    shifted = pa.ListArray.from_arrays(index.offsets, pa.array(index.flatten().to_numpy() + 60))  # past the width
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.set_column(1, "embedding_index", shifted), bad)
+    with pytest.raises(ValueError, match="positions below 64"):
+        read_question_shard(bad)
+    with pytest.raises(ValueError, match="positions below 64"):
+        check_question_shard(bad, False)
+
+
+def test_a_bag_of_words_cache_is_sparse_on_disk_and_trains_like_a_dense_one(cli, tmp_path):
+    """A bag-of-words extract writes sparse shards; the same shards rewritten dense (as caches were before)
+    give stage two the same question rows, and the same first epoch."""
+    import pyarrow as pa
+
+    from vqa_cache import options
+    from vqa_cache.cache.shards import fixed_list, read_question_shard, write_table
+    from vqa_cache.training.features import load_features
+
+    cache = tmp_path / "cache"
+    args = ["--limit", 200, *FAST, "--text-encoder", "bow"]
+    assert cli("--cache-dir", cache, "extract", *args, "--workers", 0).code == 0
+    shards = sorted(cache.glob("question/*/question-*.parquet"))
+    assert shards and all("embedding_index" in pq.read_schema(p).names for p in shards)
+    recipe = options.train_recipe(
+        None, {"limit": 200, "image_encoder": "resnet18", "weights": "random", "image_size": 32, "text_encoder": "bow"}
+    )[0]
+    sparse = load_features(recipe, cache, "x").tensors["question"][1]
+    runs = {}
+    assert cli("--cache-dir", cache, "train", *args, "--epochs", 1, "--out", tmp_path / "sparse").code == 0
+    manifest_path = shards[0].parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for record in manifest["shards"]:  # rewritten as dense shards (sizes and checksums in the manifest too)
+        p = shards[0].parent / record["file"]
+        texts, dense = read_question_shard(p)
+        table = pa.table({"question": pa.array(texts, pa.string()), "embedding": fixed_list(dense, np.float16)})
+        record["sha256"] = write_table(p, table)
+        record["bytes"] = p.stat().st_size
+    manifest_path.write_text(json.dumps(manifest))
+    assert not any("embedding_index" in pq.read_schema(p).names for p in shards)
+    dense = load_features(recipe, cache, "x").tensors["question"][1]
+    idx = torch.arange(len(sparse))
+    assert torch.equal(sparse[idx], dense[idx])
+    assert cli("--cache-dir", cache, "train", *args, "--epochs", 1, "--out", tmp_path / "dense").code == 0
+    for name in ("sparse", "dense"):
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())["epochs"][0]
+    assert runs["sparse"]["val_accuracy"] == runs["dense"]["val_accuracy"]
+    assert runs["sparse"]["train_loss"] == runs["dense"]["train_loss"]

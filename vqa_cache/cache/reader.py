@@ -16,7 +16,16 @@ import torch
 
 from ..errors import BadInput
 from ..threads import usable_cpus
-from .shards import IMAGE_DATASETS, QUESTION_COLUMNS, head_ids, read_image_shard, read_question_shard, read_shard_ids
+from .shards import (
+    CSR,
+    IMAGE_DATASETS,
+    QUESTION_COLUMNS,
+    head_ids,
+    read_image_shard,
+    read_question_embedding,
+    read_question_shard,
+    read_shard_ids,
+)
 from .store import Entry, first_damage, ids_mismatch
 
 
@@ -63,7 +72,9 @@ def check_ids(entry: Entry, manifest: dict, ids: list[str]) -> None:
         raise damaged(entry, f"the {mismatch[0]} in its shards are not the dataset's ({mismatch[1]})")
 
 
-def check_features_finite(entry: Entry, name: str, arr: np.ndarray) -> None:
+def check_features_finite(entry: Entry, name: str, arr: np.ndarray | CSR) -> None:
+    if isinstance(arr, CSR):
+        arr = arr.values
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise damaged(entry, f"{name} holds non-finite values (NaN or inf)")
 
@@ -90,29 +101,28 @@ def read_features(entry: Entry, manifest: dict, output: str, dtype=np.float32) -
 
 
 def read_pooled_questions(entry: Entry, manifest: dict) -> tuple[list[str], np.ndarray | SparseRows]:
-    """The texts and pooled question features [M, D] float16: as SparseRows when fewer than a quarter of the
-    first shard's values are non-zero (bag-of-words vectors: a question has a few words of the vocabulary),
-    each shard made sparse as it is read, so that the dense whole is never in memory; else dense (load_rows)."""
-    shards = shard_arrays(entry, manifest, QUESTION_COLUMNS["pooled"])
+    """The texts and pooled question features [M, D] float16: as SparseRows when the first shard is stored
+    sparse or fewer than a quarter of its values are non-zero (bag-of-words vectors: a question has a few
+    words of the vocabulary), each shard taken as it is read, so that the dense whole is never in memory;
+    else dense (load_rows)."""
+    shards = shard_arrays(entry, manifest, QUESTION_COLUMNS["pooled"], sparse=True)
     ids, first = next(shards, ([], None))
-    if first is None or first.dtype != np.float16 or np.count_nonzero(first) * 4 >= first.size:
+    if isinstance(first, np.ndarray) and first.dtype == np.float16:  # (a cache written before shards were sparse)
+        made = CSR.of(first)
+        first = first if made is None else made
+    if not isinstance(first, CSR):
         read = [] if first is None else [(ids, first)]
         return load_rows(entry, manifest, QUESTION_COLUMNS["pooled"], itertools.chain(read, shards))  # dense
-    counts, cols, values = [], [], []
-
-    def add(arr: np.ndarray) -> None:
-        rows, at = np.nonzero(arr.view(np.uint16) & 0x7FFF)  # (float16 by its bits, a -0.0 as 0: 2x faster)
-        counts.append(np.bincount(rows, minlength=len(arr)))
-        cols.append(at.astype(np.int32))
-        values.append(arr[rows, at].astype(np.float16))
-
-    add(first)
+    parts = [first]
     for shard_ids, arr in shards:
         ids += shard_ids
-        add(arr)
+        parts.append(arr if isinstance(arr, CSR) else CSR.of(arr, always=True))
     check_ids(entry, manifest, ids)
-    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
-    return ids, SparseRows(indptr, np.concatenate(cols), np.concatenate(values), first.shape[1])
+    ends = np.cumsum([0] + [int(p.indptr[-1]) for p in parts[:-1]])
+    indptr = np.concatenate([[0]] + [p.indptr[1:] + end for p, end in zip(parts, ends)])
+    return ids, SparseRows(
+        indptr, np.concatenate([p.cols for p in parts]), np.concatenate([p.values for p in parts]), first.width
+    )
 
 
 class SparseRows:
@@ -167,6 +177,7 @@ def load_rows(entry: Entry, manifest: dict, what: str, shards=None) -> tuple[lis
     total = sum(int(shard["rows"]) for shard in manifest["shards"])
     for shard_ids, arr in shard_arrays(entry, manifest, what) if shards is None else shards:
         ids += shard_ids
+        arr = arr.dense() if isinstance(arr, CSR) else arr
         if out is None:
             out = np.empty((total, *arr.shape[1:]), arr.dtype)
         out[filled : filled + len(arr)] = arr
@@ -176,9 +187,10 @@ def load_rows(entry: Entry, manifest: dict, what: str, shards=None) -> tuple[lis
     return ids, out if out is not None else np.zeros((0, manifest.get("dim", 0)), np.float16)
 
 
-def shard_arrays(entry: Entry, manifest: dict, what: str):
+def shard_arrays(entry: Entry, manifest: dict, what: str, sparse: bool = False):
     """(ids, array of `what`) of each shard in order, checked: there with its recorded size, readable, its
-    rows as the manifest says, its features finite."""
+    rows as the manifest says, its features finite. `sparse`: a question shard's embedding stored sparse
+    comes as CSR."""
     for shard in manifest["shards"]:
         path = entry.path / shard["file"]
         if not path.is_file():
@@ -194,7 +206,8 @@ def shard_arrays(entry: Entry, manifest: dict, what: str):
             if entry.kind == "image":
                 shard_ids, arr = read_image_shard(path, what)
             else:
-                shard_ids, arr = read_question_shard(path, what)
+                read = read_question_embedding if sparse and what == QUESTION_COLUMNS["pooled"] else None
+                shard_ids, arr = read(path) if read else read_question_shard(path, what)
         except (OSError, KeyError, ValueError) as e:
             raise damaged(entry, f"{shard['file']}: unreadable shard ({type(e).__name__}: {e})") from None
         if len(shard_ids) != shard["rows"] or len(arr) != len(shard_ids):

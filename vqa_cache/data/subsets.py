@@ -140,9 +140,7 @@ def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
             f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})"
         )
     if unanswered:
-        counts = ", ".join(
-            f"{s!r} ({table.filter(pc.equal(table['split'], s)).num_rows} questions)" for s in unanswered
-        )
+        counts = ", ".join(f"{s!r} ({split_counts(table)[s]} questions)" for s in unanswered)
         messages.info(
             f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
             f"splits; {counts} has no answers, so no answer types: kept whole for prediction"
@@ -151,8 +149,9 @@ def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
 
 
 def check_nonempty(table: pa.Table, dataset: DatasetSettings, splits) -> None:
+    counts = split_counts(table)
     for s in splits:
-        if table.filter(pc.equal(table["split"], s)).num_rows == 0:
+        if counts.get(s, 0) == 0:
             raise BadInput(f"dataset {dataset.name}: split {s!r} is empty after filtering")
     if table.num_rows == 0:
         raise BadInput(f"dataset {dataset.name}: no questions left after filtering")
@@ -160,8 +159,13 @@ def check_nonempty(table: pa.Table, dataset: DatasetSettings, splits) -> None:
 
 def answered(table: pa.Table, split: str) -> bool:
     """Does some question of `split` have answers (a test split has none)?"""
-    part = table.filter(pc.equal(table["split"], split)).column("answers")
-    return bool(pc.sum(pc.list_value_length(part)).as_py())
+    has = pc.and_(pc.equal(table["split"], split), pc.greater(pc.list_value_length(table["answers"]), 0))
+    return bool(pc.any(has).as_py())
+
+
+def split_counts(table: pa.Table) -> dict:
+    """split name -> its number of questions (counted, not filtered out: the rows' lists stay unread)."""
+    return {row["values"]: row["counts"] for row in pc.value_counts(table["split"]).to_pylist()}
 
 
 def unique(table: pa.Table, column: str) -> list:
