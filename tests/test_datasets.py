@@ -574,7 +574,11 @@ def test_image_paths_are_checked_against_the_listing_and_a_changed_folder_is_loo
     import os
 
     from vqa_cache.data.files import listed_files, listing_fingerprint
-    from vqa_cache.data.subsets import image_file
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from vqa_cache.data.subsets import missing_images
     from vqa_cache.recipes import DatasetSettings
 
     folder = tmp_path / "train2014"
@@ -584,11 +588,16 @@ def test_image_paths_are_checked_against_the_listing_and_a_changed_folder_is_loo
     (folder / "dir.jpg").mkdir()  # a folder is not an image file
     before = listing_fingerprint(folder)
     assert listed_files(folder) == {"a.jpg", "b.jpg"}
-    ds, listings = DatasetSettings(name="csv:x"), {}
-    found = [image_file(tmp_path, f"train2014/{n}", ds, listings) for n in ("a.jpg", "b.jpg", "c.jpg", "dir.jpg")]
-    assert found == [True, True, False, False] and listings[str(folder)] == {"a.jpg", "b.jpg"}
+    ds = DatasetSettings(name="csv:x")
+    paths = pa.array([f"train2014/{n}" for n in ("a.jpg", "b.jpg", "c.jpg", "dir.jpg")] + [str(folder / "a.jpg")])
+    stats = []
+    real = Path.is_file
+    with pytest.MonkeyPatch.context() as mp:  # (the listing answers: no file is looked at)
+        mp.setattr(Path, "is_file", lambda self: stats.append(self) or real(self))
+        assert missing_images(paths, tmp_path, ds) == ["train2014/c.jpg", "train2014/dir.jpg"]
+    assert stats == []
     (folder / "b.jpg").unlink()
     os.utime(folder, ns=(0, folder.stat().st_mtime_ns + 1))  # (the removal changed it; made sure on coarse clocks)
     assert listed_files(folder) is None  # the listing is stale: each path is looked at again
-    assert [image_file(tmp_path, f"train2014/{n}", ds, {}) for n in ("a.jpg", "b.jpg")] == [True, False]
+    assert missing_images(pa.array(["train2014/a.jpg", "train2014/b.jpg"]), tmp_path, ds) == ["train2014/b.jpg"]
     assert listing_fingerprint(folder) != before
