@@ -479,3 +479,22 @@ def test_text_keys_change_with_tokens_length_pooling(tiny_bert_dir):
     base = key()
     assert len({base, key(tokens=True), key(max_length=16), key(pooling="cls")}) == 4
     assert key() == base
+
+
+def test_fingerprints_are_the_bytes_they_always_hashed(tmp_path):
+    """Cache keys rest on these digests: each string followed by a NUL byte (fingerprint), each image file's
+    "name<TAB>size<TAB>mtime_ns" line by name (listing_fingerprint), whatever way they are computed."""
+    import hashlib
+
+    from vqa_cache.data.files import listing_fingerprint
+    from vqa_cache.digest import fingerprint
+
+    values = ["what color?", "", "é ü 日本", "a\tb"]
+    assert fingerprint(values) == hashlib.sha256(b"".join(v.encode() + b"\0" for v in values)).hexdigest()
+    assert fingerprint(iter(values)) == fingerprint(values)
+    assert fingerprint([]) == hashlib.sha256(b"").hexdigest()
+    for name, data in (("b.jpg", b"12"), ("a.jpg", b"1"), ("c d.png", b"")):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "sub").mkdir()  # (folders are not listed)
+    lines = sorted(f"{p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}\n" for p in tmp_path.iterdir() if p.is_file())
+    assert listing_fingerprint(tmp_path) == f"3:{hashlib.sha256(''.join(lines).encode()).hexdigest()}"

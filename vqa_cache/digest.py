@@ -50,12 +50,10 @@ def check_out_path(path, what: str, directory: bool) -> Path:
 
 
 def fingerprint(values) -> str:
-    """sha256 of a list of strings (order matters: sort first where it should not)."""
-    h = hashlib.sha256()
-    for v in values:
-        h.update(v.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    """sha256 of a list of strings, each followed by a NUL byte (order matters: sort first where it should
+    not). Hashed in one piece: an update per string took 0.25 s for 140,000 strings."""
+    values = list(values)
+    return hashlib.sha256(("\0".join(values) + "\0").encode() if values else b"").hexdigest()
 
 
 def free_space(directory: Path) -> tuple[int, str]:

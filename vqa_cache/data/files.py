@@ -57,11 +57,8 @@ def listing_fingerprint(folder: Path) -> str:
                     st = e.stat()
                     items.append(f"{e.name}\t{st.st_size}\t{st.st_mtime_ns}")
                     names.append(e.name)
-        h = hashlib.sha256()
-        for line in sorted(items):
-            h.update(line.encode())
-            h.update(b"\n")
-        _LISTING_MEMO[memo] = (f"{len(items)}:{h.hexdigest()}", frozenset(names))
+        text = "".join(line + "\n" for line in sorted(items))  # (hashed in one piece, not a line at a time)
+        _LISTING_MEMO[memo] = (f"{len(items)}:{hashlib.sha256(text.encode()).hexdigest()}", frozenset(names))
     return _LISTING_MEMO[memo][0]
 
 
