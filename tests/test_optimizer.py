@@ -136,3 +136,25 @@ def test_a_state_dict_of_other_groups_is_refused():
     other = Optimizer("adam", [{"params": list(m2.parameters())}])
     with pytest.raises(ValueError, match="different number of parameter groups"):
         other.load_state_dict(ours.state_dict())
+
+
+def test_grad_scaler_steps_it_like_torch_s():
+    """GradScaler (float16 training on a GPU; its CPU twin here) unscales the gradients through param_groups
+    and steps it, and skips the step of a batch with an inf gradient, as it does torch.optim.AdamW."""
+    pair = models()
+    opts = [make("adamw", pair[0], True), make("adamw", pair[1], False)]
+    scalers = [torch.amp.GradScaler("cpu", init_scale=1024.0) for _ in pair]
+    x = torch.randn(4, 6)
+    for step in range(4):
+        for m, (opt, sched), scaler in zip(pair, opts, scalers):
+            loss = m["a"](x).pow(2).mean()
+            scaler.scale(loss).backward()
+            if step == 2:
+                m["a"].weight.grad[0, 0] = float("inf")
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        assert same(*pair), f"step {step + 1}"
+        assert scalers[0].get_scale() == scalers[1].get_scale()
+    assert scalers[0].get_scale() == 512.0  # (halved once: the inf step was skipped)
