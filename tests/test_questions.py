@@ -391,6 +391,9 @@ def test_mostly_zero_features_are_stored_sparse_and_read_back_exactly(tmp_path):
         read_question_shard(bad)
     with pytest.raises(ValueError, match="positions below 64"):
         check_question_shard(bad, False)
+    for rows in (np.zeros((3, 8), np.float16), np.zeros((0, 8), np.float16)):  # no non-zero at all; no rows
+        write_question_shard(path, [str(i) for i in range(len(rows))], {"pooled": rows})
+        assert read_question_shard(path)[1].shape == rows.shape and not read_question_shard(path)[1].any()
 
 
 def test_a_bag_of_words_cache_is_sparse_on_disk_and_trains_like_a_dense_one(cli, tmp_path):

@@ -53,7 +53,7 @@ def write_image_shard(path: Path, ids: list[str], arrays: dict[str, np.ndarray])
 def write_question_shard(path: Path, texts: list[str], arrays: dict[str, np.ndarray]) -> str:
     """Write a Parquet shard of the texts and their {"pooled"; "tokens", "mask"; "ids", "length"} arrays;
     return its sha256."""
-    pooled = arrays["pooled"].reshape(len(texts), -1).astype(np.float16, copy=False)
+    pooled = np.asarray(arrays["pooled"]).astype(np.float16, copy=False)  # [M, D]
     sparse = CSR.of(pooled)
     columns = {"question": pa.array(texts, pa.string())}
     if sparse is None:
@@ -131,7 +131,7 @@ def head_ids(ids: np.ndarray, length: np.ndarray) -> np.ndarray:
 
 
 def fixed_list(arr: np.ndarray, dtype) -> pa.Array:
-    flat = arr.reshape(len(arr), -1)
+    flat = arr.reshape(len(arr), int(np.prod(arr.shape[1:], dtype=np.int64)))  # (also with no rows)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel().astype(dtype)), flat.shape[1])
 
 
