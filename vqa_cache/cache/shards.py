@@ -105,9 +105,10 @@ class CSR:
         return out
 
 
-def read_csr(table: pa.Table, width: int) -> CSR:
-    """A sparse shard's embedding_index / embedding_value columns as CSR; ValueError if they disagree or point
-    outside the width."""
+def read_csr(table: pa.Table) -> CSR:
+    """A sparse shard's embedding_index / embedding_value columns as CSR, its width from the schema metadata;
+    ValueError if they disagree or point outside the width."""
+    width = int((table.schema.metadata or {}).get(WIDTH, b"0"))
     index, value = (table.column(name).combine_chunks() for name in SPARSE)
     offsets = index.offsets.to_numpy()
     if not np.array_equal(offsets - offsets[0], value.offsets.to_numpy() - value.offsets.to_numpy()[0]):
@@ -180,8 +181,7 @@ def read_question_embedding(path: Path) -> tuple[list[str], np.ndarray | CSR]:
     file = pq.ParquetFile(path)
     if SPARSE[0] in file.schema_arrow.names:
         table = file.read(["question", *SPARSE])
-        width = int((file.schema_arrow.metadata or {}).get(WIDTH, b"0"))
-        return table.column("question").to_pylist(), read_csr(table, width)
+        return table.column("question").to_pylist(), read_csr(table)
     table = file.read(["question", QUESTION_COLUMNS["pooled"]])
     return table.column("question").to_pylist(), list_column(table, QUESTION_COLUMNS["pooled"])
 
@@ -218,13 +218,11 @@ def check_question_shard(path: Path, tokens: bool, ids: bool = False, vocab_size
     table = read_parquet(path)
     pooled = list(SPARSE) if SPARSE[0] in table.column_names else ["embedding"]
     need = ["question", *pooled] + (["tokens", "mask"] if tokens else []) + (["ids", "length"] if ids else [])
-    if pooled == list(SPARSE):
-        width = int((table.schema.metadata or {}).get(WIDTH, b"0"))
-        if not np.isfinite(read_csr(table, width).values).all():
-            raise ValueError("column 'embedding_value' is not finite float16")
     for name in need:
         if name not in table.column_names:
             raise ValueError(f"no column {name!r}")
+    if pooled == list(SPARSE) and not np.isfinite(read_csr(table).values).all():
+        raise ValueError("column 'embedding_value' is not finite float16")
     for name in need[1:]:
         if name in ("mask", "ids", "length", *SPARSE):  # integers: ids are checked below (sparse: above)
             continue

@@ -53,8 +53,7 @@ def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) ->
     """Image paths made absolute (relative ones under `base`); missing files are bad input (count, up to 10
     named), or with skip_missing their questions are dropped and counted."""
     paths = table["image_path"]
-    joined = pc.binary_join_element_wise(pa.scalar(str(base)), paths, "/")
-    absolute = pc.if_else(pc.starts_with(paths, "/"), paths, joined)
+    absolute = absolute_paths(paths, base)
     missing = missing_images(pc.unique(paths), base, dataset)
     if missing:
         if not dataset.skip_missing:
@@ -74,14 +73,18 @@ def check_images(table: pa.Table, base: Path | str, dataset: DatasetSettings) ->
     return table.set_column(table.schema.get_field_index("image_path"), "image_path", absolute)
 
 
+def absolute_paths(paths, base: Path | str):
+    """Image paths as they are where absolute, else under `base` (BASE/PATH)."""
+    return pc.if_else(pc.starts_with(paths, "/"), paths, pc.binary_join_element_wise(pa.scalar(str(base)), paths, "/"))
+
+
 def missing_images(paths: pa.Array, base: Path | str, dataset: DatasetSettings) -> list[str]:
     """The distinct relative (or absolute) image paths that are not files, in their order. A folder the
     dataset's identity listed (files.listed_files) is checked by looking its files' names up in that listing,
     as arrays (60,000 paths one at a time took 0.5 s); the paths of any other folder by image_file."""
-    absolute = pc.if_else(
-        pc.starts_with(paths, "/"), paths, pc.binary_join_element_wise(pa.scalar(str(base)), paths, "/")
-    )
-    parts = pc.extract_regex(absolute, r"^(?P<folder>.*)/(?P<name>[^/]*)$")  # (null where there is no "/")
+    parts = pc.extract_regex(
+        absolute_paths(paths, base), r"^(?P<folder>.*)/(?P<name>[^/]*)$"
+    )  # (null where there is no "/")
     folders, names = parts.field("folder"), parts.field("name")
     found = np.zeros(len(paths), bool)
     unlisted = np.ones(len(paths), bool)
