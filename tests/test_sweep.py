@@ -288,6 +288,7 @@ def test_trials_trained_together_equal_their_sequential_runs(cli, cache, tmp_pat
     seq, par = tmp_path / "seq", tmp_path / "par"
     r = cli("--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *args, "--jobs", 1, "--threads", 1, "--out", seq)
     assert r.code == 0, r
+    assert "1 at a time" in r.out and "trained together" not in r.out, r.out  # --jobs replaced sweep.parallel = 4
     r = cli(
         "--cache-dir", cache, "sweep", "train/easyvqa-sweep.toml", *args, "--parallel", 3, "--threads", 2, "--out", par
     )

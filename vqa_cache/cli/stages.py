@@ -88,7 +88,11 @@ def finetune(**options):
 @click.argument("recipe", required=False, type=click.Path())
 @feature_options
 @click.option("--trials", type=int, help="Finished trials the study should hold (default: the recipe's sweep.trials).")
-@click.option("--jobs", type=int, help="Parallel trials in this process (threads sharing the loaded cache).")
+@click.option(
+    "--jobs",
+    type=int,
+    help="Parallel trials in this process (threads sharing the loaded cache; replaces sweep.parallel).",
+)
 @click.option(
     "--parallel",
     type=int,

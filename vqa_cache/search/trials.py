@@ -50,14 +50,16 @@ def run_sweep(
 ) -> dict:
     """Run (or continue) a sweep; returns the summary written to sweep.json["result"].
 
-    callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that interrupt a sweep. threads: torch
+    jobs: trials at a time as threads (it replaces the recipe's sweep.parallel); parallel: trials trained
+    together (it wins over jobs). callbacks: extra Optuna callbacks (study, frozen_trial), e.g. tests that
+    interrupt a sweep. threads: torch
     threads in all (shared by the parallel trials); default: the usable CPUs (vqa_cache/threads.py). log:
     tracker names (tensorboard, mlflow, wandb): each trial is a run of its own there, named SWEEP/trials/NNNN."""
     base, settings, space = load_sweep(recipe_path, overrides, feature_overrides)
     if trials is not None:
         settings = dataclasses.replace(settings, trials=trials)
-    if jobs is not None:
-        settings = dataclasses.replace(settings, jobs=jobs)
+    if jobs is not None:  # trials as threads: --jobs replaces the recipe's sweep.parallel (--parallel wins)
+        settings = dataclasses.replace(settings, jobs=jobs, parallel=1)
     if parallel is not None:
         settings = dataclasses.replace(settings, parallel=parallel)
     check_settings(settings)
