@@ -6,6 +6,7 @@ reads metrics.json through the one checked reader (issue 23.4)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -209,13 +210,17 @@ def test_every_run_file_is_replaced_not_rewritten_in_place(cache, trained, tmp_p
     shutil.copytree(trained, run)
     out = tmp_path / "p.json"
     out.write_text("[]")
-    inodes = {p.name: p.stat().st_ino for p in [*run.iterdir(), out]}
-    run_cli("--cache-dir", cache, *TRAIN, "--epochs", 3, "--resume", "--out", run)
-    run_cli("--cache-dir", cache, "report", run)
-    run_cli("--cache-dir", cache, "predict", "--run", run, "--out", out)
-    after = {p.name: p.stat().st_ino for p in [*run.iterdir(), out]}
-    for name in ("config.json", "metrics.json", "predictions.json", "report.html", "last.pt", "curves.png", "p.json"):
-        assert after[name] != inodes[name], name
+    names = ("config.json", "metrics.json", "predictions.json", "report.html", "last.pt", "curves.png", "p.json")
+    # the old files held open: their inodes cannot be freed and handed to a new file (which made comparing
+    # inode numbers alone pass or fail by chance)
+    with contextlib.ExitStack() as stack:
+        held = {name: stack.enter_context(open(out if name == "p.json" else run / name, "rb")) for name in names}
+        run_cli("--cache-dir", cache, *TRAIN, "--epochs", 3, "--resume", "--out", run)
+        run_cli("--cache-dir", cache, "report", run)
+        run_cli("--cache-dir", cache, "predict", "--run", run, "--out", out)
+        for name, f in held.items():
+            old, new = os.fstat(f.fileno()), (out if name == "p.json" else run / name).stat()
+            assert old.st_nlink == 0 and new.st_ino != old.st_ino, name  # unlinked by the rename, not rewritten
 
 
 @pytest.mark.slow  # a subprocess: not in `make test-fast`
