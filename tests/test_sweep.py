@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -177,11 +178,13 @@ def test_killed_sweep_resumes_with_the_remaining_trials(cli, cache, tmp_path):
     # nothing left to do: a further --resume runs no trial; it rewrites the sweep's files by rename (issue
     # 23.1: a new inode each, never truncated in place) and leaves no temporary file
     written = ("sweep.json", "trials.csv", "best.toml", "history.png")
-    inodes = {name: (out / name).stat().st_ino for name in written}
-    r = cli(*args, "--resume")  # (the killed command, resumed)
-    assert r.code == 0 and "4 done, 0 to run" in r.out, r
-    assert len(read_csv(out / "trials.csv")) == len(rows)
-    assert all((out / name).stat().st_ino != inodes[name] for name in written), inodes
+    with contextlib.ExitStack() as stack:  # (held open: their inodes cannot be handed to a new file)
+        held = {name: stack.enter_context(open(out / name, "rb")) for name in written}
+        r = cli(*args, "--resume")  # (the killed command, resumed)
+        assert r.code == 0 and "4 done, 0 to run" in r.out, r
+        assert len(read_csv(out / "trials.csv")) == len(rows)
+        replaced = {name: os.fstat(f.fileno()).st_nlink == 0 for name, f in held.items()}
+    assert all(replaced.values()), replaced
     assert [p.name for p in out.rglob("*") if ".tmp" in p.name] == []
 
 
