@@ -297,6 +297,7 @@ def test_trials_trained_together_equal_their_sequential_runs(cli, cache, tmp_pat
     )
     assert r.code == 0, r
     assert "3 at a time trained together" in r.out and "in each of 2 threads" in r.out, r.out
+    assert "unused" not in r.out, r.out  # (sweep.jobs is not set: nothing to say of it)
     a, b = read_csv(seq / "trials.csv"), read_csv(par / "trials.csv")
     params = [k for k in a[0] if k.startswith(("optim.", "head."))]
     assert [[row[k] for k in params] for row in a] == [[row[k] for k in params] for row in b]

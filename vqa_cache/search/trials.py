@@ -99,7 +99,8 @@ def _run_sweep(
         f"({finished} done, {remaining} to run{f'; {requeued} interrupted, run again' if requeued else ''}), "
         f"{settings.epochs or base['optim']['epochs']} epochs each, "
         + (
-            f"{settings.parallel} at a time trained together in one pass over the cache (sweep.jobs unused)"
+            f"{settings.parallel} at a time trained together in one pass over the cache"
+            + (f" (sweep.jobs = {settings.jobs} unused)" if settings.jobs > 1 else "")
             if settings.parallel > 1
             else f"{settings.jobs} at a time"
         )
