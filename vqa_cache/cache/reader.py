@@ -206,8 +206,8 @@ def shard_arrays(entry: Entry, manifest: dict, what: str, sparse: bool = False):
             if entry.kind == "image":
                 shard_ids, arr = read_image_shard(path, what)
             else:
-                read = read_question_embedding if sparse and what == QUESTION_COLUMNS["pooled"] else None
-                shard_ids, arr = read(path) if read else read_question_shard(path, what)
+                embedding = sparse and what == QUESTION_COLUMNS["pooled"]
+                shard_ids, arr = read_question_embedding(path) if embedding else read_question_shard(path, what)
         except (OSError, KeyError, ValueError) as e:
             raise damaged(entry, f"{shard['file']}: unreadable shard ({type(e).__name__}: {e})") from None
         if len(shard_ids) != shard["rows"] or len(arr) != len(shard_ids):

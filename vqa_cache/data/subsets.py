@@ -147,16 +147,16 @@ def answer_type_subset(table: pa.Table, dataset: DatasetSettings) -> pa.Table:
     present = sorted(set(table.column("answer_type").to_pylist()) - {""})
     types = pa.array(list(dataset.answer_types))
     unanswered = [s for s in unique(table, "split") if not answered(table, s)]
-    keep = pc.is_in(table["answer_type"], types)
-    if unanswered:
-        keep = pc.or_(keep, pc.is_in(table["split"], pa.array(unanswered)))
-    if table.filter(pc.is_in(table["answer_type"], types)).num_rows == 0:
+    typed = pc.is_in(table["answer_type"], types)
+    keep = pc.or_(typed, pc.is_in(table["split"], pa.array(unanswered))) if unanswered else typed
+    if not pc.any(typed).as_py():  # (None when there are no rows)
         raise BadInput(
             f"dataset {dataset.name}: no question has answer type "
             f"{', '.join(map(repr, dataset.answer_types))} (types here: {', '.join(present)})"
         )
     if unanswered:
-        counts = ", ".join(f"{s!r} ({split_counts(table)[s]} questions)" for s in unanswered)
+        sizes = split_counts(table)
+        counts = ", ".join(f"{s!r} ({sizes[s]} questions)" for s in unanswered)
         messages.info(
             f"dataset {dataset.name}: --answer-types {','.join(dataset.answer_types)} filters the answered "
             f"splits; {counts} has no answers, so no answer types: kept whole for prediction"
