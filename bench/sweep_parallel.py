@@ -6,7 +6,9 @@ each mode, each a child process, the modes interleaved `--repeat` times:
 
   - `--jobs 1`: one trial at a time (torch's threads: vqa-cache's default);
   - `--jobs 2`: two trials at a time in threads (what train/easyvqa-sweep.toml asks for);
-  - `--parallel K`: K trials trained together in one pass over the cache.
+  - `--parallel K`: K trials trained together in one pass over the cache;
+  - with `--denormals`, `--jobs 1` and `--parallel K` again with VQA_CACHE_DENORMALS=keep (denormal floats
+    computed as they are, as before vqa-cache flushed them to zero): what the flush saves.
 
 The pruner is off and every trial is a quasi-random startup trial, so each mode runs the very same
 trials; the run checks that every trial's best validation accuracy agrees across the modes (to 1e-4:
@@ -67,6 +69,7 @@ def main():
     p.add_argument("--parallel", type=int, default=4)
     p.add_argument("--repeat", type=int, default=2, help="times each mode runs, interleaved")
     p.add_argument("--data-dir", help="keep the generated dataset here (reused when present)")
+    p.add_argument("--denormals", action="store_true", help="also run two modes with denormals kept")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vqa-cache-sweep-"))
     data_dir = Path(a.data_dir) if a.data_dir else work
@@ -80,6 +83,10 @@ def main():
         "--jobs 2": ["--jobs", 2],
         f"--parallel {a.parallel}": ["--parallel", a.parallel],
     }
+    keep = {"VQA_CACHE_DENORMALS": "keep"}
+    if a.denormals:
+        modes["--jobs 1, denormals kept"] = modes["--jobs 1"]
+        modes[f"--parallel {a.parallel}, denormals kept"] = modes[f"--parallel {a.parallel}"]
     try:
         if not (d / "info.json").is_file():
             child([sys.executable, str(HERE / "scale.py"), "--helper", "gen", d, a.images, 0], work / "gen.log")
@@ -89,24 +96,29 @@ def main():
         accuracies: dict = {}
         for rep in range(a.repeat):
             for m, extra in modes.items():
-                out, log = work / f"sweep-{rep}-{m[2:].replace(' ', '')}", work / "sweep.log"
-                wall, _ = child(cli(cache, *sweep_args(d, a.trials, a.epochs, out), *extra), log)
+                out, log = work / f"sweep-{rep}-{list(modes).index(m)}", work / "sweep.log"
+                env = keep if m.endswith("kept") else None
+                wall, _ = child(cli(cache, *sweep_args(d, a.trials, a.epochs, out), *extra), log, env)
                 said = re.search(r"(\d+) trials in ([\d.]+)s", log.read_text())
                 seconds[m].append(float(said.group(2)))
                 walls[m].append(wall)
                 accuracies.setdefault(m, best_accuracies(out))
                 shutil.rmtree(out)
-                print(f"  {m:<14} run {rep + 1}: trials {seconds[m][-1]:.0f} s, wall {wall:.1f} s", flush=True)
+                print(f"  {m:<28} run {rep + 1}: trials {seconds[m][-1]:.0f} s, wall {wall:.1f} s", flush=True)
         base = sum(seconds["--jobs 1"])
         print(f"\n{a.trials} trials, {a.epochs} epochs each ({a.images} images), summed over {a.repeat} runs:")
         for m in modes:
             print(
-                f"  {m:<14} trials {sum(seconds[m]):7.0f} s  wall {sum(walls[m]):7.1f} s  "
+                f"  {m:<28} trials {sum(seconds[m]):7.0f} s  wall {sum(walls[m]):7.1f} s  "
                 f"ratio to --jobs 1: {sum(seconds[m]) / base:.2f}"
             )
         first, together = accuracies["--jobs 1"], accuracies[f"--parallel {a.parallel}"]
         agree = len(first) == len(together) and all(abs(x - y) <= 1e-4 for x, y in zip(first, together))
         print(f"  every trial's best val accuracy equal in --jobs 1 and --parallel (to 1e-4): {agree}")
+        if a.denormals:
+            kept = accuracies["--jobs 1, denormals kept"]
+            diff = max(abs(x - y) for x, y in zip(first, kept))
+            print(f"  largest difference of a trial's best val accuracy, denormals kept against flushed: {diff:.6f}")
         print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -86,6 +86,42 @@ def test_passive_wait_is_set_before_torch_loads_and_never_overrides_the_user():
     assert out.stdout.strip() == "ACTIVE"
 
 
+@pytest.mark.slow  # a subprocess: not in `make test-fast`
+def test_denormals_are_flushed_on_this_thread_and_on_the_threads_started_after():
+    """flush_denormals(): a denormal float reads as zero on the calling thread and on OpenMP's threads started
+    after it (a 2-thread op over a large tensor); $VQA_CACHE_DENORMALS=keep leaves them as they are."""
+    code = (
+        "import torch, vqa_cache.threads as t; on = t.flush_denormals(); torch.set_num_threads(2); "
+        "x = torch.full((1 << 20,), 1e-39); print(on, int((x * 1.0).count_nonzero()), float(x[:1] * 1.0))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("VQA_CACHE_DENORMALS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "0", "0.0"], out
+    kept = {**env, "VQA_CACHE_DENORMALS": "keep"}
+    out = subprocess.run([sys.executable, "-c", code], env=kept, capture_output=True, text=True, check=True)
+    on, nonzero, first = out.stdout.split()
+    assert on == "False" and int(nonzero) == 1 << 20 and 0 < float(first) < 1.2e-38, out
+
+
+def test_train_and_sweep_flush_denormals(cli, tmp_path, monkeypatch):
+    """Stage two flushes denormals (threads.flush_denormals) before its first torch op (docs/training.md)."""
+    import vqa_cache.search.trials as trials
+
+    calls = []
+    monkeypatch.setattr(threads, "flush_denormals", lambda: calls.append("train"))
+    monkeypatch.setattr(trials, "flush_denormals", lambda: calls.append("sweep"))
+    root = tmp_path / "cache"
+    run_cli("--cache-dir", root, "extract", "--limit", 200, *FAST, "--threads", 1)
+    r = cli("--cache-dir", root, "train", "--limit", 200, *FAST, "--epochs", 1, "--out", tmp_path / "run")
+    assert r.code == 0, r
+    assert calls == ["train"]
+    args = ["--limit", 200, *FAST, "--trials", 1, "--set", "sweep.epochs=1", "--out", tmp_path / "sweep"]
+    r = cli("--cache-dir", root, "sweep", "train/easyvqa-sweep.toml", *args)
+    assert r.code == 0, r
+    assert calls[:2] == ["train", "sweep"], calls
+
+
 def test_train_threads_option_on_the_run_line_and_bad_values(cli, tmp_path):
     root = tmp_path / "cache"
     run_cli("--cache-dir", root, "extract", "--limit", 200, *FAST, "--threads", 1)

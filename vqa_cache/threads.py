@@ -94,6 +94,17 @@ def set_threads(threads: int | None = None, workers: int = 0) -> int:
     return n
 
 
+def flush_denormals() -> bool:
+    """Training on the CPU: denormal floats (magnitudes below 1.2e-38) read and written as zero, on this
+    thread and on the threads started after it (OpenMP's, a sweep's), unless $VQA_CACHE_DENORMALS=keep.
+    The CPU takes many times longer on a denormal than on a normal float (docs/training.md, "Threads";
+    measured in docs/benchmarks.md, "Denormal floats"). Call it before the first torch op of the process,
+    so that OpenMP's threads start with it. Returns whether it is on."""
+    import torch
+
+    return os.environ.get("VQA_CACHE_DENORMALS", "").lower() != "keep" and torch.set_flush_denormal(True)
+
+
 def note_threads(why: str) -> None:
     """Say why the threads now set were chosen (a caller that chose them itself: a sweep's split)."""
     import torch

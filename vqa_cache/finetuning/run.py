@@ -26,7 +26,7 @@ from .. import messages, tracking
 from ..device import pick_device
 from ..recipes import FinetuneRecipe
 from ..rundir import run_config, run_directory, write_config
-from ..threads import describe
+from ..threads import describe, flush_denormals
 from ..training.batches import Rows
 from ..training.loop import Fit, run_fit
 from ..training.parts import FitParts
@@ -48,6 +48,7 @@ def finetune(
         tracking.session(log if dist.is_main() else ()) as callbacks,
     ):  # (rank 0 logs)
         started = time.time()
+        flush_denormals()
         fit = FinetuneFit(recipe, run_dir)
         fit.callbacks = callbacks
         return run_fit(fit, resume, started=started, extend=extend)

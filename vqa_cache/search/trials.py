@@ -23,7 +23,7 @@ from ..errors import BadInput, Diverged
 from ..progress import progress as progress_bar
 from ..recipes import SweepSettings
 from ..rundir import drop_checkpoints, drop_partial_writes, pick_dir, read_json_object, write_json
-from ..threads import describe, note_threads, set_threads, usable_cpus
+from ..threads import describe, flush_denormals, note_threads, set_threads, usable_cpus
 from ..training import train
 from ..training.features import Features, load_features
 from .groups import TrialGroups, close_trial, reporter, trial_dir
@@ -157,6 +157,7 @@ def run_trials(
 ) -> None:
     """Optimize for `remaining` trials, with a progress bar of the sweep (the trials' own output hidden)."""
     t0 = time.time()
+    flush_denormals()  # (before the cache's first torch op: the threads started later have it)
     features_for = features_loader(root, extract_cmd, settings)
     features_for(make_recipe(base, {})[0])
     messages.info(f"cache loaded once in {time.time() - t0:.1f}s; trials write to {directory / 'trials'}/")

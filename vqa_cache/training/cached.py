@@ -51,6 +51,7 @@ def train(
         tracking.session(log if dist.is_main() else (), label) as callbacks,
     ):  # (rank 0 logs)
         started = time.time()
+        cpu_threads.flush_denormals()
         if features is None:
             features = load_features(recipe, root, extract_cmd, stream)
             image = features.tensors["image"][1]

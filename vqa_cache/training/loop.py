@@ -367,7 +367,9 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
         ev = evaluate(fit.model, val, fit.image, fit.question, fit.eval_batch_size, len(fit.vocab), fit.ctx)
         preds = ev.predictions
     write_predictions(
-        run_dir / PREDICTIONS, val.table.column("question_id").to_pylist(), [fit.vocab.answers[int(p)] for p in preds]
+        run_dir / PREDICTIONS,
+        val.table.column("question_id").to_pylist(),
+        [fit.vocab.answers[p] for p in preds.tolist()],  # (tolist: iterating a tensor makes a tensor an item)
     )
     metrics = write_metrics(run_dir, history.epochs, history.best)
     fit.callbacks.end(metrics)
