@@ -249,14 +249,15 @@ def threads_check(n: int, work: Path, a, data_dir: Path) -> None:
     """Epoch seconds with --threads 1, 2 and the default, interleaved, beside `a.busy` busy processes."""
     cache, d = work / f"cache-{n}", data_dir / f"vqa2-{n}"
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.busy)]
-    times = {"1": [], "2": [], "default": [], "2, spinning": []}
+    times = {"1": [], "2": [], "default": [], "2, spinning": [], "2, no spin": []}
     try:
         for rep in range(2):
             for t in times:
                 run = work / f"threads-{t[0]}{len(t)}-{rep}"
                 extra = [] if t == "default" else ["--threads", t[0]]
-                # "2, spinning": OpenMP's own wait policy (what ran before OMP_WAIT_POLICY=PASSIVE was set)
-                env = {"OMP_WAIT_POLICY": "ACTIVE"} if "spinning" in t else {}
+                # "2, spinning": waiting threads that spin for good (OMP_WAIT_POLICY=ACTIVE); "2, no spin": that
+                # sleep at once (PASSIVE without the default's short spin, GOMP_SPINCOUNT=0: the default before)
+                env = {"OMP_WAIT_POLICY": "ACTIVE"} if "spinning" in t else {"GOMP_SPINCOUNT": "0"} if "no" in t else {}
                 child(
                     cli(
                         cache,

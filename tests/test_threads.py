@@ -71,19 +71,22 @@ def test_set_threads_as_asked_or_by_default(monkeypatch):
 
 @pytest.mark.slow  # a subprocess: not in `make test-fast`
 def test_passive_wait_is_set_before_torch_loads_and_never_overrides_the_user():
-    code = "import os, vqa_cache.threads as t; t.prefer_passive_wait(); print(os.environ.get('OMP_WAIT_POLICY'))"
+    code = (
+        "import os, vqa_cache.threads as t; t.prefer_passive_wait(); "
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OMP_WAIT_POLICY", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == "ACTIVE"
+    env.pop("GOMP_SPINCOUNT", None)
+
+    def said(**given):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **given}, capture_output=True, text=True)
+        assert out.returncode == 0, out
+        return out.stdout.split()
+
+    assert said() == ["PASSIVE", "10000"]  # sleep after a short spin (about 0.1 ms)
+    assert said(OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None"]  # (a spin count would cut the user's policy short)
+    assert said(GOMP_SPINCOUNT="0") == ["PASSIVE", "0"]
 
 
 @pytest.mark.slow  # a subprocess: not in `make test-fast`
