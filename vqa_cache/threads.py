@@ -7,8 +7,8 @@ Kaggle, a server with other jobs) os.cpu_count() is the host's count and oversub
 
 Waiting threads must not spin for long: OpenMP's default is to busy-wait for about 3 ms between parallel
 regions, which burns the CPU that other processes (and our own workers) need. prefer_passive_wait() sets
-OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=10000 (unless the user set either) before torch is first
-imported: a waiting thread spins about 0.1 ms (libgomp's estimate: 100,000 spins a millisecond), which
+OMP_WAIT_POLICY=PASSIVE (unless the user set a policy) with GOMP_SPINCOUNT=10000 (unless set) before torch
+is first imported: a waiting thread spins about 0.1 ms (libgomp's estimate: 100,000 spins a millisecond), which
 catches the next op of a training step, then sleeps. It has no effect once the OpenMP runtime is loaded,
 so the CLI and the API call it before importing torch.
 """

@@ -369,7 +369,7 @@ def finish_run(fit: Fit, history: History, started: float) -> dict:
     write_predictions(
         run_dir / PREDICTIONS,
         val.table.column("question_id").to_pylist(),
-        [fit.vocab.answers[p] for p in preds.tolist()],  # (tolist: iterating a tensor makes a tensor an item)
+        [fit.vocab.answers[p] for p in preds.tolist()],  # (iterating the tensor would make a tensor of each item)
     )
     metrics = write_metrics(run_dir, history.epochs, history.best)
     fit.callbacks.end(metrics)
