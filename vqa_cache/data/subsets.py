@@ -80,21 +80,20 @@ def absolute_paths(paths, base: Path | str):
 
 def missing_images(paths: pa.Array, base: Path | str, dataset: DatasetSettings) -> list[str]:
     """The distinct relative (or absolute) image paths that are not files, in their order. A folder the
-    dataset's identity listed (files.listed_files) is checked by looking its files' names up in that listing,
-    as arrays (60,000 paths one at a time took 0.5 s); the paths of any other folder by image_file."""
-    parts = pc.extract_regex(
-        absolute_paths(paths, base), r"^(?P<folder>.*)/(?P<name>[^/]*)$"
-    )  # (null where there is no "/")
-    folders, names = parts.field("folder"), parts.field("name")
-    found = np.zeros(len(paths), bool)
-    unlisted = np.ones(len(paths), bool)
+    dataset's identity listed (files.listed_files) is checked by looking its files' paths up in the
+    listings, all folders' at once, as arrays (60,000 paths one at a time took 0.5 s); the paths of any
+    other folder by image_file."""
+    full = absolute_paths(paths, base)
+    folders = pc.extract_regex(full, r"^(?P<folder>.*)/[^/]*$").field("folder")  # (null where there is no "/")
+    listed, entries = [], []
     for folder in pc.unique(folders.drop_null()).to_pylist():
         listing = listed_files(Path(folder or "/"))
         if listing is not None:
-            here = pc.fill_null(pc.equal(folders, folder), False)
-            known = pc.is_in(names, value_set=pa.array(sorted(listing), pa.string()))
-            found |= pc.and_(here, known).to_numpy(zero_copy_only=False)
-            unlisted &= ~here.to_numpy(zero_copy_only=False)
+            listed.append(folder)
+            entries.extend(f"{folder}/{name}" for name in listing)
+    found = pc.is_in(full, value_set=pa.array(entries, pa.string())).to_numpy(zero_copy_only=False)
+    here = pc.is_in(folders, value_set=pa.array(listed, pa.string()))
+    unlisted = ~pc.fill_null(here, False).to_numpy(zero_copy_only=False)
     relative = paths.to_pylist()
     for i in np.flatnonzero(unlisted):
         found[i] = image_file(base, relative[i], dataset)
