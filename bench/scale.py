@@ -250,14 +250,15 @@ def threads_check(n: int, work: Path, a, data_dir: Path) -> None:
     cache, d = work / f"cache-{n}", data_dir / f"vqa2-{n}"
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.busy)]
     times = {"1": [], "2": [], "default": [], "2, spinning": [], "2, no spin": []}
+    # waiting threads that spin for good (OMP_WAIT_POLICY=ACTIVE), or that sleep at once (PASSIVE without the
+    # default's short spin: the default before GOMP_SPINCOUNT=10000)
+    waits = {"2, spinning": {"OMP_WAIT_POLICY": "ACTIVE"}, "2, no spin": {"GOMP_SPINCOUNT": "0"}}
     try:
         for rep in range(2):
             for t in times:
                 run = work / f"threads-{t[0]}{len(t)}-{rep}"
                 extra = [] if t == "default" else ["--threads", t[0]]
-                # "2, spinning": waiting threads that spin for good (OMP_WAIT_POLICY=ACTIVE); "2, no spin": that
-                # sleep at once (PASSIVE without the default's short spin, GOMP_SPINCOUNT=0: the default before)
-                env = {"OMP_WAIT_POLICY": "ACTIVE"} if "spinning" in t else {"GOMP_SPINCOUNT": "0"} if "no" in t else {}
+                env = waits.get(t, {})
                 child(
                     cli(
                         cache,

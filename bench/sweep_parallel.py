@@ -78,15 +78,15 @@ def main():
         f"bench/sweep_parallel.py: {a.images} images, {a.trials} trials of {a.epochs} epochs, {os.cpu_count()} "
         f"CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start"
     )
-    modes = {
-        "--jobs 1": ["--jobs", 1],
-        "--jobs 2": ["--jobs", 2],
-        f"--parallel {a.parallel}": ["--parallel", a.parallel],
+    modes = {  # name -> (sweep options, environment)
+        "--jobs 1": (["--jobs", 1], None),
+        "--jobs 2": (["--jobs", 2], None),
+        f"--parallel {a.parallel}": (["--parallel", a.parallel], None),
     }
-    keep = {"VQA_CACHE_DENORMALS": "keep"}
     if a.denormals:
-        modes["--jobs 1, denormals kept"] = modes["--jobs 1"]
-        modes[f"--parallel {a.parallel}, denormals kept"] = modes[f"--parallel {a.parallel}"]
+        keep = {"VQA_CACHE_DENORMALS": "keep"}
+        modes["--jobs 1, denormals kept"] = (["--jobs", 1], keep)
+        modes[f"--parallel {a.parallel}, denormals kept"] = (["--parallel", a.parallel], keep)
     try:
         if not (d / "info.json").is_file():
             child([sys.executable, str(HERE / "scale.py"), "--helper", "gen", d, a.images, 0], work / "gen.log")
@@ -95,9 +95,8 @@ def main():
         walls: dict = {m: [] for m in modes}
         accuracies: dict = {}
         for rep in range(a.repeat):
-            for m, extra in modes.items():
-                out, log = work / f"sweep-{rep}-{list(modes).index(m)}", work / "sweep.log"
-                env = keep if m.endswith("kept") else None
+            for i, (m, (extra, env)) in enumerate(modes.items()):
+                out, log = work / f"sweep-{rep}-{i}", work / "sweep.log"
                 wall, _ = child(cli(cache, *sweep_args(d, a.trials, a.epochs, out), *extra), log, env)
                 said = re.search(r"(\d+) trials in ([\d.]+)s", log.read_text())
                 seconds[m].append(float(said.group(2)))
