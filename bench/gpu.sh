@@ -21,4 +21,7 @@ step $V train train/resnet50-tinybert-concat.toml --image-size 224 --out $LOG/ru
 step $V finetune train/easyvqa-finetune.toml --out $LOG/runs/finetune --set finetune.workers=8
 # benchmark ratios at 224 px
 step python3 bench/train.py --image-size 224 --weights random --text-encoder bow --workers 8
+# trials' heads stacked into one (torch.func) against one after another: VQA v2 shape, then bench/scale.py's
+step python3 bench/stacked_heads.py --device cuda
+step python3 bench/stacked_heads.py --device cuda --image-dim 512 --question-dim 1024 --answers 1000 --hidden 256
 for r in $LOG/runs/*; do cp "$r/metrics.json" "$LOG/$(basename $r)-metrics.json" 2>/dev/null; done

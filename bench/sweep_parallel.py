@@ -8,7 +8,10 @@ each mode, each a child process, the modes interleaved `--repeat` times:
   - `--jobs 2`: two trials at a time in threads (what train/easyvqa-sweep.toml asks for);
   - `--parallel K`: K trials trained together in one pass over the cache;
   - with `--denormals`, `--jobs 1` and `--parallel K` again with VQA_CACHE_DENORMALS=keep (denormal floats
-    computed as they are, as before vqa-cache flushed them to zero): what the flush saves.
+    computed as they are, as before vqa-cache flushed them to zero): what the flush saves;
+  - with `--bound`, `--jobs 1 --threads 1`: the trials' arithmetic on one CPU. Spread perfectly over all
+    the CPUs, with nothing shared, it would take that time / CPUs: printed as a ratio to `--jobs 1`, the
+    best that running trials side by side can do here.
 
 The pruner is off and every trial is a quasi-random startup trial, so each mode runs the very same
 trials; the run checks that every trial's best validation accuracy agrees across the modes (to 1e-4:
@@ -70,6 +73,7 @@ def main():
     p.add_argument("--repeat", type=int, default=2, help="times each mode runs, interleaved")
     p.add_argument("--data-dir", help="keep the generated dataset here (reused when present)")
     p.add_argument("--denormals", action="store_true", help="also run two modes with denormals kept")
+    p.add_argument("--bound", action="store_true", help="also run --jobs 1 --threads 1 (the arithmetic on one CPU)")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vqa-cache-sweep-"))
     data_dir = Path(a.data_dir) if a.data_dir else work
@@ -87,6 +91,8 @@ def main():
         keep = {"VQA_CACHE_DENORMALS": "keep"}
         modes["--jobs 1, denormals kept"] = (["--jobs", 1], keep)
         modes[f"--parallel {a.parallel}, denormals kept"] = (["--parallel", a.parallel], keep)
+    if a.bound:
+        modes["--jobs 1 --threads 1"] = (["--jobs", 1, "--threads", 1], None)
     try:
         if not (d / "info.json").is_file():
             child([sys.executable, str(HERE / "scale.py"), "--helper", "gen", d, a.images, 0], work / "gen.log")
@@ -110,6 +116,12 @@ def main():
             print(
                 f"  {m:<28} trials {sum(seconds[m]):7.0f} s  wall {sum(walls[m]):7.1f} s  "
                 f"ratio to --jobs 1: {sum(seconds[m]) / base:.2f}"
+            )
+        if a.bound:
+            cpus = len(os.sched_getaffinity(0))
+            print(
+                f"  the --threads 1 time spread perfectly over {cpus} CPUs: "
+                f"{sum(seconds['--jobs 1 --threads 1']) / cpus / base:.2f} of --jobs 1"
             )
         first, together = accuracies["--jobs 1"], accuracies[f"--parallel {a.parallel}"]
         agree = len(first) == len(together) and all(abs(x - y) <= 1e-4 for x, y in zip(first, together))
