@@ -38,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from scale import FAST, child, cli  # noqa: E402  (bench/scale.py: timed child processes)
 
+from vqa_cache.threads import usable_cpus  # noqa: E402
+
 
 def sweep_args(d: Path, trials: int, epochs: int, out: Path) -> list:
     return [
@@ -118,7 +120,7 @@ def main():
                 f"ratio to --jobs 1: {sum(seconds[m]) / base:.2f}"
             )
         if a.bound:
-            cpus = len(os.sched_getaffinity(0))
+            cpus = usable_cpus()
             print(
                 f"  the --threads 1 time spread perfectly over {cpus} CPUs: "
                 f"{sum(seconds['--jobs 1 --threads 1']) / cpus / base:.2f} of --jobs 1"
